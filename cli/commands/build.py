@@ -1,0 +1,144 @@
+"""Commands that make versions: create, add, remove, close, sync, squash."""
+
+from __future__ import annotations
+
+import click
+
+from dsfs.catalog import Catalog
+from dsfs.dataset import Dataset
+from dsfs.engine import versions
+
+from ..context import AppContext, parse_ref_text, pass_app, split_multi
+from ..output import human_size
+
+
+def _resolve_parents(app: AppContext, parents: tuple[str, ...]) -> list[str]:
+    catalog = Catalog(app.repo)
+    return [catalog.resolve(parse_ref_text(p)).id for p in split_multi(parents)]
+
+
+@click.command()
+@click.option("--project", "-p", required=True, help="Project the dataset belongs to.")
+@click.option("--name", "-n", required=True, help="Name of the dataset.")
+@click.option("--version", "-v", "version_", metavar="V",
+              help="Version string [default: next patch version after the latest, or 1.0.0].")
+@click.option("--tags", "-t", multiple=True, metavar="T",
+              help="Tag(s); repeat the option or separate with commas.")
+@click.option("--parents", multiple=True, metavar="REF",
+              help="Parent version(s), merged in order (a later parent wins a conflict).")
+@click.option("--description", "-d", default="", help="Free text stored with the version.")
+@pass_app
+def create(app: AppContext, project: str, name: str, version_: str | None,
+           tags: tuple[str, ...], parents: tuple[str, ...], description: str) -> None:
+    """Start a draft version; add/remove/close act on it until it is closed.
+
+    Prints the draft's id on the last line."""
+    draft = versions.create(app.repo, project, name, version_, split_multi(tags),
+                            _resolve_parents(app, parents), description)
+    header = draft.header
+    parents_text = ", ".join(p[:12] for p in header.parents) or "none"
+    click.echo(f"draft {header.project}/{header.name} {header.version} (parents: {parents_text})")
+    click.echo(header.id)
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.option("--id", "draft_id", metavar="ID", help="Draft to add to [default: the current one].")
+@click.option("--dataset-folder", default="", metavar="D",
+              help="Place the files below this folder of the dataset.")
+@click.option("--wildcard", metavar="GLOB", help="Only files whose name or path matches.")
+@click.option("--non-recursive", is_flag=True, help="Do not descend into subdirectories.")
+@pass_app
+def add(app: AppContext, paths: tuple[str, ...], draft_id: str | None, dataset_folder: str,
+        wildcard: str | None, non_recursive: bool) -> None:
+    """Add files or folders to a draft (a folder's contents, not the folder itself).
+
+    Symlinks are stored as symlinks and never followed; fifos, sockets and
+    devices are skipped with a warning.  Files are read when the draft is closed."""
+    ds = Dataset.open_draft(draft_id, app.store, app.cache_dir, app.reporter)
+    count = ds.add_files(list(paths), wildcard, dataset_folder, not non_recursive)
+    click.echo(f"added {count} file(s) to draft {ds.id}")
+
+
+@click.command()
+@click.argument("patterns", nargs=-1, required=True)
+@click.option("--id", "draft_id", metavar="ID", help="Draft to change [default: the current one].")
+@pass_app
+def remove(app: AppContext, patterns: tuple[str, ...], draft_id: str | None) -> None:
+    """Remove dataset paths (glob patterns; a directory removes all below it)."""
+    ds = Dataset.open_draft(draft_id, app.store, app.cache_dir, app.reporter)
+    for pattern in patterns:
+        ds.remove_files(pattern)
+    click.echo(f"removal of {len(patterns)} pattern(s) recorded in draft {ds.id}")
+
+
+def _report(result: versions.CloseResult) -> None:
+    header, stats = result.header, result.stats
+    changes = result.changes
+    click.echo(
+        f"{header.project}/{header.name} {header.version}: "
+        f"{changes.get('added', 0)} added, {changes.get('modified', 0)} modified, "
+        f"{changes.get('removed', 0)} removed; {header.stats.get('files', 0)} files, "
+        f"{human_size(header.stats.get('size', 0))}; uploaded "
+        f"{human_size(stats.bytes_uploaded)} in {stats.packs_uploaded} pack(s), "
+        f"{stats.chunks_reused} chunk(s) already stored"
+    )
+    click.echo(header.id)
+
+
+@click.command()
+@click.option("--id", "draft_id", metavar="ID", help="Draft to close [default: the current one].")
+@pass_app
+def close(app: AppContext, draft_id: str | None) -> None:
+    """Hash, deduplicate, pack, upload and publish a draft.
+
+    Interrupted, it can be run again: packs already in the store are not
+    uploaded again.  Prints the version id on the last line."""
+    ds = Dataset.open_draft(draft_id, app.store, app.cache_dir, app.reporter)
+    _report(ds.finalize())
+
+
+@click.command()
+@click.argument("folder", type=click.Path())
+@click.option("--project", "-p", required=True, help="Project of the dataset.")
+@click.option("--name", "-n", required=True, help="Name of the dataset.")
+@click.option("--parents", multiple=True, metavar="REF",
+              help="Parent version(s) [default: the latest version of the dataset].")
+@click.option("--version", "-v", "version_", metavar="V", help="Version string of the new version.")
+@click.option("--tags", "-t", multiple=True, metavar="T", help="Tag(s) of the new version.")
+@click.option("--description", "-d", default="", help="Free text stored with the version.")
+@click.option("--checksum", is_flag=True,
+              help="Hash every file instead of trusting unchanged size and mtime.")
+@pass_app
+def sync(app: AppContext, folder: str, project: str, name: str, parents: tuple[str, ...],
+         version_: str | None, tags: tuple[str, ...], description: str, checksum: bool) -> None:
+    """Make a new version that mirrors FOLDER: adds, modifies and removes.
+
+    A folder with no changes creates no version.  Prints the new version id
+    on the last line."""
+    result = versions.sync(app.repo, folder, project, name,
+                           _resolve_parents(app, parents) if parents else None, version_,
+                           split_multi(tags), description, app.reporter, checksum)
+    if not result.created:
+        header = result.header
+        click.echo(f"no changes: {folder} matches {header.project}/{header.name} "
+                   f"{header.version} ({header.id}); no version created")
+        return
+    _report(result)
+
+
+@click.command()
+@click.argument("refs", nargs=-1, required=True, metavar="REF...")
+@click.option("--project", "-p", required=True, help="Project of the new version.")
+@click.option("--name", "-n", required=True, help="Name of the new version.")
+@click.option("--version", "-v", "version_", metavar="V", help="Version string.")
+@pass_app
+def squash(app: AppContext, refs: tuple[str, ...], project: str, name: str,
+           version_: str | None) -> None:
+    """Merge versions (later wins) into a new version with no parents."""
+    catalog = Catalog(app.repo)
+    ids = [catalog.resolve(parse_ref_text(r)).id for r in refs]
+    _report(versions.squash(app.repo, ids, project, name, version_))
+
+
+COMMANDS = [create, add, remove, close, sync, squash]

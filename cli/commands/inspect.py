@@ -1,0 +1,85 @@
+"""Commands that look deeper: lineage, verify."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from dsfs.catalog import Catalog, Ref
+from dsfs.dataset import Dataset
+from dsfs.engine.tree import TreeResolver, compare
+from dsfs.errors import IntegrityError, NotFoundError
+
+from ..context import AppContext, pass_app, ref_options
+from ..output import safe_path
+
+
+def lineage_lines(app: AppContext, version_id: str) -> list[str]:
+    """The version and its ancestors as an indented tree (parents below children)."""
+    repo = app.repo
+    resolver = TreeResolver(repo)
+    catalog = Catalog(repo)
+    lines: list[str] = []
+    seen: set[str] = set()
+
+    def label(vid: str) -> str:
+        try:
+            header = repo.header(vid)
+        except NotFoundError:
+            return f"{vid[:12]}  (manifest missing)"
+        counts = compare(resolver.merged(header.parents), resolver.tree(vid)).counts
+        hidden = "" if catalog.is_visible(header) else "  [deleted]"
+        return (f"{header.project}/{header.name} {header.version}  {vid[:12]}  "
+                f"+{counts['added']} -{counts['removed']} ~{counts['modified']}{hidden}")
+
+    def walk(vid: str, prefix: str, last: bool, top: bool) -> None:
+        connector = "" if top else ("└── " if last else "├── ")
+        repeat = "  (see above)" if vid in seen else ""
+        lines.append(f"{prefix}{connector}{label(vid)}{repeat}")
+        if repeat:
+            return
+        seen.add(vid)
+        try:
+            parents = repo.header(vid).parents
+        except NotFoundError:
+            return
+        child_prefix = prefix if top else prefix + ("    " if last else "│   ")
+        for i, parent in enumerate(parents):
+            walk(parent, child_prefix, i == len(parents) - 1, False)
+
+    walk(version_id, "", True, True)
+    return lines
+
+
+@click.command()
+@ref_options
+@pass_app
+def lineage(app: AppContext, ref: Ref) -> None:
+    """Draw a version's parent graph, with +added -removed ~modified per version."""
+    header = app.resolve(ref)
+    for line in lineage_lines(app, header.id):
+        click.echo(line)
+
+
+@click.command()
+@ref_options
+@click.option("--folder", type=click.Path(), metavar="DIR",
+              help="Check a local folder against the version instead of the store.")
+@pass_app
+def verify(app: AppContext, ref: Ref, folder: str | None) -> None:
+    """Re-hash a version's stored chunks (or a folder) and report every mismatch.
+
+    Exits with the integrity code (6) if anything differs."""
+    ds = Dataset(app.repo, app.resolve(ref), None, app.reporter)
+    problems = ds.verify(folder)
+    for problem in problems:
+        click.echo(safe_path(problem))
+    if problems:
+        click.echo(f"dsfs: error: {len(problems)} problem(s) found", err=True)
+        sys.exit(IntegrityError.exit_code)
+    what = folder or "stored data"
+    click.echo(f"ok: {what} matches {ds.project}/{ds.name} {ds.version} ({ds.id})", err=True)
+
+
+COMMANDS = [lineage, verify]

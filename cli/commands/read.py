@@ -1,0 +1,149 @@
+"""Commands that read versions: search, list, diff, get."""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+import click
+
+from dsfs.catalog import Catalog, Ref
+from dsfs.dataset import Dataset
+from dsfs.engine import drafts, materialize
+from dsfs.engine.tree import TreeResolver, compare
+from dsfs.format.manifest import DIR, REMOVED
+
+from ..context import AppContext, parse_ref_text, pass_app, ref_options, split_multi
+from ..output import human_size, print_json, safe_path
+
+
+def _dataset(app: AppContext, ref: Ref) -> Dataset:
+    return Dataset(app.repo, app.resolve(ref), None, app.reporter)
+
+
+@click.command()
+@click.option("--project", "-p", help="Only this project.")
+@click.option("--name", "-n", help="Only datasets of this name.")
+@click.option("--tags", "-t", multiple=True, metavar="T", help="Only versions with all these tags.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@pass_app
+def search(app: AppContext, project: str | None, name: str | None, tags: tuple[str, ...],
+           as_json: bool) -> None:
+    """List versions (and this machine's drafts) with their metadata."""
+    wanted = split_multi(tags)
+    rows: list[dict[str, Any]] = []
+    for header in Dataset.search(project, name, wanted, app.store, app.cache_dir):
+        rows.append({"id": header.id, "project": header.project, "name": header.name,
+                     "version": header.version, "tags": header.tags, "status": "final",
+                     "files": header.stats.get("files", 0), "size": header.stats.get("size", 0),
+                     "created": header.created, "parents": header.parents})
+    for draft in drafts.all_drafts():
+        h = draft.header
+        if draft.store_id != app.repo.store_id.hex():
+            continue
+        if (project and h.project != project) or (name and h.name != name) or (
+                wanted and not set(wanted) <= set(h.tags)):
+            continue
+        rows.append({"id": h.id, "project": h.project, "name": h.name, "version": h.version,
+                     "tags": h.tags, "status": "draft", "files": None, "size": None,
+                     "created": "", "parents": h.parents})
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("no versions found", err=True)
+        return
+    click.echo(f"{'ID':32}  {'PROJECT/NAME':30}  {'VERSION':10}  {'STATUS':6}  "
+               f"{'FILES':>7}  {'SIZE':>10}  {'CREATED':20}  TAGS")
+    for r in rows:
+        files = "-" if r["files"] is None else str(r["files"])
+        size = "-" if r["size"] is None else human_size(r["size"])
+        click.echo(f"{r['id']:32}  {r['project'] + '/' + r['name']:30}  {r['version']:10}  "
+                   f"{r['status']:6}  {files:>7}  {size:>10}  {r['created'][:19]:20}  "
+                   f"{','.join(r['tags'])}")
+
+
+@click.command(name="list")
+@ref_options
+@click.option("--modified", is_flag=True, help="Only this version's own changes (its delta).")
+@click.option("--filter", "pattern", metavar="GLOB", help="Only paths matching this glob.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@pass_app
+def list_(app: AppContext, ref: Ref, modified: bool, pattern: str | None, as_json: bool) -> None:
+    """List the files of a version."""
+    ds = _dataset(app, ref)
+    rows: list[dict[str, Any]] = []
+    if modified:
+        changes = ds.own_changes()
+        for e in changes.added:
+            rows.append({"path": e.path, "change": "added", "type": e.kind, "size": e.size})
+        for _old, e in changes.modified:
+            rows.append({"path": e.path, "change": "modified", "type": e.kind, "size": e.size})
+        for e in changes.removed:
+            rows.append({"path": e.path, "change": "removed", "type": REMOVED, "size": 0})
+    else:
+        for path, e in sorted(ds.entries().items()):
+            if e.kind != DIR:
+                rows.append({"path": path, "type": e.kind, "size": e.size,
+                             "digest": e.digest, "target": e.target})
+    if pattern:
+        rows = [r for r in rows if fnmatch.fnmatchcase(r["path"], pattern)]
+    rows.sort(key=lambda r: r["path"])
+    if as_json:
+        print_json(rows)
+        return
+    for r in rows:
+        prefix = f"{r['change'][0].upper()} " if modified else ""
+        suffix = f" -> {safe_path(r['target'])}" if r.get("target") else ""
+        click.echo(f"{prefix}{r['size']:>12}  {safe_path(r['path'])}{suffix}")
+
+
+@click.command()
+@click.argument("ref_a", metavar="REF_A")
+@click.argument("ref_b", metavar="REF_B")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print {added, removed, modified}: lists of file paths.")
+@pass_app
+def diff(app: AppContext, ref_a: str, ref_b: str, as_json: bool) -> None:
+    """What changed from REF_A to REF_B (files and symlinks, not directories).
+
+    A REF here is an id, an id prefix, or PROJECT/NAME[@VERSION|#TAG]."""
+    catalog = Catalog(app.repo)
+    a = catalog.resolve(parse_ref_text(ref_a))
+    b = catalog.resolve(parse_ref_text(ref_b))
+    resolver = TreeResolver(app.repo)
+    changes = compare(resolver.tree(a.id), resolver.tree(b.id))
+    if as_json:
+        print_json({"added": [e.path for e in changes.added],
+                    "removed": [e.path for e in changes.removed],
+                    "modified": [new.path for _old, new in changes.modified]})
+        return
+    for e in changes.added:
+        click.echo(f"+ {safe_path(e.path)}  ({human_size(e.size)})")
+    for e in changes.removed:
+        click.echo(f"- {safe_path(e.path)}  ({human_size(e.size)})")
+    for old, new in changes.modified:
+        click.echo(f"M {safe_path(new.path)}  ({human_size(old.size)} -> {human_size(new.size)})")
+    counts = changes.counts
+    click.echo(f"{counts['added']} added, {counts['removed']} removed, "
+               f"{counts['modified']} modified", err=True)
+
+
+@click.command()
+@ref_options
+@click.option("--copy", "copy_to", metavar="DIR", type=click.Path(),
+              help="Write a mutable copy into DIR (new or empty) instead.")
+@pass_app
+def get(app: AppContext, ref: Ref, copy_to: str | None) -> None:
+    """Print the path of a read-only local copy of a version.
+
+    Built from the shared cache: a second get, or a get of a related version,
+    downloads and writes only what is not there yet."""
+    header = app.resolve(ref)
+    if copy_to:
+        click.echo(materialize.mutable_copy(app.repo, header, copy_to, app.reporter))
+    else:
+        click.echo(materialize.local_copy(app.repo, header, app.reporter))
+
+
+COMMANDS = [search, list_, diff, get]

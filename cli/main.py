@@ -1,0 +1,68 @@
+"""The ``dsfs`` command: global options, the command list, and the one place
+where errors become a message on stderr and an exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from dsfs import __version__
+from dsfs.errors import EXIT_CODES, DsfsError
+
+from .commands import build, inspect, maintain, read
+from .context import AppContext
+
+EPILOG = "Exit codes:\n\n" + "\n\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+
+
+class DsfsGroup(click.Group):
+    """Turns every expected failure into one line and its documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DsfsError as exc:
+            click.echo(f"dsfs: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("dsfs: interrupted; rerun the command to finish", err=True)
+            sys.exit(130)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except BrokenPipeError:
+            sys.exit(1)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            if os.environ.get("DSFS_DEBUG"):
+                traceback.print_exc()
+            click.echo(f"dsfs: internal error: {type(exc).__name__}: {exc} "
+                       "(set DSFS_DEBUG=1 to see the traceback)", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=DsfsGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--store", envvar="DSFS_STORE", metavar="URL",
+              help="Store: a directory path, file:///path or s3://bucket/prefix. "
+                   "[env DSFS_STORE; default: an embedded store under $XDG_DATA_HOME/dsfs]")
+@click.option("--cache-dir", envvar="DSFS_CACHE_DIR", metavar="DIR",
+              help="Local chunk cache shared by all commands. "
+                   "[env DSFS_CACHE_DIR; default: $XDG_CACHE_HOME/dsfs]")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or informational lines.")
+@click.version_option(__version__, prog_name="dsfs")
+@click.pass_context
+def cli(ctx: click.Context, store: str | None, cache_dir: str | None, quiet: bool) -> None:
+    """Versioned datasets: create versions that store only their changes, find
+    them by project/name/version/tag, and get any version back."""
+    ctx.obj = AppContext(store, cache_dir, quiet)
+
+
+for module in (build, read, inspect, maintain):
+    for command in module.COMMANDS:
+        cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="dsfs")

@@ -1,0 +1,176 @@
+"""Chunk files of the local cache and the fetch-on-miss path from a store.
+
+A chunk lives at ``<cache>/chunks/<2 hex>/<32 hex>``.  It enters the cache only
+after its bytes matched its digest; files are written under a temporary name,
+made durable with one ``syncfs`` per batch, then renamed into place, and only
+then recorded in the LMDB index.  A chunk found corrupt on read is removed and
+reported, never returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from dsfs.cache.index import CacheIndex, index_dir
+from dsfs.errors import IntegrityError
+from dsfs.format.digest import chunk_id, id_to_bytes
+from dsfs.format.manifest import ChunkRef
+from dsfs.format.pack import pack_key
+from dsfs.store.base import Store
+
+#: Adjacent chunks of one pack closer than this are fetched with one ranged read.
+COALESCE_GAP = 256 * 1024
+#: A single ranged read never grows past this.
+MAX_RANGE = 32 * 1024 * 1024
+FETCH_THREADS = 8
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _syncfs(path: Path) -> None:
+    """Flush one file system (cheaper than an fsync per chunk file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        syncfs = getattr(_libc, "syncfs", None)
+        if syncfs is None or syncfs(fd) != 0:
+            os.sync()
+    finally:
+        os.close(fd)
+
+
+class ChunkCache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.chunk_dir = root / "chunks"
+        self.chunk_dir.mkdir(parents=True, exist_ok=True)
+        self.index = CacheIndex(index_dir(root))
+
+    def chunk_path(self, cid: str) -> Path:
+        hexpart = cid.split(":", 1)[1]
+        return self.chunk_dir / hexpart[:2] / hexpart
+
+    def has(self, cid: str) -> bool:
+        return self.index.chunk_size(id_to_bytes(cid)) is not None and self.chunk_path(
+            cid
+        ).exists()
+
+    def read(self, cid: str) -> bytes:
+        """The verified bytes of a cached chunk; IntegrityError if corrupt."""
+        path = self.chunk_path(cid)
+        data = path.read_bytes()
+        if chunk_id(data) != cid:
+            self.discard([cid])
+            raise IntegrityError(f"cached chunk {cid} was corrupt; it has been removed")
+        return data
+
+    def discard(self, cids: Iterable[str]) -> None:
+        cids = list(cids)
+        for cid in cids:
+            self.chunk_path(cid).unlink(missing_ok=True)
+        self.index.forget_chunks(id_to_bytes(c) for c in cids)
+
+    def put_many(self, items: list[tuple[str, bytes]]) -> None:
+        """Add verified chunks: temp files, one syncfs, renames, one index txn."""
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for cid, data in items:
+                if chunk_id(data) != cid:
+                    raise IntegrityError(f"chunk {cid} does not match its digest")
+                final = self.chunk_path(cid)
+                final.parent.mkdir(exist_ok=True)
+                tmp = final.parent / f".tmp-{secrets.token_hex(6)}"
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                staged.append((tmp, final))
+            if staged:
+                _syncfs(self.chunk_dir)
+            for tmp, final in staged:
+                os.replace(tmp, final)
+        except BaseException:
+            for tmp, _final in staged:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+            raise
+        self.index.add_chunks((id_to_bytes(cid), len(data)) for cid, data in items)
+
+    def missing(self, cids: Iterable[str]) -> list[str]:
+        return [c for c in dict.fromkeys(cids) if not self.has(c)]
+
+    def fetch(
+        self,
+        store: Store,
+        refs: Iterable[ChunkRef],
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Make sure every referenced chunk is cached; return bytes downloaded.
+
+        Chunks of one pack that sit close together are read with one ranged
+        read; reads run in a small thread pool.  Each chunk is verified against
+        its digest before it enters the cache.
+        """
+        wanted: dict[str, ChunkRef] = {}
+        for ref in refs:
+            if ref.chunk_id not in wanted and not self.has(ref.chunk_id):
+                wanted[ref.chunk_id] = ref
+        by_pack: dict[str, list[ChunkRef]] = defaultdict(list)
+        for ref in wanted.values():
+            by_pack[ref.pack_id].append(ref)
+        ranges: list[tuple[str, list[ChunkRef]]] = []
+        for pack_id, pack_refs in by_pack.items():
+            pack_refs.sort(key=lambda r: r.offset)
+            group = [pack_refs[0]]
+            for ref in pack_refs[1:]:
+                start, end = group[0].offset, group[-1].offset + group[-1].length
+                near = ref.offset - end <= COALESCE_GAP
+                if near and ref.offset + ref.length - start <= MAX_RANGE:
+                    group.append(ref)
+                else:
+                    ranges.append((pack_id, group))
+                    group = [ref]
+            ranges.append((pack_id, group))
+
+        def fetch_range(job: tuple[str, list[ChunkRef]]) -> int:
+            pack_id, group = job
+            start = group[0].offset
+            end = group[-1].offset + group[-1].length
+            blob = store.get_range(pack_key(pack_id), start, end - start)
+            items = []
+            for ref in group:
+                data = blob[ref.offset - start : ref.offset - start + ref.length]
+                if chunk_id(data) != ref.chunk_id:
+                    raise IntegrityError(
+                        f"chunk {ref.chunk_id} in pack {pack_id} of the store is corrupt "
+                        "(its bytes do not match its digest)"
+                    )
+                items.append((ref.chunk_id, data))
+            self.put_many(items)
+            if progress is not None:
+                progress(end - start)
+            return end - start
+
+        if not ranges:
+            return 0
+        with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
+            return sum(pool.map(fetch_range, ranges))
+
+    def rebuild_index(self) -> int:
+        """Re-create the chunk table from the chunk files; return how many."""
+        found = []
+        for sub in sorted(self.chunk_dir.iterdir()) if self.chunk_dir.exists() else []:
+            if not sub.is_dir():
+                continue
+            for entry in os.scandir(sub):
+                if entry.name.startswith(".tmp-"):
+                    os.unlink(entry.path)
+                    continue
+                if len(entry.name) == 32:
+                    found.append((bytes.fromhex(entry.name), entry.stat().st_size))
+        self.index.add_chunks(found)
+        return len(found)

@@ -1,0 +1,40 @@
+"""Where dsfs keeps things on this machine, from the environment.
+
+``DSFS_STORE`` (or ``--store``) names the store; without it an embedded local
+store lives under the XDG data directory.  ``DSFS_CACHE_DIR`` names the shared
+chunk cache; without it, the XDG cache directory.  ``DSFS_DATA_DIR`` holds the
+local state that belongs to no store object (drafts, the current draft).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    value = os.environ.get(var)
+    if value and os.path.isabs(value):
+        return Path(value)
+    return Path.home() / fallback
+
+
+def data_dir() -> Path:
+    """Local state of this user: drafts, overlays, the embedded store."""
+    override = os.environ.get("DSFS_DATA_DIR")
+    if override:
+        return Path(override)
+    return _xdg("XDG_DATA_HOME", ".local/share") / "dsfs"
+
+
+def cache_dir() -> Path:
+    """The chunk cache shared by every command, mount and process of this user."""
+    override = os.environ.get("DSFS_CACHE_DIR")
+    if override:
+        return Path(override)
+    return _xdg("XDG_CACHE_HOME", ".cache") / "dsfs"
+
+
+def default_store_url() -> str:
+    """``DSFS_STORE`` if set, else the embedded local store."""
+    return os.environ.get("DSFS_STORE") or str(data_dir() / "store")

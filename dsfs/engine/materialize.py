@@ -1,0 +1,151 @@
+"""Writing a version's tree to local disk: ``get`` and ``get --copy``.
+
+A read-only copy lives in ``<cache>/copies/<version id>`` and is built under a
+temporary name, then renamed, then marked complete, so a copy that exists is
+whole.  Getting it again costs one ``stat``.  Files that an earlier copy
+already holds with the same digest, mode and mtime are hard-linked instead of
+written, so getting a related version writes only what changed.  Chunks come
+from the shared cache, which fetches what it lacks from the store.
+
+Writes never leave the target: manifest paths are checked when decoded, every
+entry's parent is a directory created here, files are opened with
+``O_EXCL | O_NOFOLLOW``, and symlinks are created last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from dsfs.engine.tree import Tree, TreeResolver
+from dsfs.errors import InputError
+from dsfs.format.digest import id_to_bytes
+from dsfs.format.manifest import DIR, FILE, SYMLINK, Entry, Header
+from dsfs.report import Reporter
+from dsfs.repository import Repository
+
+_WRITE_BITS = 0o222
+
+
+def copies_dir(repo: Repository) -> Path:
+    return repo.cache_root / "copies"
+
+
+def local_copy(repo: Repository, header: Header, reporter: Reporter | None = None) -> Path:
+    """Path of a complete read-only copy of the version, built if needed."""
+    reporter = reporter or Reporter()
+    root = copies_dir(repo)
+    final = root / header.id
+    marker = root / f"{header.id}.complete"
+    if marker.exists() and final.is_dir():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    tree = TreeResolver(repo).tree(header.id)
+    building = root / f".building-{header.id}-{secrets.token_hex(4)}"
+    try:
+        written = write_tree(repo, tree, building, reporter, read_only=True, reuse=True)
+        if final.exists():
+            remove_copy(final)  # a stale, unmarked leftover of an interrupted get
+        os.rename(building, final)
+    except BaseException:
+        remove_copy(building)
+        raise
+    marker.write_text(json.dumps({"id": header.id, "files": len(written)}))
+    repo.cache.index.add_copies(
+        (id_to_bytes(e.digest or ""), e.mode, e.mtime_ns, str(final / e.path))
+        for e in written
+    )
+    return final
+
+
+def mutable_copy(repo: Repository, header: Header, target: str,
+                 reporter: Reporter | None = None) -> Path:
+    """Write the version into ``target`` (new or empty), with writable files."""
+    reporter = reporter or Reporter()
+    path = Path(target).absolute()
+    if path.exists():
+        if not path.is_dir():
+            raise InputError(f"{path} exists and is not a directory")
+        if any(path.iterdir()):
+            raise InputError(f"{path} is not empty: give a new or empty directory")
+    tree = TreeResolver(repo).tree(header.id)
+    write_tree(repo, tree, path, reporter, read_only=False, reuse=False)
+    return path
+
+
+def remove_copy(path: Path) -> None:
+    """Delete a copy even where its directories were made read-only."""
+    if not path.exists():
+        return
+    for dirpath, _dirs, _files in os.walk(path):
+        with contextlib.suppress(OSError):
+            os.chmod(dirpath, 0o700)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def write_tree(repo: Repository, tree: Tree, root: Path, reporter: Reporter,
+               read_only: bool, reuse: bool) -> list[Entry]:
+    """Create every entry of ``tree`` below ``root``; return the files written."""
+    root.mkdir(parents=True, exist_ok=True)
+    ordered = sorted(tree.values(), key=lambda e: e.path)
+    dirs = [e for e in ordered if e.kind == DIR]
+    files = [e for e in ordered if e.kind == FILE]
+    links = [e for e in ordered if e.kind == SYMLINK]
+    for entry in dirs:
+        os.mkdir(root / entry.path, 0o700)
+
+    to_write: list[Entry] = []
+    for entry in files:
+        source = repo.cache.index.copy_of(id_to_bytes(entry.digest or ""), entry.mode,
+                                          entry.mtime_ns) if reuse else None
+        if source is not None:
+            try:
+                os.link(source, root / entry.path, follow_symlinks=False)
+                continue
+            except OSError:
+                pass  # the older copy is gone: write the file
+        to_write.append(entry)
+
+    refs = [ref for entry in to_write for ref in entry.chunks]
+    missing = repo.cache.missing(r.chunk_id for r in refs)
+    if missing:
+        wanted = {r.chunk_id: r for r in refs if r.chunk_id in set(missing)}
+        total = sum(r.length for r in wanted.values())
+        with reporter.progress("downloading", total, unit="B") as progress:
+            repo.cache.fetch(repo.store, wanted.values(), progress.advance)
+
+    with reporter.progress("writing files", len(to_write)) as progress:
+        for entry in to_write:
+            _write_file(repo, root / entry.path, entry, read_only)
+            progress.advance(1)
+    repo.cache.index.touch_chunks(id_to_bytes(r.chunk_id) for r in refs)
+
+    for entry in links:
+        dst = root / entry.path
+        os.symlink(entry.target or "", dst)
+        with contextlib.suppress(OSError):
+            os.utime(dst, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+    for entry in reversed(dirs):
+        dst = root / entry.path
+        os.chmod(dst, (entry.mode & 0o7777) | 0o700)
+        os.utime(dst, ns=(entry.mtime_ns, entry.mtime_ns))
+    return files
+
+
+def _write_file(repo: Repository, dst: Path, entry: Entry, read_only: bool) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    fd = os.open(dst, flags, 0o600)
+    try:
+        for ref in entry.chunks:
+            data = memoryview(repo.cache.read(ref.chunk_id))
+            while data:
+                data = data[os.write(fd, data):]
+        mode = entry.mode & 0o7777
+        os.fchmod(fd, mode & ~_WRITE_BITS if read_only else mode)
+    finally:
+        os.close(fd)
+    os.utime(dst, ns=(entry.mtime_ns, entry.mtime_ns))

@@ -1,0 +1,166 @@
+"""Cutting files into chunks, skipping chunks the store already has, and
+uploading new ones in packs.
+
+Chunks are looked up first among those this run already packed, then in the
+cache's record of what the store holds (kept current by
+``Repository.sync_pack_index``), so a renamed or copied file uploads nothing
+and a rerun after an interruption re-uploads no finished pack.  Packs are
+uploaded by a few worker threads while hashing goes on; at most
+``MAX_INFLIGHT`` finished packs wait in memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from dsfs.errors import InputError
+from dsfs.format.digest import CHUNK_SIZE, chunk_id, file_hasher, id_to_bytes
+from dsfs.format.manifest import ChunkRef
+from dsfs.format.pack import PACK_TARGET_SIZE, PackBuilder, PackEntry, pack_key
+from dsfs.report import Progress
+from dsfs.repository import Repository
+
+UPLOAD_THREADS = 4
+MAX_INFLIGHT = 4
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRef:
+    """A chunk placed in a pack whose id is known only once the pack is full."""
+
+    chunk_id: str
+    pack_seq: int
+    offset: int
+    length: int
+
+
+@dataclass
+class PackStats:
+    files_hashed: int = 0
+    bytes_hashed: int = 0
+    chunks_new: int = 0
+    chunks_reused: int = 0
+    packs_uploaded: int = 0
+    bytes_uploaded: int = 0
+
+
+class Packer:
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self.store_id = repo.store_id
+        self.stats = PackStats()
+        self._builder = PackBuilder()
+        self._seq = 0
+        self._placed: dict[str, PendingRef | ChunkRef] = {}
+        self._pack_ids: dict[int, str] = {}
+        self._uploaded: list[tuple[str, list[PackEntry]]] = []
+        self._reused_packs: set[str] = set()
+        self._pool = ThreadPoolExecutor(max_workers=UPLOAD_THREADS)
+        self._slots = threading.BoundedSemaphore(MAX_INFLIGHT)
+        self._futures: list[Future[None]] = []
+        self._stats_lock = threading.Lock()
+
+    def hash_file(self, source: str, progress: Progress) -> tuple[str, int, list]:
+        """Read one file: (file digest, size, refs), packing new chunks."""
+        hasher = file_hasher()
+        refs: list[PendingRef | ChunkRef] = []
+        size = 0
+        try:
+            with open(source, "rb", buffering=0) as f:
+                while True:
+                    data = f.read(CHUNK_SIZE)
+                    if not data:
+                        break
+                    hasher.update(data)
+                    refs.append(self._place(data))
+                    size += len(data)
+                    progress.advance(len(data))
+        except FileNotFoundError:
+            raise InputError(
+                f"{source} was added but no longer exists: add it again or remove it"
+            ) from None
+        except OSError as exc:
+            raise InputError(f"cannot read {source}: {exc.strerror}") from None
+        self.stats.files_hashed += 1
+        self.stats.bytes_hashed += size
+        return hasher.digest_id(), size, refs
+
+    def _place(self, data: bytes) -> PendingRef | ChunkRef:
+        cid = chunk_id(data)
+        placed = self._placed.get(cid)
+        if placed is not None:
+            self.stats.chunks_reused += 1
+            return placed
+        location = self.repo.cache.index.chunk_location(self.store_id, id_to_bytes(cid))
+        if location is not None:
+            pack_raw, offset, length = location
+            ref: PendingRef | ChunkRef = ChunkRef(cid, pack_raw.hex(), offset, length)
+            self._reused_packs.add(pack_raw.hex())
+            self.stats.chunks_reused += 1
+        else:
+            entry = self._builder.add(cid, data)
+            ref = PendingRef(cid, self._seq, entry.offset, entry.length)
+            self.stats.chunks_new += 1
+            if len(self._builder) >= PACK_TARGET_SIZE:
+                self._flush()
+        self._placed[cid] = ref
+        return ref
+
+    def _flush(self) -> None:
+        if self._builder.chunk_count == 0:
+            return
+        pack_id, data, entries = self._builder.finish()
+        self._pack_ids[self._seq] = pack_id
+        self._seq += 1
+        self._builder = PackBuilder()
+        self._slots.acquire()
+
+        def upload() -> None:
+            try:
+                if not self.repo.store.exists(pack_key(pack_id)):
+                    self.repo.store.put(pack_key(pack_id), data)
+                    with self._stats_lock:
+                        self.stats.bytes_uploaded += len(data)
+                        self.stats.packs_uploaded += 1
+                with self._stats_lock:
+                    self._uploaded.append((pack_id, entries))
+            finally:
+                self._slots.release()
+
+        self._futures.append(self._pool.submit(upload))
+        # Surface an upload failure early instead of hashing on for nothing.
+        for future in [f for f in self._futures if f.done()]:
+            future.result()
+
+    def finish(self) -> None:
+        """Upload the last pack and wait for every upload; raise the first failure."""
+        try:
+            self._flush()
+            for future in self._futures:
+                future.result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        sid = self.store_id
+        for pack_id, entries in self._uploaded:
+            self.repo.cache.index.add_pack(
+                sid, bytes.fromhex(pack_id),
+                ((id_to_bytes(e.chunk_id), e.offset, e.length) for e in entries),
+            )
+
+    def abort(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def resolve(self, refs: list) -> tuple[ChunkRef, ...]:
+        out = []
+        for ref in refs:
+            if isinstance(ref, PendingRef):
+                ref = ChunkRef(ref.chunk_id, self._pack_ids[ref.pack_seq], ref.offset, ref.length)
+            out.append(ref)
+        return tuple(out)
+
+    @property
+    def reused_packs(self) -> set[str]:
+        """Packs from earlier uploads that the new version will reference."""
+        return set(self._reused_packs)

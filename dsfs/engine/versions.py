@@ -1,0 +1,314 @@
+"""Making versions: create a draft, add and remove files, close it; sync a
+folder in one step; squash; tag; delete."""
+
+from __future__ import annotations
+
+import fnmatch
+import uuid
+from dataclasses import asdict, dataclass, field
+
+from dsfs import catalog as cat
+from dsfs.engine import drafts
+from dsfs.engine.drafts import Draft
+from dsfs.engine.packer import Packer, PackStats
+from dsfs.engine.publish import check_packs_exist, publish
+from dsfs.engine.scan import SourceItem, normalize_dataset_path, scan
+from dsfs.engine.tree import (
+    MAX_CHAIN_DEPTH,
+    Tree,
+    TreeResolver,
+    check_structure,
+    compare,
+    make_delta,
+    sweep_below,
+    totals,
+)
+from dsfs.errors import ConflictError, NotFoundError, UsageError
+from dsfs.format.manifest import DIR, FILE, SYMLINK, Entry, Header, manifest_key
+from dsfs.report import Reporter
+from dsfs.repository import Repository
+
+
+def _check_name(value: str, what: str) -> str:
+    value = value.strip()
+    if not value:
+        raise UsageError(f"{what} may not be empty")
+    if "\x00" in value or "\n" in value:
+        raise UsageError(f"{what} may not contain NUL or newline characters")
+    return value
+
+
+def create(
+    repo: Repository,
+    project: str,
+    name: str,
+    version: str | None = None,
+    tags: list[str] | None = None,
+    parents: list[str] | None = None,
+    description: str = "",
+) -> Draft:
+    """A new draft; ``parents`` are version ids (already resolved)."""
+    project, name = _check_name(project, "project"), _check_name(name, "name")
+    catalog = cat.Catalog(repo)
+    claims = catalog.claimed_versions(project, name)
+    explicit_version = version is not None
+    if version is not None:
+        version = _check_name(version, "version")
+        if version in claims:
+            raise ConflictError(f"version {version} of {project}/{name} already exists")
+    else:
+        version = cat.next_patch_version(list(claims))
+    parent_headers = [repo.header(p) for p in parents or []]
+    header = Header(
+        id=uuid.uuid4().hex,
+        project=project,
+        name=name,
+        version=version,
+        parents=[h.id for h in parent_headers],
+        tags=sorted(set(tags or [])),
+        description=description,
+    )
+    draft = Draft(header, repo.store.url, repo.store_id.hex(), explicit_version)
+    drafts.save(draft, make_current=True)
+    return draft
+
+
+def add_files(draft: Draft, paths: list[str], dataset_folder: str = "",
+              wildcard: str | None = None, recursive: bool = True,
+              reporter: Reporter | None = None) -> int:
+    """Record local files for the draft; returns how many entries were added."""
+    items: list[SourceItem] = []
+    for path in paths:
+        items.extend(scan(path, dataset_folder, wildcard, recursive, reporter))
+    draft.add_items(items)
+    drafts.save(draft)
+    return sum(1 for i in items if i.kind != DIR)
+
+
+def mirror_folder(draft: Draft, folder: str, dataset_folder: str = "",
+                  reporter: Reporter | None = None) -> None:
+    """Make ``dataset_folder`` of the draft an exact copy of ``folder``."""
+    items = scan(folder, dataset_folder, None, True, reporter)
+    draft.ops.append({"op": "mirror", "prefix": normalize_dataset_path(dataset_folder),
+                      "items": [asdict(i) for i in items], "trust_mtime": True})
+    drafts.save(draft)
+
+
+def remove_files(draft: Draft, patterns: list[str]) -> None:
+    for pattern in patterns:
+        draft.add_removal(normalize_dataset_path(pattern) or pattern)
+    drafts.save(draft)
+
+
+@dataclass
+class CloseResult:
+    header: Header
+    changes: dict[str, int] = field(default_factory=dict)
+    stats: PackStats = field(default_factory=PackStats)
+    created: bool = True
+
+
+def _desired_tree(base: Tree, draft: Draft, reporter: Reporter) -> dict[str, Entry | SourceItem]:
+    desired: dict[str, Entry | SourceItem] = dict(base)
+    for op in draft.ops:
+        if op["op"] == "add":
+            replaced = []
+            for raw in op["items"]:
+                item = SourceItem(**raw)
+                old = desired.get(item.path)
+                if old is not None and old.kind == DIR and item.kind != DIR:
+                    replaced.append(item.path)
+                desired[item.path] = item
+            sweep_below(desired, replaced)  # type: ignore[arg-type]
+        elif op["op"] == "mirror":
+            prefix = op["prefix"]
+            under = [p for p in desired if not prefix or p == prefix or p.startswith(prefix + "/")]
+            for path in under:
+                del desired[path]
+            for raw in op["items"]:
+                item = SourceItem(**raw)
+                desired[item.path] = item
+        elif op["op"] == "remove":
+            pattern = op["pattern"]
+            matched = [p for p in desired if fnmatch.fnmatchcase(p, pattern)]
+            if not matched:
+                reporter.warn(f"remove: nothing in the version matches {pattern!r}")
+            dirs = [p for p in matched if desired[p].kind == DIR]
+            for path in matched:
+                del desired[path]
+            sweep_below(desired, dirs)  # type: ignore[arg-type]
+    return desired
+
+
+def build_tree(
+    repo: Repository,
+    base: Tree,
+    desired: dict[str, Entry | SourceItem],
+    reporter: Reporter,
+    trust_mtime: bool = False,
+) -> tuple[Tree, Packer]:
+    """Hash and pack every file that needs it; return the new tree."""
+    repo.sync_pack_index()
+    packer = Packer(repo)
+    to_hash = []
+    tree: Tree = {}
+    for path, value in desired.items():
+        if isinstance(value, Entry):
+            tree[path] = value
+            continue
+        old = base.get(path)
+        if value.kind == FILE:
+            if (trust_mtime and old is not None and old.kind == FILE and old.size == value.size
+                    and old.mtime_ns == value.mtime_ns and old.mode == value.mode):
+                tree[path] = old
+            else:
+                to_hash.append(value)
+        elif value.kind == SYMLINK:
+            tree[path] = Entry(path, SYMLINK, value.size, value.mode, value.mtime_ns,
+                               target=value.target)
+        else:
+            tree[path] = Entry(path, DIR, 0, value.mode, value.mtime_ns)
+    total = sum(i.size for i in to_hash)
+    try:
+        with reporter.progress("hashing and uploading", total, unit="B") as progress:
+            pending = []
+            for item in to_hash:
+                digest, size, refs = packer.hash_file(item.source, progress)
+                pending.append((item, digest, size, refs))
+        packer.finish()
+    except BaseException:
+        packer.abort()
+        raise
+    for item, digest, size, refs in pending:
+        entry = Entry(item.path, FILE, size, item.mode, item.mtime_ns, digest,
+                      packer.resolve(refs))
+        old = base.get(item.path)
+        tree[item.path] = old if old is not None and old.same_content(entry) else entry
+    check_structure(tree)
+    return tree, packer
+
+
+def finish_version(repo: Repository, header: Header, base: Tree, tree: Tree,
+                   packer: Packer | None, explicit_version: bool,
+                   force_snapshot: bool = False) -> CloseResult:
+    resolver_depths = [repo.header(p).chain_depth for p in header.parents]
+    depth = 1 + max(resolver_depths, default=0)
+    changes = compare(base, tree)
+    if force_snapshot or depth > MAX_CHAIN_DEPTH:
+        header.snapshot, header.chain_depth = True, 1
+        delta = [tree[p] for p in sorted(tree)]
+    else:
+        header.snapshot, header.chain_depth = False, depth
+        delta = make_delta(base, tree)
+    if packer is not None:
+        check_packs_exist(repo, packer.reused_packs)
+    header.stats = {**totals(tree), **changes.counts,
+                    "uploaded_bytes": packer.stats.bytes_uploaded if packer else 0}
+    published = publish(repo, header, delta, explicit_version)
+    return CloseResult(published, changes.counts, packer.stats if packer else PackStats())
+
+
+def close(repo: Repository, draft_id: str | None = None,
+          reporter: Reporter | None = None) -> CloseResult:
+    """Hash, dedup, pack, upload and publish a draft."""
+    reporter = reporter or Reporter()
+    draft = drafts.load(draft_id)
+    with drafts.closing_lock(draft.header.id):
+        draft = drafts.load(draft.header.id)  # re-read: another closer may have finished
+        _check_store(repo, draft)
+        resolver = TreeResolver(repo)
+        base = resolver.merged(draft.header.parents)
+        desired = _desired_tree(base, draft, reporter)
+        trust = bool(draft.ops) and all(op.get("trust_mtime") for op in draft.ops
+                                        if op["op"] != "remove")
+        tree, packer = build_tree(repo, base, desired, reporter, trust_mtime=trust)
+        result = finish_version(repo, draft.header, base, tree, packer, draft.explicit_version)
+        drafts.remove(draft.header.id)
+    return result
+
+
+def _check_store(repo: Repository, draft: Draft) -> None:
+    if draft.store_id != repo.store_id.hex():
+        raise UsageError(
+            f"draft {draft.header.id} belongs to the store {draft.store_url}, not "
+            f"{repo.store.url}: pass --store {draft.store_url}"
+        )
+
+
+def sync(repo: Repository, folder: str, project: str, name: str,
+         parents: list[str] | None = None, version: str | None = None,
+         tags: list[str] | None = None, description: str = "",
+         reporter: Reporter | None = None, checksum: bool = False) -> CloseResult:
+    """Mirror ``folder`` into a child of the latest version (or of ``parents``)."""
+    reporter = reporter or Reporter()
+    items = scan(folder, "", None, True, reporter)
+    catalog = cat.Catalog(repo)
+    if parents is None:
+        try:
+            parents = [catalog.resolve(cat.Ref(project=project, name=name)).id]
+        except NotFoundError:
+            parents = []
+    draft = create(repo, project, name, version, tags, parents, description)
+    draft.add_items(items)
+    try:
+        resolver = TreeResolver(repo)
+        base = resolver.merged(draft.header.parents)
+        desired: dict[str, Entry | SourceItem] = {i.path: i for i in items}
+        tree, packer = build_tree(repo, base, desired, reporter, trust_mtime=not checksum)
+        changes = compare(base, tree)
+        if parents and not any(changes.counts.values()) and not make_delta(base, tree):
+            return CloseResult(repo.header(parents[0]), changes.counts, packer.stats,
+                               created=False)
+        return finish_version(repo, draft.header, base, tree, packer,
+                              draft.explicit_version)
+    finally:
+        drafts.remove(draft.header.id)
+
+
+def squash(repo: Repository, version_ids: list[str], project: str, name: str,
+           version: str | None = None, description: str = "") -> CloseResult:
+    """A parentless snapshot holding the merged trees of ``version_ids``."""
+    if not version_ids:
+        raise UsageError("squash needs at least one version")
+    resolver = TreeResolver(repo)
+    tree = resolver.merged(version_ids)
+    project, name = _check_name(project, "project"), _check_name(name, "name")
+    claims = cat.Catalog(repo).claimed_versions(project, name)
+    header = Header(id=uuid.uuid4().hex, project=project, name=name,
+                    version=version or cat.next_patch_version(list(claims)),
+                    description=description or f"squash of {', '.join(version_ids)}")
+    return finish_version(repo, header, {}, tree, None, version is not None,
+                          force_snapshot=True)
+
+
+def set_tags(repo: Repository, header: Header, add: list[str], remove: list[str]) -> list[str]:
+    catalog = cat.Catalog(repo)
+    tags = set(catalog.tags(header))
+    tags |= set(add)
+    unknown = [t for t in remove if t not in tags]
+    if unknown:
+        raise NotFoundError(f"version {header.id} has no tag {unknown[0]!r}")
+    tags -= set(remove)
+    catalog.set_tags(header.id, sorted(tags))
+    return sorted(tags)
+
+
+def delete(repo: Repository, header: Header, force: bool = False) -> str:
+    """Remove a version; returns a sentence saying what was done."""
+    catalog = cat.Catalog(repo)
+    children = catalog.children(header.id)
+    if children and not force:
+        names = ", ".join(f"{c.id[:12]} ({c.version})" for c in children[:5])
+        raise ConflictError(
+            f"{len(children)} version(s) depend on {header.id}: {names}; "
+            "delete them first or use --force"
+        )
+    repo.store.delete(cat.claim_key(header.project, header.name, header.version))
+    repo.store.delete(cat.tags_key(header.id))
+    if children:
+        return (f"hid {header.id}; its manifest stays because {len(children)} version(s) "
+                "are built on it")
+    repo.store.delete(manifest_key(header.id))
+    repo.forget_manifest(header.id)
+    return f"deleted {header.id}; run 'dsfs gc' to free its data"
+

@@ -1,0 +1,144 @@
+"""A store together with this machine's cache: the handle every operation takes.
+
+It owns the read path for manifests (store → immutable local copy) and keeps
+the cache's record of which chunks the store holds up to date.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from pathlib import Path
+
+from dsfs import config
+from dsfs.cache.chunks import ChunkCache
+from dsfs.errors import IntegrityError, NotFoundError
+from dsfs.format import manifest as mf
+from dsfs.format.pack import TRAILER_SIZE, index_span, pack_id_from_key, pack_key, parse_index
+from dsfs.format.version import FORMAT_VERSION
+from dsfs.store import Store, open_store
+from dsfs.store.base import CONFIG_KEY
+
+#: Bytes read from a pack's end in one go, enough for the index of ~2,000 chunks.
+INDEX_PROBE = 64 * 1024
+
+
+class Repository:
+    def __init__(self, store: Store, cache_root: Path | None = None) -> None:
+        self.store = store
+        self.cache_root = cache_root or config.cache_dir()
+        self.cache = ChunkCache(self.cache_root)
+        self._store_config: dict | None = None
+        self._manifest_memo: dict[str, bytes] = {}
+
+    @classmethod
+    def open(cls, store_url: str | None = None, cache_dir: str | os.PathLike[str] | None = None
+             ) -> Repository:
+        store = open_store(store_url or config.default_store_url())
+        return cls(store, Path(cache_dir) if cache_dir else None)
+
+    # -- store identity ------------------------------------------------------
+
+    @property
+    def store_config(self) -> dict:
+        """The store's config, created on first use (checks the format version)."""
+        if self._store_config is None:
+            cfg = self.store.read_config()
+            if cfg is None:
+                fresh = {"format_version": FORMAT_VERSION, "kind": "dsfs-store",
+                         "store_id": secrets.token_hex(16)}
+                # Two first writers race here; put_if_absent keeps exactly one config.
+                self.store.put_if_absent(CONFIG_KEY, json.dumps(fresh).encode())
+                cfg = self.store.read_config() or fresh
+            store_id = cfg.get("store_id")
+            if not isinstance(store_id, str) or len(store_id) != 32:
+                raise IntegrityError(f"store config at {self.store.url} has no valid store_id")
+            self._store_config = cfg
+        return self._store_config
+
+    @property
+    def store_id(self) -> bytes:
+        return bytes.fromhex(self.store_config["store_id"])
+
+    def check_readable(self) -> None:
+        """Raise FormatVersionError early for a store written by a newer dsfs."""
+        self.store.read_config()
+
+    # -- manifests -------------------------------------------------------------
+
+    def _manifest_cache_path(self, version_id: str) -> Path:
+        return self.cache_root / "manifests" / self.store_id.hex() / version_id
+
+    def manifest_bytes(self, version_id: str) -> bytes:
+        """The whole manifest object, from memory, the local cache or the store."""
+        data = self._manifest_memo.get(version_id)
+        if data is not None:
+            return data
+        path = self._manifest_cache_path(version_id)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = self.store.get(mf.manifest_key(version_id))
+            header = mf.decode_header(data)
+            if header.id != version_id:
+                raise IntegrityError(
+                    f"manifest {version_id} names itself {header.id}: the store is corrupt"
+                ) from None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".tmp-{secrets.token_hex(6)}")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        self._manifest_memo[version_id] = data
+        return data
+
+    def header(self, version_id: str) -> mf.Header:
+        return mf.decode_header(self.manifest_bytes(version_id))
+
+    def forget_manifest(self, version_id: str) -> None:
+        self._manifest_memo.pop(version_id, None)
+        with contextlib.suppress(FileNotFoundError):
+            self._manifest_cache_path(version_id).unlink()
+
+    def version_ids(self) -> list[str]:
+        """Ids of every manifest in the store (claimed or not)."""
+        ids = []
+        for info in self.store.list("versions/"):
+            name = info.key[len("versions/") :]
+            if "/" not in name and len(name) == 32:
+                ids.append(name)
+        return sorted(ids)
+
+    # -- what the store holds ---------------------------------------------------
+
+    def sync_pack_index(self) -> None:
+        """Merge the index of every pack not seen before; drop packs now gone."""
+        sid = self.store_id
+        known = self.cache.index.known_packs(sid)
+        listed: dict[bytes, int] = {}
+        for info in self.store.list("packs/"):
+            pack_id = pack_id_from_key(info.key)
+            if pack_id is not None:
+                listed[bytes.fromhex(pack_id)] = info.size
+        for raw_id, size in listed.items():
+            if raw_id in known:
+                continue
+            try:
+                entries = self.read_pack_index(raw_id.hex(), size)
+            except (IntegrityError, NotFoundError):
+                continue  # an unreadable pack is gc's business, not a reason to fail
+            self.cache.index.add_pack(
+                sid, raw_id, ((bytes.fromhex(e.chunk_id.split(":")[1]), e.offset, e.length)
+                              for e in entries))
+        self.cache.index.forget_packs(sid, known - listed.keys())
+
+    def read_pack_index(self, pack_id: str, size: int) -> list:
+        key = pack_key(pack_id)
+        probe = min(size, INDEX_PROBE)
+        tail = self.store.get_range(key, size - probe, probe)
+        offset, length = index_span(tail[-TRAILER_SIZE:], size)
+        needed = length + TRAILER_SIZE
+        if needed > len(tail):
+            tail = self.store.get_range(key, offset, needed)
+        return parse_index(tail[-needed:], size)

@@ -1,0 +1,87 @@
+"""The store contract: what every backend (local directory, S3) provides.
+
+A store is a flat namespace of keys (``/``-separated, no leading slash) holding
+immutable byte objects.  The engine relies on exactly these promises, and
+``tests/store_conformance.py`` checks them against every backend:
+
+* ``put`` is atomic: a reader sees no object or the whole object, never part.
+* ``put_if_absent`` writes only if no object has the key, and says whether it
+  did; two concurrent callers get one ``True`` and one ``False``.
+* ``get`` of a missing key raises ``NotFoundError``; ``get_range`` returns
+  exactly the bytes asked for or raises.
+* ``list`` yields every object under a key prefix with its size and
+  modification time (seconds since the epoch), in no particular order.
+* ``delete`` of a missing key is not an error.
+* Failures of the medium (disk, network) raise ``StoreError`` with a message
+  that names the operation and key but never a credential.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from dsfs.errors import IntegrityError, NotFoundError
+from dsfs.format.version import check_format_version
+
+CONFIG_KEY = "config"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    mtime: float
+
+
+class Store(ABC):
+    """Abstract backend.  Subclasses implement the primitives below."""
+
+    #: A printable location without credentials, for messages and logs.
+    url: str
+
+    @abstractmethod
+    def get(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def get_range(self, key: str, offset: int, length: int) -> bytes: ...
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> bool: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectInfo]: ...
+
+    @abstractmethod
+    def stat(self, key: str) -> ObjectInfo | None: ...
+
+    def exists(self, key: str) -> bool:
+        return self.stat(key) is not None
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
+        """Release connections; the default holds none."""
+
+    # -- the store's own config object -------------------------------------
+
+    def read_config(self) -> dict | None:
+        """The store's config, format-checked; None for a store never written."""
+        try:
+            raw = self.get(CONFIG_KEY)
+        except NotFoundError:
+            return None
+        try:
+            config = json.loads(raw)
+        except ValueError:
+            raise IntegrityError(f"store config at {self.url} is not valid JSON") from None
+        if not isinstance(config, dict):
+            raise IntegrityError(f"store config at {self.url} is malformed")
+        check_format_version(config.get("format_version"), f"store {self.url}")
+        return config
