@@ -22,9 +22,9 @@ import shutil
 from pathlib import Path
 
 from dsfs.engine.tree import Tree, TreeResolver
-from dsfs.errors import InputError
+from dsfs.errors import InputError, IntegrityError
 from dsfs.format.digest import id_to_bytes
-from dsfs.format.manifest import DIR, FILE, SYMLINK, Entry, Header
+from dsfs.format.manifest import DIR, FILE, SYMLINK, ChunkRef, Entry, Header
 from dsfs.report import Reporter
 from dsfs.repository import Repository
 
@@ -120,7 +120,7 @@ def write_tree(repo: Repository, tree: Tree, root: Path, reporter: Reporter,
 
     with reporter.progress("writing files", len(to_write)) as progress:
         for entry in to_write:
-            _write_file(repo, root / entry.path, entry, read_only)
+            _write_file(repo, root / entry.path, entry, read_only, reporter)
             progress.advance(1)
     repo.cache.index.touch_chunks(id_to_bytes(r.chunk_id) for r in refs)
 
@@ -136,12 +136,23 @@ def write_tree(repo: Repository, tree: Tree, root: Path, reporter: Reporter,
     return files
 
 
-def _write_file(repo: Repository, dst: Path, entry: Entry, read_only: bool) -> None:
+def _chunk(repo: Repository, ref: ChunkRef, reporter: Reporter) -> bytes:
+    """A chunk's verified bytes; a corrupt cached copy is replaced from the store."""
+    try:
+        return repo.cache.read(ref.chunk_id)
+    except (IntegrityError, FileNotFoundError) as exc:
+        reporter.warn(f"{exc}; fetching it again")
+        repo.cache.fetch(repo.store, [ref])
+        return repo.cache.read(ref.chunk_id)
+
+
+def _write_file(repo: Repository, dst: Path, entry: Entry, read_only: bool,
+                reporter: Reporter) -> None:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
     fd = os.open(dst, flags, 0o600)
     try:
         for ref in entry.chunks:
-            data = memoryview(repo.cache.read(ref.chunk_id))
+            data = memoryview(_chunk(repo, ref, reporter))
             while data:
                 data = data[os.write(fd, data):]
         mode = entry.mode & 0o7777

@@ -91,7 +91,11 @@ def verify_folder(repo: Repository, header: Header, folder: str,
         rel = os.path.relpath(dirpath, folder)
         for name in dirnames + filenames:
             path = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
-            if path not in seen:
+            if path in seen:
+                continue
+            mode = os.lstat(os.path.join(dirpath, name)).st_mode
+            # Special files are never part of a version (add skips them), so not a mismatch.
+            if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
                 problems.append(f"{path}: not in the version")
     return sorted(problems)
 

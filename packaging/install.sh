@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Install what a fresh Debian/Ubuntu machine lacks for dsfs, then dsfs itself
+# into a virtual environment (.venv at the top of the checkout by default).
+#
+#   bash packaging/install.sh            # system packages + .venv with dsfs
+#   DSFS_VENV=/opt/dsfs bash packaging/install.sh
+#   DSFS_EXTRAS=test,s3,mount            # extras to install (this is the default)
+#
+# System packages: fuse3 (fusermount3, /dev/fuse), libfuse3-dev and pkg-config
+# (to build pyfuse3), python3-venv.  Needs root or sudo for those; skipped when
+# they are already present.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv=${DSFS_VENV:-$here/.venv}
+extras=${DSFS_EXTRAS:-test,s3,mount}
+python=${PYTHON:-python3}
+
+need=()
+command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
+pkg-config --exists fuse3 2>/dev/null || need+=(libfuse3-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+"$python" -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+command -v rsync >/dev/null 2>&1 || need+=(rsync)
+if [ ${#need[@]} -gt 0 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "install.sh: please install ${need[*]} with your system's package manager" >&2
+        exit 1
+    fi
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "install.sh: installing system packages: ${need[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
+"$venv/bin/python" -m pip install -q -e "$here[$extras]"
+echo "install.sh: dsfs installed in $venv ($("$venv/bin/dsfs" --version))" >&2

@@ -1,0 +1,113 @@
+"""The store contract (dsfs/store/base.py), checked against every backend.
+
+Runs once per store kind of the ``store_url`` fixture: the local directory
+always, S3 when an endpoint is available.  A new backend passes this file
+unchanged or it is not a store.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from dsfs.errors import NotFoundError, UsageError
+from dsfs.store import Store, open_store
+
+
+@pytest.fixture
+def store(store_url: str) -> Store:
+    s = open_store(store_url)
+    yield s
+    s.close()
+
+
+def test_put_get_roundtrip(store: Store) -> None:
+    store.put("a/b/c", b"hello")
+    assert store.get("a/b/c") == b"hello"
+    info = store.stat("a/b/c")
+    assert info is not None and info.size == 5 and info.key == "a/b/c"
+
+
+def test_put_replaces_whole_object(store: Store) -> None:
+    store.put("k", b"x" * 1000)
+    store.put("k", b"short")
+    assert store.get("k") == b"short"
+
+
+def test_empty_object(store: Store) -> None:
+    store.put("empty", b"")
+    assert store.get("empty") == b""
+    assert store.stat("empty").size == 0
+
+
+def test_get_missing_raises_not_found(store: Store) -> None:
+    with pytest.raises(NotFoundError):
+        store.get("no/such/key")
+    with pytest.raises(NotFoundError):
+        store.get_range("no/such/key", 0, 1)
+    assert store.stat("no/such/key") is None
+    assert not store.exists("no/such/key")
+
+
+def test_get_range_exact_bytes(store: Store) -> None:
+    data = bytes(range(256)) * 100
+    store.put("r", data)
+    assert store.get_range("r", 0, 10) == data[:10]
+    assert store.get_range("r", 1000, 300) == data[1000:1300]
+    assert store.get_range("r", len(data) - 7, 7) == data[-7:]
+
+
+def test_put_if_absent_only_once(store: Store) -> None:
+    assert store.put_if_absent("claim", b"first") is True
+    assert store.put_if_absent("claim", b"second") is False
+    assert store.get("claim") == b"first"
+
+
+def test_put_if_absent_concurrent_one_winner(store: Store) -> None:
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def claim(i: int) -> None:
+        ok = store.put_if_absent("race", str(i).encode())
+        with lock:
+            results.append(ok)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results.count(True) == 1
+    winner = store.get("race").decode()
+    assert winner.isdigit()
+
+
+def test_list_prefix(store: Store) -> None:
+    for key in ["p/1", "p/2", "p/sub/3", "q/4", "pp/5"]:
+        store.put(key, key.encode())
+    keys = sorted(i.key for i in store.list("p/"))
+    assert keys == ["p/1", "p/2", "p/sub/3"]
+    assert sorted(i.key for i in store.list("p")) == ["p/1", "p/2", "p/sub/3", "pp/5"]
+    assert list(store.list("nothing/")) == []
+    sizes = {i.key: i.size for i in store.list("q/")}
+    assert sizes == {"q/4": 3}
+
+
+def test_delete(store: Store) -> None:
+    store.put("d", b"1")
+    store.delete("d")
+    assert not store.exists("d")
+    store.delete("d")  # missing is fine
+
+
+def test_large_object(store: Store) -> None:
+    data = bytes(range(256)) * (40 * 1024)  # 10 MiB
+    store.put("big", data)
+    assert store.get_range("big", 5 * 1024 * 1024, 4096) == data[5 * 1024 * 1024 :][:4096]
+    assert store.get("big") == data
+
+
+def test_unknown_scheme_is_refused() -> None:
+    with pytest.raises(UsageError):
+        open_store("ftp://example/x")
