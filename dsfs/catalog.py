@@ -118,6 +118,7 @@ class Catalog:
 
     def set_tags(self, version_id: str, tags: list[str]) -> None:
         self.repo.store.put(tags_key(version_id), json.dumps({"tags": sorted(set(tags))}).encode())
+        self.repo.store.flush()
 
     # -- listing -------------------------------------------------------------------
 

@@ -10,9 +10,9 @@ reported, never returned.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +23,7 @@ from dsfs.errors import IntegrityError
 from dsfs.format.digest import chunk_id, id_to_bytes
 from dsfs.format.manifest import ChunkRef
 from dsfs.format.pack import pack_key
+from dsfs.fsutil import syncfs
 from dsfs.store.base import Store
 
 #: Adjacent chunks of one pack closer than this are fetched with one ranged read.
@@ -30,20 +31,6 @@ COALESCE_GAP = 256 * 1024
 #: A single ranged read never grows past this.
 MAX_RANGE = 32 * 1024 * 1024
 FETCH_THREADS = 8
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _syncfs(path: Path) -> None:
-    """Flush one file system (cheaper than an fsync per chunk file)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        syncfs = getattr(_libc, "syncfs", None)
-        if syncfs is None or syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
-
 
 class ChunkCache:
     def __init__(self, root: Path) -> None:
@@ -76,29 +63,42 @@ class ChunkCache:
             self.chunk_path(cid).unlink(missing_ok=True)
         self.index.forget_chunks(id_to_bytes(c) for c in cids)
 
+    def _stage(self, cid: str, data: bytes) -> tuple[Path, Path]:
+        """Write a verified chunk under a temporary name; return (tmp, final)."""
+        if chunk_id(data) != cid:
+            raise IntegrityError(f"chunk {cid} does not match its digest")
+        final = self.chunk_path(cid)
+        final.parent.mkdir(exist_ok=True)
+        tmp = final.parent / f".tmp-{secrets.token_hex(6)}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        return tmp, final
+
+    def _commit(self, staged: list[tuple[str, int, Path, Path]]) -> None:
+        """One syncfs for the batch, then renames, then one index transaction."""
+        if not staged:
+            return
+        syncfs(self.chunk_dir)
+        for _cid, _size, tmp, final in staged:
+            os.replace(tmp, final)
+        self.index.add_chunks((id_to_bytes(cid), size) for cid, size, _t, _f in staged)
+
+    @staticmethod
+    def _discard_staged(staged: list[tuple[str, int, Path, Path]]) -> None:
+        for _cid, _size, tmp, _final in staged:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
     def put_many(self, items: list[tuple[str, bytes]]) -> None:
-        """Add verified chunks: temp files, one syncfs, renames, one index txn."""
-        staged: list[tuple[Path, Path]] = []
+        """Add chunks (each verified against its id) as one durable batch."""
+        staged: list[tuple[str, int, Path, Path]] = []
         try:
             for cid, data in items:
-                if chunk_id(data) != cid:
-                    raise IntegrityError(f"chunk {cid} does not match its digest")
-                final = self.chunk_path(cid)
-                final.parent.mkdir(exist_ok=True)
-                tmp = final.parent / f".tmp-{secrets.token_hex(6)}"
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                staged.append((tmp, final))
-            if staged:
-                _syncfs(self.chunk_dir)
-            for tmp, final in staged:
-                os.replace(tmp, final)
+                staged.append((cid, len(data), *self._stage(cid, data)))
+            self._commit(staged)
         except BaseException:
-            for tmp, _final in staged:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+            self._discard_staged(staged)
             raise
-        self.index.add_chunks((id_to_bytes(cid), len(data)) for cid, data in items)
 
     def missing(self, cids: Iterable[str]) -> list[str]:
         return [c for c in dict.fromkeys(cids) if not self.has(c)]
@@ -141,7 +141,6 @@ class ChunkCache:
             start = group[0].offset
             end = group[-1].offset + group[-1].length
             blob = store.get_range(pack_key(pack_id), start, end - start)
-            items = []
             for ref in group:
                 data = blob[ref.offset - start : ref.offset - start + ref.length]
                 if chunk_id(data) != ref.chunk_id:
@@ -149,16 +148,25 @@ class ChunkCache:
                         f"chunk {ref.chunk_id} in pack {pack_id} of the store is corrupt "
                         "(its bytes do not match its digest)"
                     )
-                items.append((ref.chunk_id, data))
-            self.put_many(items)
+                tmp, final = self._stage(ref.chunk_id, data)
+                with lock:
+                    staged.append((ref.chunk_id, ref.length, tmp, final))
             if progress is not None:
                 progress(end - start)
             return end - start
 
         if not ranges:
             return 0
-        with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
-            return sum(pool.map(fetch_range, ranges))
+        staged: list[tuple[str, int, Path, Path]] = []
+        lock = threading.Lock()
+        try:
+            with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
+                fetched = sum(pool.map(fetch_range, ranges))
+            self._commit(staged)
+        except BaseException:
+            self._discard_staged(staged)
+            raise
+        return fetched
 
     def rebuild_index(self) -> int:
         """Re-create the chunk table from the chunk files; return how many."""

@@ -113,7 +113,8 @@ def write_tree(repo: Repository, tree: Tree, root: Path, reporter: Reporter,
     refs = [ref for entry in to_write for ref in entry.chunks]
     missing = repo.cache.missing(r.chunk_id for r in refs)
     if missing:
-        wanted = {r.chunk_id: r for r in refs if r.chunk_id in set(missing)}
+        missing_set = set(missing)
+        wanted = {r.chunk_id: r for r in refs if r.chunk_id in missing_set}
         total = sum(r.length for r in wanted.values())
         with reporter.progress("downloading", total, unit="B") as progress:
             repo.cache.fetch(repo.store, wanted.values(), progress.advance)

@@ -60,6 +60,7 @@ def publish(repo: Repository, header: Header, delta: list[Entry], explicit_versi
                 list(catalog.claimed_versions(header.project, header.name))
             )
             continue
+        store.flush()  # packs durable before the manifest that references them
         header.created = header.created or now_iso()
         data = mf.encode(header, delta)
         key = mf.manifest_key(header.id)

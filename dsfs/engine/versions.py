@@ -38,6 +38,35 @@ def _check_name(value: str, what: str) -> str:
     return value
 
 
+def new_header(
+    repo: Repository,
+    project: str,
+    name: str,
+    version: str | None = None,
+    tags: list[str] | None = None,
+    parents: list[str] | None = None,
+    description: str = "",
+) -> Header:
+    """The header of a version about to be built; ``parents`` are resolved ids."""
+    project, name = _check_name(project, "project"), _check_name(name, "name")
+    claims = cat.Catalog(repo).claimed_versions(project, name)
+    if version is not None:
+        version = _check_name(version, "version")
+        if version in claims:
+            raise ConflictError(f"version {version} of {project}/{name} already exists")
+    else:
+        version = cat.next_patch_version(list(claims))
+    return Header(
+        id=uuid.uuid4().hex,
+        project=project,
+        name=name,
+        version=version,
+        parents=[repo.header(p).id for p in parents or []],
+        tags=sorted(set(tags or [])),
+        description=description,
+    )
+
+
 def create(
     repo: Repository,
     project: str,
@@ -47,28 +76,9 @@ def create(
     parents: list[str] | None = None,
     description: str = "",
 ) -> Draft:
-    """A new draft; ``parents`` are version ids (already resolved)."""
-    project, name = _check_name(project, "project"), _check_name(name, "name")
-    catalog = cat.Catalog(repo)
-    claims = catalog.claimed_versions(project, name)
-    explicit_version = version is not None
-    if version is not None:
-        version = _check_name(version, "version")
-        if version in claims:
-            raise ConflictError(f"version {version} of {project}/{name} already exists")
-    else:
-        version = cat.next_patch_version(list(claims))
-    parent_headers = [repo.header(p) for p in parents or []]
-    header = Header(
-        id=uuid.uuid4().hex,
-        project=project,
-        name=name,
-        version=version,
-        parents=[h.id for h in parent_headers],
-        tags=sorted(set(tags or [])),
-        description=description,
-    )
-    draft = Draft(header, repo.store.url, repo.store_id.hex(), explicit_version)
+    """A new draft, saved on this machine and made the current one."""
+    header = new_header(repo, project, name, version, tags, parents, description)
+    draft = Draft(header, repo.store.url, repo.store_id.hex(), version is not None)
     drafts.save(draft, make_current=True)
     return draft
 
@@ -248,21 +258,14 @@ def sync(repo: Repository, folder: str, project: str, name: str,
             parents = [catalog.resolve(cat.Ref(project=project, name=name)).id]
         except NotFoundError:
             parents = []
-    draft = create(repo, project, name, version, tags, parents, description)
-    draft.add_items(items)
-    try:
-        resolver = TreeResolver(repo)
-        base = resolver.merged(draft.header.parents)
-        desired: dict[str, Entry | SourceItem] = {i.path: i for i in items}
-        tree, packer = build_tree(repo, base, desired, reporter, trust_mtime=not checksum)
-        changes = compare(base, tree)
-        if parents and not any(changes.counts.values()) and not make_delta(base, tree):
-            return CloseResult(repo.header(parents[0]), changes.counts, packer.stats,
-                               created=False)
-        return finish_version(repo, draft.header, base, tree, packer,
-                              draft.explicit_version)
-    finally:
-        drafts.remove(draft.header.id)
+    header = new_header(repo, project, name, version, tags, parents, description)
+    base = TreeResolver(repo).merged(header.parents)
+    desired: dict[str, Entry | SourceItem] = {i.path: i for i in items}
+    tree, packer = build_tree(repo, base, desired, reporter, trust_mtime=not checksum)
+    if parents and not make_delta(base, tree):
+        return CloseResult(repo.header(parents[0]), compare(base, tree).counts, packer.stats,
+                           created=False)
+    return finish_version(repo, header, base, tree, packer, version is not None)
 
 
 def squash(repo: Repository, version_ids: list[str], project: str, name: str,

@@ -5,6 +5,8 @@ immutable byte objects.  The engine relies on exactly these promises, and
 ``tests/store_conformance.py`` checks them against every backend:
 
 * ``put`` is atomic: a reader sees no object or the whole object, never part.
+  It is durable (survives a crash of the machine) once ``flush`` returns;
+  ``put_if_absent`` is durable when it returns.
 * ``put_if_absent`` writes only if no object has the key, and says whether it
   did; two concurrent callers get one ``True`` and one ``False``.
 * ``get`` of a missing key raises ``NotFoundError``; ``get_range`` returns
@@ -65,6 +67,9 @@ class Store(ABC):
 
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
+
+    def flush(self) -> None:  # noqa: B027 - stores that write through need nothing
+        """Make every ``put`` that has returned durable."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections; the default holds none."""
