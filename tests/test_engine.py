@@ -262,3 +262,27 @@ def test_get_downloads_nothing_when_cached(store_url: str, tmp_path: Path) -> No
     refs = [r for e in tree.values() for r in e.chunks]
     assert repo.cache.fetch(repo.store, refs) > 0
     assert repo.cache.fetch(repo.store, refs) == 0  # everything already cached
+
+
+def test_dataset_sync_folder_mirrors_into_draft(store_url: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    files = make_tree(src, files=10)
+    parent = new_version(src)
+    gone = sorted(files)[0]
+    (src / gone).unlink()
+    (src / "fresh.txt").write_text("fresh")
+    child = Dataset.create("p", "n", parent_datasets=[parent])
+    child.sync_folder(str(src))
+    child.finalize()
+    assert child.list_removed_files() == [gone]
+    assert child.list_added_files() == ["fresh.txt"]
+    # Mirroring below a dataset folder leaves the rest of the tree alone.
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "only.txt").write_text("only")
+    grandchild = Dataset.create("p", "n", parent_datasets=[child])
+    grandchild.sync_folder(str(sub), dataset_path="extra")
+    grandchild.finalize()
+    assert grandchild.list_added_files() == ["extra/only.txt"]
+    assert grandchild.list_removed_files() == []
+    assert len(grandchild.list_files()) == len(child.list_files()) + 1
