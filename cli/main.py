@@ -16,7 +16,9 @@ from dsfs.errors import EXIT_CODES, DsfsError
 from .commands import build, inspect, maintain, read
 from .context import AppContext
 
-EPILOG = "Exit codes:\n\n" + "\n\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+EPILOG = "\b\nExit codes:\n" + "\n".join(
+    f"  {code:>3}  {text}" for code, text in {**EXIT_CODES, 130: "interrupted"}.items()
+)
 
 
 class DsfsGroup(click.Group):

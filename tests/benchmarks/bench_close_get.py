@@ -15,6 +15,7 @@ possible (root), so every run reads from disk the same way.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -27,16 +28,14 @@ from pathlib import Path
 
 from dsfs.engine import versions
 from dsfs.engine.materialize import copies_dir, local_copy, remove_copy
-from dsfs.repository import Repository
 from dsfs.report import Reporter
+from dsfs.repository import Repository
 
 
 def drop_caches() -> None:
     subprocess.run(["sync"], check=False)
-    try:
+    with contextlib.suppress(OSError):
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
-    except OSError:
-        pass
 
 
 def make_files(root: Path, count: int, size: int) -> None:
