@@ -76,7 +76,7 @@ def ref_options(func: Callable[..., Any]) -> Callable[..., Any]:
             raise UsageError("give --version or --tag, not both")
         if ref_text:
             if project or name or version_ or tag:
-                raise UsageError("give a REF or --project/--name, not both")
+                raise UsageError("give a REF or --project/--name/--version/--tag, not both")
             ref = parse_ref_text(ref_text)
         elif project and name:
             ref = Ref(project=project, name=name, version=version_, tag=tag)

@@ -59,4 +59,5 @@ def human_size(size: float) -> str:
 
 def safe_path(path: str) -> str:
     """A path for display: undecodable bytes shown as \\x escapes, never a crash."""
-    return path.encode("utf-8", "backslashreplace").decode("utf-8")
+    raw = path.encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace")

@@ -22,7 +22,11 @@ _ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _enc(value: str) -> str:
-    return quote(value, safe="") or "%00"
+    """One key segment: percent-encoded, and never '.' or '..' (not valid as keys)."""
+    encoded = quote(value, safe="")
+    if encoded in ("", ".", ".."):
+        encoded = encoded.replace(".", "%2E") or "%00"
+    return encoded
 
 
 def claim_prefix(project: str, name: str) -> str:
@@ -198,13 +202,20 @@ class Catalog:
         return visible[0]
 
     def children(self, version_id: str) -> list[mf.Header]:
-        """Every manifest (visible or not) that names ``version_id`` as a parent."""
-        found = []
+        """Versions that name ``version_id`` as a parent: the visible ones, and the
+        hidden ones that visible versions still build on (leftovers of an
+        interrupted close do not count; gc removes them)."""
+        headers = {}
         for other in self.repo.version_ids():
             try:
-                header = self.repo.header(other)
+                headers[other] = self.repo.header(other)
             except NotFoundError:
                 continue
-            if version_id in header.parents:
-                found.append(header)
-        return found
+        needed = {h.id for h in headers.values() if self.is_visible(h)}
+        todo = list(needed)
+        while todo:  # hidden ancestors of visible versions are needed too
+            for parent in headers[todo.pop()].parents:
+                if parent in headers and parent not in needed:
+                    needed.add(parent)
+                    todo.append(parent)
+        return [h for h in headers.values() if version_id in h.parents and h.id in needed]

@@ -81,25 +81,44 @@ class Repository:
             data = path.read_bytes()
         except FileNotFoundError:
             data = self.store.get(mf.manifest_key(version_id))
-            header = mf.decode_header(data)
-            if header.id != version_id:
-                raise IntegrityError(
-                    f"manifest {version_id} names itself {header.id}: the store is corrupt"
-                ) from None
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".tmp-{secrets.token_hex(6)}")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            _check_id(mf.decode_header(data), version_id)
+            _write_atomic(path, data)
         self._manifest_memo[version_id] = data
         return data
 
     def header(self, version_id: str) -> mf.Header:
-        return mf.decode_header(self.manifest_bytes(version_id))
+        """A version's header, reading only the head of its manifest when the
+        manifest is not cached (listing versions stays cheap on S3)."""
+        data = self._manifest_memo.get(version_id)
+        if data is None:
+            path = self._manifest_cache_path(version_id)
+            head_path = path.with_name(version_id + ".head")
+            for candidate in (path, head_path):
+                try:
+                    data = candidate.read_bytes()
+                    break
+                except FileNotFoundError:
+                    continue
+            else:
+                key = mf.manifest_key(version_id)
+                data = self.store.get_head(key, mf.HEADER_PROBE_SIZE)
+                needed = mf.header_length(data)
+                if len(data) < needed:
+                    data = self.store.get_head(key, needed)
+                header = mf.decode_header(data)
+                _check_id(header, version_id)
+                _write_atomic(head_path, data[:needed])
+                return header
+        header = mf.decode_header(data)
+        _check_id(header, version_id)
+        return header
 
     def forget_manifest(self, version_id: str) -> None:
         self._manifest_memo.pop(version_id, None)
-        with contextlib.suppress(FileNotFoundError):
-            self._manifest_cache_path(version_id).unlink()
+        path = self._manifest_cache_path(version_id)
+        for stale in (path, path.with_name(version_id + ".head")):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
 
     def version_ids(self) -> list[str]:
         """Ids of every manifest in the store (claimed or not)."""
@@ -142,3 +161,18 @@ class Repository:
         if needed > len(tail):
             tail = self.store.get_range(key, offset, needed)
         return parse_index(tail[-needed:], size)
+
+
+def _check_id(header: mf.Header, version_id: str) -> None:
+    if header.id != version_id:
+        raise IntegrityError(
+            f"manifest {version_id} names itself {header.id}: the store is corrupt"
+        )
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Cached copies of immutable objects: written whole or not at all."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{secrets.token_hex(6)}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)

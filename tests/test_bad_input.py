@@ -280,3 +280,22 @@ def test_interrupted_close_resumes_without_reuploading(store_url: str, tmp_path:
     assert result.stats.packs_uploaded == total_packs - stored_before
     assert result.stats.chunks_reused >= stored_before
     assert not Dataset.get(result.header.id).verify(str(src))
+
+
+def test_ambiguous_draft_prefix(store_url: str) -> None:
+    created = [Dataset.create("p", f"n{i}").id for i in range(40)]
+    firsts = [c[0] for c in created]
+    common = max(set(firsts), key=firsts.count)
+    with pytest.raises(AmbiguousError, match="drafts"):
+        drafts.load(common)
+
+
+def test_malformed_pack_id_in_manifest_is_integrity_error(store_url: str) -> None:
+    repo = Repository.open()
+    header = mf.Header(id="12" * 16, project="evil", name="n", version="1.0.0")
+    good = mf.Entry("f", mf.FILE, 1, 0o100644, 0, "xxh3_128:" + "0" * 32,
+                    (mf.ChunkRef("xxh3_128:" + "0" * 32, "../../etc", 0, 1),))
+    repo.store.put(mf.manifest_key(header.id), mf.encode(header, [good]))
+    repo.store.put(claim_key("evil", "n", "1.0.0"), header.id.encode())
+    with pytest.raises(IntegrityError, match="pack id"):
+        Dataset.get(header.id).list_files()

@@ -286,3 +286,70 @@ def test_dataset_sync_folder_mirrors_into_draft(store_url: str, tmp_path: Path) 
     assert grandchild.list_added_files() == ["extra/only.txt"]
     assert grandchild.list_removed_files() == []
     assert len(grandchild.list_files()) == len(child.list_files()) + 1
+
+
+def test_lost_version_race_takes_next_version_and_fresh_id(store_url: str,
+                                                           tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, files=3)
+    slow = Dataset.create("p", "n")  # picks 1.0.0 ...
+    slow.add_files(str(src))
+    fast = new_version(src)  # ... but another writer publishes 1.0.0 first
+    assert fast.version == "1.0.0"
+    draft_id = slow.id
+    result = slow.finalize()
+    assert result.header.version == "1.0.1"
+    assert result.header.id not in (draft_id, fast.id)
+    repo = Repository.open()
+    assert not repo.store.exists(mf.manifest_key(draft_id))
+    # Every manifest names the version its claim gives it: nothing stale to cache.
+    for header in Dataset.search("p", "n"):
+        assert repo.header(header.id).version == header.version
+
+
+def test_rerun_after_crash_between_claim_and_cleanup(store_url: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsfs.engine import drafts
+
+    src = tmp_path / "src"
+    make_tree(src, files=3)
+    ds = Dataset.create("p", "n")
+    ds.add_files(str(src))
+    original_remove = drafts.remove
+
+    def crash(draft_id: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(drafts, "remove", crash)
+    with pytest.raises(KeyboardInterrupt):
+        versions.close(Repository.open(), ds.id)
+    monkeypatch.setattr(drafts, "remove", original_remove)
+    again = versions.close(Repository.open(), ds.id)
+    published = Dataset.search("p", "n")
+    assert [h.id for h in published] == [again.header.id]
+    assert published[0].version == "1.0.0"
+
+
+def test_dataset_names_with_dots_and_slashes(store_url: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    make_tree(src, files=2)
+    repo = Repository.open()
+    for project, name, version in [("a/b", "..", "."), ("..", "x y", "..")]:
+        header = versions.sync(repo, str(src), project, name, version=version).header
+        found = Dataset.get(dataset_project=project, dataset_name=name, dataset_version=version)
+        assert found.id == header.id
+
+
+def test_lost_cache_index_is_rebuilt(store_url: str, tmp_path: Path) -> None:
+    from dsfs.cache import index as cache_index
+
+    src = tmp_path / "src"
+    make_tree(src, files=5)
+    ds = new_version(src)
+    ds.get_local_copy()
+    repo = Repository.open()
+    cached = {d for d, _s, _a in repo.cache.index.iter_chunks()}
+    assert cached
+    cache_index.remove_index(repo.cache_root)
+    rebuilt = Repository.open()
+    assert {d for d, _s, _a in rebuilt.cache.index.iter_chunks()} == cached

@@ -37,7 +37,10 @@ class ChunkCache:
         self.root = root
         self.chunk_dir = root / "chunks"
         self.chunk_dir.mkdir(parents=True, exist_ok=True)
+        fresh = not (index_dir(root) / "data.mdb").exists()
         self.index = CacheIndex(index_dir(root))
+        if fresh and any(self.chunk_dir.iterdir()):
+            self.rebuild_index()  # the index is derived data: a lost one is re-made
 
     def chunk_path(self, cid: str) -> Path:
         hexpart = cid.split(":", 1)[1]

@@ -22,7 +22,7 @@ from typing import Any
 
 from dsfs import config
 from dsfs.engine.scan import SourceItem
-from dsfs.errors import ConflictError, NotFoundError
+from dsfs.errors import AmbiguousError, ConflictError, NotFoundError
 from dsfs.format.manifest import Header
 
 
@@ -35,6 +35,8 @@ class Draft:
     explicit_version: bool = False
     #: In order: {"op": "add", "items": [...]} or {"op": "remove", "pattern": P}.
     ops: list[dict[str, Any]] = field(default_factory=list)
+    #: (version id, version string) of every publish attempt of ``close``.
+    attempts: list[tuple[str, str]] = field(default_factory=list)
 
     def add_items(self, items: list[SourceItem]) -> None:
         self.ops.append({"op": "add", "items": [asdict(i) for i in items]})
@@ -49,12 +51,14 @@ class Draft:
             "store_id": self.store_id,
             "explicit_version": self.explicit_version,
             "ops": self.ops,
+            "attempts": [list(a) for a in self.attempts],
         }
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Draft:
         return cls(Header.from_json(obj["header"]), obj["store_url"], obj["store_id"],
-                   bool(obj.get("explicit_version")), list(obj.get("ops", [])))
+                   bool(obj.get("explicit_version")), list(obj.get("ops", [])),
+                   [(str(a[0]), str(a[1])) for a in obj.get("attempts", [])])
 
 
 def drafts_dir() -> Path:
@@ -100,7 +104,9 @@ def load(draft_id: str | None) -> Draft:
         if len(matches) == 1:
             path = _path(matches[0])
         elif len(matches) > 1:
-            raise ConflictError(f"draft id prefix {draft_id!r} matches {', '.join(matches)}")
+            raise AmbiguousError(
+                f"draft id prefix {draft_id!r} matches {len(matches)} drafts: {', '.join(matches)}"
+            )
         else:
             raise NotFoundError(
                 f"no draft {draft_id!r} on this machine (already closed, or created elsewhere)"

@@ -11,6 +11,7 @@ uploaded by a few worker threads while hashing goes on; at most
 
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -62,13 +63,16 @@ class Packer:
         self._futures: list[Future[None]] = []
         self._stats_lock = threading.Lock()
 
-    def hash_file(self, source: str, progress: Progress) -> tuple[str, int, list]:
-        """Read one file: (file digest, size, refs), packing new chunks."""
+    def hash_file(self, source: str, progress: Progress
+                  ) -> tuple[str, int, list, os.stat_result]:
+        """Read one file: (file digest, size, refs, its stat when opened), packing
+        new chunks.  Mode and mtime come from the same open file as the bytes."""
         hasher = file_hasher()
         refs: list[PendingRef | ChunkRef] = []
         size = 0
         try:
             with open(source, "rb", buffering=0) as f:
+                st = os.fstat(f.fileno())
                 while True:
                     data = f.read(CHUNK_SIZE)
                     if not data:
@@ -85,7 +89,7 @@ class Packer:
             raise InputError(f"cannot read {source}: {exc.strerror}") from None
         self.stats.files_hashed += 1
         self.stats.bytes_hashed += size
-        return hasher.digest_id(), size, refs
+        return hasher.digest_id(), size, refs, st
 
     def _place(self, data: bytes) -> PendingRef | ChunkRef:
         cid = chunk_id(data)

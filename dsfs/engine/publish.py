@@ -1,19 +1,25 @@
 """Publishing a version: the write order that keeps a store consistent.
 
-1. packs (already uploaded by the packer), and a check that every older pack
-   the version reuses still exists (gc may have removed an unreferenced one);
+1. packs (already uploaded by the packer), made durable with ``Store.flush``,
+   and a check that every older pack the version reuses still exists (gc may
+   have removed an unreferenced one);
 2. the manifest, with a conditional write;
 3. the claim ``names/<project>/<name>/<version>``, with a conditional write.
    The claim is the commit point: until it exists the version is invisible,
    and a crash before it leaves only objects that gc may collect.
 
-An automatically chosen version string that another writer claimed first is
-bumped and the manifest written again; a version string the user chose is
-reported as a conflict.
+A manifest key is never written twice: whenever an attempt cannot use its
+(id, version) pair — the version string was claimed by another writer, or a
+manifest with that id is already there from an interrupted run — the next
+attempt takes a fresh id, so a manifest cached anywhere never goes stale.
+Every attempt is reported to ``on_attempt`` before its manifest is written, so
+a rerun after a crash can find an attempt that did get through.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 
 from dsfs import catalog as cat
@@ -40,53 +46,64 @@ def check_packs_exist(repo: Repository, pack_ids: set[str]) -> None:
         )
 
 
-def publish(repo: Repository, header: Header, delta: list[Entry], explicit_version: bool
-            ) -> Header:
+def claim_owner(repo: Repository, project: str, name: str, version: str) -> str | None:
+    try:
+        raw = repo.store.get(cat.claim_key(project, name, version))
+    except NotFoundError:
+        return None
+    return raw.decode("ascii", "replace").strip()
+
+
+def find_published(repo: Repository, header: Header,
+                   attempts: Iterable[tuple[str, str]]) -> Header | None:
+    """The header of an earlier attempt whose claim got written, if any."""
+    for version_id, version in attempts:
+        if claim_owner(repo, header.project, header.name, version) == version_id:
+            return repo.header(version_id)
+    return None
+
+
+def publish(repo: Repository, header: Header, delta: list[Entry], explicit_version: bool,
+            on_attempt: Callable[[str, str], None] | None = None) -> Header:
     """Write manifest then claim; return the header as published."""
-    catalog = cat.Catalog(repo)
     store = repo.store
     for _attempt in range(MAX_VERSION_ATTEMPTS):
-        claim = cat.claim_key(header.project, header.name, header.version)
-        owner = _claim_owner(repo, claim)
-        if owner == header.id:
-            return header  # an earlier run of this close got all the way through
+        owner = claim_owner(repo, header.project, header.name, header.version)
         if owner is not None:
             if explicit_version:
                 raise ConflictError(
                     f"version {header.version} of {header.project}/{header.name} "
                     f"already exists ({owner})"
                 )
-            header.version = cat.next_patch_version(
-                list(catalog.claimed_versions(header.project, header.name))
-            )
+            _next_attempt(repo, header)
             continue
-        store.flush()  # packs durable before the manifest that references them
-        header.created = header.created or now_iso()
-        data = mf.encode(header, delta)
         key = mf.manifest_key(header.id)
-        if not store.put_if_absent(key, data):
-            # Ours from an interrupted run (ids are random and unclaimed): replace it.
-            store.put(key, data)
-        repo.forget_manifest(header.id)
+        if store.exists(key):
+            header.id = uuid.uuid4().hex  # left by an interrupted run: never rewrite it
+            continue
+        if on_attempt is not None:
+            on_attempt(header.id, header.version)
+        store.flush()  # packs durable before the manifest that references them
+        header.created = now_iso()
+        if not store.put_if_absent(key, mf.encode(header, delta)):
+            header.id = uuid.uuid4().hex
+            continue
+        claim = cat.claim_key(header.project, header.name, header.version)
         if store.put_if_absent(claim, header.id.encode()):
             return header
-        if _claim_owner(repo, claim) == header.id:
+        if claim_owner(repo, header.project, header.name, header.version) == header.id:
             return header  # our own write, its reply lost
-        store.delete(key)
-        repo.forget_manifest(header.id)
+        store.delete(key)  # never visible: nobody can depend on it
         if explicit_version:
             raise ConflictError(
                 f"version {header.version} of {header.project}/{header.name} was "
                 "claimed by another writer at the same moment"
             )
-        header.version = cat.next_patch_version(
-            list(catalog.claimed_versions(header.project, header.name))
-        )
+        _next_attempt(repo, header)
     raise ConflictError(f"could not claim a version string for {header.project}/{header.name}")
 
 
-def _claim_owner(repo: Repository, claim: str) -> str | None:
-    try:
-        return repo.store.get(claim).decode("ascii", "replace").strip()
-    except NotFoundError:
-        return None
+def _next_attempt(repo: Repository, header: Header) -> None:
+    claims = cat.Catalog(repo).claimed_versions(header.project, header.name)
+    header.version = cat.next_patch_version(list(claims))
+    header.id = uuid.uuid4().hex

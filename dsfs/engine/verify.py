@@ -51,9 +51,10 @@ def verify_store(repo: Repository, header: Header, reporter: Reporter | None = N
     total = sum(len(r) for r in by_pack.values())
     with reporter.progress("verifying chunks", total) as progress, \
             ThreadPoolExecutor(max_workers=VERIFY_THREADS) as pool:
-        for found in pool.map(check_pack, by_pack.items()):
+        for (_pack, refs), found in zip(by_pack.items(),
+                                        pool.map(check_pack, by_pack.items()), strict=True):
             problems.extend(found)
-            progress.advance(1)
+            progress.advance(len(refs))
     return sorted(problems)
 
 

@@ -3,15 +3,17 @@ folder in one step; squash; tag; delete."""
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from dsfs import catalog as cat
 from dsfs.engine import drafts
 from dsfs.engine.drafts import Draft
 from dsfs.engine.packer import Packer, PackStats
-from dsfs.engine.publish import check_packs_exist, publish
+from dsfs.engine.publish import check_packs_exist, find_published, publish
 from dsfs.engine.scan import SourceItem, normalize_dataset_path, scan
 from dsfs.engine.tree import (
     MAX_CHAIN_DEPTH,
@@ -183,14 +185,13 @@ def build_tree(
         with reporter.progress("hashing and uploading", total, unit="B") as progress:
             pending = []
             for item in to_hash:
-                digest, size, refs = packer.hash_file(item.source, progress)
-                pending.append((item, digest, size, refs))
+                pending.append((item, *packer.hash_file(item.source, progress)))
         packer.finish()
     except BaseException:
         packer.abort()
         raise
-    for item, digest, size, refs in pending:
-        entry = Entry(item.path, FILE, size, item.mode, item.mtime_ns, digest,
+    for item, digest, size, refs, st in pending:
+        entry = Entry(item.path, FILE, size, st.st_mode, st.st_mtime_ns, digest,
                       packer.resolve(refs))
         old = base.get(item.path)
         tree[item.path] = old if old is not None and old.same_content(entry) else entry
@@ -200,7 +201,8 @@ def build_tree(
 
 def finish_version(repo: Repository, header: Header, base: Tree, tree: Tree,
                    packer: Packer | None, explicit_version: bool,
-                   force_snapshot: bool = False) -> CloseResult:
+                   force_snapshot: bool = False,
+                   on_attempt: Callable[[str, str], None] | None = None) -> CloseResult:
     resolver_depths = [repo.header(p).chain_depth for p in header.parents]
     depth = 1 + max(resolver_depths, default=0)
     changes = compare(base, tree)
@@ -214,7 +216,7 @@ def finish_version(repo: Repository, header: Header, base: Tree, tree: Tree,
         check_packs_exist(repo, packer.reused_packs)
     header.stats = {**totals(tree), **changes.counts,
                     "uploaded_bytes": packer.stats.bytes_uploaded if packer else 0}
-    published = publish(repo, header, delta, explicit_version)
+    published = publish(repo, header, delta, explicit_version, on_attempt)
     return CloseResult(published, changes.counts, packer.stats if packer else PackStats())
 
 
@@ -226,13 +228,22 @@ def close(repo: Repository, draft_id: str | None = None,
     with drafts.closing_lock(draft.header.id):
         draft = drafts.load(draft.header.id)  # re-read: another closer may have finished
         _check_store(repo, draft)
+        done = find_published(repo, draft.header, draft.attempts)
+        if done is not None:  # an earlier run got through but died before cleaning up
+            drafts.remove(draft.header.id)
+            return CloseResult(done, {}, PackStats())
         resolver = TreeResolver(repo)
         base = resolver.merged(draft.header.parents)
         desired = _desired_tree(base, draft, reporter)
         trust = bool(draft.ops) and all(op.get("trust_mtime") for op in draft.ops
                                         if op["op"] != "remove")
         tree, packer = build_tree(repo, base, desired, reporter, trust_mtime=trust)
-        result = finish_version(repo, draft.header, base, tree, packer, draft.explicit_version)
+        def remember(version_id: str, version: str) -> None:
+            draft.attempts.append((version_id, version))
+            drafts.save(draft)
+
+        result = finish_version(repo, copy.deepcopy(draft.header), base, tree, packer,
+                                draft.explicit_version, on_attempt=remember)
         drafts.remove(draft.header.id)
     return result
 

@@ -115,11 +115,11 @@ class Header:
     def from_json(cls, obj: Any) -> Header:
         try:
             header = cls(
-                id=_str(obj["id"]),
+                id=_hex_id(obj["id"], "version id"),
                 project=_str(obj["project"]),
                 name=_str(obj["name"]),
                 version=_str(obj["version"]),
-                parents=[_str(p) for p in obj.get("parents", [])],
+                parents=[_hex_id(p, "parent id") for p in obj.get("parents", [])],
                 tags=[_str(t) for t in obj.get("tags", [])],
                 description=_str(obj.get("description", "")),
                 created=_str(obj.get("created", "")),
@@ -130,6 +130,14 @@ class Header:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise IntegrityError(f"manifest header is malformed: {exc}") from None
         return header
+
+
+def _hex_id(value: Any, what: str) -> str:
+    """A 32-digit lowercase hex id (version or pack)."""
+    if not isinstance(value, str) or len(value) != 32 or not all(
+            c in "0123456789abcdef" for c in value):
+        raise ValueError(f"{what} {value!r} is not a 32-digit hex id")
+    return value
 
 
 def _str(value: Any) -> str:
@@ -190,8 +198,11 @@ def entry_from_json(obj: Any) -> Entry:
         mode, mtime = int(obj["m"]), int(obj["mt"])
         if kind == FILE:
             chunks = tuple(
-                ChunkRef(_str(c[0]), _str(c[1]), int(c[2]), int(c[3])) for c in obj["c"]
+                ChunkRef(_str(c[0]), _hex_id(c[1], "pack id"), int(c[2]), int(c[3]))
+                for c in obj["c"]
             )
+            if any(c.offset < 0 or c.length < 0 for c in chunks):
+                raise ValueError("negative chunk offset or length")
             size = int(obj["s"])
             if size < 0 or sum(c.length for c in chunks) != size:
                 raise ValueError("chunk lengths do not add up to the file size")
@@ -201,7 +212,7 @@ def entry_from_json(obj: Any) -> Entry:
         if kind == SYMLINK:
             target_obj = obj["l"]
             target = target_obj["p"] if "p" in target_obj else base64.b64decode(
-                target_obj["pb"]
+                target_obj["pb"], validate=True
             ).decode("utf-8", "surrogateescape")
             return Entry(path, SYMLINK, len(target.encode("utf-8", "surrogateescape")),
                          mode, mtime, target=_str(target))

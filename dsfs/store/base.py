@@ -65,6 +65,11 @@ class Store(ABC):
     @abstractmethod
     def stat(self, key: str) -> ObjectInfo | None: ...
 
+    def get_head(self, key: str, length: int) -> bytes:
+        """The first ``min(length, size)`` bytes of an object (a short read where
+        the backend can do one; this default reads the whole object)."""
+        return self.get(key)[:length]
+
     def exists(self, key: str) -> bool:
         return self.stat(key) is not None
 

@@ -31,12 +31,21 @@ class LocalStore(Store):
     def _path(self, key: str) -> Path:
         parts = key.split("/")
         if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise ValueError(f"invalid store key {key!r}")
+            raise StoreError(f"invalid store key {key!r}")
         return self.root.joinpath(*parts)
 
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"{key} is not in the store {self.url}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {key} from {self.url}: {exc.strerror}") from None
+
+    def get_head(self, key: str, length: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read(length)
         except FileNotFoundError:
             raise NotFoundError(f"{key} is not in the store {self.url}") from None
         except OSError as exc:
