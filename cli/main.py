@@ -13,7 +13,7 @@ import click
 from dsfs import __version__
 from dsfs.errors import EXIT_CODES, DsfsError
 
-from .commands import build, inspect, maintain, read
+from .commands import build, cache, inspect, maintain, mount, read
 from .context import AppContext
 
 EPILOG = "\b\nExit codes:\n" + "\n".join(
@@ -48,7 +48,8 @@ class DsfsGroup(click.Group):
 @click.group(cls=DsfsGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--store", envvar="DSFS_STORE", metavar="URL",
               help="Store: a directory path, file:///path or s3://bucket/prefix. "
-                   "[env DSFS_STORE; default: an embedded store under $XDG_DATA_HOME/dsfs]")
+                   "[env DSFS_STORE; default: an embedded store in $DSFS_DATA_DIR/store, "
+                   "else $XDG_DATA_HOME/dsfs/store]")
 @click.option("--cache-dir", envvar="DSFS_CACHE_DIR", metavar="DIR",
               help="Local chunk cache shared by all commands. "
                    "[env DSFS_CACHE_DIR; default: $XDG_CACHE_HOME/dsfs]")
@@ -61,7 +62,7 @@ def cli(ctx: click.Context, store: str | None, cache_dir: str | None, quiet: boo
     ctx.obj = AppContext(store, cache_dir, quiet)
 
 
-for module in (build, read, inspect, maintain):
+for module in (build, read, inspect, maintain, mount, cache):
     for command in module.COMMANDS:
         cli.add_command(command)
 

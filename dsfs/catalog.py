@@ -42,11 +42,15 @@ def tags_key(version_id: str) -> str:
 
 
 def version_sort_key(version: str) -> tuple:
-    """Orders '1.0.10' after '1.0.9'; non-numeric parts sort after numeric ones."""
-    parts = []
-    for part in re.split(r"[.\-+]", version):
-        parts.append((0, int(part), "") if part.isdigit() else (1, 0, part))
-    return tuple(parts)
+    """Orders '1.0.10' after '1.0.9' and '1.0.0-rc1' before '1.0.0' (as semver
+    does); non-numeric parts sort after numeric ones."""
+    main, _sep, pre = version.partition("-")
+
+    def parts(text: str) -> tuple:
+        return tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
+                     for p in re.split(r"[.+]", text))
+
+    return (parts(main), (1,) if not pre else (0, parts(pre)))
 
 
 def next_patch_version(existing: list[str]) -> str:

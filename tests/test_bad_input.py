@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -78,6 +79,8 @@ def test_special_files_skipped_with_warning(store_url: str, tmp_path: Path,
     src.mkdir()
     (src / "real.txt").write_text("x")
     os.mkfifo(src / "fifo")
+    if os.getuid() == 0:
+        os.mknod(src / "chardev", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(src / "sock"))
     try:
@@ -88,6 +91,7 @@ def test_special_files_skipped_with_warning(store_url: str, tmp_path: Path,
     assert ds.list_files() == ["real.txt"]
     warned = " ".join(r.getMessage() for r in caplog.records)
     assert "fifo" in warned and "sock" in warned
+    assert os.getuid() != 0 or "chardev" in warned
 
 
 def test_symlinks_stored_not_followed(store_url: str, tmp_path: Path) -> None:

@@ -353,3 +353,27 @@ def test_lost_cache_index_is_rebuilt(store_url: str, tmp_path: Path) -> None:
     cache_index.remove_index(repo.cache_root)
     rebuilt = Repository.open()
     assert {d for d, _s, _a in rebuilt.cache.index.iter_chunks()} == cached
+
+
+def test_version_ordering() -> None:
+    from dsfs.catalog import next_patch_version, version_sort_key
+
+    ordered = ["1.0.0-rc1", "1.0.0", "1.0.2", "1.0.10", "1.1", "2.0.0"]
+    assert sorted(reversed(ordered), key=version_sort_key) == ordered
+    assert next_patch_version(["1.0.9", "1.0.10"]) == "1.0.11"
+    assert next_patch_version([]) == "1.0.0"
+
+
+def test_gc_removes_partial_uploads_of_killed_writers(store_url: str, tmp_path: Path) -> None:
+    if not store_url.startswith("/"):
+        pytest.skip("temporary files are a local-store matter")
+    repo = Repository.open()
+    repo.store_config  # noqa: B018 - creates the store
+    stale = Path(store_url) / "packs" / "ab" / ".tmp-deadbeef"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a pack")
+    os.utime(stale, (1, 1))
+    fresh = stale.with_name(".tmp-fresh")
+    fresh.write_bytes(b"being written")
+    assert gc.collect(repo, grace_seconds=3600).stale_uploads_removed == 1
+    assert not stale.exists() and fresh.exists()

@@ -48,7 +48,9 @@ def gc(app: AppContext, grace: str, dry_run: bool) -> None:
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {result.packs_removed} pack(s) ({human_size(result.bytes_freed)}) and "
                f"{result.manifests_removed} unpublished manifest(s); {result.packs_in_use} in use, "
-               f"{result.packs_kept_young} kept as younger than {grace}")
+               f"{result.packs_kept_young} kept as younger than {grace}"
+               + (f"; {result.stale_uploads_removed} partial upload(s) cleaned"
+                  if result.stale_uploads_removed else ""))
 
 
 COMMANDS = [tag, delete, gc]

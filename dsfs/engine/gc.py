@@ -4,7 +4,7 @@ Nothing younger than the grace period is touched, because a ``close`` in
 progress uploads its packs before it writes the manifest that references
 them.  Manifests without a claim (an interrupted close, or a deleted version)
 older than the grace period are removed too, unless another manifest still
-names them as a parent.
+names them as a parent, and so are partial uploads of killed writers.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ class GcResult:
     packs_kept_young: int = 0
     manifests_removed: int = 0
     packs_in_use: int = 0
+    stale_uploads_removed: int = 0
 
 
 def collect(repo: Repository, grace_seconds: float, dry_run: bool = False,
@@ -86,5 +87,6 @@ def collect(repo: Repository, grace_seconds: float, dry_run: bool = False,
             if not dry_run:
                 repo.store.delete(info.key)
     if not dry_run:
+        result.stale_uploads_removed = repo.store.remove_stale_uploads(grace_seconds)
         repo.sync_pack_index()
     return result

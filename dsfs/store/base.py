@@ -65,6 +65,11 @@ class Store(ABC):
     @abstractmethod
     def stat(self, key: str) -> ObjectInfo | None: ...
 
+    def remove_stale_uploads(self, older_than: float) -> int:
+        """Remove partial uploads (temporary files, unfinished multipart uploads)
+        started more than ``older_than`` seconds ago; return how many."""
+        return 0
+
     def get_head(self, key: str, length: int) -> bytes:
         """The first ``min(length, size)`` bytes of an object (a short read where
         the backend can do one; this default reads the whole object)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,6 +108,19 @@ class LocalStore(Store):
             return True
         except OSError as exc:
             raise StoreError(f"cannot write {key} to {self.url}: {exc.strerror}") from None
+
+    def remove_stale_uploads(self, older_than: float) -> int:
+        """Temporary files left by a writer that was killed mid-write."""
+        removed = 0
+        cutoff = time.time() - older_than
+        for dirpath, _dirs, files in os.walk(self.root) if self.root.exists() else []:
+            for name in files:
+                path = os.path.join(dirpath, name)
+                with contextlib.suppress(FileNotFoundError):
+                    if name.startswith(_TMP_PREFIX) and os.lstat(path).st_mtime < cutoff:
+                        os.unlink(path)
+                        removed += 1
+        return removed
 
     def flush(self) -> None:
         if self.root.exists():
