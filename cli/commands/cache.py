@@ -1,0 +1,115 @@
+"""Commands that look after the shared chunk cache: cache stats|prune|clear|verify, prefetch."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import click
+
+from dsfs.catalog import Ref
+from dsfs.errors import UsageError
+from dsfs.mount import cachectl
+
+from ..context import AppContext, parse_ref_text, pass_app
+from ..output import human_size, print_json
+
+
+@click.group()
+def cache() -> None:
+    """Inspect and manage the shared chunk cache ($DSFS_CACHE_DIR)."""
+
+
+@cache.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@pass_app
+def stats(app: AppContext, as_json: bool) -> None:
+    """How many chunks and bytes the cache holds."""
+    chunk_cache = app.repo.cache
+    found = cachectl.stats(chunk_cache)
+    limit = cachectl.default_limit()
+    row = {"path": str(chunk_cache.root), "chunks": found.chunks, "bytes": found.bytes,
+           "limit": limit, "index_bytes": found.index_bytes,
+           "oldest_access": found.oldest_access, "newest_access": found.newest_access}
+    if as_json:
+        print_json(row)
+        return
+    click.echo(f"cache:   {row['path']}")
+    click.echo(f"chunks:  {found.chunks} ({human_size(found.bytes)})")
+    click.echo(f"limit:   {human_size(limit) if limit else 'none'}")
+    click.echo(f"index:   {human_size(found.index_bytes)}")
+    if found.oldest_access:
+        when = time.localtime(found.oldest_access)
+        click.echo(f"oldest access: {time.strftime('%Y-%m-%d %H:%M', when)}")
+
+
+@cache.command()
+@click.option("--size", "size_text", metavar="SIZE",
+              help=f"Shrink to this size (e.g. 20G) [default: ${cachectl.SIZE_ENV}].")
+@pass_app
+def prune(app: AppContext, size_text: str | None) -> None:
+    """Evict least recently used chunks until the cache fits SIZE."""
+    limit = cachectl.parse_size(size_text) if size_text else cachectl.default_limit()
+    if limit is None:
+        raise UsageError(f"give --size or set ${cachectl.SIZE_ENV}")
+    removed, freed = cachectl.prune(app.repo.cache, limit)
+    click.echo(f"removed {removed} chunk(s), {human_size(freed)}")
+
+
+@cache.command()
+@pass_app
+def clear(app: AppContext) -> None:
+    """Remove every cached chunk (manifests stay)."""
+    removed, freed = cachectl.clear(app.repo.cache)
+    click.echo(f"removed {removed} chunk(s), {human_size(freed)}")
+
+
+@cache.command(name="verify")
+@pass_app
+def verify_(app: AppContext) -> None:
+    """Re-hash every cached chunk; corrupt ones are removed (fetched again on use).
+
+    Exits 6 when any chunk was corrupt."""
+    checked, bad = cachectl.verify(app.repo.cache)
+    for cid in bad:
+        click.echo(f"corrupt or missing, removed: {cid}", err=True)
+    click.echo(f"checked {checked} chunk(s): {len(bad)} bad")
+    if bad:
+        raise SystemExit(6)
+
+
+@click.command()
+@click.argument("words", nargs=-1, metavar="REF [PATH ...]")
+@click.option("--project", "-p", help="Project of the dataset (with --name; then no REF).")
+@click.option("--name", "-n", help="Name of the dataset (with --project).")
+@click.option("--version", "-v", "version_", metavar="V", help="Version string.")
+@click.option("--tag", "-t", metavar="T", help="Highest version carrying this tag.")
+@pass_app
+def prefetch(app: AppContext, words: tuple[str, ...], project: str | None, name: str | None,
+             version_: str | None, tag: str | None) -> None:
+    """Fill the cache with a version's files (all, or those at or below PATHs),
+    in parallel, so that a later mount or get reads locally."""
+    if project and name:
+        ref, paths = Ref(project=project, name=name, version=version_, tag=tag), words
+    elif words and not (project or name or version_ or tag):
+        ref, paths = parse_ref_text(words[0]), words[1:]
+    else:
+        raise UsageError("usage: dsfs prefetch REF [PATH ...], or "
+                         "dsfs prefetch --project P --name N [--version V] [PATH ...]")
+    header = app.resolve(ref)
+    repo = app.repo
+    refs = cachectl.prefetch_refs(repo, header, paths)
+    missing = {r.chunk_id: r for r in refs if not repo.cache.has(r.chunk_id)}
+    total = sum(r.length for r in missing.values())
+    lock = threading.Lock()
+    with app.reporter.progress("prefetch", total, "B") as bar:
+        def advance(amount: int) -> None:
+            with lock:
+                bar.advance(amount)
+
+        fetched = cachectl.prefetch(repo, list(missing.values()), advance)
+    click.echo(f"{len(refs)} chunk(s) wanted, {len(missing)} fetched "
+               f"({human_size(fetched)} downloaded)")
+
+
+COMMANDS = [cache, prefetch]

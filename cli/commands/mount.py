@@ -1,0 +1,115 @@
+"""Commands that mount versions: mount, umount, mounts."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from dsfs.catalog import Ref
+from dsfs.errors import UsageError
+
+from ..context import AppContext, parse_ref_text, pass_app
+from ..output import print_json
+
+
+def _ref_and_mountpoint(words: tuple[str, ...], project: str | None, name: str | None,
+                        version: str | None, tag: str | None) -> tuple[Ref, str]:
+    """``REF MOUNTPOINT`` or ``--project P --name N [...] MOUNTPOINT``."""
+    if len(words) == 2:
+        if project or name or version or tag:
+            raise UsageError("give a REF or --project/--name, not both")
+        return parse_ref_text(words[0]), words[1]
+    if len(words) == 1 and project and name:
+        if version and tag:
+            raise UsageError("give --version or --tag, not both")
+        return Ref(project=project, name=name, version=version, tag=tag), words[0]
+    raise UsageError("usage: dsfs mount REF MOUNTPOINT, or dsfs mount --project P --name N "
+                     "[--version V | --tag T] MOUNTPOINT")
+
+
+@click.command()
+@click.argument("words", nargs=-1, metavar="[REF] MOUNTPOINT")
+@click.option("--project", "-p", help="Project of the dataset (with --name).")
+@click.option("--name", "-n", help="Name of the dataset (with --project).")
+@click.option("--version", "-v", "version_", metavar="V", help="Version string.")
+@click.option("--tag", "-t", metavar="T", help="Highest version carrying this tag.")
+@click.option("--foreground", "-f", is_flag=True,
+              help="Stay attached until unmounted (for systemd and tests).")
+@click.option("--cache-size", metavar="SIZE",
+              help="Bound the shared cache to SIZE (e.g. 20G); least recently used "
+                   "chunks are evicted.")
+@click.option("--allow-other", is_flag=True, help="Let other users see the mount.")
+@click.option("--debug", is_flag=True, help="Verbose log, including every FUSE request.")
+@click.option("--ready-fd", type=int, hidden=True)
+@pass_app
+def mount(app: AppContext, words: tuple[str, ...], project: str | None, name: str | None,
+          version_: str | None, tag: str | None, foreground: bool, cache_size: str | None,
+          allow_other: bool, debug: bool, ready_fd: int | None) -> None:
+    """Mount a version read-only at MOUNTPOINT; returns once it is ready.
+
+    REF is an id, an id prefix or PROJECT/NAME[@VERSION|#TAG].  File contents
+    are fetched on first read into the shared cache."""
+    from dsfs.mount import cachectl, lifecycle  # noqa: PLC0415 - pyfuse3 only when mounting
+
+    ref, mountpoint = _ref_and_mountpoint(words, project, name, version_, tag)
+    size = cachectl.parse_size(cache_size) if cache_size else cachectl.default_limit()
+    path = lifecycle.check_mountpoint(mountpoint)
+    header = app.resolve(ref)
+    if foreground or ready_fd is not None:
+        lifecycle.serve(app.repo, header, path, allow_other=allow_other, debug=debug,
+                        ready_fd=ready_fd, to_stderr=ready_fd is None, cache_size=size)
+        return
+    command = [sys.executable, "-m", "dsfs", "--store", app.repo.store.url,
+               "--cache-dir", str(app.repo.cache_root), "mount", header.id, path]
+    command += ["--allow-other"] * allow_other + ["--debug"] * debug
+    if cache_size:
+        command += ["--cache-size", cache_size]
+    info = lifecycle.start_daemon(command, path)
+    if not app.quiet:
+        click.echo(f"mounted {header.project}/{header.name} {header.version} ({header.id}) "
+                   f"at {path}; log: {info['log']}")
+
+
+@click.command()
+@click.argument("mountpoint", type=click.Path())
+@click.option("--lazy", "-z", is_flag=True,
+              help="Detach now even if busy; finish when the last file is closed.")
+@pass_app
+def umount(app: AppContext, mountpoint: str, lazy: bool) -> None:
+    """Unmount a dsfs mount (also one whose process has died)."""
+    from dsfs.mount import table  # noqa: PLC0415
+
+    record = table.unmount(mountpoint, lazy)
+    if not app.quiet:
+        click.echo(f"unmounted {record.mountpoint}" + (" (lazily)" if lazy else ""))
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def mounts(as_json: bool) -> None:
+    """List dsfs mounts with their versions."""
+    from dsfs.mount import table  # noqa: PLC0415
+
+    rows = []
+    for record in table.dsfs_mounts():
+        state = record.state
+        rows.append({
+            "mountpoint": record.mountpoint, "version_id": record.version_id,
+            "project": state.get("project"), "name": state.get("name"),
+            "version": state.get("version"), "pid": record.pid,
+            "alive": record.alive, "log": state.get("log"),
+        })
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        click.echo("no dsfs mounts", err=True)
+        return
+    for r in rows:
+        what = f"{r['project']}/{r['name']} {r['version']}" if r["project"] else "?"
+        status = "" if r["alive"] else "  (process gone: `dsfs umount` cleans up)"
+        click.echo(f"{r['mountpoint']}  {r['version_id']}  {what}  pid {r['pid']}{status}")
+
+
+COMMANDS = [mount, umount, mounts]

@@ -1,0 +1,287 @@
+"""The pyfuse3 adapter: kernel requests in, one vfs call, attributes or errno out.
+
+This module and ``dsfs.mount`` are the only importers of pyfuse3.  Each
+handler converts its arguments (names arrive as bytes: ``os.fsdecode`` here
+and nowhere else), calls one method of ``VersionFS`` (reads go to the
+``FileReader`` that owns store I/O), and converts the answer.
+
+Errors: ``ERRNO`` is the one table from exception to errno.  Any exception
+outside it — a store or integrity failure after retries, or a bug — becomes
+EIO and a log line; pyfuse3 would end the mount on anything but
+``FUSEError``, so nothing else escapes a handler.  Every operation that would
+change the tree answers EROFS.
+
+The tree never changes while mounted, so entries and attributes carry long
+kernel timeouts, missing names are cached negatively, and files open with
+``keep_cache`` so that a second read is served by the page cache.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar, cast
+
+import pyfuse3
+
+from dsfs.errors import DsfsError
+from dsfs.vfs import (
+    Attr,
+    InvalidArgument,
+    IsADirectory,
+    NoEntry,
+    NotADirectory,
+    OpenFile,
+    ReadOnly,
+    VersionFS,
+)
+
+log = logging.getLogger("dsfs.fuse")
+
+#: Seconds the kernel may cache entries and attributes: the tree is immutable.
+TIMEOUT = 24 * 3600.0
+BLOCK_SIZE = 128 * 1024
+
+#: The one table from exception to errno; everything else is EIO.
+ERRNO: dict[type[BaseException], int] = {
+    NoEntry: errno.ENOENT,
+    NotADirectory: errno.ENOTDIR,
+    IsADirectory: errno.EISDIR,
+    InvalidArgument: errno.EINVAL,
+    ReadOnly: errno.EROFS,
+}
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+
+class FileReader(Protocol):
+    """Whoever reads file contents (from the cache, fetching from the store)."""
+
+    def open(self, file: OpenFile) -> int: ...
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes: ...
+
+    def release(self, fh: int) -> None: ...
+
+
+def errno_for(exc: BaseException, what: str) -> int:
+    """The errno for ``exc``, logging what is not an ordinary answer."""
+    for cls in type(exc).__mro__:
+        code = ERRNO.get(cls)
+        if code is not None:
+            return code
+    if isinstance(exc, DsfsError):
+        log.error("%s failed: %s: %s", what, type(exc).__name__, exc)
+    else:
+        log.error("%s failed with an unexpected error", what, exc_info=exc)
+    return errno.EIO
+
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def guarded(func: F) -> F:
+    """Turn every exception of a handler into a ``FUSEError``."""
+
+    @functools.wraps(func)
+    async def wrapper(self: Operations, *args: Any) -> Any:
+        try:
+            return await func(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the errno boundary
+            what = f"{func.__name__}{_describe(args)}"
+            raise pyfuse3.FUSEError(errno_for(exc, what)) from None
+
+    return cast(F, wrapper)
+
+
+def _describe(args: Sequence[Any]) -> str:
+    shown = [repr(a) if isinstance(a, (int, bytes, str)) else "…" for a in args[:3]]
+    return "(" + ", ".join(shown) + ")"
+
+
+def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
+    out = pyfuse3.EntryAttributes()
+    out.st_ino = attr.ino
+    out.generation = 0
+    out.entry_timeout = TIMEOUT
+    out.attr_timeout = TIMEOUT
+    out.st_mode = attr.mode
+    out.st_nlink = attr.nlink
+    out.st_uid = attr.uid
+    out.st_gid = attr.gid
+    out.st_rdev = 0
+    out.st_size = attr.size
+    out.st_blksize = BLOCK_SIZE
+    out.st_blocks = attr.blocks
+    out.st_atime_ns = attr.mtime_ns
+    out.st_mtime_ns = attr.mtime_ns
+    out.st_ctime_ns = attr.mtime_ns
+    return out
+
+
+def _negative_entry() -> pyfuse3.EntryAttributes:
+    """A lookup answer meaning "no such name", which the kernel may cache."""
+    out = pyfuse3.EntryAttributes()
+    out.st_ino = 0
+    out.entry_timeout = TIMEOUT
+    return out
+
+
+def _read_only() -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(errno.EROFS)
+
+
+class Operations(pyfuse3.Operations):
+    """The read-only file system of one version."""
+
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+
+    def __init__(self, vfs: VersionFS, reader: FileReader) -> None:
+        super().__init__()
+        self.vfs = vfs
+        self.reader = reader
+
+    # -- reading the tree --------------------------------------------------------
+
+    @guarded
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
+                     ) -> pyfuse3.EntryAttributes:
+        try:
+            return entry_attributes(self.vfs.lookup(parent_inode, os.fsdecode(name)))
+        except NoEntry:
+            return _negative_entry()
+
+    @guarded
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return entry_attributes(self.vfs.getattr(inode))
+
+    @guarded
+    async def readlink(self, inode: int, ctx: Any = None) -> bytes:
+        return os.fsencode(self.vfs.readlink(inode))
+
+    @guarded
+    async def opendir(self, inode: int, ctx: Any = None) -> int:
+        self.vfs.opendir(inode)
+        return inode
+
+    @guarded
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        for name, attr, next_id in self.vfs.readdir(fh, start_id):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry_attributes(attr),
+                                         next_id):
+                break
+
+    @guarded
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    @guarded
+    async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
+        stats = self.vfs.statfs()
+        out = pyfuse3.StatvfsData()
+        out.f_bsize = stats.block_size
+        out.f_frsize = stats.block_size
+        out.f_blocks = stats.blocks
+        out.f_bfree = 0
+        out.f_bavail = 0
+        out.f_files = stats.files
+        out.f_ffree = 0
+        out.f_favail = 0
+        out.f_namemax = stats.name_max
+        return out
+
+    @guarded
+    async def access(self, inode: int, mode: int, ctx: Any = None) -> bool:
+        self.vfs.access(inode, bool(mode & os.W_OK))
+        return True
+
+    @guarded
+    async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        self.vfs.getattr(inode)
+        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+
+    @guarded
+    async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
+        self.vfs.getattr(inode)
+        return []
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        return None  # inodes live as long as the mount: nothing to release
+
+    # -- reading files -------------------------------------------------------------
+
+    @guarded
+    async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+        file = self.vfs.open(inode, writing=bool(flags & _WRITE_FLAGS))
+        return pyfuse3.FileInfo(fh=self.reader.open(file), keep_cache=True)
+
+    @guarded
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self.reader.read(fh, off, size)
+
+    @guarded
+    async def release(self, fh: int) -> None:
+        self.reader.release(fh)
+
+    @guarded
+    async def flush(self, fh: int) -> None:
+        return None
+
+    @guarded
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        return None
+
+    @guarded
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None
+
+    # -- changes: a read-only version refuses them all --------------------------------
+
+    async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None,
+                      ctx: Any = None) -> pyfuse3.EntryAttributes:
+        raise _read_only()
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        raise _read_only()
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any = None) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        raise _read_only()
+
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Any = None) -> pyfuse3.EntryAttributes:
+        raise _read_only()
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any = None
+                    ) -> pyfuse3.EntryAttributes:
+        raise _read_only()
+
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any = None
+                      ) -> pyfuse3.EntryAttributes:
+        raise _read_only()
+
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any = None
+                   ) -> pyfuse3.EntryAttributes:
+        raise _read_only()
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
+        raise _read_only()
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
+        raise _read_only()
+
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any = None) -> None:
+        raise _read_only()
+
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any = None) -> None:
+        raise _read_only()
+
+    async def removexattr(self, inode: int, name: bytes, ctx: Any = None) -> None:
+        raise _read_only()

@@ -1,0 +1,155 @@
+"""Looking after the shared chunk cache: stats, LRU prune, clear, verify, prefetch.
+
+Used by ``dsfs cache ...``, ``dsfs prefetch`` and by a mount with a size
+limit.  It works only through ``ChunkCache`` and ``CacheIndex`` (no lmdb, no
+pyfuse3 here); it lives beside the mount because the mount is its main user,
+and belongs in ``dsfs.cache`` when that package is next opened.
+
+Eviction removes the least recently used chunks (the index's last-access
+time, which readers update in batches) until the cache fits.  It never
+removes a chunk named in ``protect`` (the chunks a mount has open); a chunk
+another process has open stays readable through its open file after removal
+(POSIX unlink semantics), and a mount that needs a removed chunk again
+fetches it again.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from dsfs.cache.chunks import ChunkCache
+from dsfs.engine.tree import TreeResolver
+from dsfs.errors import NotFoundError, UsageError
+from dsfs.format.digest import bytes_to_id, chunk_id
+from dsfs.format.manifest import FILE, ChunkRef, Header
+from dsfs.repository import Repository
+
+#: Environment variable giving the default cache size limit (e.g. ``50G``).
+SIZE_ENV = "DSFS_CACHE_SIZE"
+
+
+def parse_size(text: str | None) -> int | None:
+    """``500M``, ``20G``, ``1.5T``, ``1048576`` → bytes; None stays None."""
+    if text is None or not text.strip():
+        return None
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1] if value and value[-1] in units else ""
+    try:
+        size = int(float(value[: len(value) - len(unit)]) * units[unit])
+    except ValueError:
+        raise UsageError(f"{text!r} is not a size (examples: 500M, 20G, 1T)") from None
+    if size <= 0:
+        raise UsageError(f"cache size {text!r} must be positive")
+    return size
+
+
+def default_limit() -> int | None:
+    return parse_size(os.environ.get(SIZE_ENV))
+
+
+@dataclass
+class CacheStats:
+    chunks: int
+    bytes: int
+    oldest_access: int | None
+    newest_access: int | None
+    index_bytes: int
+
+
+def stats(cache: ChunkCache) -> CacheStats:
+    count = total = 0
+    oldest: int | None = None
+    newest: int | None = None
+    for _digest, size, atime in cache.index.iter_chunks():
+        count += 1
+        total += size
+        oldest = atime if oldest is None else min(oldest, atime)
+        newest = atime if newest is None else max(newest, atime)
+    index_file = cache.root / "index" / "data.mdb"
+    index_bytes = index_file.stat().st_size if index_file.exists() else 0
+    return CacheStats(count, total, oldest, newest, index_bytes)
+
+
+def prune(cache: ChunkCache, limit: int, protect: Iterable[str] = ()) -> tuple[int, int]:
+    """Evict least recently used chunks until at most ``limit`` bytes remain.
+
+    Returns (chunks removed, bytes freed)."""
+    keep = set(protect)
+    chunks = sorted(cache.index.iter_chunks(), key=lambda c: c[2])
+    total = sum(size for _d, size, _a in chunks)
+    doomed: list[str] = []
+    freed = 0
+    for digest, size, _atime in chunks:
+        if total - freed <= limit:
+            break
+        cid = bytes_to_id(digest)
+        if cid in keep:
+            continue
+        doomed.append(cid)
+        freed += size
+    if doomed:
+        cache.discard(doomed)
+    return len(doomed), freed
+
+
+def clear(cache: ChunkCache) -> tuple[int, int]:
+    """Remove every chunk; return (chunks, bytes)."""
+    found = stats(cache)
+    cids = [bytes_to_id(d) for d, _s, _a in cache.index.iter_chunks()]
+    cache.discard(cids)
+    # chunk files the index did not know about (a lost index)
+    for sub in cache.chunk_dir.iterdir() if cache.chunk_dir.exists() else []:
+        if sub.is_dir():
+            for entry in os.scandir(sub):
+                os.unlink(entry.path)
+    return found.chunks, found.bytes
+
+
+def verify(cache: ChunkCache, progress: Callable[[int], None] | None = None
+           ) -> tuple[int, list[str]]:
+    """Hash every cached chunk; remove the corrupt ones.  Returns (checked, bad ids)."""
+    cids = [bytes_to_id(d) for d, _s, _a in cache.index.iter_chunks()]
+
+    def check(cid: str) -> str | None:
+        try:
+            data = cache.chunk_path(cid).read_bytes()
+        except FileNotFoundError:
+            return cid
+        if progress is not None:
+            progress(len(data))
+        return None if chunk_id(data) == cid else cid
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        bad = [cid for cid in pool.map(check, cids) if cid is not None]
+    if bad:
+        cache.discard(bad)
+    return len(cids), bad
+
+
+def prefetch_refs(repo: Repository, header: Header, paths: Iterable[str]) -> list[ChunkRef]:
+    """Chunk refs of the files at or below ``paths`` (all files when none)."""
+    tree = TreeResolver(repo).tree(header.id)
+    wanted = [p.strip("/") for p in paths]
+    wanted = [posixpath.normpath(p) for p in wanted if p]
+    for p in wanted:
+        if p != "." and p not in tree:
+            raise NotFoundError(f"{p!r} is not a path of version {header.id}")
+    refs: list[ChunkRef] = []
+    for path, entry in sorted(tree.items()):
+        if entry.kind != FILE:
+            continue
+        if not wanted or "." in wanted or any(
+                path == p or path.startswith(p + "/") for p in wanted):
+            refs.extend(entry.chunks)
+    return refs
+
+
+def prefetch(repo: Repository, refs: list[ChunkRef],
+             progress: Callable[[int], None] | None = None) -> int:
+    """Fetch what the cache lacks of ``refs`` (in parallel); return bytes fetched."""
+    return repo.cache.fetch(repo.store, refs, progress)

@@ -1,0 +1,188 @@
+"""The life of a mount: check, build, mount, signal readiness, serve, unmount.
+
+``serve`` runs a mount in the calling process until it is unmounted
+(``fusermount3 -u``, ``dsfs umount``) or receives SIGTERM/SIGINT/SIGHUP, which
+unmount it cleanly.  ``start_daemon`` runs ``serve`` in a new detached
+process (``python -m dsfs ... mount --foreground --ready-fd N``) and returns
+only once that process reports, through a pipe, that the mount is ready or
+that it failed; a process that dies before reporting is a failure too.
+
+Nothing is mounted before the version is resolved, its manifest chain loaded
+and the mount point checked, so bad input fails early with a clear error and
+no mount.  Store I/O happens in worker threads (``dsfs.mount.reader``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from dsfs.errors import ConflictError, DsfsError, InputError
+from dsfs.format.manifest import Header
+from dsfs.fuse import Operations
+from dsfs.mount import table
+from dsfs.mount.reader import ChunkReader
+from dsfs.repository import Repository
+from dsfs.vfs import MemoryTreeSource, VersionFS
+
+log = logging.getLogger("dsfs.mount")
+
+#: Concurrent FUSE request handlers.
+MAX_TASKS = 64
+
+
+def check_mountpoint(mountpoint: str | os.PathLike[str]) -> str:
+    """The normalized mount point, or a clear error if it cannot be used."""
+    path = table.normalize(mountpoint)
+    if table.is_mountpoint(path):
+        raise ConflictError(f"{path} is already a mount point (see `dsfs mounts`; "
+                            f"`dsfs umount {path}` ends a dsfs mount)")
+    if not os.path.lexists(path):
+        raise InputError(f"mount point {path} does not exist: create the directory first")
+    if not os.path.isdir(path):
+        raise InputError(f"mount point {path} is not a directory")
+    return path
+
+
+def setup_logging(log_file: Path, debug: bool, to_stderr: bool) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler: logging.Handler = logging.FileHandler(log_file)
+    handler.setFormatter(fmt)
+    root.addHandler(handler)
+    if to_stderr:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+    if not debug:
+        logging.getLogger("pyfuse3").setLevel(logging.WARNING)
+
+
+def _report(ready_fd: int | None, message: dict) -> None:
+    if ready_fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.write(ready_fd, (json.dumps(message) + "\n").encode())
+        os.close(ready_fd)
+
+
+def fuse_options(header: Header, allow_other: bool, debug: bool) -> set[str]:
+    options = set(pyfuse3.default_options)
+    options |= {"ro", "nodev", "nosuid", f"fsname=dsfs:{header.id}", "subtype=dsfs"}
+    if allow_other:
+        options.add("allow_other")
+    if debug:
+        options.add("debug")
+    return options
+
+
+def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: bool = False,
+          debug: bool = False, ready_fd: int | None = None, log_file: Path | None = None,
+          to_stderr: bool = True, cache_size: int | None = None) -> None:
+    """Mount ``header``'s version at ``mountpoint`` and serve it until unmounted."""
+    path = table.normalize(mountpoint)
+    log_file = log_file or table.log_path(path)
+    setup_logging(log_file, debug, to_stderr)
+    try:
+        path = check_mountpoint(path)
+        started = time.monotonic()
+        source = MemoryTreeSource.for_version(repo, header)
+        vfs = VersionFS(source)
+        reader = ChunkReader(repo.cache, repo.store, cache_size=cache_size)
+        ops = Operations(vfs, reader)
+        try:
+            pyfuse3.init(ops, path, fuse_options(header, allow_other, debug))
+        except RuntimeError as exc:
+            raise ConflictError(f"cannot mount at {path}: {exc} (see {log_file})") from None
+    except DsfsError as exc:
+        log.error("mount of %s at %s failed: %s", header.id, path, exc)
+        _report(ready_fd, {"error": str(exc), "exit_code": exc.exit_code})
+        raise
+    except BaseException as exc:
+        log.exception("mount of %s at %s failed", header.id, path)
+        _report(ready_fd, {"error": f"{type(exc).__name__}: {exc}", "exit_code": 1})
+        raise
+    table.write_state(path, {
+        "pid": os.getpid(), "mountpoint": path, "version_id": header.id,
+        "project": header.project, "name": header.name, "version": header.version,
+        "store": repo.store.url, "log": str(log_file), "started": time.time(),
+    })
+    log.info("mounted %s/%s %s (%s) at %s in %.2f s", header.project, header.name,
+             header.version, header.id, path, time.monotonic() - started)
+    unmount = True
+    try:
+        trio.run(_main, reader, ready_fd)
+        # main returns when the kernel ends the session (an unmount) or on a signal
+        unmount = table.is_mountpoint(path)
+    except BaseException:
+        log.exception("the mount loop of %s ended with an error", path)
+        raise
+    finally:
+        reader.close()
+        pyfuse3.close(unmount=unmount)
+        table.remove_state(path, os.getpid())
+        log.info("unmounted %s (%d chunk fetches)", path, reader.fetches)
+
+
+async def _main(reader: ChunkReader, ready_fd: int | None) -> None:
+    async with trio.open_nursery() as nursery:
+        await nursery.start(reader.run)
+        nursery.start_soon(_on_signal)
+        _report(ready_fd, {"ready": True, "pid": os.getpid()})
+        await pyfuse3.main(min_tasks=4, max_tasks=MAX_TASKS)
+        nursery.cancel_scope.cancel()
+
+
+async def _on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("received %s: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
+
+
+def start_daemon(command: Sequence[str], mountpoint: str) -> dict:
+    """Run ``command`` (a foreground mount) detached; return once it is ready.
+
+    ``command`` must accept ``--ready-fd N``.  Its output goes to the mount's
+    log file.  Raises the error the mount process reported.
+    """
+    log_file = table.log_path(mountpoint)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    read_end, write_end = os.pipe()
+    with open(log_file, "ab") as out:
+        proc = subprocess.Popen(
+            [*command, "--ready-fd", str(write_end)], stdin=subprocess.DEVNULL,
+            stdout=out, stderr=out, pass_fds=(write_end,), start_new_session=True, cwd="/",
+        )
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        line = pipe.readline()
+    try:
+        message = json.loads(line) if line else {}
+    except ValueError:
+        message = {}
+    if message.get("ready"):
+        return {"pid": proc.pid, "log": str(log_file)}
+    if "error" in message:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        error = DsfsError(message["error"])
+        error.exit_code = int(message.get("exit_code", 1))
+        raise error
+    code = proc.wait()
+    raise DsfsError(f"the mount process exited (status {code}) before the mount was ready; "
+                    f"see {log_file}")

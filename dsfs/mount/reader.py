@@ -1,0 +1,259 @@
+"""File contents for a mount: chunks from the shared cache, fetched on a miss.
+
+``ChunkReader`` serves ``read(fh, offset, size)`` for the FUSE adapter:
+
+* A chunk is used only once verified: a cached chunk file is hashed the first
+  time this process uses it (a corrupt one is discarded and fetched again,
+  never served); a fetched chunk is verified by ``ChunkCache.fetch`` before it
+  enters the cache.  After that, reads are ``pread`` on a small pool of open
+  chunk files (an open file keeps its chunk readable even if another process
+  evicts it).
+* Store I/O and hashing run in worker threads under one
+  ``trio.CapacityLimiter``, so a slow fetch blocks only the readers waiting
+  for that chunk.  Concurrent readers of one chunk share one fetch
+  (``_inflight``: there is no ``await`` between the check and the insert).
+* A failed fetch is retried with back-off; after the last attempt the read
+  fails (the adapter answers EIO and logs), and the next read tries again.
+* A handle whose reads follow each other is a sequential reader: it gets the
+  next ``readahead`` chunks fetched in the background.
+* Chunk accesses are recorded for LRU eviction in batches, off the hot path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import trio
+
+from dsfs.cache.chunks import ChunkCache
+from dsfs.errors import DsfsError, StoreError
+from dsfs.format.digest import chunk_id, id_to_bytes
+from dsfs.format.manifest import ChunkRef
+from dsfs.mount import cachectl
+from dsfs.store.base import Store
+from dsfs.vfs import OpenFile
+
+log = logging.getLogger("dsfs.mount.reader")
+
+#: Delays before the second, third, ... attempt of a failed fetch (seconds).
+RETRY_DELAYS = (0.2, 0.5, 1.0)
+#: Worker threads for store I/O and hashing.
+WORKERS = 16
+#: Chunks fetched ahead of a sequential reader.
+READAHEAD_CHUNKS = 2
+#: Seconds between background chores (access times every 6 ticks, eviction).
+TICK = 5.0
+#: Open chunk files kept for pread.
+OPEN_FILES = 128
+
+
+@dataclass
+class _Handle:
+    file: OpenFile
+    next_offset: int = 0
+    sequential: int = 0
+
+
+@dataclass
+class _Fetch:
+    done: trio.Event = field(default_factory=trio.Event)
+    error: BaseException | None = None
+
+
+class ChunkReader:
+    """Reads file contents through the cache; one instance per mount."""
+
+    def __init__(self, cache: ChunkCache, store: Store, workers: int = WORKERS,
+                 readahead: int = READAHEAD_CHUNKS, cache_size: int | None = None) -> None:
+        self.cache = cache
+        self.store = store
+        self.readahead = readahead
+        self.cache_size = cache_size
+        self.limiter = trio.CapacityLimiter(workers)
+        self._handles: dict[int, _Handle] = {}
+        self._next_fh = 1
+        self._verified: set[str] = set()
+        self._inflight: dict[str, _Fetch] = {}
+        self._fds: OrderedDict[str, int] = OrderedDict()
+        self._touched: set[str] = set()
+        self._touch_lock = threading.Lock()
+        self._nursery: trio.Nursery | None = None
+        self.fetches = 0
+        self._unpruned = 0 if cache_size is None else 1  # bytes fetched since the last prune
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background work (readahead, access-time flushes) until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            try:
+                ticks = 0
+                while True:
+                    await trio.sleep(TICK)
+                    ticks += 1
+                    if ticks % 6 == 0 or self._unpruned:
+                        await trio.to_thread.run_sync(self.flush_access_times,
+                                                      limiter=self.limiter)
+                    if self.cache_size is not None and self._unpruned:
+                        self._unpruned = 0
+                        protect = set(self._inflight)
+                        for handle in list(self._handles.values()):
+                            protect.update(r.chunk_id for r in handle.file.entry.chunks)
+                        removed, freed = await trio.to_thread.run_sync(
+                            cachectl.prune, self.cache, self.cache_size, protect,
+                            limiter=self.limiter)
+                        if removed:
+                            log.info("evicted %d chunk(s), %d bytes, to keep the cache "
+                                     "under %d bytes", removed, freed, self.cache_size)
+            finally:
+                self._nursery = None
+
+    def close(self) -> None:
+        self.flush_access_times()
+        for fd in self._fds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._fds.clear()
+
+    def flush_access_times(self) -> None:
+        with self._touch_lock:
+            touched, self._touched = self._touched, set()
+        if touched:
+            self.cache.index.touch_chunks(id_to_bytes(c) for c in touched)
+
+    # -- handles ---------------------------------------------------------------------
+
+    def open(self, file: OpenFile) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = _Handle(file)
+        return fh
+
+    def release(self, fh: int) -> None:
+        self._handles.pop(fh, None)
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        handle = self._handles[fh]
+        slices = handle.file.slices(offset, size)
+        if offset == handle.next_offset and offset > 0:
+            handle.sequential += 1
+        elif offset != handle.next_offset:
+            handle.sequential = 0
+        parts = []
+        for piece in slices:
+            parts.append(await self._read_slice(piece.ref, piece.start, piece.end))
+        data = b"".join(parts) if len(parts) != 1 else parts[0]
+        handle.next_offset = offset + len(data)
+        if handle.sequential and self.readahead and slices and self._nursery is not None:
+            for ref in handle.file.chunks_after(offset + len(data), self.readahead):
+                if ref.chunk_id not in self._verified and ref.chunk_id not in self._inflight:
+                    self._nursery.start_soon(self._prefetch, ref)
+        return data
+
+    # -- chunks ----------------------------------------------------------------------
+
+    async def _read_slice(self, ref: ChunkRef, start: int, end: int) -> bytes:
+        for _attempt in range(2):
+            await self.ensure(ref)
+            try:
+                fd = self._fd(ref.chunk_id)
+            except FileNotFoundError:
+                # evicted or cleared by another process since we verified it
+                self._verified.discard(ref.chunk_id)
+                continue
+            data = os.pread(fd, end - start, start)
+            if len(data) == end - start:
+                with self._touch_lock:
+                    self._touched.add(ref.chunk_id)
+                return data
+            self._forget(ref.chunk_id)
+        raise StoreError(f"chunk {ref.chunk_id} vanished from the cache while being read")
+
+    def _fd(self, cid: str) -> int:
+        fd = self._fds.get(cid)
+        if fd is not None:
+            self._fds.move_to_end(cid)
+            return fd
+        fd = os.open(self.cache.chunk_path(cid), os.O_RDONLY | os.O_CLOEXEC)
+        self._fds[cid] = fd
+        while len(self._fds) > OPEN_FILES:
+            _old, old_fd = self._fds.popitem(last=False)
+            os.close(old_fd)
+        return fd
+
+    def _forget(self, cid: str) -> None:
+        self._verified.discard(cid)
+        fd = self._fds.pop(cid, None)
+        if fd is not None:
+            os.close(fd)
+
+    async def _prefetch(self, ref: ChunkRef) -> None:
+        try:
+            await self.ensure(ref)
+        except Exception as exc:  # noqa: BLE001 - readahead is best effort
+            log.info("readahead of %s failed: %s", ref.chunk_id, exc)
+
+    async def ensure(self, ref: ChunkRef) -> None:
+        """Return once ``ref`` is in the cache and verified by this process."""
+        cid = ref.chunk_id
+        if cid in self._verified:
+            return
+        pending = self._inflight.get(cid)
+        if pending is not None:
+            await pending.done.wait()
+            if pending.error is not None:
+                raise pending.error
+            return
+        pending = self._inflight[cid] = _Fetch()
+        try:
+            await trio.to_thread.run_sync(self._load, ref, limiter=self.limiter)
+            self._verified.add(cid)
+        except BaseException as exc:
+            # waiters get the failure, but never another task's cancellation
+            pending.error = exc if isinstance(exc, Exception) else StoreError(
+                f"fetch of chunk {cid} was interrupted")
+            raise
+        finally:
+            del self._inflight[cid]
+            pending.done.set()
+
+    def _load(self, ref: ChunkRef) -> None:
+        """In a worker thread: verify the cached copy, or fetch with retries."""
+        cid = ref.chunk_id
+        path = self.cache.chunk_path(cid)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            data = None
+        if data is not None:
+            if chunk_id(data) == cid:
+                if not self.cache.has(cid):  # index lost or cleared: re-record it
+                    self.cache.index.add_chunks([(id_to_bytes(cid), len(data))])
+                return
+            log.warning("cached chunk %s is corrupt; discarding it and fetching again", cid)
+            self.cache.discard([cid])
+        elif self.cache.has(cid):
+            self.cache.discard([cid])  # indexed but its file is gone
+        delays = (0.0, *RETRY_DELAYS)
+        for attempt, delay in enumerate(delays, 1):
+            time.sleep(delay)
+            try:
+                self.cache.fetch(self.store, [ref])
+                self.fetches += 1
+                self._unpruned += ref.length
+                return
+            except DsfsError as exc:
+                if attempt == len(delays):
+                    raise StoreError(
+                        f"cannot fetch chunk {cid} from {self.store.url} after "
+                        f"{attempt} attempts: {exc}") from None
+                log.warning("fetch of chunk %s failed (attempt %d of %d): %s",
+                            cid, attempt, len(delays), exc)
