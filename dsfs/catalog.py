@@ -9,16 +9,23 @@ manifest was created with, because manifests never change.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
 import re
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote, unquote
 
-from dsfs.errors import AmbiguousError, IntegrityError, NotFoundError, UsageError
+from dsfs.errors import AmbiguousError, IntegrityError, NotFoundError, StoreError, UsageError
 from dsfs.format import manifest as mf
+from dsfs.format.digest import digest_hex
 from dsfs.repository import Repository
 
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
+log = logging.getLogger("dsfs")
 
 
 def _enc(value: str) -> str:
@@ -151,7 +158,45 @@ class Catalog:
     # -- resolving -------------------------------------------------------------------
 
     def resolve(self, ref: Ref) -> mf.Header:
-        """The one visible version ``ref`` names, or NotFound / Ambiguous errors."""
+        """The one visible version ``ref`` names, or NotFound / Ambiguous errors.
+
+        With the store unreachable, a reference this machine resolved before
+        (or a full id whose manifest is cached) still resolves, so cached
+        versions can be read offline."""
+        try:
+            header = self._resolve_online(ref)
+        except StoreError:
+            cached = self._resolve_offline(ref)
+            if cached is None:
+                raise
+            log.warning("store %s unreachable: using the cached %s for %s",
+                        self.repo.store.url, cached.id, ref.describe())
+            return cached
+        self._remember(ref, header.id)
+        return header
+
+    def _ref_cache_path(self, ref: Ref) -> Path:
+        key = json.dumps([ref.id, ref.project, ref.name, ref.version, ref.tag])
+        return (self.repo.cache_root / "refs" / self.repo.store_id.hex()
+                / digest_hex(key.encode()))
+
+    def _remember(self, ref: Ref, version_id: str) -> None:
+        with contextlib.suppress(OSError):
+            path = self._ref_cache_path(ref)
+            if not path.exists() or path.read_text() != version_id:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}")
+                tmp.write_text(version_id)
+                os.replace(tmp, path)
+
+    def _resolve_offline(self, ref: Ref) -> mf.Header | None:
+        try:
+            version_id = self._ref_cache_path(ref).read_text().strip()
+        except (OSError, StoreError):
+            version_id = ref.id.strip().lower() if ref.id else ""
+        return self.repo.cached_header(version_id) if _ID_RE.match(version_id) else None
+
+    def _resolve_online(self, ref: Ref) -> mf.Header:
         self.repo.check_readable()
         if ref.id:
             return self._by_id(ref.id)

@@ -8,18 +8,22 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import secrets
 from pathlib import Path
 
 from dsfs import config
 from dsfs.cache.chunks import ChunkCache
-from dsfs.errors import IntegrityError, NotFoundError
+from dsfs.errors import IntegrityError, NotFoundError, StoreError
 from dsfs.format import manifest as mf
+from dsfs.format.digest import digest_hex
 from dsfs.format.pack import TRAILER_SIZE, index_span, pack_id_from_key, pack_key, parse_index
 from dsfs.format.version import FORMAT_VERSION
 from dsfs.store import Store, open_store
 from dsfs.store.base import CONFIG_KEY
+
+log = logging.getLogger("dsfs")
 
 #: Bytes read from a pack's end in one go, enough for the index of ~2,000 chunks.
 INDEX_PROBE = 64 * 1024
@@ -45,7 +49,15 @@ class Repository:
     def store_config(self) -> dict:
         """The store's config, created on first use (checks the format version)."""
         if self._store_config is None:
-            cfg = self.store.read_config()
+            try:
+                cfg = self.store.read_config()
+            except StoreError:
+                # Offline: what this machine learned about the store still holds,
+                # so fully cached versions stay readable.
+                cfg = self._cached_config()
+                if cfg is None:
+                    raise
+                log.warning("store %s unreachable; using its cached config", self.store.url)
             if cfg is None:
                 fresh = {"format_version": FORMAT_VERSION, "kind": "dsfs-store",
                          "store_id": secrets.token_hex(16)}
@@ -56,7 +68,32 @@ class Repository:
             if not isinstance(store_id, str) or len(store_id) != 32:
                 raise IntegrityError(f"store config at {self.store.url} has no valid store_id")
             self._store_config = cfg
+            self._save_config(cfg)
         return self._store_config
+
+    def _config_cache_path(self) -> Path:
+        return self.cache_root / "stores" / (digest_hex(self.store.url.encode()) + ".json")
+
+    def _cached_config(self) -> dict | None:
+        try:
+            cfg = json.loads(self._config_cache_path().read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return cfg if isinstance(cfg, dict) else None
+
+    def _save_config(self, cfg: dict) -> None:
+        if self._cached_config() != cfg:
+            _write_atomic(self._config_cache_path(), json.dumps(cfg).encode())
+
+    def cached_header(self, version_id: str) -> mf.Header | None:
+        """A header known locally (no store access), or None."""
+        path = self._manifest_cache_path(version_id)
+        for candidate in (path, path.with_name(version_id + ".head")):
+            try:
+                return mf.decode_header(candidate.read_bytes())
+            except FileNotFoundError:
+                continue
+        return None
 
     @property
     def store_id(self) -> bytes:

@@ -377,3 +377,40 @@ def test_gc_removes_partial_uploads_of_killed_writers(store_url: str, tmp_path: 
     fresh.write_bytes(b"being written")
     assert gc.collect(repo, grace_seconds=3600).stale_uploads_removed == 1
     assert not stale.exists() and fresh.exists()
+
+
+class UnreachableStore:
+    """A store whose every request fails the way a dead network does."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __getattr__(self, name: str):
+        from dsfs.errors import StoreError
+
+        def fail(*args, **kwargs):
+            raise StoreError(f"cannot reach {self.url} ({name})")
+
+        return fail
+
+
+def test_cached_version_readable_with_store_unreachable(store_url: str, tmp_path: Path) -> None:
+    from dsfs.engine import materialize
+    from dsfs.errors import StoreError
+
+    src = tmp_path / "src"
+    expected = make_tree(src, files=8)
+    ds = new_version(src)
+    online = Repository.open()
+    header = Catalog(online).resolve(Ref(project="p", name="n"))
+    tree = TreeResolver(online).tree(header.id)
+    online.cache.fetch(online.store, [r for e in tree.values() for r in e.chunks])
+
+    offline = Repository(UnreachableStore(online.store.url), online.cache_root)  # type: ignore[arg-type]
+    catalog = Catalog(offline)
+    assert catalog.resolve(Ref(project="p", name="n")).id == ds.id
+    assert catalog.resolve(Ref(id=ds.id)).id == ds.id
+    copy = materialize.mutable_copy(offline, catalog.resolve(Ref(id=ds.id)), str(tmp_path / "c"))
+    assert read_tree(copy) == expected
+    with pytest.raises(StoreError):  # never resolved here before: no guess
+        catalog.resolve(Ref(project="p", name="other"))

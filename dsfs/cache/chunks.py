@@ -2,9 +2,12 @@
 
 A chunk lives at ``<cache>/chunks/<2 hex>/<32 hex>``.  It enters the cache only
 after its bytes matched its digest; files are written under a temporary name,
-made durable with one ``syncfs`` per batch, then renamed into place, and only
-then recorded in the LMDB index.  A chunk found corrupt on read is removed and
-reported, never returned.
+renamed into place, and only then recorded in the LMDB index.  They are not
+fsynced: every reader verifies a chunk against its digest before its first use
+(``read`` here, the mount on first open), so a chunk torn by a power loss is
+found, removed and fetched again — an fsync per chunk would cost far more on
+the cold-read path than it protects.  A chunk found corrupt on read is removed
+and reported, never returned.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ from dsfs.errors import IntegrityError
 from dsfs.format.digest import chunk_id, id_to_bytes
 from dsfs.format.manifest import ChunkRef
 from dsfs.format.pack import pack_key
-from dsfs.fsutil import syncfs
 from dsfs.store.base import Store
 
 #: Adjacent chunks of one pack closer than this are fetched with one ranged read.
@@ -31,6 +33,20 @@ COALESCE_GAP = 256 * 1024
 #: A single ranged read never grows past this.
 MAX_RANGE = 32 * 1024 * 1024
 FETCH_THREADS = 8
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _fetch_pool() -> ThreadPoolExecutor:
+    """One pool per process for store reads (not one per fetch)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=FETCH_THREADS,
+                                       thread_name_prefix="dsfs-fetch")
+        return _pool
+
 
 class ChunkCache:
     def __init__(self, root: Path) -> None:
@@ -78,10 +94,9 @@ class ChunkCache:
         return tmp, final
 
     def _commit(self, staged: list[tuple[str, int, Path, Path]]) -> None:
-        """One syncfs for the batch, then renames, then one index transaction."""
+        """Renames, then one index transaction for the batch."""
         if not staged:
             return
-        syncfs(self.chunk_dir)
         for _cid, _size, tmp, final in staged:
             os.replace(tmp, final)
         self.index.add_chunks((id_to_bytes(cid), size) for cid, size, _t, _f in staged)
@@ -163,8 +178,10 @@ class ChunkCache:
         staged: list[tuple[str, int, Path, Path]] = []
         lock = threading.Lock()
         try:
-            with ThreadPoolExecutor(max_workers=FETCH_THREADS) as pool:
-                fetched = sum(pool.map(fetch_range, ranges))
+            if len(ranges) == 1:  # the mount's common case: no thread hand-off
+                fetched = fetch_range(ranges[0])
+            else:
+                fetched = sum(_fetch_pool().map(fetch_range, ranges))
             self._commit(staged)
         except BaseException:
             self._discard_staged(staged)

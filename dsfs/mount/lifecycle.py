@@ -140,14 +140,17 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
 async def _main(reader: ChunkReader, ready_fd: int | None) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(reader.run)
-        nursery.start_soon(_on_signal)
+        # The signal handlers must be in place before anyone learns we are ready:
+        # a SIGTERM sent right after readiness would otherwise kill us uncleanly.
+        await nursery.start(_on_signal)
         _report(ready_fd, {"ready": True, "pid": os.getpid()})
         await pyfuse3.main(min_tasks=4, max_tasks=MAX_TASKS)
         nursery.cancel_scope.cancel()
 
 
-async def _on_signal() -> None:
+async def _on_signal(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        task_status.started()
         async for signum in signals:
             log.info("received %s: unmounting", signal.Signals(signum).name)
             pyfuse3.terminate()
