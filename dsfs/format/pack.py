@@ -60,12 +60,15 @@ class PackBuilder:
     """Collects chunks in memory until the pack is big enough to upload."""
 
     def __init__(self) -> None:
-        self._buf = bytearray(_HEADER.pack(PACK_MAGIC, FORMAT_VERSION))
+        # Blobs are kept as separate objects and joined once in finish(): growing
+        # one buffer would copy every byte again at each reallocation.
+        self._parts: list[bytes | memoryview] = [_HEADER.pack(PACK_MAGIC, FORMAT_VERSION)]
+        self._size = HEADER_SIZE
         self._entries: list[PackEntry] = []
         self._ids: set[str] = set()
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return self._size
 
     @property
     def chunk_count(self) -> int:
@@ -75,8 +78,9 @@ class PackBuilder:
         return cid in self._ids
 
     def add(self, cid: str, data: bytes | memoryview) -> PackEntry:
-        entry = PackEntry(cid, len(self._buf), len(data))
-        self._buf += data
+        entry = PackEntry(cid, self._size, len(data))
+        self._parts.append(data)
+        self._size += len(data)
         self._entries.append(entry)
         self._ids.add(cid)
         return entry
@@ -86,11 +90,12 @@ class PackBuilder:
         index = b"".join(
             _ENTRY.pack(id_to_bytes(e.chunk_id), e.offset, e.length) for e in self._entries
         )
-        self._buf += index
-        self._buf += _TRAILER.pack(
+        self._parts.append(index)
+        self._parts.append(_TRAILER.pack(
             len(self._entries), digest_bytes(index), FORMAT_VERSION, TRAILER_MAGIC
-        )
-        data = bytes(self._buf)
+        ))
+        data = b"".join(self._parts)
+        self._parts = []
         return digest_hex(data), data, list(self._entries)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dsfs.errors import NotFoundError, StoreError
-from dsfs.fsutil import syncfs
+from dsfs.fsutil import start_writeback, syncfs
 from dsfs.store.base import ObjectInfo, Store
 
 _TMP_PREFIX = ".tmp-"
@@ -77,6 +77,8 @@ class LocalStore(Store):
                 view = view[written:]
             if durable:
                 os.fsync(fd)
+            else:
+                start_writeback(fd)
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
