@@ -1,0 +1,491 @@
+"""The S3 store: keys under ``s3://BUCKET/PREFIX``, through boto3.
+
+This is the only module that imports boto3/botocore.  It implements the
+contract of ``dsfs.store.base`` against AWS S3 or any S3-compatible endpoint
+(MinIO, Ceph RGW, R2).
+
+Configuration is boto3's own and nothing else: credentials, region and
+endpoint come from the standard chain (``AWS_PROFILE``, ``AWS_ACCESS_KEY_ID``,
+``AWS_ENDPOINT_URL``, ``~/.aws/config``, instance roles ...).  A URL that
+embeds credentials is refused, so they never end up in drafts, logs or
+``--json`` output, which all carry the store URL.
+
+Failure handling, in layers:
+
+* botocore retries throttling, 5xx and connection errors with backoff and
+  jitter (retry mode "standard" unless the user chose another one;
+  ``max_attempts`` defaults to ``DEFAULT_MAX_ATTEMPTS`` unless configured);
+* a response body cut off mid-stream is not retried by botocore, so reads are
+  re-requested here (``STREAM_ATTEMPTS``, full-jitter backoff);
+* ``put_if_absent`` sends ``If-None-Match: *``.  When a retried conditional
+  write comes back 412, the first attempt may have been ours with its reply
+  lost: the stored object's write token (user metadata) or, failing that,
+  its bytes are compared with ours before reporting a conflict;
+* an endpoint that silently ignores ``If-None-Match`` would break uniqueness
+  of version claims, so the first conditional write of a process probes it
+  (a random key written twice) and refuses to go on if it is not enforced.
+
+Every error leaving this module is a ``StoreError`` or ``NotFoundError``
+whose message names the operation and key and has known credentials removed.
+One boto3 client is shared by all threads (clients are thread-safe; the
+session is used only in the constructor).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import random
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import boto3
+import botocore.exceptions as bexc
+import botocore.session
+from botocore.config import Config
+
+from dsfs.errors import NotFoundError, StoreError, UsageError
+from dsfs.store.base import ObjectInfo, Store
+
+T = TypeVar("T")
+
+#: Objects larger than this are uploaded in parts (S3 allows 5 GiB per PUT,
+#: but a failed part is cheaper to resend than a failed 1 GiB body).
+MULTIPART_THRESHOLD = 64 * 1024 * 1024
+MULTIPART_PART_SIZE = 16 * 1024 * 1024
+MULTIPART_THREADS = 4
+
+#: botocore's total attempts per request when the user configured none.
+DEFAULT_MAX_ATTEMPTS = 8
+#: Attempts of a read whose body breaks off mid-stream (botocore gives up at once).
+STREAM_ATTEMPTS = 6
+BACKOFF_BASE = 0.1
+BACKOFF_CAP = 5.0
+
+#: Key of the probe objects that check conditional writes are enforced.
+PROBE_PREFIX = ".dsfs-probe/"
+_WRITE_TOKEN = "dsfs-write-token"
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,254}$")
+_ACCESS_KEY_RE = re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{12,}\b")
+_URL_USERINFO_RE = re.compile(r"(//)[^/@\s]*@")
+
+# Endpoints (endpoint URL, bucket) whose conditional writes were checked in this
+# process, so every store object opened on them does not probe again.
+_checked_endpoints: dict[tuple[str, str], bool] = {}
+_checked_lock = threading.Lock()
+
+# Errors while reading a response body: the request itself succeeded, so
+# botocore does not retry them.
+_STREAM_ERRORS: tuple[type[BaseException], ...] = (
+    bexc.ResponseStreamingError,
+    bexc.IncompleteReadError,
+    bexc.ReadTimeoutError,
+    bexc.ConnectionError,
+    bexc.HTTPClientError,
+    bexc.FlexibleChecksumError,
+    ConnectionError,
+    TimeoutError,
+)
+try:  # urllib3 is botocore's transport; its errors can escape a body read
+    import urllib3.exceptions as _u3
+
+    _STREAM_ERRORS += (_u3.HTTPError,)
+except ImportError:  # pragma: no cover - botocore always brings urllib3
+    pass
+
+
+def backoff(attempt: int) -> float:
+    """Full-jitter exponential backoff (AWS architecture blog), in seconds."""
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * (2**attempt)))
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """``s3://BUCKET/PREFIX`` → (bucket, prefix without surrounding slashes)."""
+    if not url.startswith("s3://"):
+        raise UsageError("an S3 store URL looks like s3://BUCKET/PREFIX")
+    rest = url[len("s3://"):]
+    netloc = rest.split("/", 1)[0]
+    # A secret key may contain '/', which would move part of it into the path:
+    # any '@' or ':' in the authority (never valid in a bucket name) means userinfo.
+    if "@" in netloc or ":" in netloc or ("@" in rest and ":" in rest.split("@", 1)[0]):
+        raise UsageError(
+            "the store URL embeds credentials (s3://KEY:SECRET@bucket/...), which dsfs "
+            "refuses so that they never reach drafts or logs: give s3://BUCKET/PREFIX and "
+            "configure credentials the standard way (AWS_PROFILE, AWS_ACCESS_KEY_ID / "
+            "AWS_SECRET_ACCESS_KEY, ~/.aws/credentials or an instance role)"
+        )
+    parts = urlsplit(url)
+    if parts.query or parts.fragment:
+        raise UsageError("an S3 store URL takes no ?query or #fragment: use s3://BUCKET/PREFIX")
+    bucket = netloc
+    if not _BUCKET_RE.match(bucket):
+        raise UsageError(f"{bucket!r} is not a valid S3 bucket name (in store URL {url!r})")
+    prefix = rest[len(netloc):].strip("/")
+    if any(p in ("", ".", "..") for p in prefix.split("/")) and prefix:
+        raise UsageError(f"the prefix of the store URL {url!r} has an empty, '.' or '..' part")
+    return bucket, prefix
+
+
+class S3Store(Store):
+    """Objects under ``prefix/`` in ``bucket``; see the module docstring."""
+
+    def __init__(self, bucket: str, prefix: str = "", *, client: Any = None,
+                 session: Any = None) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._root = f"{self.prefix}/" if self.prefix else ""
+        self.url = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self._secrets: list[str] = []
+        try:
+            core = botocore.session.get_session()
+            session = session or boto3.session.Session(botocore_session=core)
+            self._client = client or session.client("s3", config=self._client_config(core))
+            self._remember_secrets(session)
+        except bexc.BotoCoreError as exc:
+            raise StoreError(
+                f"cannot set up the S3 client for {self.url}: {self._clean(str(exc))}"
+            ) from None
+        self._endpoint = str(self._client.meta.endpoint_url)
+
+    @classmethod
+    def from_url(cls, url: str) -> S3Store:
+        bucket, prefix = parse_url(url)
+        return cls(bucket, prefix)
+
+    @staticmethod
+    def _client_config(core: botocore.session.Session) -> Config:
+        retries: dict[str, Any] = {}
+        # Respect a retry mode / attempt count the user configured (env or profile);
+        # otherwise retry more than botocore's default 3 attempts, which a flaky
+        # link exhausts over the thousands of requests of a large close.
+        if core.get_config_variable("max_attempts") is None:
+            retries["total_max_attempts"] = DEFAULT_MAX_ATTEMPTS
+        return Config(
+            retries=retries or None,
+            max_pool_connections=32,  # packer, fetch and verify pools share this client
+            connect_timeout=10,
+            read_timeout=60,
+            tcp_keepalive=True,
+        )
+
+    def _remember_secrets(self, session: Any) -> None:
+        """Collect the resolved credentials so that no message can ever show them."""
+        try:
+            creds = session.get_credentials()
+        except bexc.BotoCoreError:
+            return
+        if creds is None:
+            return
+        frozen = creds.get_frozen_credentials()
+        self._secrets = [s for s in (frozen.secret_key, frozen.token, frozen.access_key)
+                         if s and len(s) >= 4]
+
+    def _clean(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        text = _ACCESS_KEY_RE.sub("***", text)
+        return _URL_USERINFO_RE.sub(r"\1***@", text)
+
+    def _key(self, key: str) -> str:
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"invalid store key {key!r}")
+        return self._root + key
+
+    # -- error mapping -------------------------------------------------------------
+
+    def _error(self, exc: BaseException, op: str, key: str) -> Exception:
+        """The StoreError / NotFoundError that ``exc`` from ``op`` on ``key`` means."""
+        where = f"{op} {key} in {self.url}"
+        if isinstance(exc, bexc.ClientError):
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            message = self._clean(str(err.get("Message", "") or ""))
+            if code in ("NoSuchKey", "404", "NotFound") or (status == 404 and not code):
+                return NotFoundError(f"{key} is not in the store {self.url}")
+            if code == "NoSuchBucket":
+                return StoreError(f"cannot {where}: the bucket {self.bucket} does not exist")
+            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                        "ExpiredToken", "InvalidToken"):
+                return StoreError(
+                    f"cannot {where}: access denied ({code}); check the credentials boto3 "
+                    "uses (AWS_PROFILE, AWS_ACCESS_KEY_ID, ~/.aws/credentials)"
+                )
+            detail = f"{code}: {message}" if message else code or f"HTTP {status}"
+            return StoreError(f"cannot {where} ({detail}) after retries")
+        if isinstance(exc, bexc.NoCredentialsError | bexc.PartialCredentialsError):
+            return StoreError(
+                f"cannot {where}: no usable S3 credentials; configure them the standard "
+                "way (AWS_PROFILE, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws/credentials)"
+            )
+        text = self._clean(str(exc)) or type(exc).__name__
+        return StoreError(f"cannot {where}: {text} (after retries)")
+
+    def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
+        """Run one boto3 call (botocore retries inside it), mapping its errors."""
+        try:
+            return fn()
+        except (bexc.BotoCoreError, bexc.ClientError) as exc:
+            raise self._error(exc, op, key) from None
+
+    def _read(self, op: str, key: str, **kwargs: Any) -> bytes:
+        """GET ``key`` (whole or ``Range=``) and read its body, re-requesting a broken one.
+
+        botocore has already retried the request itself (throttling, 5xx, resets
+        before the reply); only a body that breaks off is retried here.
+        """
+        full = self._key(key)
+        for attempt in range(STREAM_ATTEMPTS):
+            reply = self._call(op, key, lambda: self._client.get_object(
+                Bucket=self.bucket, Key=full, **kwargs))
+            expected = reply.get("ContentLength")
+            try:
+                with reply["Body"] as body:
+                    data: bytes = body.read()
+                if expected is not None and len(data) != expected:
+                    raise bexc.IncompleteReadError(actual_bytes=len(data),
+                                                   expected_bytes=expected)
+                return data
+            except _STREAM_ERRORS as exc:
+                if attempt + 1 >= STREAM_ATTEMPTS:
+                    raise self._error(exc, op, key) from None
+                time.sleep(backoff(attempt))
+            except bexc.BotoCoreError as exc:
+                raise self._error(exc, op, key) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- reads -----------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        return self._read("read", key)
+
+    def get_range(self, key: str, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0:
+            raise ValueError(f"bad range {offset}+{length}")
+        if length == 0:
+            if self.stat(key) is None:
+                raise NotFoundError(f"{key} is not in the store {self.url}")
+            return b""
+        try:
+            data = self._read("read", key, Range=f"bytes={offset}-{offset + length - 1}")
+        except StoreError as exc:
+            if "InvalidRange" not in str(exc):
+                raise
+            data = b""  # the range starts past the object's end
+        # A range cut by the object's end comes back short, without an error.
+        if len(data) != length:
+            raise StoreError(
+                f"short read of {key}: wanted {length} bytes at {offset}, got {len(data)}"
+            )
+        return data
+
+    def stat(self, key: str) -> ObjectInfo | None:
+        full = self._key(key)
+        try:
+            reply = self._call("stat", key, lambda: self._client.head_object(
+                Bucket=self.bucket, Key=full))
+        except NotFoundError:
+            return None
+        return ObjectInfo(key, int(reply["ContentLength"]), reply["LastModified"].timestamp())
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        full = self._root + prefix
+        paginator = self._client.get_paginator("list_objects_v2")
+        pages = iter(paginator.paginate(Bucket=self.bucket, Prefix=full))
+        while True:
+            # Each page is one request, retried by botocore; a failure after retries
+            # ends the listing with an error rather than a silently short list.
+            page = self._call("list", prefix or "/", lambda: next(pages, None))
+            if page is None:
+                return
+            for obj in page.get("Contents", []):
+                key = obj["Key"][len(self._root):]
+                if key.startswith(PROBE_PREFIX):
+                    continue
+                yield ObjectInfo(key, int(obj["Size"]), obj["LastModified"].timestamp())
+
+    # -- writes ------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes) -> None:
+        self._upload(key, bytes(data), conditional=False, token=None)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        data = bytes(data)
+        self._check_conditional_writes()
+        # A random token in the object's metadata tells our write from another
+        # writer's, even when both wrote the same bytes.
+        token = secrets.token_hex(16)
+        resent = False
+        for attempt in range(STREAM_ATTEMPTS):
+            try:
+                self._upload(key, data, conditional=True, token=token)
+                return True
+            except _PreconditionFailed as failed:
+                if failed.conflict and attempt + 1 < STREAM_ATTEMPTS:
+                    # 409: another conditional write to the key is in flight; S3 asks
+                    # for a retry, which then meets 412 or succeeds.
+                    resent = True
+                    time.sleep(backoff(attempt))
+                    continue
+                if not (failed.retried or resent):
+                    return False  # refused at the first attempt: another writer's object
+                return self._is_our_write(key, data, token)
+        raise StoreError(f"cannot write {key} to {self.url}: conflicting writes kept failing")
+
+    def _upload(self, key: str, data: bytes, conditional: bool, token: str | None) -> bool:
+        """PUT (or multipart-upload) ``data``; return whether botocore had to retry.
+
+        Raises ``_PreconditionFailed`` for a conditional write refused with 412.
+        """
+        full = self._key(key)
+        extra: dict[str, Any] = {}
+        if conditional:
+            extra["IfNoneMatch"] = "*"
+        if token is not None:
+            extra["Metadata"] = {_WRITE_TOKEN: token}
+        try:
+            if len(data) > MULTIPART_THRESHOLD:
+                return self._multipart(full, data, extra)
+            reply = self._client.put_object(Bucket=self.bucket, Key=full, Body=data, **extra)
+            return _retried(reply)
+        except bexc.ClientError as exc:
+            status = _status(exc)
+            if conditional and status in (409, 412):
+                raise _PreconditionFailed(_retried(exc.response), status == 409) from None
+            raise self._error(exc, "write", key) from None
+        except bexc.BotoCoreError as exc:
+            raise self._error(exc, "write", key) from None
+
+    def _multipart(self, full: str, data: bytes, extra: dict[str, Any]) -> bool:
+        create_args = {k: v for k, v in extra.items() if k == "Metadata"}
+        upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=full,
+                                                      **create_args)
+        upload_id = upload["UploadId"]
+        view = memoryview(data)
+        offsets = range(0, len(data), MULTIPART_PART_SIZE)
+
+        def send(number_offset: tuple[int, int]) -> dict[str, Any]:
+            number, offset = number_offset
+            body = io.BytesIO(view[offset:offset + MULTIPART_PART_SIZE])
+            reply = self._client.upload_part(Bucket=self.bucket, Key=full, UploadId=upload_id,
+                                             PartNumber=number, Body=body)
+            return {"PartNumber": number, "ETag": reply["ETag"]}
+
+        try:
+            with ThreadPoolExecutor(max_workers=MULTIPART_THREADS) as pool:
+                parts = list(pool.map(send, enumerate(offsets, start=1)))
+            complete_args = {k: v for k, v in extra.items() if k == "IfNoneMatch"}
+            reply = self._client.complete_multipart_upload(
+                Bucket=self.bucket, Key=full, UploadId=upload_id,
+                MultipartUpload={"Parts": parts}, **complete_args)
+            return _retried(reply)
+        except BaseException:
+            # An abandoned upload keeps costing storage until a lifecycle rule ends it.
+            with contextlib.suppress(bexc.BotoCoreError, bexc.ClientError):
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=full,
+                                                    UploadId=upload_id)
+            raise
+
+    def _is_our_write(self, key: str, data: bytes, token: str) -> bool:
+        """After a 412 on a retried conditional write: is the stored object ours?"""
+        full = self._key(key)
+        try:
+            head = self._call("check", key, lambda: self._client.head_object(
+                Bucket=self.bucket, Key=full))
+        except NotFoundError:
+            return False  # deleted since: whoever wrote it, it was not kept
+        stored_token = (head.get("Metadata") or {}).get(_WRITE_TOKEN)
+        if stored_token is not None:
+            return bool(stored_token == token)
+        # An endpoint that drops user metadata: fall back to comparing the bytes.
+        if int(head.get("ContentLength", -1)) != len(data):
+            return False
+        try:
+            return self.get(key) == data
+        except NotFoundError:
+            return False
+
+    def delete(self, key: str) -> None:
+        full = self._key(key)
+        with contextlib.suppress(NotFoundError):
+            self._call("delete", key, lambda: self._client.delete_object(
+                Bucket=self.bucket, Key=full))
+
+    def close(self) -> None:
+        with contextlib.suppress(AttributeError, bexc.BotoCoreError):
+            self._client.close()
+
+    # -- conditional-write enforcement ----------------------------------------------
+
+    def _probe(self, probe: str) -> bool:
+        """Write ``probe`` twice with If-None-Match: is the second write refused?"""
+        for attempt in (1, 2):
+            try:
+                self._client.put_object(Bucket=self.bucket, Key=probe, Body=b"probe",
+                                        IfNoneMatch="*")
+            except bexc.ClientError as exc:
+                status = _status(exc)
+                if status in (412, 409):
+                    return True  # 412 on attempt 1 only after a lost reply: enforced too
+                code = str(exc.response.get("Error", {}).get("Code", ""))
+                if status == 501 or code == "NotImplemented":
+                    return False
+                raise self._error(exc, "probe conditional writes with", probe) from None
+            except bexc.BotoCoreError as exc:
+                raise self._error(exc, "probe conditional writes with", probe) from None
+            del attempt
+        return False
+
+    def _check_conditional_writes(self) -> None:
+        """Refuse an endpoint that ignores ``If-None-Match: *`` (checked once per process)."""
+        ident = (self._endpoint, self.bucket)
+        with _checked_lock:
+            if _checked_endpoints.get(ident):
+                return
+            # Probing under the lock keeps concurrent first writers from probing many times.
+            probe = self._key(f"{PROBE_PREFIX}{secrets.token_hex(16)}")
+            try:
+                enforced = self._probe(probe)
+            finally:
+                # A leftover probe object is harmless (and hidden from list).
+                with contextlib.suppress(bexc.BotoCoreError, bexc.ClientError):
+                    self._client.delete_object(Bucket=self.bucket, Key=probe)
+            if not enforced:
+                raise StoreError(
+                    f"the S3 endpoint of {self.url} ({self._endpoint}) does not enforce "
+                    "conditional writes (If-None-Match: *): two machines could claim the same "
+                    "version. Use an endpoint that supports them (AWS S3, a recent MinIO, "
+                    "Ceph RGW, R2)"
+                )
+            _checked_endpoints[ident] = True
+
+
+class _PreconditionFailed(Exception):
+    """A conditional write refused: 412 (the key exists) or 409 (S3's
+    ConditionalRequestConflict: another conditional write is in flight).
+    ``retried``: botocore had resent the request before this answer."""
+
+    def __init__(self, retried: bool, conflict: bool = False) -> None:
+        super().__init__("precondition failed")
+        self.retried = retried
+        self.conflict = conflict
+
+
+def _status(exc: bexc.ClientError) -> int | None:
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return int(status) if status is not None else None
+
+
+def _retried(reply: dict[str, Any]) -> bool:
+    return int(reply.get("ResponseMetadata", {}).get("RetryAttempts", 0) or 0) > 0
+
+
+__all__ = ["S3Store", "parse_url"]

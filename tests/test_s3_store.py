@@ -1,0 +1,254 @@
+"""S3-specific behaviour of dsfs.store.s3 beyond the shared contract suite:
+URL handling, lost replies of conditional writes, broken bodies, retries,
+endpoints that ignore conditional writes, multipart, and credential hygiene.
+
+Faults come from ``fault_proxy.FaultProxy`` placed between the store and the
+moto server (``AWS_ENDPOINT_URL`` points the store at the proxy), so these
+tests need moto and are skipped against a real S3 (``DSFS_TEST_S3_URL``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fault_proxy import FaultProxy
+from s3_support import DUMMY_KEY_ID, DUMMY_SECRET, make_client, new_bucket, s3_available
+
+from dsfs.errors import NotFoundError, StoreError, UsageError
+from dsfs.store import open_store
+
+pytestmark = pytest.mark.skipif(not s3_available(), reason="no S3 endpoint (moto not installed)")
+
+s3 = pytest.importorskip("dsfs.store.s3")
+
+
+@pytest.fixture
+def moto_endpoint(s3_endpoint: str | None) -> str:
+    if s3_endpoint is None:
+        pytest.skip("needs the local moto server (fault injection)")
+    return s3_endpoint
+
+
+@pytest.fixture
+def bucket(moto_endpoint: str) -> str:
+    client = make_client(moto_endpoint)
+    name = new_bucket(client)
+    client.close()
+    return name
+
+
+@pytest.fixture
+def proxy(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
+    """A fault-free proxy in front of moto; stores opened in the test go through it."""
+    with FaultProxy(moto_endpoint, lifetime=120) as p:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", p.url)
+        yield p
+
+
+# -- URLs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", [
+    "s3://AKIAEXAMPLEKEY123456:sup3rs3cret@bucket/prefix",
+    "s3://AKIAEXAMPLEKEY123456:sup3r/s3cret@bucket/prefix",  # '/' in the secret
+    "s3://sup3rs3cret@bucket/prefix",
+])
+def test_url_with_credentials_is_refused(url: str) -> None:
+    with pytest.raises(UsageError) as info:
+        open_store(url)
+    message = str(info.value)
+    assert "sup3r" not in message and "s3cret" not in message and "AKIAEXAMPLE" not in message
+    assert "AWS_PROFILE" in message and "AWS_ACCESS_KEY_ID" in message
+
+
+@pytest.mark.parametrize("url, bucket, prefix", [
+    ("s3://my-bucket/a/b", "my-bucket", "a/b"),
+    ("s3://my-bucket/a/b/", "my-bucket", "a/b"),
+    ("s3://my-bucket", "my-bucket", ""),
+    ("s3://my-bucket/", "my-bucket", ""),
+])
+def test_url_parsing(url: str, bucket: str, prefix: str) -> None:
+    assert s3.parse_url(url) == (bucket, prefix)
+
+
+@pytest.mark.parametrize("url", ["s3://Bad_Bucket!/x", "s3:///x", "s3://bucket/a//b",
+                                 "s3://bucket/a/../b", "s3://bucket/x?versionId=1"])
+def test_bad_urls_are_refused(url: str) -> None:
+    with pytest.raises(UsageError):
+        s3.parse_url(url)
+
+
+def test_url_attribute_reopens_the_same_store(s3_store_url: str) -> None:
+    store = open_store(s3_store_url)
+    store.put("k", b"v")
+    assert store.url == s3_store_url.rstrip("/")
+    again = open_store(store.url)
+    assert again.get("k") == b"v"
+    store.close()
+    again.close()
+
+
+def test_prefixes_do_not_see_each_other(bucket: str) -> None:
+    a, ab = open_store(f"s3://{bucket}/a"), open_store(f"s3://{bucket}/ab")
+    a.put("x", b"1")
+    ab.put("x", b"2")
+    assert [i.key for i in a.list("")] == ["x"]
+    assert a.get("x") == b"1" and ab.get("x") == b"2"
+    # The underlying keys really live below each prefix.
+    client = make_client()
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"])
+    assert keys == ["a/x", "ab/x"]
+
+
+# -- conditional writes --------------------------------------------------------------
+
+
+def test_lost_reply_of_conditional_write_is_recognized(bucket: str, proxy: FaultProxy) -> None:
+    store = open_store(f"s3://{bucket}/p")
+    # The first PUT of the claim reaches moto, but its reply is lost; botocore
+    # resends it and gets 412 for the object the first attempt created.
+    proxy.add("drop_reply", method="PUT", path_contains="/claim")
+    assert store.put_if_absent("claim", b"mine") is True
+    assert proxy.stats.faults["drop_reply"] == 1
+    assert store.get("claim") == b"mine"
+    assert store.put_if_absent("claim", b"mine") is False  # now it is a real conflict
+
+
+def test_412_after_retry_for_another_writers_object_is_a_conflict(
+        bucket: str, proxy: FaultProxy) -> None:
+    store = open_store(f"s3://{bucket}/p")
+    other = open_store(f"s3://{bucket}/p")
+    assert other.put_if_absent("claim", b"same bytes") is True
+    # Our first attempt fails with 500, the retry meets the other writer's
+    # object: identical bytes, but not our write.
+    proxy.add("500", method="PUT", path_contains="/claim")
+    assert store.put_if_absent("claim", b"same bytes") is False
+    assert proxy.stats.faults["500"] == 1
+
+
+def test_endpoint_ignoring_conditional_writes_is_detected(
+        moto_endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with FaultProxy(moto_endpoint, strip_headers=("If-None-Match",), lifetime=60) as p:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", p.url)
+        store = open_store(f"s3://{bucket}/p")
+        store.put("plain", b"unconditional writes still work")
+        with pytest.raises(StoreError, match="does not enforce conditional writes"):
+            store.put_if_absent("claim", b"x")
+        assert not store.exists("claim")
+        assert list(store.list("")) == [store.stat("plain")]  # no probe left visible
+
+
+# -- reads and retries ----------------------------------------------------------------
+
+
+def test_body_cut_mid_stream_is_requested_again(bucket: str, proxy: FaultProxy) -> None:
+    store = open_store(f"s3://{bucket}/p")
+    data = bytes(range(256)) * 4096  # 1 MiB
+    store.put("obj", data)
+    proxy.add("cut", method="GET", times=2)
+    assert store.get("obj") == data
+    proxy.add("cut", method="GET", times=1)
+    assert store.get_range("obj", 1000, 300_000) == data[1000:301_000]
+    assert proxy.stats.faults["cut"] == 3
+    assert proxy.stats.methods["GET"] == 5  # three cut bodies, two whole ones
+
+
+def test_retries_on_500_503_and_resets(bucket: str, proxy: FaultProxy) -> None:
+    store = open_store(f"s3://{bucket}/p")
+    proxy.add("500", method="PUT", times=2)
+    proxy.add("reset", method="PUT", times=1)
+    store.put("obj", b"payload")
+    proxy.add("503", method="GET", times=1)
+    proxy.add("reset", method="GET", times=1)
+    assert store.get("obj") == b"payload"
+    proxy.add("500", method="HEAD", times=1)
+    info = store.stat("obj")
+    assert info is not None and info.size == 7
+    assert proxy.stats.faults == {"500": 3, "503": 1, "reset": 2}
+
+
+def test_persistent_failure_is_a_clear_store_error(
+        bucket: str, proxy: FaultProxy, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    monkeypatch.setattr(s3, "STREAM_ATTEMPTS", 2)
+    store = open_store(f"s3://{bucket}/p")
+    store.put("obj", b"payload")
+    proxy.add("500", times=10)
+    with pytest.raises(StoreError) as info:
+        store.get("obj")
+    message = str(info.value)
+    assert "obj" in message and "InternalError" in message and store.url in message
+    proxy.clear()
+    proxy.add("cut", method="GET", times=10)
+    with pytest.raises(StoreError, match="read obj"):
+        store.get("obj")
+    proxy.clear()
+    with pytest.raises(NotFoundError):
+        store.get("missing")
+    with pytest.raises(StoreError, match="short read"):
+        store.get_range("obj", 5, 100)
+
+
+def test_missing_bucket_is_a_store_error(moto_endpoint: str) -> None:
+    store = open_store("s3://no-such-bucket-dsfs/p")
+    with pytest.raises(StoreError, match="does not exist"):
+        store.get("x")
+    with pytest.raises(StoreError, match="does not exist"):
+        store.put("x", b"1")
+
+
+# -- large objects ----------------------------------------------------------------------
+
+
+def test_multipart_upload(bucket: str, proxy: FaultProxy,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # S3 parts are at least 5 MiB except the last, so lower the threshold, not the part size.
+    monkeypatch.setattr(s3, "MULTIPART_THRESHOLD", 6 * 1024 * 1024)
+    monkeypatch.setattr(s3, "MULTIPART_PART_SIZE", 5 * 1024 * 1024)
+    store = open_store(f"s3://{bucket}/p")
+    data = bytes(range(256)) * (48 * 1024)  # 12 MiB: three parts
+    proxy.add("500", method="PUT", path_contains="partNumber=2")
+    store.put("big", data)
+    assert store.get("big") == data
+    assert proxy.stats.methods["POST"] == 2  # create + complete
+    assert store.put_if_absent("big", data) is False
+    assert store.put_if_absent("big2", data) is True
+    assert store.get_range("big2", 11 * 1024 * 1024, 10) == data[11 * 1024 * 1024:][:10]
+
+
+# -- credentials --------------------------------------------------------------------------
+
+
+def test_credentials_never_appear_in_errors(
+        moto_endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    messages = []
+    for url in ("s3://no-such-bucket-dsfs/p", f"s3://{bucket}/p"):
+        store = open_store(url)
+        for action in (lambda s: s.get("missing"), lambda s: s.put("k", b"1"),
+                       lambda s: list(s.list("")), lambda s: s.get_range("k", 10, 10)):
+            try:
+                action(store)
+            except (StoreError, NotFoundError) as exc:
+                messages.append(str(exc))
+    # Nothing listens on port 9: connection errors name the endpoint, not the key.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    unreachable = s3.S3Store.from_url(f"s3://{bucket}/p")
+    with pytest.raises(StoreError) as info:
+        unreachable.get("x")
+    messages.append(str(info.value))
+    assert len(messages) >= 6
+    for message in messages:
+        assert DUMMY_SECRET not in message and DUMMY_KEY_ID not in message, message
+    # And the store hides the credentials it resolved, should S3 ever echo them.
+    assert DUMMY_SECRET not in unreachable._clean(f"boom {DUMMY_SECRET} {DUMMY_KEY_ID}")
+    assert DUMMY_KEY_ID not in unreachable._clean(f"boom {DUMMY_KEY_ID}")
+
+
+def test_cli_refuses_credentials_in_url_and_hides_them(run_dsfs, s3_endpoint) -> None:
+    result = run_dsfs("--store", "s3://AKIAEXAMPLEKEY123456:topsecret@bucket/x", "search",
+                      "--json")
+    assert result.returncode == 2
+    assert "topsecret" not in result.stderr + result.stdout
+    assert "AWS_PROFILE" in result.stderr
