@@ -414,3 +414,19 @@ def test_cached_version_readable_with_store_unreachable(store_url: str, tmp_path
     assert read_tree(copy) == expected
     with pytest.raises(StoreError):  # never resolved here before: no guess
         catalog.resolve(Ref(project="p", name="other"))
+
+
+def test_gc_measures_age_by_the_store_clock(store_url: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import time as real_time
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "unique.bin").write_bytes(os.urandom(50000))
+    doomed = new_version(other, name="doomed")
+    repo = Repository.open()
+    versions.delete(repo, doomed.header)
+    skewed = real_time.time() + 3 * 86400  # this machine's clock runs days ahead
+    monkeypatch.setattr(gc.time, "time", lambda: skewed)
+    result = gc.collect(repo, grace_seconds=24 * 3600)
+    assert result.packs_removed == 0 and result.packs_kept_young >= 1

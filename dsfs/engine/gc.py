@@ -10,6 +10,7 @@ names them as a parent, and so are partial uploads of killed writers.
 from __future__ import annotations
 
 import re
+import secrets
 import time
 from dataclasses import dataclass
 
@@ -32,6 +33,18 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
+def store_now(repo: Repository) -> float:
+    """The store's own clock: ages of objects are measured against it, so a
+    machine whose clock is off cannot shorten the grace period."""
+    key = f"gc-clock/{secrets.token_hex(8)}"
+    try:
+        repo.store.put(key, b"")
+        info = repo.store.stat(key)
+    finally:
+        repo.store.delete(key)
+    return info.mtime if info is not None else time.time()
+
+
 @dataclass
 class GcResult:
     packs_removed: int = 0
@@ -46,7 +59,7 @@ def collect(repo: Repository, grace_seconds: float, dry_run: bool = False,
             reporter: Reporter | None = None) -> GcResult:
     reporter = reporter or Reporter()
     result = GcResult()
-    now = time.time()
+    now = store_now(repo)
     catalog = cat.Catalog(repo)
     manifest_infos = {info.key[len("versions/"):]: info for info in repo.store.list("versions/")}
     headers = {}
@@ -58,7 +71,7 @@ def collect(repo: Repository, grace_seconds: float, dry_run: bool = False,
     parents = {p for h in headers.values() for p in h.parents}
     live = []
     for version_id, header in headers.items():
-        old = now - manifest_infos[version_id].mtime > grace_seconds
+        old = now - manifest_infos[version_id].mtime >= grace_seconds
         if old and version_id not in parents and not catalog.is_visible(header):
             result.manifests_removed += 1
             if not dry_run:
@@ -79,7 +92,7 @@ def collect(repo: Repository, grace_seconds: float, dry_run: bool = False,
             continue
         if pack_id in referenced:
             result.packs_in_use += 1
-        elif now - info.mtime <= grace_seconds:
+        elif now - info.mtime < grace_seconds:
             result.packs_kept_young += 1
         else:
             result.packs_removed += 1
