@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_mount_support import is_mounted, make_source, mounted, needs_fuse, run
+from test_mount_support import is_mounted, make_source, mount_row, mounted, needs_fuse, run
 
 pytestmark = needs_fuse
 
@@ -103,7 +103,7 @@ def test_umount_busy_then_lazy(dataset: dict, tmp_path: Path) -> None:
     mp.mkdir()
     run(env, "mount", dataset["id"], str(mp), check=True)
     try:
-        pid = json.loads(run(env, "mounts", "--json", check=True).stdout)[0]["pid"]
+        pid = mount_row(env, mp)["pid"]
         with open(mp / "exec.sh", "rb") as held:
             result = run(env, "umount", str(mp))
             assert result.returncode == 5
@@ -127,7 +127,7 @@ def test_killed_mount_is_cleaned_by_umount(dataset: dict, tmp_path: Path) -> Non
     mp.mkdir()
     run(env, "mount", dataset["id"], str(mp), check=True)
     try:
-        pid = json.loads(run(env, "mounts", "--json", check=True).stdout)[0]["pid"]
+        pid = mount_row(env, mp)["pid"]
         os.kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
@@ -135,11 +135,10 @@ def test_killed_mount_is_cleaned_by_umount(dataset: dict, tmp_path: Path) -> Non
         with pytest.raises(OSError) as info:
             os.listdir(mp)
         assert info.value.errno == errno.ENOTCONN
-        rows = json.loads(run(env, "mounts", "--json", check=True).stdout)
-        assert rows[0]["alive"] is False
+        assert mount_row(env, mp)["alive"] is False
         run(env, "umount", str(mp), check=True)
         assert not is_mounted(mp)
-        assert json.loads(run(env, "mounts", "--json", check=True).stdout) == []
+        assert mount_row(env, mp) is None
         # and the mount point can be used again
         run(env, "mount", dataset["id"], str(mp), check=True)
         run(env, "umount", str(mp), check=True)

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import configparser
-import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_mount_support import DSFS, is_mounted, make_source, needs_fuse, run
+from test_mount_support import DSFS, is_mounted, make_source, mount_row, needs_fuse, run
 
 pytestmark = needs_fuse
 PACKAGING = Path(__file__).resolve().parent.parent / "packaging"
@@ -47,8 +47,8 @@ def test_helper_mounts_like_mount8(version: dict, tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         assert is_mounted(mp)
         assert (mp / "exec.sh").read_bytes() == (tmp_path / "src" / "exec.sh").read_bytes()
-        rows = json.loads(run(version, "mounts", "--json", check=True).stdout)
-        assert rows[0]["mountpoint"] == str(mp) and rows[0]["version"] == "1.0.0"
+        row = mount_row(version, mp)
+        assert row is not None and row["version"] == "1.0.0"
     finally:
         run(version, "umount", str(mp))
         if is_mounted(mp):
@@ -63,20 +63,53 @@ def test_helper_reports_errors(version: dict, tmp_path: Path) -> None:
     assert result.returncode == 3 and "no version 9.9" in result.stderr
 
 
-@pytest.mark.skipif(not any(Path(d, "mount.fuse.dsfs").exists() for d in ("/sbin", "/usr/sbin")),
-                    reason="mount.fuse.dsfs is not installed in /sbin or /usr/sbin")
-def test_mount_t_fuse_dsfs(version: dict, tmp_path: Path) -> None:
-    mp = tmp_path / "m"
-    mp.mkdir()
-    options = f"store={version['DSFS_STORE']},cache_dir={version['DSFS_CACHE_DIR']}"
-    subprocess.run(["mount", "-t", "fuse.dsfs", "-o", options, "proj/ds", str(mp)], check=True,
-                   env=helper_env(version), timeout=60)
+@pytest.fixture
+def installed_helper() -> Iterator[None]:
+    """The helper where mount(8) looks for it; installed for the test when absent
+    (as root, as on CI), and removed again afterwards."""
+    if any(Path(d, "mount.fuse.dsfs").exists() for d in ("/sbin", "/usr/sbin")):
+        yield
+        return
+    if os.getuid() != 0 or not os.access("/usr/sbin", os.W_OK):
+        pytest.skip("mount.fuse.dsfs is not installed and /usr/sbin is not writable")
+    target = Path("/usr/sbin/mount.fuse.dsfs")
+    shutil.copy(HELPER, target)
+    target.chmod(0o755)
     try:
-        assert (mp / "exec.sh").exists()
+        yield
+    finally:
+        target.unlink(missing_ok=True)
+
+
+def _mount_and_check(command: list[str], version: dict, mp: Path) -> None:
+    subprocess.run(command, check=True, env=helper_env(version), timeout=60)
+    try:
+        src = Path(version["DSFS_STORE"]).parent / "src"
+        assert (mp / "exec.sh").read_bytes() == (src / "exec.sh").read_bytes()
     finally:
         subprocess.run(["umount", str(mp)])
         if is_mounted(mp):
             subprocess.run(["fusermount3", "-u", "-z", str(mp)])
+    assert not is_mounted(mp)
+
+
+def test_mount_t_fuse_dsfs(installed_helper: None, version: dict, tmp_path: Path) -> None:
+    mp = tmp_path / "m"
+    mp.mkdir()
+    options = f"store={version['DSFS_STORE']},cache_dir={version['DSFS_CACHE_DIR']}"
+    _mount_and_check(["mount", "-t", "fuse.dsfs", "-o", options, "proj/ds", str(mp)],
+                     version, mp)
+
+
+def test_fstab_line(installed_helper: None, version: dict, tmp_path: Path) -> None:
+    mp = tmp_path / "from-fstab"
+    mp.mkdir()
+    fstab = tmp_path / "fstab"
+    options = (f"store={version['DSFS_STORE']},cache_dir={version['DSFS_CACHE_DIR']},"
+               "nofail,_netdev")
+    fstab.write_text(f"proj/ds@1.0.0  {mp}  fuse.dsfs  {options}  0 0\n")
+    # mount --fstab reads this file instead of /etc/fstab, exactly as it would that one.
+    _mount_and_check(["mount", "--fstab", str(fstab), str(mp)], version, mp)
 
 
 def test_systemd_unit_is_well_formed() -> None:

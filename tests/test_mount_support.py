@@ -10,6 +10,7 @@ process logged a traceback, so errors inside the mount are not silent.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -130,3 +131,10 @@ def make_source(root: Path) -> None:
     (root / "dangling").symlink_to("nowhere/at/all")
     (root / "big.bin").write_bytes(os.urandom(20 << 20) + b"tail")  # three chunks
     (root / "zero.bin").write_bytes(b"")
+
+
+def mount_row(env: dict[str, str], mountpoint: Path | str) -> dict | None:
+    """The ``dsfs mounts --json`` row of one mount point (other tests, or other
+    test runs on the same machine, may have mounts of their own)."""
+    rows = json.loads(run(env, "mounts", "--json", check=True).stdout)
+    return next((r for r in rows if r["mountpoint"] == str(mountpoint)), None)
