@@ -13,7 +13,7 @@ import click
 from dsfs import __version__
 from dsfs.errors import EXIT_CODES, DsfsError
 
-from .commands import build, cache, inspect, maintain, mount, read
+from .commands import build, cache, inspect, maintain, mount, overlay, read
 from .context import AppContext
 
 EPILOG = "\b\nExit codes:\n" + "\n".join(
@@ -62,7 +62,7 @@ def cli(ctx: click.Context, store: str | None, cache_dir: str | None, quiet: boo
     ctx.obj = AppContext(store, cache_dir, quiet)
 
 
-for module in (build, read, inspect, maintain, mount, cache):
+for module in (build, read, inspect, maintain, mount, overlay, cache):
     for command in module.COMMANDS:
         cli.add_command(command)
 

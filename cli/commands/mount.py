@@ -40,35 +40,56 @@ def _ref_and_mountpoint(words: tuple[str, ...], project: str | None, name: str |
               help="Bound the shared cache to SIZE (e.g. 20G); least recently used "
                    "chunks are evicted.")
 @click.option("--allow-other", is_flag=True, help="Let other users see the mount.")
+@click.option("--writable", "-w", is_flag=True,
+              help="Keep edits in a persistent overlay; `dsfs commit` makes them a version.")
+@click.option("--overlay", metavar="NAME|DIR",
+              help="With --writable: the overlay to use, a name under the data directory "
+                   "or a directory path [default: one per mount point].")
 @click.option("--debug", is_flag=True, help="Verbose log, including every FUSE request.")
 @click.option("--ready-fd", type=int, hidden=True)
 @pass_app
 def mount(app: AppContext, words: tuple[str, ...], project: str | None, name: str | None,
           version_: str | None, tag: str | None, foreground: bool, cache_size: str | None,
-          allow_other: bool, debug: bool, ready_fd: int | None) -> None:
-    """Mount a version read-only at MOUNTPOINT; returns once it is ready.
+          allow_other: bool, writable: bool, overlay: str | None, debug: bool,
+          ready_fd: int | None) -> None:
+    """Mount a version at MOUNTPOINT (read-only unless --writable); returns once
+    it is ready.
 
     REF is an id, an id prefix or PROJECT/NAME[@VERSION|#TAG].  File contents
-    are fetched on first read into the shared cache."""
+    are fetched on first read into the shared cache.  With --writable, edits go
+    to an overlay that survives unmounts and crashes; an overlay holding edits
+    always mounts the version they were made on."""
     from dsfs.mount import cachectl, lifecycle  # noqa: PLC0415 - pyfuse3 only when mounting
+    from dsfs.overlay.upper import overlay_dir  # noqa: PLC0415
 
     ref, mountpoint = _ref_and_mountpoint(words, project, name, version_, tag)
+    if overlay and not writable:
+        raise UsageError("--overlay needs --writable")
     size = cachectl.parse_size(cache_size) if cache_size else cachectl.default_limit()
     path = lifecycle.check_mountpoint(mountpoint)
     header = app.resolve(ref)
+    upper = overlay_dir(overlay, path) if writable else None
     if foreground or ready_fd is not None:
         lifecycle.serve(app.repo, header, path, allow_other=allow_other, debug=debug,
-                        ready_fd=ready_fd, to_stderr=ready_fd is None, cache_size=size)
+                        ready_fd=ready_fd, to_stderr=ready_fd is None, cache_size=size,
+                        overlay=upper)
         return
     command = [sys.executable, "-m", "dsfs", "--store", app.repo.store.url,
                "--cache-dir", str(app.repo.cache_root), "mount", header.id, path]
     command += ["--allow-other"] * allow_other + ["--debug"] * debug
     if cache_size:
         command += ["--cache-size", cache_size]
+    if upper is not None:
+        command += ["--writable", "--overlay", str(upper)]
     info = lifecycle.start_daemon(command, path)
+    if info.get("notice"):
+        click.echo(f"dsfs: note: {info['notice']}", err=True)
+    if info.get("version_id") and info["version_id"] != header.id:
+        header = app.repo.header(info["version_id"])
     if not app.quiet:
+        how = f" writable (overlay {upper})" if upper is not None else ""
         click.echo(f"mounted {header.project}/{header.name} {header.version} ({header.id}) "
-                   f"at {path}; log: {info['log']}")
+                   f"at {path}{how}; log: {info['log']}")
 
 
 @click.command()

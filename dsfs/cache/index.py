@@ -27,6 +27,45 @@ Tables (all integers little-endian):
     key: raw file digest (16) | mode u32 | mtime ns i64
     value: UTF-8 path of a finished read-only copy of such a file
     Lets ``get`` hard-link an unchanged file instead of writing it again.
+
+``tree_versions``
+    key: raw version id (16)
+    value: entries u64 | newest mtime ns i64 | snapshot u8 | parent count u8 |
+    raw parent ids (16 each)
+    Written last, once every record of the version's delta is in ``tree_deltas``:
+    its presence means the manifest need not be read again by any process.
+
+``tree_deltas``
+    key: raw version id (16) | dir key (16) | name (UTF-8, surrogate escapes as
+    the raw bytes)
+    value: flags u8 (``CUT`` 1: the delta removes this path or puts a file or
+    symlink there, and with it whatever the parents had below it; ``IMPLIED`` 2:
+    the delta has entries below this path; ``HAS_ENTRY`` 4: an encoded entry
+    follows) | encoded entry if ``HAS_ENTRY``
+    One version's delta (its manifest's entries), grouped by directory.  The dir
+    key is the xxh3-128 digest of the directory's path ("" for the root), which
+    keeps keys within LMDB's 511 bytes; the names under one dir key come out of a
+    cursor in byte order.  An encoded entry (``dsfs.vfs.lmdbsource``) is
+    kind u8 | mode u32 | mtime ns i64 | size u64, then for a file: raw digest (16)
+    | chunk count u32 | per chunk: raw chunk id (16) | raw pack id (16) |
+    offset u64 | length u64; for a symlink: the target's bytes.
+
+``tree_dirs``
+    key: raw version id (16) | dir key (16)
+    value: form u8 (1: the listing is ``owner``'s delta records for this dir;
+    2: it is stored in ``tree_listings`` under ``owner``) | raw owner version
+    id (16) | count u16 | count × parent index u16 (the parents whose trees
+    still reach into this dir, in order; see ``DirRecord.bases``)
+    The memoized, resolved listing of one directory of one version: present
+    only for paths that are directories of that version's tree.  ``owner`` is
+    often an ancestor whose listing this version shares unchanged.
+
+``tree_listings``
+    key: raw version id (16) | dir key (16) | name
+    value: encoded entry (as in ``tree_deltas``)
+    A resolved listing that no single delta holds (a merge of parents, or a
+    parent's listing with the version's changes); written before the
+    ``tree_dirs`` record that points at it.
 """
 
 from __future__ import annotations
@@ -36,7 +75,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import lmdb
@@ -47,6 +86,10 @@ _CHUNK = struct.Struct("<QQ")
 _LOCATION = struct.Struct("<16sQQ")
 _COUNT = struct.Struct("<Q")
 _COPY_KEY = struct.Struct("<16sIq")
+
+#: Puts per write transaction when indexing trees: one transaction per put costs
+#: a commit each; a thousand amortize it (about 84,000 puts a second here).
+BATCH = 1000
 
 #: Virtual size of the map; LMDB only uses what it needs on disk.
 MAP_SIZE = 1 << 36
@@ -63,7 +106,7 @@ def _open_env(path: Path) -> lmdb.Environment:
             path.mkdir(parents=True, exist_ok=True)
             try:
                 env = lmdb.open(
-                    key, map_size=MAP_SIZE, max_dbs=8, subdir=True, sync=False,
+                    key, map_size=MAP_SIZE, max_dbs=16, subdir=True, sync=False,
                     metasync=False, readahead=False, max_readers=512,
                 )
             except lmdb.Error as exc:
@@ -84,6 +127,10 @@ class CacheIndex:
         self._store_chunks = self.env.open_db(b"store_chunks")
         self._store_packs = self.env.open_db(b"store_packs")
         self._copies = self.env.open_db(b"copies")
+        self._tree_versions = self.env.open_db(b"tree_versions")
+        self._tree_deltas = self.env.open_db(b"tree_deltas")
+        self._tree_dirs = self.env.open_db(b"tree_dirs")
+        self._tree_listings = self.env.open_db(b"tree_listings")
 
     def sync(self) -> None:
         self.env.sync(True)
@@ -190,6 +237,113 @@ class CacheIndex:
             for digest, mode, mtime_ns, path in items:
                 txn.put(_COPY_KEY.pack(digest, mode, mtime_ns),
                         path.encode("utf-8", "surrogateescape"))
+
+    # -- version trees, one directory at a time --------------------------------
+
+    def tree_version(self, version_id: bytes) -> bytes | None:
+        """The ``tree_versions`` record of a version whose delta is indexed, or None."""
+        with self.env.begin(db=self._tree_versions) as txn:
+            value = txn.get(version_id)
+        return None if value is None else bytes(value)
+
+    def merge_tree_delta(self, version_id: bytes,
+                         records: Iterable[tuple[bytes, bytes, bytes]],
+                         merge: Callable[[bytes, bytes], bytes]) -> None:
+        """Add (dir key, name, record) triples to ``tree_deltas``, ``BATCH`` per
+        transaction; a record already there is combined as ``merge(old, new)``.
+
+        ``merge`` must be idempotent and order-free (flags or-ed, an entry
+        replacing none): then a second process indexing the same manifest, or a
+        retry after a crash half-way, leaves exactly what one clean pass would.
+        """
+        batch: list[tuple[bytes, bytes]] = []
+
+        def flush() -> None:
+            with self.env.begin(db=self._tree_deltas, write=True) as txn:
+                for key, value in batch:
+                    if not txn.put(key, value, overwrite=False):
+                        old = txn.get(key)
+                        assert old is not None  # put refused: the key is there
+                        txn.put(key, merge(bytes(old), value))
+            batch.clear()
+
+        for dir_key, name, record in records:
+            batch.append((version_id + dir_key + name, record))
+            if len(batch) >= BATCH:
+                flush()
+        if batch:
+            flush()
+
+    def finish_tree_delta(self, version_id: bytes, summary: bytes) -> None:
+        """Mark a version's delta as completely indexed (see ``tree_versions``)."""
+        with self.env.begin(db=self._tree_versions, write=True) as txn:
+            txn.put(version_id, summary)
+
+    def tree_delta_record(self, version_id: bytes, dir_key: bytes, name: bytes
+                          ) -> bytes | None:
+        with self.env.begin(db=self._tree_deltas) as txn:
+            value = txn.get(version_id + dir_key + name)
+        return None if value is None else bytes(value)
+
+    def tree_delta_listing(self, version_id: bytes, dir_key: bytes
+                           ) -> list[tuple[bytes, bytes]]:
+        """(name, record) of each delta record directly below one directory."""
+        return self._prefix_items(self._tree_deltas, version_id + dir_key)
+
+    def has_tree_delta_listing(self, version_id: bytes, dir_key: bytes) -> bool:
+        prefix = version_id + dir_key
+        with self.env.begin(db=self._tree_deltas) as txn:
+            cursor = txn.cursor()
+            return cursor.set_range(prefix) and cursor.key()[: len(prefix)] == prefix
+
+    def tree_dir(self, version_id: bytes, dir_key: bytes) -> bytes | None:
+        with self.env.begin(db=self._tree_dirs) as txn:
+            value = txn.get(version_id + dir_key)
+        return None if value is None else bytes(value)
+
+    def put_tree_dir(self, version_id: bytes, dir_key: bytes, record: bytes,
+                     listing: Iterable[tuple[bytes, bytes]] = ()) -> None:
+        """Memoize a resolved directory: its listing (if stored) in batches, then
+        the ``tree_dirs`` record, so that a reader who finds the record finds the
+        whole listing.  Writing the same resolution twice is harmless."""
+        prefix = version_id + dir_key
+        batch: list[tuple[bytes, bytes]] = []
+        for name, value in listing:
+            batch.append((prefix + name, value))
+            if len(batch) >= BATCH:
+                self._put_all(self._tree_listings, batch)
+                batch.clear()
+        with self.env.begin(write=True) as txn:
+            for key, value in batch:
+                txn.put(key, value, db=self._tree_listings)
+            txn.put(prefix, record, db=self._tree_dirs)
+
+    def tree_listing_record(self, version_id: bytes, dir_key: bytes, name: bytes
+                            ) -> bytes | None:
+        with self.env.begin(db=self._tree_listings) as txn:
+            value = txn.get(version_id + dir_key + name)
+        return None if value is None else bytes(value)
+
+    def tree_listing(self, version_id: bytes, dir_key: bytes) -> list[tuple[bytes, bytes]]:
+        """(name, encoded entry) of a stored listing, in name order."""
+        return self._prefix_items(self._tree_listings, version_id + dir_key)
+
+    def _prefix_items(self, db: lmdb._Database, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        out = []
+        cut = len(prefix)
+        with self.env.begin(db=db) as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    if key[:cut] != prefix:
+                        break
+                    out.append((bytes(key[cut:]), bytes(value)))
+        return out
+
+    def _put_all(self, db: lmdb._Database, items: Iterable[tuple[bytes, bytes]]) -> None:
+        with self.env.begin(db=db, write=True) as txn:
+            for key, value in items:
+                txn.put(key, value)
 
 
 def index_dir(cache_root: Path) -> Path:

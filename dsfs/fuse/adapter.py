@@ -67,10 +67,12 @@ class FileReader(Protocol):
     def release(self, fh: int) -> None: ...
 
 
-def errno_for(exc: BaseException, what: str) -> int:
-    """The errno for ``exc``, logging what is not an ordinary answer."""
+def errno_for(exc: BaseException, what: str,
+              table: dict[type[BaseException], int] | None = None) -> int:
+    """The errno for ``exc`` (in ``table``, by default ``ERRNO``), logging what is
+    not an ordinary answer."""
     for cls in type(exc).__mro__:
-        code = ERRNO.get(cls)
+        code = (ERRNO if table is None else table).get(cls)
         if code is not None:
             return code
     if isinstance(exc, DsfsError):

@@ -31,10 +31,15 @@ import trio
 from dsfs.errors import ConflictError, DsfsError, InputError
 from dsfs.format.manifest import Header
 from dsfs.fuse import Operations
+from dsfs.fuse.writable import WritableOperations
 from dsfs.mount import table
+from dsfs.mount.control import Session, socket_name
 from dsfs.mount.reader import ChunkReader
+from dsfs.overlay.commit import open_upper
+from dsfs.overlay.fs import OverlayFS
+from dsfs.overlay.upper import Upper
 from dsfs.repository import Repository
-from dsfs.vfs import MemoryTreeSource, VersionFS
+from dsfs.vfs import TreeSource, VersionFS, VfsError, open_tree_source
 
 log = logging.getLogger("dsfs.mount")
 
@@ -79,9 +84,12 @@ def _report(ready_fd: int | None, message: dict) -> None:
         os.close(ready_fd)
 
 
-def fuse_options(header: Header, allow_other: bool, debug: bool) -> set[str]:
+def fuse_options(header: Header, allow_other: bool, debug: bool, writable: bool = False
+                 ) -> set[str]:
     options = set(pyfuse3.default_options)
-    options |= {"ro", "nodev", "nosuid", f"fsname=dsfs:{header.id}", "subtype=dsfs"}
+    options |= {"nodev", "nosuid", f"fsname=dsfs:{header.id}", "subtype=dsfs"}
+    if not writable:
+        options.add("ro")
     if allow_other:
         options.add("allow_other")
     if debug:
@@ -91,27 +99,43 @@ def fuse_options(header: Header, allow_other: bool, debug: bool) -> set[str]:
 
 def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: bool = False,
           debug: bool = False, ready_fd: int | None = None, log_file: Path | None = None,
-          to_stderr: bool = True, cache_size: int | None = None) -> None:
-    """Mount ``header``'s version at ``mountpoint`` and serve it until unmounted."""
+          to_stderr: bool = True, cache_size: int | None = None,
+          overlay: Path | None = None) -> None:
+    """Mount ``header``'s version at ``mountpoint`` and serve it until unmounted;
+    with ``overlay`` (an overlay directory) the mount is writable."""
     path = table.normalize(mountpoint)
     log_file = log_file or table.log_path(path)
     setup_logging(log_file, debug, to_stderr)
+    session: Session | None = None
+    upper: Upper | None = None
+    notice = None
     try:
         path = check_mountpoint(path)
         started = time.monotonic()
-        source = MemoryTreeSource.for_version(repo, header)
-        vfs = VersionFS(source)
+        if overlay is not None:
+            upper, header, records, notice = open_upper(repo, header, overlay)
+        source = open_tree_source(repo, header)
         reader = ChunkReader(repo.cache, repo.store, cache_size=cache_size)
-        ops = Operations(vfs, reader)
+        ops: Operations
+        if upper is not None:
+            session = _writable(repo, header, source, upper, records, reader, path)
+            ops = session.ops
+        else:
+            ops = Operations(VersionFS(source), reader)
         try:
-            pyfuse3.init(ops, path, fuse_options(header, allow_other, debug))
+            pyfuse3.init(ops, path, fuse_options(header, allow_other, debug,
+                                                 writable=session is not None))
         except RuntimeError as exc:
             raise ConflictError(f"cannot mount at {path}: {exc} (see {log_file})") from None
     except DsfsError as exc:
+        if upper is not None:
+            upper.close()
         log.error("mount of %s at %s failed: %s", header.id, path, exc)
         _report(ready_fd, {"error": str(exc), "exit_code": exc.exit_code})
         raise
     except BaseException as exc:
+        if upper is not None:
+            upper.close()
         log.exception("mount of %s at %s failed", header.id, path)
         _report(ready_fd, {"error": f"{type(exc).__name__}: {exc}", "exit_code": 1})
         raise
@@ -119,12 +143,16 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
         "pid": os.getpid(), "mountpoint": path, "version_id": header.id,
         "project": header.project, "name": header.name, "version": header.version,
         "store": repo.store.url, "log": str(log_file), "started": time.time(),
+        **({"writable": True, "overlay": str(session.upper.root),
+            "control": socket_name(path)} if session is not None else {}),
     })
+    if notice:
+        log.warning("%s", notice)
     log.info("mounted %s/%s %s (%s) at %s in %.2f s", header.project, header.name,
              header.version, header.id, path, time.monotonic() - started)
     unmount = True
     try:
-        trio.run(_main, reader, ready_fd)
+        trio.run(_main, reader, ready_fd, session, notice)
         # main returns when the kernel ends the session (an unmount) or on a signal
         unmount = table.is_mountpoint(path)
     except BaseException:
@@ -133,17 +161,58 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
     finally:
         reader.close()
         pyfuse3.close(unmount=unmount)
+        if session is not None:
+            _close_overlay(session)
         table.remove_state(path, os.getpid())
         log.info("unmounted %s (%d chunk fetches)", path, reader.fetches)
 
 
-async def _main(reader: ChunkReader, ready_fd: int | None) -> None:
+def _writable(repo: Repository, header: Header, source: TreeSource, upper: Upper,
+              records: list, reader: ChunkReader, path: str) -> Session:
+    """The merged tree with the overlay's edits replayed, compacted into a fresh
+    snapshot (which also starts a new journal)."""
+    fs = OverlayFS(source, upper)
+    fs.replaying = True
+    for record in records:
+        try:
+            fs.apply(record)
+        except (VfsError, KeyError, TypeError, ValueError) as exc:
+            log.warning("overlay record %r no longer applies (%s): skipped", record, exc)
+    fs.replaying = False
+    removed = upper.collect(fs.data_ids())
+    if removed:
+        log.info("removed %d data file(s) no edit refers to", removed)
+    upper.save(repo.store_id.hex(), header.id, fs.records())
+    ops = WritableOperations(fs, reader)
+
+    def fresh(version: Header) -> TreeSource:
+        return open_tree_source(repo, version)
+
+    return Session(repo, header, fs, ops, upper, path, fresh)
+
+
+def _close_overlay(session: Session) -> None:
+    try:
+        session.upper.save(session.repo.store_id.hex(), session.header.id,
+                           session.fs.records())
+    except Exception:  # noqa: BLE001 - the journal still holds every edit
+        log.exception("could not write the overlay snapshot; the journal keeps the edits")
+    finally:
+        session.upper.close()
+
+
+async def _main(reader: ChunkReader, ready_fd: int | None, session: Session | None = None,
+                notice: str | None = None) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(reader.run)
         # The signal handlers must be in place before anyone learns we are ready:
         # a SIGTERM sent right after readiness would otherwise kill us uncleanly.
         await nursery.start(_on_signal)
-        _report(ready_fd, {"ready": True, "pid": os.getpid()})
+        if session is not None:
+            await nursery.start(session.serve)
+            nursery.start_soon(session.keep_durable)
+        _report(ready_fd, {"ready": True, "pid": os.getpid(), "notice": notice,
+                           "version_id": session.header.id if session else None})
         await pyfuse3.main(min_tasks=4, max_tasks=MAX_TASKS)
         nursery.cancel_scope.cancel()
 
@@ -179,7 +248,8 @@ def start_daemon(command: Sequence[str], mountpoint: str) -> dict:
     except ValueError:
         message = {}
     if message.get("ready"):
-        return {"pid": proc.pid, "log": str(log_file)}
+        return {"pid": proc.pid, "log": str(log_file), "notice": message.get("notice"),
+                "version_id": message.get("version_id")}
     if "error" in message:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=10)

@@ -1,0 +1,417 @@
+"""The pyfuse3 adapter of a writable mount: kernel requests in, one
+``OverlayFS`` call, attributes or errno out.
+
+Reads of files still in the lower layer go to the ``ChunkReader`` (as in the
+read-only adapter); upper files are read and written with ``pread`` and
+``pwrite`` on their data file.  The first write to a lower file copies it up:
+the whole file, except when the write is a truncation, which copies only the
+bytes that survive it (``O_TRUNC`` and ``truncate(0)`` fetch nothing).
+
+Every request that changes the tree passes the ``Gate``: a commit closes it,
+waits for the changes in flight to finish, and opens it again once the child
+version is published and the mount rebased; changes issued meanwhile wait,
+reads do not.  Errors: the read-only table plus ``OVERLAY_ERRNO``; anything
+else is EIO and a log line, never the end of the mount.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
+
+import pyfuse3
+import trio
+
+from dsfs.format.digest import CHUNK_SIZE
+from dsfs.format.manifest import Entry
+from dsfs.fuse.adapter import BLOCK_SIZE, ERRNO, FileReader, Operations, _describe, errno_for
+from dsfs.overlay.fs import OVERLAY_ERRNO, Node, NotPermitted, NotSupported, OverlayFS
+from dsfs.vfs import Attr, NoEntry, OpenFile
+
+#: Seconds the kernel may cache entries and attributes.  Every change passes
+#: through this mount, so the kernel's view stays right; a commit changes nothing
+#: visible and a discard invalidates the top-level names it replaces.
+TIMEOUT = 24 * 3600.0
+
+WRITABLE_ERRNO: dict[type[BaseException], int] = {**ERRNO, **OVERLAY_ERRNO}
+_WRITE_ACCESS = os.O_WRONLY | os.O_RDWR
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def guarded(func: F) -> F:
+    """Turn every exception of a handler into a ``FUSEError``."""
+
+    @functools.wraps(func)
+    async def wrapper(self: WritableOperations, *args: Any) -> Any:
+        try:
+            return await func(self, *args)
+        except pyfuse3.FUSEError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the errno boundary
+            what = f"{func.__name__}{_describe(args)}"
+            raise pyfuse3.FUSEError(errno_for(exc, what, WRITABLE_ERRNO)) from None
+
+    return cast(F, wrapper)
+
+
+def attributes(attr: Attr) -> pyfuse3.EntryAttributes:
+    out = pyfuse3.EntryAttributes()
+    out.st_ino = attr.ino
+    out.generation = 0
+    out.entry_timeout = TIMEOUT
+    out.attr_timeout = TIMEOUT
+    out.st_mode = attr.mode
+    out.st_nlink = attr.nlink
+    out.st_uid = attr.uid
+    out.st_gid = attr.gid
+    out.st_rdev = 0
+    out.st_size = attr.size
+    out.st_blksize = BLOCK_SIZE
+    out.st_blocks = attr.blocks
+    out.st_atime_ns = attr.mtime_ns
+    out.st_mtime_ns = attr.mtime_ns
+    out.st_ctime_ns = attr.mtime_ns
+    return out
+
+
+class Gate:
+    """Changes pass one at a time or many at once; a commit stops them all."""
+
+    def __init__(self) -> None:
+        self.active = 0
+        self.closed = False
+        self._opened = trio.Event()
+        self._opened.set()
+        self._idle = trio.Event()
+        self._idle.set()
+
+    async def __aenter__(self) -> None:
+        while self.closed:
+            await self._opened.wait()
+        self.active += 1
+        if self.active == 1:
+            self._idle = trio.Event()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.active -= 1
+        if self.active == 0:
+            self._idle.set()
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """No change runs inside this block (they wait at the gate)."""
+        while self.closed:
+            await self._opened.wait()
+        self.closed = True
+        self._opened = trio.Event()
+        try:
+            await self._idle.wait()
+            yield
+        finally:
+            self.closed = False
+            self._opened.set()
+
+
+@dataclass
+class _Handle:
+    node: Node
+    writing: bool
+    reader_fh: int | None = None
+    reader_entry: Entry | None = None
+
+
+@dataclass
+class _Listing:
+    items: list[tuple[str, Attr]] = field(default_factory=list)
+
+
+class WritableOperations(Operations):
+    """The merged, writable tree of a version and its overlay."""
+
+    enable_writeback_cache = False
+
+    def __init__(self, fs: OverlayFS, reader: FileReader) -> None:
+        # every handler of the read-only path is replaced below: no VersionFS here
+        super().__init__(cast(Any, fs), reader)
+        self.fs = fs
+        self.gate = Gate()
+        self._handles: dict[int, _Handle] = {}
+        self._listings: dict[int, tuple[int, _Listing]] = {}
+        self._next_fh = 1
+        self._copying: dict[int, trio.Event] = {}
+
+    def _fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    # -- the tree ---------------------------------------------------------------------
+
+    @guarded
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
+                     ) -> pyfuse3.EntryAttributes:
+        try:
+            return attributes(self.fs.lookup(parent_inode, os.fsdecode(name)))
+        except NoEntry:
+            out = pyfuse3.EntryAttributes()
+            out.st_ino = 0
+            out.entry_timeout = TIMEOUT
+            return out
+
+    @guarded
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return attributes(self.fs.getattr(inode))
+
+    @guarded
+    async def readlink(self, inode: int, ctx: Any = None) -> bytes:
+        return os.fsencode(self.fs.readlink(inode))
+
+    @guarded
+    async def opendir(self, inode: int, ctx: Any = None) -> int:
+        self.fs.children(self.fs.node(inode))
+        fh = self._fh()
+        self._listings[fh] = (inode, _Listing())
+        return fh
+
+    @guarded
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        inode, listing = self._listings[fh]
+        if start_id == 0 or not listing.items:
+            # a snapshot per pass, so offsets stay meaningful while the directory changes
+            listing.items = self.fs.readdir(inode)
+        for pos in range(start_id, len(listing.items)):
+            name, attr = listing.items[pos]
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), attributes(attr), pos + 1):
+                break
+
+    @guarded
+    async def releasedir(self, fh: int) -> None:
+        self._listings.pop(fh, None)
+
+    @guarded
+    async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
+        stats = self.fs.statfs()
+        free, avail, ffree = self.fs.statvfs_free()
+        out = pyfuse3.StatvfsData()
+        out.f_bsize = stats.block_size
+        out.f_frsize = stats.block_size
+        out.f_blocks = stats.blocks
+        out.f_bfree = free
+        out.f_bavail = avail
+        out.f_files = stats.files + ffree
+        out.f_ffree = ffree
+        out.f_favail = ffree
+        out.f_namemax = stats.name_max
+        return out
+
+    @guarded
+    async def access(self, inode: int, mode: int, ctx: Any = None) -> bool:
+        self.fs.node(inode)
+        return True
+
+    @guarded
+    async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        self.fs.node(inode)
+        # EOPNOTSUPP, not ENODATA: the kernel then stops asking (it otherwise asks
+        # for security.capability before every write)
+        raise NotSupported("extended attributes are not stored")
+
+    @guarded
+    async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
+        self.fs.node(inode)
+        return []
+
+    @guarded
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any = None) -> None:
+        raise NotSupported("extended attributes are not stored")
+
+    @guarded
+    async def removexattr(self, inode: int, name: bytes, ctx: Any = None) -> None:
+        raise NotSupported("extended attributes are not stored")
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        return None  # nodes live as long as the mount (inode numbers stay stable)
+
+    # -- files ------------------------------------------------------------------------
+
+    @guarded
+    async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+        writing = bool(flags & _WRITE_ACCESS)
+        if writing or flags & os.O_TRUNC:
+            async with self.gate:
+                node = self.fs.open(inode, writing)
+                try:
+                    if flags & os.O_TRUNC:
+                        await self._copy_up(node, keep=0)
+                        self.fs.setattr(inode, size=0)
+                except BaseException:
+                    self.fs.release(node, writing)
+                    raise
+        else:
+            node = self.fs.open(inode, writing)
+        fh = self._fh()
+        self._handles[fh] = _Handle(node, writing)
+        return pyfuse3.FileInfo(fh=fh)
+
+    @guarded
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        handle = self._handles[fh]
+        node = handle.node
+        if node.data is not None and node.fd is not None:
+            return os.pread(node.fd, size, off)
+        entry = node.lower
+        if entry is None:
+            return b""
+        if handle.reader_entry is not entry:
+            if handle.reader_fh is not None:
+                self.reader.release(handle.reader_fh)
+            handle.reader_fh = self.reader.open(OpenFile(node.ino, entry))
+            handle.reader_entry = entry
+        assert handle.reader_fh is not None
+        return await self.reader.read(handle.reader_fh, off, size)
+
+    @guarded
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self._handles[fh]
+        async with self.gate:
+            await self._copy_up(handle.node, keep=None)
+            return self.fs.write(handle.node, off, buf)
+
+    @guarded
+    async def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh, None)
+        if handle is None:
+            return
+        if handle.reader_fh is not None:
+            self.reader.release(handle.reader_fh)
+        self.fs.release(handle.node, handle.writing)
+
+    @guarded
+    async def flush(self, fh: int) -> None:
+        return None
+
+    @guarded
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        handle = self._handles.get(fh)
+        self.fs.fsync(handle.node if handle else None)
+
+    @guarded
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        self.fs.fsync(None)
+
+    async def _copy_up(self, node: Node, keep: int | None) -> None:
+        """Bring ``node``'s bytes into the upper layer (its first ``keep`` bytes)."""
+        while node.data is None:
+            pending = self._copying.get(node.ino)
+            if pending is not None:
+                await pending.wait()
+                continue
+            plan = self.fs.copy_up_plan(node, keep)
+            if plan is None:
+                return
+            done = self._copying[node.ino] = trio.Event()
+            try:
+                if plan.length:
+                    rfh = self.reader.open(OpenFile(node.ino, plan.entry))
+                    try:
+                        offset = 0
+                        while offset < plan.length:
+                            data = await self.reader.read(
+                                rfh, offset, min(CHUNK_SIZE, plan.length - offset))
+                            if not data:
+                                break
+                            os.pwrite(plan.fd, data, offset)
+                            offset += len(data)
+                    finally:
+                        self.reader.release(rfh)
+                self.fs.copy_up_done(plan)
+            except BaseException:
+                self.fs.copy_up_failed(plan)
+                raise
+            finally:
+                del self._copying[node.ino]
+                done.set()
+
+    # -- changes ----------------------------------------------------------------------
+
+    @guarded
+    async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None,
+                      ctx: Any = None) -> pyfuse3.EntryAttributes:
+        async with self.gate:
+            node = self.fs.node(inode)
+            size = attr.st_size if fields.update_size else None
+            if size is not None and node.data is None and not stat.S_ISDIR(
+                    self.fs.attr(node).mode):
+                await self._copy_up(node, keep=size)
+            self.fs.setattr(
+                inode,
+                mode=attr.st_mode if fields.update_mode else None,
+                size=size,
+                mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+                uid=attr.st_uid if fields.update_uid else None,
+                gid=attr.st_gid if fields.update_gid else None,
+            )
+            return attributes(self.fs.getattr(inode))
+
+    @guarded
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any = None) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        async with self.gate:
+            node = self.fs.create(parent_inode, os.fsdecode(name), mode)
+            self.fs.open(node.ino, True)
+            fh = self._fh()
+            self._handles[fh] = _Handle(node, True)
+            return pyfuse3.FileInfo(fh=fh), attributes(self.fs.attr(node))
+
+    @guarded
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Any = None) -> pyfuse3.EntryAttributes:
+        if not stat.S_ISREG(mode):
+            raise NotPermitted("dsfs stores only files, directories and symlinks")
+        async with self.gate:
+            return attributes(self.fs.attr(self.fs.create(parent_inode, os.fsdecode(name),
+                                                          mode)))
+
+    @guarded
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any = None
+                    ) -> pyfuse3.EntryAttributes:
+        async with self.gate:
+            return attributes(self.fs.attr(self.fs.mkdir(parent_inode, os.fsdecode(name),
+                                                         mode)))
+
+    @guarded
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any = None
+                      ) -> pyfuse3.EntryAttributes:
+        async with self.gate:
+            node = self.fs.symlink(parent_inode, os.fsdecode(name), os.fsdecode(target))
+            return attributes(self.fs.attr(node))
+
+    @guarded
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any = None
+                   ) -> pyfuse3.EntryAttributes:
+        raise NotPermitted("hard links are not stored")
+
+    @guarded
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
+        async with self.gate:
+            self.fs.unlink(parent_inode, os.fsdecode(name))
+
+    @guarded
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
+        async with self.gate:
+            self.fs.rmdir(parent_inode, os.fsdecode(name))
+
+    @guarded
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any = None) -> None:
+        async with self.gate:
+            self.fs.rename(parent_inode_old, os.fsdecode(name_old), parent_inode_new,
+                           os.fsdecode(name_new), flags)
+
+

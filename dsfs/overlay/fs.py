@@ -1,0 +1,710 @@
+"""The merged tree of a writable mount: a version (the lower layer) with the
+edits of an upper layer on top.  No FUSE types here; ``dsfs.fuse.writable``
+is the only caller that speaks to the kernel.
+
+Every node of the merged tree that anyone has looked at is a ``Node`` with an
+inode number that stays the same for the life of the mount (also across a
+commit).  A directory's children are materialized from the lower layer on
+first use (``children is None`` until then); a directory carries
+``lower_dir``, the lower directory its unmaterialized children come from, so
+renaming a directory with a million lower files below it moves one node and
+copies nothing.  A file's bytes are either a lower entry's chunks
+(``lower``) or a data file of the upper layer (``data``), never both.
+
+Changes are described by *records*, whole values for one path:
+
+* ``{"op": "del", "p": P}`` — nothing at P (a whiteout when the lower has it);
+* ``{"op": "dir", "p": P, "lower": L | null, "mode", "mtime"}`` — a directory
+  at P whose unlisted children are those of lower directory L (none when
+  null); replaces whatever was at P, subtree included;
+* ``{"op": "dattr", "p": P, "mode", "mtime"}`` — new attributes of the
+  directory at P, its children kept;
+* ``{"op": "file", "p": P, "from": L | null, "data": ID | null, "mode",
+  "mtime", "size"}`` — a file at P with the bytes of lower entry L or of
+  data file ID;
+* ``{"op": "link", "p": P, "target": T, "mtime"}`` — a symlink.
+
+Each operation appends the records of what it changed to the journal
+(``dsfs.overlay.upper``); ``records()`` describes the whole upper layer (the
+snapshot), walking only directories marked as holding changes.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import stat
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from dsfs.engine.tree import IMPLIED_DIR_MODE
+from dsfs.format.manifest import DIR, FILE, SYMLINK, Entry
+from dsfs.overlay.upper import Record, Upper
+from dsfs.vfs import (
+    ROOT_INO,
+    Attr,
+    FsStats,
+    InvalidArgument,
+    IsADirectory,
+    NoEntry,
+    NotADirectory,
+    TreeSource,
+    VfsError,
+)
+
+NAME_MAX = 255
+
+
+class Exists(VfsError):
+    """The name is taken (create, mkdir, symlink, rename with NOREPLACE)."""
+
+
+class NotEmpty(VfsError):
+    """rmdir of, or rename over, a directory that has children."""
+
+
+class NotPermitted(VfsError):
+    """An operation dsfs does not store: hard links, device files, fifos, sockets,
+    a change of owner."""
+
+
+class NotSupported(VfsError):
+    """Extended attributes and rename flags dsfs does not implement."""
+
+
+class NameTooLong(VfsError):
+    """A name longer than 255 bytes."""
+
+
+class Busy(VfsError):
+    """The overlay is in a state that forbids the request (see the message)."""
+
+
+#: Exceptions of this package and their errno (the adapter adds them to its table).
+OVERLAY_ERRNO: dict[type[BaseException], int] = {
+    Exists: errno.EEXIST,
+    NotEmpty: errno.ENOTEMPTY,
+    NotPermitted: errno.EPERM,
+    NotSupported: errno.EOPNOTSUPP,
+    NameTooLong: errno.ENAMETOOLONG,
+    Busy: errno.EBUSY,
+}
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+def join(parent: str, name: str) -> str:
+    return f"{parent}/{name}" if parent else name
+
+
+class Node:
+    """One file, directory or symlink of the merged tree."""
+
+    __slots__ = ("ino", "kind", "mode", "mtime_ns", "size", "lower", "data", "fd",
+                 "target", "lower_dir", "children", "parent", "name", "dirty", "marked",
+                 "opens", "writers", "digest", "version")
+
+    def __init__(self, ino: int, kind: str, mode: int, mtime_ns: int) -> None:
+        self.ino = ino
+        self.kind = kind
+        self.mode = mode  # permission bits only (0o7777)
+        self.mtime_ns = mtime_ns
+        self.size = 0
+        self.lower: Entry | None = None  # file bytes, when not copied up
+        self.data: str | None = None  # upper data file id
+        self.fd: int | None = None  # open data file while handles are open
+        self.target: str | None = None
+        self.lower_dir: str | None = None  # directories: where lower children come from
+        self.children: dict[str, Node] | None = None
+        self.parent: Node | None = None
+        self.name = ""
+        self.dirty = False  # content or attributes differ from where it came from
+        self.marked = False  # this directory has changes at or below it
+        self.opens = 0
+        self.writers = 0
+        self.digest: tuple[int, str] | None = None  # (version, digest of the data file)
+        self.version = 0  # bumped by every write, invalidates ``digest``
+
+
+@dataclass
+class CopyUp:
+    """What the adapter must copy from the lower layer into ``fd``: ``length``
+    bytes of ``entry`` (0 when the file is being truncated anyway)."""
+
+    node: Node
+    entry: Entry
+    length: int
+    data_id: str
+    fd: int
+
+
+class OverlayFS:
+    """The merged tree of one writable mount."""
+
+    def __init__(self, source: TreeSource, upper: Upper, uid: int | None = None,
+                 gid: int | None = None) -> None:
+        self.source = source
+        self.upper = upper
+        self.uid = os.getuid() if uid is None else uid
+        self.gid = os.getgid() if gid is None else gid
+        self._inodes: dict[int, Node] = {}
+        self._next_ino = ROOT_INO
+        self.root = self._new_root()
+        self.replaying = False
+
+    # -- nodes ---------------------------------------------------------------------
+
+    def _new_node(self, kind: str, mode: int, mtime_ns: int) -> Node:
+        node = Node(self._next_ino, kind, mode & 0o7777, mtime_ns)
+        self._inodes[node.ino] = node
+        self._next_ino += 1
+        return node
+
+    def _new_root(self) -> Node:
+        entry = self.source.entry("")
+        root = self._new_node(DIR, entry.mode if entry else IMPLIED_DIR_MODE,
+                              entry.mtime_ns if entry else 0)
+        root.lower_dir = ""
+        return root
+
+    def _from_lower(self, entry: Entry) -> Node:
+        node = self._new_node(entry.kind, entry.mode, entry.mtime_ns)
+        if entry.kind == DIR:
+            node.lower_dir = entry.path
+        elif entry.kind == SYMLINK:
+            node.target = entry.target or ""
+            node.size = entry.size
+        else:
+            node.lower = entry
+            node.size = entry.size
+        return node
+
+    def node(self, ino: int) -> Node:
+        node = self._inodes.get(ino)
+        if node is None:
+            raise NoEntry(f"inode {ino} is unknown")
+        return node
+
+    def children(self, node: Node) -> dict[str, Node]:
+        if node.kind != DIR:
+            raise NotADirectory(self.path(node))
+        if node.children is None:
+            node.children = {}
+            if node.lower_dir is not None:
+                for name, entry in self.source.children(node.lower_dir):
+                    child = self._from_lower(entry)
+                    child.parent, child.name = node, name
+                    node.children[name] = child
+        return node.children
+
+    def path(self, node: Node) -> str:
+        parts = []
+        while node.parent is not None:
+            parts.append(node.name)
+            node = node.parent
+        return "/".join(reversed(parts))
+
+    def attached(self, node: Node) -> bool:
+        while node.parent is not None:
+            node = node.parent
+        return node is self.root
+
+    def _child(self, parent: Node, name: str) -> Node:
+        child = self.children(parent).get(name)
+        if child is None:
+            raise NoEntry(join(self.path(parent), name))
+        return child
+
+    def _mark(self, node: Node) -> None:
+        """Note that ``node`` changed: its ancestors hold changes."""
+        node.dirty = True
+        up = node if node.kind == DIR else node.parent
+        while up is not None and not up.marked:
+            up.marked = True
+            up = up.parent
+
+    def _touch_dir(self, node: Node) -> None:
+        # a directory's mtime follows its entries, in memory only: it is not
+        # part of a version's content (make_delta ignores mtimes)
+        node.mtime_ns = time.time_ns()
+        self._mark_path(node)
+
+    def _mark_path(self, node: Node | None) -> None:
+        while node is not None and not node.marked:
+            node.marked = True
+            node = node.parent
+
+    # -- attributes ------------------------------------------------------------------
+
+    def attr(self, node: Node) -> Attr:
+        if node.kind == DIR:
+            return Attr(node.ino, stat.S_IFDIR | node.mode, 0, node.mtime_ns, 1, self.uid,
+                        self.gid)
+        if node.kind == SYMLINK:
+            return Attr(node.ino, stat.S_IFLNK | 0o777, node.size, node.mtime_ns, 1,
+                        self.uid, self.gid)
+        return Attr(node.ino, stat.S_IFREG | node.mode, node.size, node.mtime_ns, 1,
+                    self.uid, self.gid)
+
+    def getattr(self, ino: int) -> Attr:
+        return self.attr(self.node(ino))
+
+    def lookup(self, parent_ino: int, name: str) -> Attr:
+        parent = self.node(parent_ino)
+        if name == ".":
+            return self.attr(parent)
+        if name == "..":
+            return self.attr(parent.parent or parent)
+        return self.attr(self._child(parent, name))
+
+    def readdir(self, ino: int) -> list[tuple[str, Attr]]:
+        """The listing of a directory (the adapter keeps it per open handle)."""
+        kids = self.children(self.node(ino))
+        return [(name, self.attr(kids[name])) for name in sorted(kids)]
+
+    def readlink(self, ino: int) -> str:
+        node = self.node(ino)
+        if node.kind != SYMLINK:
+            raise InvalidArgument(f"{self.path(node)} is not a symlink")
+        return node.target or ""
+
+    def statfs(self) -> FsStats:
+        st = os.statvfs(self.upper.root)
+        files, size = self.source.totals()
+        return FsStats(block_size=st.f_frsize, blocks=st.f_blocks, files=files,
+                       name_max=NAME_MAX)
+
+    def statvfs_free(self) -> tuple[int, int, int]:
+        """(free blocks, blocks available, free inodes) of the upper layer's disk."""
+        st = os.statvfs(self.upper.root)
+        return st.f_bfree, st.f_bavail, st.f_ffree
+
+    # -- opening and reading -----------------------------------------------------------
+
+    def open(self, ino: int, writing: bool) -> Node:
+        node = self.node(ino)
+        if node.kind == DIR:
+            raise IsADirectory(self.path(node))
+        if node.kind != FILE:
+            raise InvalidArgument(f"{self.path(node)} is not a regular file")
+        node.opens += 1
+        node.writers += writing
+        if node.data is not None and node.fd is None:
+            node.fd = os.open(self.upper.data_path(node.data), os.O_RDWR | os.O_CLOEXEC)
+        return node
+
+    def release(self, node: Node, writing: bool) -> None:
+        node.opens -= 1
+        node.writers -= writing
+        if node.opens == 0:
+            if node.fd is not None:
+                os.close(node.fd)
+                node.fd = None
+            if node.data is not None and (not node.dirty or not self.attached(node)):
+                # clean after a commit, or unlinked while open: the bytes are no
+                # longer needed once the last handle is gone
+                self._drop_data(node)
+
+    def _drop_data(self, node: Node) -> None:
+        if node.data is None:
+            return
+        if node.fd is not None:
+            os.close(node.fd)
+            node.fd = None
+        if self.attached(node) and node.lower is None:
+            return  # a clean committed file with no lower entry yet: keep the bytes
+        self.upper.retire(node.data)
+        node.data = None
+
+    def copy_up_plan(self, node: Node, keep: int | None) -> CopyUp | None:
+        """Start copying ``node`` into the upper layer, keeping its first ``keep``
+        bytes (all when None); None when it is already there."""
+        if node.data is not None:
+            return None
+        entry = node.lower
+        assert entry is not None
+        data_id, fd = self.upper.new_data()
+        length = entry.size if keep is None else min(keep, entry.size)
+        return CopyUp(node, entry, length, data_id, fd)
+
+    def copy_up_done(self, plan: CopyUp) -> None:
+        node = plan.node
+        if node.data is not None:  # another request finished first
+            os.close(plan.fd)
+            self.upper.data_path(plan.data_id).unlink(missing_ok=True)
+            return
+        os.utime(plan.fd, ns=(node.mtime_ns, node.mtime_ns))
+        if node.opens:
+            node.fd = plan.fd
+        else:
+            os.close(plan.fd)
+        node.data, node.lower, node.size = plan.data_id, None, plan.length
+        node.version += 1
+        self._changed(node)
+
+    def copy_up_failed(self, plan: CopyUp) -> None:
+        os.close(plan.fd)
+        self.upper.data_path(plan.data_id).unlink(missing_ok=True)
+
+    def write(self, node: Node, offset: int, data: bytes) -> int:
+        assert node.data is not None and node.fd is not None, "copy up first"
+        written = os.pwrite(node.fd, data, offset)
+        node.size = max(node.size, offset + written)
+        # the data file's mtime is the one a remount reads back: use it, not our clock
+        node.mtime_ns = os.fstat(node.fd).st_mtime_ns
+        node.version += 1
+        if not node.dirty:
+            self._changed(node)
+        return written
+
+    def fsync(self, node: Node | None) -> None:
+        if node is not None and node.fd is not None:
+            os.fsync(node.fd)
+        self.upper.sync()
+
+    # -- changing the tree ---------------------------------------------------------------
+
+    def _check_name(self, name: str) -> None:
+        if len(os.fsencode(name)) > NAME_MAX:
+            raise NameTooLong(name[:40] + "…")
+        if not name or name in (".", "..") or "/" in name:
+            raise InvalidArgument(name)
+
+    def _free_name(self, parent: Node, name: str) -> dict[str, Node]:
+        self._check_name(name)
+        kids = self.children(parent)
+        if name in kids:
+            raise Exists(join(self.path(parent), name))
+        return kids
+
+    def _attach(self, parent: Node, name: str, node: Node) -> None:
+        self.children(parent)[name] = node
+        node.parent, node.name = parent, name
+        self._touch_dir(parent)
+
+    def create(self, parent_ino: int, name: str, mode: int) -> Node:
+        parent = self.node(parent_ino)
+        self._free_name(parent, name)
+        if not stat.S_ISREG(mode) and stat.S_IFMT(mode):
+            raise NotPermitted(f"{name}: dsfs stores only files, directories and symlinks")
+        node = self._new_node(FILE, mode, time.time_ns())
+        data_id, fd = self.upper.new_data()
+        os.close(fd)
+        node.data = data_id
+        self._attach(parent, name, node)
+        self._changed(node)
+        return node
+
+    def mkdir(self, parent_ino: int, name: str, mode: int) -> Node:
+        parent = self.node(parent_ino)
+        self._free_name(parent, name)
+        node = self._new_node(DIR, mode, time.time_ns())
+        node.children = {}
+        self._attach(parent, name, node)
+        self._changed(node)
+        return node
+
+    def symlink(self, parent_ino: int, name: str, target: str) -> Node:
+        parent = self.node(parent_ino)
+        self._free_name(parent, name)
+        node = self._new_node(SYMLINK, 0o777, time.time_ns())
+        node.target = target
+        node.size = len(os.fsencode(target))
+        self._attach(parent, name, node)
+        self._changed(node)
+        return node
+
+    def unlink(self, parent_ino: int, name: str) -> None:
+        parent = self.node(parent_ino)
+        node = self._child(parent, name)
+        if node.kind == DIR:
+            raise IsADirectory(self.path(node))
+        self._remove(parent, name)
+
+    def rmdir(self, parent_ino: int, name: str) -> None:
+        parent = self.node(parent_ino)
+        node = self._child(parent, name)
+        if node.kind != DIR:
+            raise NotADirectory(self.path(node))
+        if self.children(node):
+            raise NotEmpty(self.path(node))
+        self._remove(parent, name)
+
+    def _remove(self, parent: Node, name: str) -> None:
+        path = join(self.path(parent), name)
+        node = self.children(parent).pop(name)
+        node.parent = None
+        self._touch_dir(parent)
+        self._forget_subtree(node)
+        self.upper.append([{"op": "del", "p": path}])
+
+    def _forget_subtree(self, node: Node) -> None:
+        """Data files of a removed node (and below) go once no handle uses them."""
+        stack = [node]
+        while stack:
+            current = stack.pop()
+            if current.data is not None and current.opens == 0:
+                self.upper.retire(current.data)
+                current.data = None
+            if current.children:
+                stack.extend(current.children.values())
+
+    def rename(self, old_parent_ino: int, old_name: str, new_parent_ino: int, new_name: str,
+               flags: int = 0) -> None:
+        if flags & RENAME_EXCHANGE:
+            raise NotSupported("rename with RENAME_EXCHANGE")
+        old_parent = self.node(old_parent_ino)
+        new_parent = self.node(new_parent_ino)
+        node = self._child(old_parent, old_name)
+        self._check_name(new_name)
+        target = self.children(new_parent).get(new_name)
+        if target is node:
+            return
+        up: Node | None = new_parent
+        while up is not None:  # no directory may move below itself
+            if up is node:
+                raise InvalidArgument(f"cannot move {self.path(node)} below itself")
+            up = up.parent
+        if target is not None:
+            if flags & RENAME_NOREPLACE:
+                raise Exists(self.path(target))
+            if node.kind == DIR and target.kind != DIR:
+                raise NotADirectory(self.path(target))
+            if node.kind != DIR and target.kind == DIR:
+                raise IsADirectory(self.path(target))
+            if target.kind == DIR and self.children(target):
+                raise NotEmpty(self.path(target))
+        old_path = join(self.path(old_parent), old_name)
+        del self.children(old_parent)[old_name]
+        self._touch_dir(old_parent)
+        if target is not None:
+            target.parent = None
+            self._forget_subtree(target)
+        self._attach(new_parent, new_name, node)
+        node.dirty = True
+        self._mark_path(node if node.kind == DIR else new_parent)
+        records: list[Record] = [{"op": "del", "p": old_path}]
+        self._records_of(node, self.path(node), records)
+        self.upper.append(records)
+
+    def setattr(self, ino: int, mode: int | None = None, size: int | None = None,
+                mtime_ns: int | None = None, uid: int | None = None,
+                gid: int | None = None) -> Node:
+        """chmod, utimens, chown (to the same owner only); ``truncate`` first goes
+        through ``copy_up_plan`` in the adapter."""
+        node = self.node(ino)
+        if (uid is not None and uid != self.uid) or (gid is not None and gid != self.gid):
+            raise NotPermitted(f"{self.path(node)}: dsfs does not store owners")
+        if size is not None:
+            if node.kind == DIR:
+                raise IsADirectory(self.path(node))
+            assert node.data is not None, "copy up first"
+            if node.fd is not None:
+                os.ftruncate(node.fd, size)
+                node.mtime_ns = os.fstat(node.fd).st_mtime_ns
+            else:
+                os.truncate(self.upper.data_path(node.data), size)
+                node.mtime_ns = os.stat(self.upper.data_path(node.data)).st_mtime_ns
+            node.size = size
+            node.version += 1
+        if mode is not None and node.kind != SYMLINK:
+            node.mode = mode & 0o7777
+        if mtime_ns is not None:
+            node.mtime_ns = mtime_ns
+            if node.data is not None:
+                os.utime(self.upper.data_path(node.data), ns=(mtime_ns, mtime_ns))
+        if node.kind == DIR:
+            self._mark_path(node)
+            node.dirty = True
+            if self.attached(node):
+                self.upper.append([{"op": "dattr", "p": self.path(node), "mode": node.mode,
+                                    "mtime": node.mtime_ns}])
+        else:
+            self._changed(node)
+        return node
+
+    def _changed(self, node: Node) -> None:
+        """Record ``node``'s new value (nothing for an unlinked node)."""
+        self._mark(node)
+        node.digest = None
+        if self.attached(node) and not self.replaying:
+            records: list[Record] = []
+            self._records_of(node, self.path(node), records, deep=False)
+            self.upper.append(records)
+
+    # -- records ------------------------------------------------------------------------
+
+    def _record(self, node: Node, path: str) -> Record:
+        if node.kind == DIR:
+            return {"op": "dir", "p": path, "lower": node.lower_dir, "mode": node.mode,
+                    "mtime": node.mtime_ns}
+        if node.kind == SYMLINK:
+            return {"op": "link", "p": path, "target": node.target, "mtime": node.mtime_ns}
+        return {"op": "file", "p": path, "from": node.lower.path if node.lower else None,
+                "data": node.data, "mode": node.mode, "mtime": node.mtime_ns,
+                "size": node.size}
+
+    def _records_of(self, node: Node, path: str, out: list[Record], deep: bool = True) -> None:
+        """``node``'s record, then (directories, ``deep``) those of what changed below."""
+        out.append(self._record(node, path))
+        if deep and node.kind == DIR:
+            self._walk(node, path, out)
+
+    def _clean_at(self, node: Node, lower_path: str | None) -> bool:
+        """True when ``node`` is exactly the lower entry at ``lower_path``."""
+        if node.dirty or lower_path is None:
+            return False
+        if node.kind == DIR:
+            return node.lower_dir == lower_path
+        if node.kind == FILE:
+            return node.data is None and node.lower is not None and \
+                node.lower.path == lower_path
+        return True  # an unmodified lower symlink
+
+    def _walk(self, node: Node, path: str, out: list[Record]) -> None:
+        if node.children is None or not node.marked:
+            return
+        lower_names = ({name for name, _e in self.source.children(node.lower_dir)}
+                       if node.lower_dir is not None else set())
+        for name in sorted(lower_names - node.children.keys()):
+            out.append({"op": "del", "p": join(path, name)})
+        for name in sorted(node.children):
+            child = node.children[name]
+            child_path = join(path, name)
+            lower_path = join(node.lower_dir, name) if node.lower_dir is not None else None
+            if not self._clean_at(child, lower_path if name in lower_names else None):
+                out.append(self._record(child, child_path))
+            if child.kind == DIR:
+                self._walk(child, child_path, out)
+
+    def records(self) -> list[Record]:
+        """The whole upper layer as records (parents before children)."""
+        out: list[Record] = []
+        if self.root.dirty:
+            out.append({"op": "dattr", "p": "", "mode": self.root.mode,
+                        "mtime": self.root.mtime_ns})
+        self._walk(self.root, "", out)
+        return out
+
+    def has_changes(self) -> bool:
+        return bool(self.records())
+
+    def resolve(self, path: str) -> Node:
+        node = self.root
+        for part in path.split("/") if path else []:
+            node = self._child(node, part)
+        return node
+
+    def apply(self, record: Record) -> None:
+        """Replay one record (mounting: snapshot, then journal)."""
+        path = record["p"]
+        op = record["op"]
+        if op == "dattr":
+            node = self.resolve(path)
+            node.mode, node.mtime_ns = record["mode"] & 0o7777, record["mtime"]
+            node.dirty = True
+            self._mark_path(node)
+            return
+        parent = self.resolve(posixpath.dirname(path))
+        name = posixpath.basename(path)
+        kids = self.children(parent)
+        old = kids.pop(name, None)
+        if old is not None:
+            old.parent = None
+        self._mark_path(parent)
+        if op == "del":
+            return
+        if op == "dir":
+            node = self._new_node(DIR, record["mode"], record["mtime"])
+            node.lower_dir = record["lower"]
+            if node.lower_dir is None:
+                node.children = {}
+        elif op == "link":
+            node = self._new_node(SYMLINK, 0o777, record["mtime"])
+            node.target = record["target"]
+            node.size = len(os.fsencode(node.target or ""))
+        elif op == "file":
+            node = self._new_node(FILE, record["mode"], record["mtime"])
+            if record.get("data"):
+                node.data = record["data"]
+                try:
+                    st = os.stat(self.upper.data_path(node.data))
+                    node.size, node.mtime_ns = st.st_size, st.st_mtime_ns
+                except FileNotFoundError:
+                    # only possible after a power loss that kept the journal but not
+                    # the file's creation: an empty file rather than a lost path
+                    fd = os.open(self.upper.data_path(node.data), os.O_WRONLY | os.O_CREAT,
+                                 0o600)
+                    os.close(fd)
+                    node.size = 0
+            else:
+                entry = self.source.entry(record["from"] or "")
+                if entry is None or entry.kind != FILE:
+                    return  # the lower layer changed under the overlay: nothing to show
+                node.lower, node.size = entry, entry.size
+        else:
+            raise ValueError(f"unknown overlay record {op!r}")
+        node.parent, node.name = parent, name
+        kids[name] = node
+        self._mark(node)
+
+    def data_ids(self) -> set[str]:
+        ids = set()
+        for node in self._inodes.values():
+            if node.data is not None:
+                ids.add(node.data)
+        return ids
+
+    def writers(self) -> list[str]:
+        return [self.path(n) or "/" for n in self._inodes.values() if n.writers > 0]
+
+    def iter_nodes(self) -> Iterator[Node]:
+        return iter(list(self._inodes.values()))
+
+    # -- after a commit or a discard -------------------------------------------------------
+
+    def rebase(self, source: TreeSource, entry_of: Callable[[str], Entry | None]) -> None:
+        """Make the current tree the lower layer: ``source`` is the new version,
+        ``entry_of(path)`` its entry for a committed path.  Inode numbers stay."""
+        self.source = source
+        stack: list[tuple[Node, str]] = [(self.root, "")]
+        self.root.dirty = False
+        while stack:
+            node, path = stack.pop()
+            node.marked = False
+            node.lower_dir = path
+            for name, child in (node.children or {}).items():
+                child_path = join(path, name)
+                child.dirty = False
+                if child.kind == DIR:
+                    stack.append((child, child_path))
+                    continue
+                if child.kind != FILE:
+                    continue
+                committed = entry_of(child_path)
+                if committed is not None:
+                    child.lower = committed
+                if child.data is not None and child.opens == 0:
+                    self._drop_data(child)
+        for node in self._inodes.values():
+            if not self.attached(node):
+                node.dirty = False
+
+    def reset(self, source: TreeSource) -> tuple[Node, list[str]]:
+        """Drop every edit (discard): a fresh tree over ``source``; returns the old
+        root and the names it had (for the kernel's caches)."""
+        old_root = self.root
+        names = list(old_root.children or {})
+        for node in self._inodes.values():
+            if node.data is not None and node.opens == 0:
+                self.upper.retire(node.data)
+                node.data = None
+        self.source = source
+        del self._inodes[ROOT_INO]
+        self._next_ino, saved = ROOT_INO, self._next_ino
+        self.root = self._new_root()
+        self._next_ino = saved
+        return old_root, names

@@ -1,0 +1,266 @@
+"""Writable mounts driven by real tools: edits, status, commit, discard, crashes.
+
+Each test builds on one version made per module (a tree with a lower-only
+directory of 2,000 files); after a commit, a fresh read-only mount of the
+child must equal the expected tree (``diff -r``), the parent must be
+unchanged, and the child's manifest must hold only the edits.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from test_mount_support import force_unmount, is_mounted, mounted, needs_fuse, run
+
+pytestmark = needs_fuse
+
+BIG = 2000
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    base = tmp_path_factory.mktemp("overlay")
+    env = {"DSFS_DATA_DIR": str(base / "data"), "DSFS_CACHE_DIR": str(base / "cache"),
+           "DSFS_STORE": str(base / "store"), "DSFS_DEBUG": "1"}
+    src = base / "src"
+    (src / "keep").mkdir(parents=True)
+    (src / "keep" / "same.txt").write_text("unchanged\n")
+    (src / "docs").mkdir()
+    for i in range(5):
+        (src / "docs" / f"page{i}.txt").write_text(f"page {i}\nline two\n")
+    (src / "lower_big").mkdir()
+    for i in range(BIG):
+        (src / "lower_big" / f"f{i:05d}").write_text(f"{i}\n")
+    (src / "victim").mkdir()
+    (src / "victim" / "a.bin").write_bytes(os.urandom(3000))
+    (src / "large.bin").write_bytes(os.urandom(9 << 20))  # two chunks
+    (src / "link").symlink_to("keep/same.txt")
+    run(env, "sync", str(src), "-p", "proj", "-n", "ds", check=True)
+    version_id = run(env, "search", "--json", check=True)
+    return {"env": env, "src": src, "base": base,
+            "id": json.loads(version_id.stdout)[0]["id"]}
+
+
+def dsfs(dataset: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(dataset["env"], *args, check=check)
+
+
+def diff(a: Path, b: Path, *exclude: str) -> None:
+    command = ["diff", "-r", "--no-dereference"] + [f"-x{x}" for x in exclude]
+    result = subprocess.run([*command, str(a), str(b)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def delta_paths(dataset: dict, version_id: str) -> list[tuple[str, str]]:
+    from dsfs.engine.tree import TreeResolver
+    from dsfs.repository import Repository
+
+    repo = Repository.open(dataset["env"]["DSFS_STORE"], dataset["env"]["DSFS_CACHE_DIR"])
+    return [(e.path, e.kind) for e in TreeResolver(repo).delta(version_id)]
+
+
+def check_child(dataset: dict, child: str, expected: Path, name: str, *exclude: str) -> None:
+    """A fresh read-only mount of ``child`` equals ``expected``; the parent is
+    still the source."""
+    with mounted(dataset["env"], child, dataset["base"] / f"ro-{name}"):
+        diff(dataset["base"] / f"ro-{name}", expected, *exclude)
+    with mounted(dataset["env"], dataset["id"], dataset["base"] / f"parent-{name}"):
+        diff(dataset["base"] / f"parent-{name}", dataset["src"])
+
+
+def script(cwd: Path, text: str) -> None:
+    env = {**os.environ, "GIT_AUTHOR_DATE": "2020-01-01T00:00:00Z",
+           "GIT_COMMITTER_DATE": "2020-01-01T00:00:00Z", "GIT_AUTHOR_NAME": "t",
+           "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "HOME": str(cwd.parent)}
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", text], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def editor_save(path: Path, text: str) -> None:
+    """What vim and friends do: a temporary file, fsync, rename over."""
+    tmp = path.with_name(f".{path.name}.swp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.rename(tmp, path)
+
+
+def test_real_tools_then_commit(dataset: dict, tmp_path: Path) -> None:
+    base = dataset["base"]
+    extra = tmp_path / "extra"
+    (extra / "sub").mkdir(parents=True)
+    for i in range(30):
+        (extra / "sub" / f"n{i}.txt").write_text(f"new {i}\n" * 50)
+    mirror = tmp_path / "mirror"
+    (mirror / "x").mkdir(parents=True)
+    (mirror / "x" / "only.txt").write_text("mirrored\n")
+    (mirror / "page0.txt").write_text("page 0\nline two\n")
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(extra / "sub", arcname="untarred")
+    commands = f"""
+        cp -r {extra}/sub copied
+        rsync -a --delete {mirror}/ docs/
+        mv lower_big moved_big
+        rm -rf victim
+        sed -i 's/two/2/' moved_big/f00007
+        tar xf {archive}
+        mkdir repo && cd repo && git init -q && echo hi > README && git add -A
+        git commit -q -m init && cd ..
+        sqlite3 db.sqlite 'create table t(a, b); insert into t values (1, "x"), (2, "y");'
+    """
+    expected = tmp_path / "expected"
+    shutil.copytree(dataset["src"], expected, symlinks=True)
+    mnt = base / "mnt-tools"
+    with mounted(dataset["env"], dataset["id"], mnt, "--writable", "--overlay", "tools"):
+        start = time.monotonic()
+        script(mnt, commands)
+        script(expected, commands)
+        editor_save(mnt / "keep" / "edited.txt", "saved\n")
+        editor_save(expected / "keep" / "edited.txt", "saved\n")
+        elapsed = time.monotonic() - start
+        status = json.loads(dsfs(dataset, "status", "--json", str(mnt)).stdout)
+        added = {e["path"] for e in status["added"]}
+        removed = {e["path"] for e in status["removed"]}
+        assert {"copied", "moved_big", "untarred", "repo", "db.sqlite",
+                "keep/edited.txt", "docs/x"} <= added
+        assert {"lower_big", "victim", "docs/page1.txt"} <= removed
+        assert "docs/page0.txt" not in {e["path"] for e in status["modified"]}
+        out = dsfs(dataset, "commit", str(mnt), "-m", "tools")
+        child = out.stdout.strip().splitlines()[-1]
+        assert dsfs(dataset, "status", "--json", str(mnt)).stdout.count("path") == 0
+        diff(mnt, expected, "index")  # git's index holds inode numbers and times
+        fsck = subprocess.run(["git", "-C", str(mnt / "repo"), "fsck", "--no-progress"],
+                              capture_output=True, text=True)
+        assert fsck.returncode == 0, fsck.stderr
+    assert elapsed < 60
+    check_child(dataset, child, expected, "tools", "index")
+    paths = {p for p, _k in delta_paths(dataset, child)}
+    assert not any(p.startswith(("keep/same", "large.bin", "link")) for p in paths)
+    assert "lower_big" in paths and "victim" in paths
+    assert sum(p.startswith("moved_big/") for p in paths) == BIG
+
+
+def test_status_rules_and_errno(dataset: dict) -> None:
+    mnt = dataset["base"] / "mnt-rules"
+    with mounted(dataset["env"], dataset["id"], mnt, "--writable", "--overlay", "rules"):
+        (mnt / "keep" / "same.txt").write_text("unchanged\n")  # same bytes
+        os.rename(mnt / "docs" / "page3.txt", mnt / "docs" / "renamed.txt")
+        os.chmod(mnt / "docs" / "page4.txt", 0o600)
+        status = json.loads(dsfs(dataset, "status", "--json", str(mnt)).stdout)
+        assert status["added"] == [{"path": "docs/renamed.txt", "kind": "file"}]
+        assert status["removed"] == [{"path": "docs/page3.txt", "kind": "file"}]
+        assert status["modified"] == [{"path": "docs/page4.txt", "kind": "file"}]
+        cases = [
+            (lambda: os.link(mnt / "docs" / "page0.txt", mnt / "hard"), errno.EPERM),
+            (lambda: os.mkfifo(mnt / "fifo"), errno.EPERM),
+            (lambda: os.setxattr(mnt / "docs" / "page0.txt", "user.x", b"1"),
+             errno.EOPNOTSUPP),
+            (lambda: os.rmdir(mnt / "docs"), errno.ENOTEMPTY),
+            (lambda: os.mkdir(mnt / "docs"), errno.EEXIST),
+            (lambda: os.rename(mnt / "docs", mnt / "docs" / "inner"), errno.EINVAL),
+            (lambda: os.unlink(mnt / "docs"), errno.EISDIR),
+            (lambda: os.open(mnt / ("n" * 256), os.O_CREAT | os.O_WRONLY), errno.ENAMETOOLONG),
+        ]
+        for call, code in cases:
+            with pytest.raises(OSError) as info:
+                call()
+            assert info.value.errno == code, (call, info.value)
+        # an open file that is unlinked stays usable through its descriptor
+        fd = os.open(mnt / "docs" / "page0.txt", os.O_RDWR)
+        os.unlink(mnt / "docs" / "page0.txt")
+        os.pwrite(fd, b"PAGE", 0)
+        assert os.pread(fd, 100, 0) == b"PAGE 0\nline two\n"
+        os.close(fd)
+        # truncation copies up only what survives it
+        os.truncate(mnt / "large.bin", 10)
+        assert (mnt / "large.bin").read_bytes() == (dataset["src"] / "large.bin").read_bytes()[:10]
+        dsfs(dataset, "discard", str(mnt))
+        time.sleep(1.2)  # the kernel's entry timeout
+        assert dsfs(dataset, "status", "--json", str(mnt)).stdout.count("path") == 0
+        assert (mnt / "docs" / "page3.txt").exists()
+        assert (mnt / "large.bin").stat().st_size == 9 << 20
+
+
+def test_kill_with_edits_then_remount_and_commit(dataset: dict) -> None:
+    mnt = dataset["base"] / "mnt-kill"
+    args = ("--writable", "--overlay", str(dataset["base"] / "kill-overlay"))
+    with mounted(dataset["env"], dataset["id"], mnt, *args) as proc:
+        (mnt / "new").mkdir()
+        (mnt / "new" / "file.txt").write_text("survives\n")
+        with open(mnt / "docs" / "page1.txt", "a") as f:
+            f.write("appended\n")
+        os.rename(mnt / "lower_big", mnt / "new" / "big")
+        os.chmod(mnt / "keep", 0o700)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not is_mounted(mnt)
+    with mounted(dataset["env"], dataset["id"], mnt, *args):
+        assert (mnt / "new" / "file.txt").read_text() == "survives\n"
+        assert (mnt / "docs" / "page1.txt").read_text().endswith("appended\n")
+        assert len(os.listdir(mnt / "new" / "big")) == BIG
+        assert (mnt / "keep").stat().st_mode & 0o777 == 0o700
+        child = dsfs(dataset, "commit", str(mnt)).stdout.strip().splitlines()[-1]
+    with mounted(dataset["env"], child, dataset["base"] / "ro-kill"):
+        ro = dataset["base"] / "ro-kill"
+        assert (ro / "new" / "file.txt").read_text() == "survives\n"
+        assert len(os.listdir(ro / "new" / "big")) == BIG
+        assert not (ro / "lower_big").exists()
+        assert (ro / "keep").stat().st_mode & 0o777 == 0o500  # read-only mount clears w
+
+
+def test_open_file_during_commit_and_failed_commit(dataset: dict) -> None:
+    mnt = dataset["base"] / "mnt-open"
+    store = Path(dataset["env"]["DSFS_STORE"])
+    with mounted(dataset["env"], dataset["id"], mnt, "--writable", "--overlay", "open"):
+        f = open(mnt / "open.txt", "w")  # noqa: SIM115 - held across the commit
+        f.write("before\n")
+        f.flush()
+        # a failed commit (the store refuses new packs) leaves the edits and no version
+        versions_before = dsfs(dataset, "search", "--json").stdout
+        shutil.move(store / "packs", store / "packs.off")
+        (store / "packs").write_text("not a directory")
+        failed = dsfs(dataset, "commit", str(mnt), check=False)
+        (store / "packs").unlink()
+        shutil.move(store / "packs.off", store / "packs")
+        assert failed.returncode != 0 and "Traceback" not in failed.stderr
+        assert dsfs(dataset, "search", "--json").stdout == versions_before
+        taken = dsfs(dataset, "commit", str(mnt), "--version", "1.0.0", check=False)
+        assert taken.returncode == 5, taken.stderr
+        child = dsfs(dataset, "commit", str(mnt), "--tags", "x,y").stdout.strip()
+        child = child.splitlines()[-1]
+        f.write("after\n")
+        f.close()
+        status = json.loads(dsfs(dataset, "status", "--json", str(mnt)).stdout)
+        assert status["modified"] == [{"path": "open.txt", "kind": "file"}]
+        second = dsfs(dataset, "commit", str(mnt))
+        assert "no longer the latest" not in second.stderr
+    with mounted(dataset["env"], child, dataset["base"] / "ro-open"):
+        assert (dataset["base"] / "ro-open" / "open.txt").read_text() == "before\n"
+    # a commit on a version that is no longer the latest says so
+    with mounted(dataset["env"], child, mnt, "--writable", "--overlay", "stale"):
+        (mnt / "z").write_text("z")
+        out = dsfs(dataset, "commit", str(mnt))
+        assert "no longer the latest" in out.stderr
+
+
+def test_commands_need_a_writable_mount(dataset: dict, tmp_path: Path) -> None:
+    out = dsfs(dataset, "status", str(tmp_path), check=False)
+    assert out.returncode == 3 and "not mounted" in out.stderr
+    mnt = dataset["base"] / "mnt-ro"
+    with mounted(dataset["env"], dataset["id"], mnt):
+        out = dsfs(dataset, "commit", str(mnt), check=False)
+        assert out.returncode == 10 and "not a writable" in out.stderr
+    force_unmount(mnt)
