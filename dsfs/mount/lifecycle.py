@@ -122,6 +122,10 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
             ops = session.ops
         else:
             ops = Operations(VersionFS(source), reader)
+        # From the moment the kernel shows the mount, a SIGTERM must unmount
+        # cleanly; until trio's receiver takes over, remember it here.
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, _remember_signal)
         try:
             pyfuse3.init(ops, path, fuse_options(header, allow_other, debug,
                                                  writable=session is not None))
@@ -217,9 +221,21 @@ async def _main(reader: ChunkReader, ready_fd: int | None, session: Session | No
         nursery.cancel_scope.cancel()
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_early_signals: list[int] = []
+
+
+def _remember_signal(signum: int, _frame: object) -> None:
+    _early_signals.append(signum)
+
+
 async def _on_signal(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+    with trio.open_signal_receiver(*_STOP_SIGNALS) as signals:
         task_status.started()
+        if _early_signals:  # arrived between the mount and this receiver
+            log.info("received %s: unmounting", signal.Signals(_early_signals[0]).name)
+            pyfuse3.terminate()
+            return
         async for signum in signals:
             log.info("received %s: unmounting", signal.Signals(signum).name)
             pyfuse3.terminate()
