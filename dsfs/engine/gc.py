@@ -59,7 +59,8 @@ def collect(repo: Repository, grace_seconds: float, dry_run: bool = False,
             reporter: Reporter | None = None) -> GcResult:
     reporter = reporter or Reporter()
     result = GcResult()
-    now = store_now(repo)
+    # A dry run writes nothing, not even the clock probe: it uses this machine's clock.
+    now = time.time() if dry_run else store_now(repo)
     catalog = cat.Catalog(repo)
     manifest_infos = {info.key[len("versions/"):]: info for info in repo.store.list("versions/")}
     headers = {}

@@ -287,6 +287,38 @@ class S3Store(Store):
             )
         return data
 
+    def get_head(self, key: str, length: int) -> bytes:
+        """One ranged GET for the first bytes (manifest headers), not the whole object."""
+        if length <= 0:
+            return b""
+        try:
+            return self._read("read", key, Range=f"bytes=0-{length - 1}")
+        except StoreError as exc:
+            if "InvalidRange" not in str(exc):
+                raise
+            return b""  # an empty object has no byte 0
+
+    def remove_stale_uploads(self, older_than: float) -> int:
+        """Abort multipart uploads under the prefix that a killed writer left behind."""
+        cutoff = time.time() - older_than
+        removed = 0
+        paginator = self._client.get_paginator("list_multipart_uploads")
+        pages = iter(paginator.paginate(Bucket=self.bucket, Prefix=self._root))
+        while True:
+            page = self._call("list uploads", "/", lambda: next(pages, None))
+            if page is None:
+                return removed
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"].timestamp() >= cutoff:
+                    continue
+                self._abort_upload(upload["Key"], upload["UploadId"])
+                removed += 1
+
+    def _abort_upload(self, full_key: str, upload_id: str) -> None:
+        self._call("abort upload", full_key[len(self._root):],
+                   lambda: self._client.abort_multipart_upload(
+                       Bucket=self.bucket, Key=full_key, UploadId=upload_id))
+
     def stat(self, key: str) -> ObjectInfo | None:
         full = self._key(key)
         try:
