@@ -29,3 +29,15 @@ step "$dsfs" lineage "$project/$name"
 copy=$("$dsfs" get "$project/$name")
 printf '\n$ dsfs get %s\n%s\n' "$project/$name" "$copy"
 step ls -R "$copy"
+
+# Mount the version as a read-only directory (needs /dev/fuse; root or the fuse group).
+if [ -e /dev/fuse ] && command -v fusermount3 >/dev/null 2>&1; then
+    mnt=$(mktemp -d "${TMPDIR:-/tmp}/dsfs-mnt.XXXXXX")
+    trap 'fusermount3 -u "$mnt" 2>/dev/null || true; rm -rf "$sample"; rmdir "$mnt" 2>/dev/null || true' EXIT
+    step "$dsfs" mount "$project/$name" "$mnt"
+    step ls -l "$mnt" "$mnt/labels"
+    step "$dsfs" mounts
+    step "$dsfs" umount "$mnt"
+else
+    echo "(no /dev/fuse here: skipping 'dsfs mount')"
+fi
