@@ -108,8 +108,11 @@ class Repository:
     def _manifest_cache_path(self, version_id: str) -> Path:
         return self.cache_root / "manifests" / self.store_id.hex() / version_id
 
-    def manifest_bytes(self, version_id: str) -> bytes:
-        """The whole manifest object, from memory, the local cache or the store."""
+    def manifest_bytes(self, version_id: str, memo: bool = True) -> bytes:
+        """The whole manifest object, from memory, the local cache or the store.
+
+        With ``memo=False`` the bytes are not kept in memory for later calls (for
+        a caller that reads a big manifest once, such as the tree indexer)."""
         data = self._manifest_memo.get(version_id)
         if data is not None:
             return data
@@ -120,7 +123,8 @@ class Repository:
             data = self.store.get(mf.manifest_key(version_id))
             _check_id(mf.decode_header(data), version_id)
             _write_atomic(path, data)
-        self._manifest_memo[version_id] = data
+        if memo:
+            self._manifest_memo[version_id] = data
         return data
 
     def header(self, version_id: str) -> mf.Header:

@@ -177,6 +177,11 @@ def test_open_keeps_cache_and_refuses_writes() -> None:
     assert call(ops, "read", 7, 0, 3) == b"xxx"
 
 
+def test_flush_is_enosys_so_the_kernel_stops_sending_it() -> None:
+    ops = Operations(FakeVfs(), FakeReader())  # type: ignore[arg-type]
+    assert fuse_errno(ops, "flush", 7) == errno.ENOSYS
+
+
 def test_getxattr_has_no_attributes() -> None:
     ops = Operations(FakeVfs(), FakeReader())  # type: ignore[arg-type]
     assert fuse_errno(ops, "getxattr", 5, b"user.x", None) == pyfuse3.ENOATTR

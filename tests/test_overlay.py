@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_mount_support import force_unmount, is_mounted, mounted, needs_fuse, run
+from test_mount_support import force_unmount, is_mounted, mount_row, mounted, needs_fuse, run
 
 pytestmark = needs_fuse
 
@@ -140,6 +140,8 @@ def test_real_tools_then_commit(dataset: dict, tmp_path: Path) -> None:
         assert "docs/page0.txt" not in {e["path"] for e in status["modified"]}
         out = dsfs(dataset, "commit", str(mnt), "-m", "tools")
         child = out.stdout.strip().splitlines()[-1]
+        row = mount_row(dataset["env"], mnt)
+        assert row is not None and row["version_id"] == child, row
         assert dsfs(dataset, "status", "--json", str(mnt)).stdout.count("path") == 0
         diff(mnt, expected, "index")  # git's index holds inode numbers and times
         fsck = subprocess.run(["git", "-C", str(mnt / "repo"), "fsck", "--no-progress"],
@@ -264,3 +266,76 @@ def test_commands_need_a_writable_mount(dataset: dict, tmp_path: Path) -> None:
         out = dsfs(dataset, "commit", str(mnt), check=False)
         assert out.returncode == 10 and "not a writable" in out.stderr
     force_unmount(mnt)
+
+
+def version_ids(dataset: dict) -> set[str]:
+    return {v["id"] for v in json.loads(dsfs(dataset, "search", "--json").stdout)}
+
+
+@pytest.mark.parametrize("step", ["manifest", "claim", "rebase", "lost-reply"])
+def test_commit_killed_at_each_step(dataset: dict, step: str) -> None:
+    """A commit killed before the manifest, between manifest and claim, or after
+    the claim (or whose claim reply is lost): no version or exactly one, the
+    edits in place, and committing again never publishes a duplicate."""
+    mnt = dataset["base"] / f"mnt-crash-{step}"
+    args = ("--writable", "--overlay", str(dataset["base"] / f"crash-{step}"))
+    before = version_ids(dataset)
+    hooked = {**dataset["env"], "DSFS_TEST_COMMIT_CRASH": step}
+    with mounted(hooked, dataset["id"], mnt, *args) as proc:
+        (mnt / "crash.txt").write_text(f"{step}\n")
+        with open(mnt / "docs" / "page2.txt", "a") as f:
+            f.write("more\n")
+        first = dsfs(dataset, "commit", str(mnt), check=False)
+        if step == "lost-reply":
+            assert first.returncode == 0, first.stderr
+            assert len(version_ids(dataset) - before) == 1
+            again = dsfs(dataset, "commit", str(mnt), check=False)
+            assert again.returncode != 0 and "nothing to commit" in again.stderr
+            assert len(version_ids(dataset) - before) == 1
+            return
+        assert first.returncode != 0
+        proc.wait(timeout=30)
+        assert proc.returncode == -signal.SIGKILL
+    new = version_ids(dataset) - before
+    assert len(new) == (1 if step == "rebase" else 0), new
+    with mounted(dataset["env"], dataset["id"], mnt, *args):
+        assert (mnt / "crash.txt").read_text() == f"{step}\n"
+        assert (mnt / "docs" / "page2.txt").read_text().endswith("more\n")
+        out = dsfs(dataset, "commit", str(mnt))
+        child = out.stdout.strip().splitlines()[-1]
+        again = dsfs(dataset, "commit", str(mnt), check=False)
+        assert again.returncode != 0 and "nothing to commit" in again.stderr
+    new = version_ids(dataset) - before
+    assert new == {child}, (new, child)
+    paths = {p for p, _k in delta_paths(dataset, child)}
+    assert paths == {"crash.txt", "docs/page2.txt"}
+
+
+def test_partial_copy_up_fetches_only_touched_chunks(dataset: dict) -> None:
+    """An append to a two-chunk file copies up only its last chunk; a write in
+    the middle of the first fetches that one; reads and the commit see the
+    whole file."""
+    mnt = dataset["base"] / "mnt-partial"
+    overlay = dataset["base"] / "partial-overlay"
+    original = (dataset["src"] / "large.bin").read_bytes()
+
+    def stored() -> int:
+        return sum(p.stat().st_blocks * 512 for p in (overlay / "data").iterdir())
+
+    with mounted(dataset["env"], dataset["id"], mnt, "--writable", "--overlay", str(overlay)):
+        with open(mnt / "large.bin", "ab") as f:
+            f.write(b"appended")
+        assert stored() < 2 << 20  # the last chunk (1 MiB) and the tail, not 9 MiB
+        expected = original + b"appended"
+        assert (mnt / "large.bin").read_bytes() == expected
+        with open(mnt / "large.bin", "r+b") as f:
+            f.seek(100)
+            f.write(b"middle")
+        expected = expected[:100] + b"middle" + expected[106:]
+        assert (mnt / "large.bin").read_bytes() == expected
+        status = json.loads(dsfs(dataset, "status", "--json", str(mnt)).stdout)
+        assert status["modified"] == [{"path": "large.bin", "kind": "file"}]
+        child = dsfs(dataset, "commit", str(mnt)).stdout.strip().splitlines()[-1]
+        assert (mnt / "large.bin").read_bytes() == expected
+    with mounted(dataset["env"], child, dataset["base"] / "ro-partial"):
+        assert (dataset["base"] / "ro-partial" / "large.bin").read_bytes() == expected

@@ -20,7 +20,7 @@ from dsfs.overlay.upper import Upper
 from dsfs.vfs import ROOT_INO, InvalidArgument, MemoryTreeSource
 
 
-def lower_tree(big: int = 300) -> MemoryTreeSource:
+def lower_tree(big: int = 300, huge: int = 0) -> MemoryTreeSource:
     tree = {
         "d": Entry("d", DIR, 0, stat.S_IFDIR | 0o755, 1),
         "d/a.txt": Entry("d/a.txt", FILE, 3, stat.S_IFREG | 0o644, 1, "xxh:a"),
@@ -30,6 +30,8 @@ def lower_tree(big: int = 300) -> MemoryTreeSource:
     }
     for i in range(big):
         tree[f"big/f{i}"] = Entry(f"big/f{i}", FILE, 1, stat.S_IFREG | 0o644, 1, f"xxh:{i}")
+    if huge:
+        tree["huge"] = Entry("huge", FILE, huge, stat.S_IFREG | 0o644, 1, "xxh:h")
     return MemoryTreeSource(tree)
 
 
@@ -111,3 +113,69 @@ def test_delta_source_is_the_child_tree() -> None:
     assert [n for n, _e in source.children("")] == ["d", "l"]
     assert [n for n, _e in source.children("d")] == ["a.txt", "b.txt", "c.txt"]
     assert source.entry("l").kind == FILE
+
+
+def test_forgotten_nodes_are_released(tmp_path: Path) -> None:
+    """What the kernel forgets does not stay in memory: the children of an
+    unchanged directory go once none is referenced; changed ones stay."""
+    fs = open_fs(tmp_path / "o", lower_tree(big=1000))
+    big = fs.lookup(ROOT_INO, "big").ino
+    fs.remember(big)
+    before = fs.node_count()
+    for _name, attr in fs.readdir(big):  # readdirplus: one reference per entry
+        fs.remember(attr.ino)
+    assert fs.node_count() >= before + 1000
+    names = fs.readdir(big)
+    for _name, attr in names[:-1]:
+        fs.forget(attr.ino, 1)
+    assert fs.node_count() >= before + 1000  # one child is still referenced
+    fs.forget(names[-1][1].ino, 1)
+    assert fs.node_count() == before
+    assert len(fs.readdir(big)) == 1000  # made again from the lower layer
+    # a changed directory keeps its children; a removed node goes when forgotten
+    d = fs.lookup(ROOT_INO, "d").ino
+    a = fs.lookup(d, "a.txt").ino
+    fs.remember(a)
+    fs.unlink(d, "a.txt")
+    fs.forget(a, 1)
+    with pytest.raises(Exception):  # noqa: B017, PT011 - NoEntry
+        fs.node(a)
+    assert "b.txt" in dict(fs.readdir(d))
+
+
+def test_partial_copy_up_keeps_untouched_blocks_below(tmp_path: Path) -> None:
+    """A copied-up file is sparse: blocks no write touched stay the lower
+    entry's, through a truncation and a remount."""
+    from dsfs.overlay.fs import BLOCK
+
+    size = 2 * BLOCK + 10
+    tree = lower_tree(big=0, huge=size)
+    fs = open_fs(tmp_path / "o", tree)
+    node = fs.resolve("huge")
+    fs.open(node.ino, True)
+    plan = fs.copy_up_plan(node, None)
+    assert plan is not None and plan.length == size
+    fs.copy_up_done(plan)
+    assert node.missing == {0, 1, 2} and node.lower is not None
+    assert os.stat(fs.upper.data_path(node.data or "")).st_blocks == 0  # nothing fetched
+    # an append touches only the last block; a whole block written needs no fetch
+    assert fs.missing_blocks(node, size, size + 5, covered=True) == [(2, 2 * BLOCK, size)]
+    assert fs.missing_blocks(node, 0, BLOCK, covered=True) == [(0, 0, 0)]
+    fs.block_filled(node, 2)
+    fs.write(node, size, b"tail!")
+    assert fs.read_plan(node, BLOCK - 2, 4) == [(True, BLOCK - 2, BLOCK),
+                                                (True, BLOCK, BLOCK + 2)]
+    assert fs.read_plan(node, size - 1, 10) == [(False, size - 1, size + 5)]
+    fs.setattr(node.ino, size=BLOCK + 3)  # cuts block 1's lower bytes at BLOCK + 3
+    assert node.missing == {0, 1} and node.lower_end == BLOCK + 3
+    fs.setattr(node.ino, size=BLOCK + 100)  # what grows back is zeros, not lower bytes
+    assert fs.read_plan(node, BLOCK, 100) == [(True, BLOCK, BLOCK + 3),
+                                              (False, BLOCK + 3, BLOCK + 100)]
+    fs.release(node, True)
+    fs.upper.close()
+    again = open_fs(tmp_path / "o", tree)
+    copy = again.resolve("huge")
+    assert (copy.missing, copy.lower_end, copy.size) == ({0, 1}, BLOCK + 3, BLOCK + 100)
+    again.block_filled(copy, 0)
+    again.block_filled(copy, 1)
+    assert copy.missing is None and copy.lower is None

@@ -269,3 +269,50 @@ def test_random_histories_match_the_resolver(repo: Repository, seed: int) -> Non
     fresh = Repository(repo.store, repo.cache_root)
     for h in versions:
         assert walk(open_tree_source(fresh, h))[0] == TreeResolver(repo).tree(h.id)
+
+
+def test_forgetting_trees_takes_dependents_and_spares_what_mounts_use(
+        repo: Repository) -> None:
+    from dsfs.vfs.lmdbsource import forget_trees
+
+    base = publish(repo, [file("a/f"), file("b/g", 2)])
+    child = publish(repo, [file("a/h", 3)], [base.id])
+    other = publish(repo, [file("x", 4)])
+    for header in (child, other):
+        walk(open_tree_source(repo, header))
+    index = repo.cache.index
+    raw = {h.id: bytes.fromhex(h.id) for h in (base, child, other)}
+    assert index.tree_version_ids() == set(raw.values())
+    # a mounted child keeps its base
+    assert forget_trees(index, {raw[base.id]}, keep=[raw[child.id]]) == 0
+    assert index.tree_version_ids() == set(raw.values())
+    # unmounted: the base goes, and the child whose listings point into it
+    assert forget_trees(index, {raw[base.id]}) == 2
+    assert index.tree_version_ids() == {raw[other.id]}
+    assert index.tree_version(raw[child.id]) is None
+    # indexed again on the next use, and the same tree
+    check_same(repo, child)
+    assert forget_trees(index, None) == 3
+    assert index.tree_version_ids() == set()
+
+
+def test_cache_housekeeping_forgets_trees_of_gone_versions(
+        repo: Repository, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsfs.mount import cachectl
+
+    mounts: list[object] = []
+    monkeypatch.setattr(cachectl.table, "dsfs_mounts", lambda: mounts)
+
+    keep = publish(repo, [file("a/f")])
+    gone_version = publish(repo, [file("b/g", 2)])
+    for header in (keep, gone_version):
+        walk(open_tree_source(repo, header))
+    repo.store.delete(mf.manifest_key(gone_version.id))
+    assert cachectl.forget_gone_trees(repo) == 1
+    assert repo.cache.index.tree_version_ids() == {bytes.fromhex(keep.id)}
+    assert cachectl.forget_gone_trees(repo) == 0
+    mounts.append(object())  # while a mount runs, clear keeps every tree
+    assert cachectl.clear_trees(repo.cache) is None
+    mounts.clear()
+    assert cachectl.clear_trees(repo.cache) == 1
+    assert repo.cache.index.tree_version_ids() == set()

@@ -74,6 +74,30 @@ def test_inodes_are_stable_and_unique() -> None:
     assert len(set(first.values()) | {a, ROOT_INO}) == len(first) + 2
 
 
+def test_inodes_of_a_whole_tree_are_unique_and_lead_back_to_their_paths() -> None:
+    odd = "caf\udce9"  # a name that is not valid UTF-8 (surrogate-escaped)
+    many = {f"n{i}": Entry(f"w/d{i % 7}/f{i:03d}", FILE, i, 0o100644, 0, CID, ())
+            for i in range(200)}
+    fs = make_fs(**many, odd=Entry(f"w/{odd}", FILE, 3, 0o100644, 0, CID, ()))
+    seen: dict[int, str] = {}
+    todo = [(ROOT_INO, "")]
+    while todo:
+        ino, path = todo.pop()
+        for name, attr, _ in fs.readdir(ino, 0):
+            child = f"{path}/{name}" if path else name
+            assert attr.ino not in seen and attr.ino != ROOT_INO
+            seen[attr.ino] = child
+            assert fs.path_of(attr.ino) == child
+            assert fs.lookup(ino, name).ino == attr.ino
+            assert fs.getattr(attr.ino) == attr
+            if stat.S_ISDIR(attr.mode):
+                assert fs.lookup(attr.ino, "..").ino == ino
+                todo.append((attr.ino, child))
+    assert f"w/{odd}" in seen.values() and len(seen) == fs.inode_count - 1  # and the root
+    with pytest.raises(NoEntry):
+        fs.getattr(fs.inode_count + 5)
+
+
 def test_readdir_sorted_and_resumable() -> None:
     many = {f"n{i}": Entry(f"dir/n{i:03d}", FILE, 0, 0o100644, 0, CID, ())
             for i in range(250)}

@@ -8,7 +8,7 @@ import time
 import click
 
 from dsfs.catalog import Ref
-from dsfs.errors import UsageError
+from dsfs.errors import StoreError, UsageError
 from dsfs.mount import cachectl
 
 from ..context import AppContext, parse_ref_text, pass_app
@@ -48,20 +48,35 @@ def stats(app: AppContext, as_json: bool) -> None:
               help=f"Shrink to this size (e.g. 20G) [default: ${cachectl.SIZE_ENV}].")
 @pass_app
 def prune(app: AppContext, size_text: str | None) -> None:
-    """Evict least recently used chunks until the cache fits SIZE."""
+    """Evict least recently used chunks until the cache fits SIZE; forget the
+    memoized trees of versions the store no longer holds."""
     limit = cachectl.parse_size(size_text) if size_text else cachectl.default_limit()
     if limit is None:
         raise UsageError(f"give --size or set ${cachectl.SIZE_ENV}")
     removed, freed = cachectl.prune(app.repo.cache, limit)
     click.echo(f"removed {removed} chunk(s), {human_size(freed)}")
+    try:
+        forgotten = cachectl.forget_gone_trees(app.repo)
+    except StoreError as exc:
+        click.echo(f"version trees not checked (store unreachable: {exc})", err=True)
+    else:
+        if forgotten:
+            click.echo(f"forgot the trees of {forgotten} version(s) gone from the store")
 
 
 @cache.command()
 @pass_app
 def clear(app: AppContext) -> None:
-    """Remove every cached chunk (manifests stay)."""
+    """Remove every cached chunk and memoized version tree (manifests stay).
+
+    Version trees are kept while a dsfs mount is running."""
     removed, freed = cachectl.clear(app.repo.cache)
     click.echo(f"removed {removed} chunk(s), {human_size(freed)}")
+    forgotten = cachectl.clear_trees(app.repo.cache)
+    if forgotten is None:
+        click.echo("version trees kept: a dsfs mount is running")
+    else:
+        click.echo(f"forgot the trees of {forgotten} version(s)")
 
 
 @cache.command(name="verify")

@@ -116,7 +116,7 @@ def mounts(as_json: bool) -> None:
     for record in table.dsfs_mounts():
         state = record.state
         rows.append({
-            "mountpoint": record.mountpoint, "version_id": record.version_id,
+            "mountpoint": record.mountpoint, "version_id": record.current_version_id,
             "project": state.get("project"), "name": state.get("name"),
             "version": state.get("version"), "pid": record.pid,
             "alive": record.alive, "log": state.get("log"),

@@ -66,11 +66,21 @@ Tables (all integers little-endian):
     A resolved listing that no single delta holds (a merge of parents, or a
     parent's listing with the version's changes); written before the
     ``tree_dirs`` record that points at it.
+
+The four ``tree_*`` tables are keyed by version first, so forgetting a version
+is a range delete (``forget_tree_versions``), and ``clear_trees`` empties
+them all.  A version's records may point at an ancestor's (``tree_dirs``
+owners), so whoever forgets a version also forgets the versions that depend
+on it (``dsfs.vfs.lmdbsource.forget_trees`` decides which); a mount that is
+running keeps its memo in memory and needs its records, so ``dsfs cache
+clear`` and ``prune`` leave the trees of mounted versions alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import struct
 import threading
@@ -93,6 +103,10 @@ BATCH = 1000
 
 #: Virtual size of the map; LMDB only uses what it needs on disk.
 MAP_SIZE = 1 << 36
+
+#: ``madvise`` advice letting the kernel drop a mapping's pages (they are read
+#: again from the page cache, or the file, on the next touch).
+_MADV_DONTNEED = 4
 
 _envs: dict[str, lmdb.Environment] = {}
 _envs_lock = threading.Lock()
@@ -134,6 +148,22 @@ class CacheIndex:
 
     def sync(self) -> None:
         self.env.sync(True)
+
+    def release_pages(self) -> None:
+        """Drop this process's resident pages of the LMDB map.
+
+        LMDB reads through a shared, read-only mapping of ``data.mdb``: every
+        page a reader touches stays resident in the process (and counts in its
+        RSS) until the kernel reclaims it.  A mount that walks a big tree
+        touches the whole tree; calling this now and then keeps its resident
+        set to what it touched since.  Safe at any time, also while other
+        threads read: the pages are file-backed and never written through the
+        map, so a later touch faults them in again from the page cache.
+        """
+        span = _map_span(self.env.path())
+        if span is not None and _libc is not None:
+            start, length = span
+            _libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), _MADV_DONTNEED)
 
     # -- chunks ------------------------------------------------------------
 
@@ -318,6 +348,46 @@ class CacheIndex:
                 txn.put(key, value, db=self._tree_listings)
             txn.put(prefix, record, db=self._tree_dirs)
 
+    def tree_version_ids(self) -> set[bytes]:
+        """Every version with a record in any ``tree_*`` table (also half-indexed ones)."""
+        found: set[bytes] = set()
+        with self.env.begin() as txn:
+            for db in self._tree_tables():
+                cursor = txn.cursor(db=db)
+                if not cursor.first():
+                    continue
+                while True:
+                    vid = bytes(cursor.key()[:16])
+                    found.add(vid)
+                    # skip to the first key of the next version
+                    if not cursor.set_range(vid + b"\xff" * 495):
+                        break
+                    if cursor.key()[:16] == vid and not cursor.next():
+                        break
+        return found
+
+    def forget_tree_versions(self, version_ids: Iterable[bytes]) -> None:
+        """Delete every ``tree_*`` record of these versions, one transaction each
+        (the ``tree_versions`` mark first: a reader then indexes it again)."""
+        for vid in version_ids:
+            with self.env.begin(write=True) as txn:
+                for db in self._tree_tables():
+                    cursor = txn.cursor(db=db)
+                    if cursor.set_range(vid):
+                        while cursor.key()[:16] == vid:
+                            if not cursor.delete():
+                                break
+
+    def clear_trees(self) -> None:
+        """Empty the four ``tree_*`` tables."""
+        with self.env.begin(write=True) as txn:
+            for db in self._tree_tables():
+                txn.drop(db, delete=False)
+
+    def _tree_tables(self) -> tuple[lmdb._Database, ...]:
+        return (self._tree_versions, self._tree_dirs, self._tree_listings,
+                self._tree_deltas)
+
     def tree_listing_record(self, version_id: bytes, dir_key: bytes, name: bytes
                             ) -> bytes | None:
         with self.env.begin(db=self._tree_listings) as txn:
@@ -344,6 +414,32 @@ class CacheIndex:
         with self.env.begin(db=db, write=True) as txn:
             for key, value in items:
                 txn.put(key, value)
+
+
+def _load_libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    libc = ctypes.CDLL(name, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
+
+
+_libc = _load_libc()
+
+
+def _map_span(directory: str) -> tuple[int, int] | None:
+    """(address, length) of this process's mapping of ``directory``/data.mdb."""
+    target = os.path.join(os.path.realpath(directory), "data.mdb")
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                if line.rstrip("\n").endswith(target):
+                    low, high = line.split(None, 1)[0].split("-")
+                    return int(low, 16), int(high, 16) - int(low, 16)
+    except OSError:
+        pass
+    return None
 
 
 def index_dir(cache_root: Path) -> Path:

@@ -3,9 +3,13 @@
 
 Reads of files still in the lower layer go to the ``ChunkReader`` (as in the
 read-only adapter); upper files are read and written with ``pread`` and
-``pwrite`` on their data file.  The first write to a lower file copies it up:
-the whole file, except when the write is a truncation, which copies only the
-bytes that survive it (``O_TRUNC`` and ``truncate(0)`` fetch nothing).
+``pwrite`` on their data file.  The first change to a lower file copies it
+up lazily: a sparse data file of the surviving size, whose blocks (the
+store's chunks) stay the lower file's until a write touches them; a write
+fetches only the blocks it touches and does not wholly replace (an append
+fetches at most the last one; ``O_TRUNC`` and truncations fetch nothing).
+Reads of a partly copied file take each piece from where it is.  Status and
+commit fill the remaining blocks first (``fill_all``).
 
 Every request that changes the tree passes the ``Gate``: a commit closes it,
 waits for the changes in flight to finish, and opens it again once the child
@@ -17,7 +21,9 @@ else is EIO and a log line, never the end of the mount.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
+import logging
 import os
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -37,6 +43,8 @@ from dsfs.vfs import Attr, NoEntry, OpenFile
 #: through this mount, so the kernel's view stays right; a commit changes nothing
 #: visible and a discard invalidates the top-level names it replaces.
 TIMEOUT = 24 * 3600.0
+
+log = logging.getLogger("dsfs.fuse.writable")
 
 WRITABLE_ERRNO: dict[type[BaseException], int] = {**ERRNO, **OVERLAY_ERRNO}
 _WRITE_ACCESS = os.O_WRONLY | os.O_RDWR
@@ -145,6 +153,7 @@ class WritableOperations(Operations):
         self._listings: dict[int, tuple[int, _Listing]] = {}
         self._next_fh = 1
         self._copying: dict[int, trio.Event] = {}
+        self._filling: dict[tuple[int, int], trio.Event] = {}  # (inode, block)
 
     def _fh(self) -> int:
         fh = self._next_fh
@@ -157,7 +166,9 @@ class WritableOperations(Operations):
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
                      ) -> pyfuse3.EntryAttributes:
         try:
-            return attributes(self.fs.lookup(parent_inode, os.fsdecode(name)))
+            attr = self.fs.lookup(parent_inode, os.fsdecode(name))
+            self.fs.remember(attr.ino)
+            return attributes(attr)
         except NoEntry:
             out = pyfuse3.EntryAttributes()
             out.st_ino = 0
@@ -174,7 +185,9 @@ class WritableOperations(Operations):
 
     @guarded
     async def opendir(self, inode: int, ctx: Any = None) -> int:
-        self.fs.children(self.fs.node(inode))
+        node = self.fs.node(inode)
+        self.fs.children(node)
+        node.opens += 1  # its children stay while it is being listed
         fh = self._fh()
         self._listings[fh] = (inode, _Listing())
         return fh
@@ -189,10 +202,14 @@ class WritableOperations(Operations):
             name, attr = listing.items[pos]
             if not pyfuse3.readdir_reply(token, os.fsencode(name), attributes(attr), pos + 1):
                 break
+            self.fs.remember(attr.ino)
 
     @guarded
     async def releasedir(self, fh: int) -> None:
-        self._listings.pop(fh, None)
+        listing = self._listings.pop(fh, None)
+        if listing is not None:
+            with contextlib.suppress(NoEntry):
+                self.fs.node(listing[0]).opens -= 1
 
     @guarded
     async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
@@ -215,12 +232,10 @@ class WritableOperations(Operations):
         self.fs.node(inode)
         return True
 
-    @guarded
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
-        self.fs.node(inode)
-        # EOPNOTSUPP, not ENODATA: the kernel then stops asking (it otherwise asks
-        # for security.capability before every write)
-        raise NotSupported("extended attributes are not stored")
+        # ENOSYS: the kernel stops asking (it otherwise asks for security.capability
+        # before every write) and answers EOPNOTSUPP itself from then on
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     @guarded
     async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
@@ -236,7 +251,11 @@ class WritableOperations(Operations):
         raise NotSupported("extended attributes are not stored")
 
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        return None  # nodes live as long as the mount (inode numbers stay stable)
+        try:
+            for inode, count in inode_list:
+                self.fs.forget(inode, count)
+        except Exception:  # noqa: BLE001 - forget has no reply; keep the mount up
+            log.exception("forget failed")
 
     # -- files ------------------------------------------------------------------------
 
@@ -264,7 +283,19 @@ class WritableOperations(Operations):
         handle = self._handles[fh]
         node = handle.node
         if node.data is not None and node.fd is not None:
-            return os.pread(node.fd, size, off)
+            if not node.missing:
+                return os.pread(node.fd, size, off)
+            parts = []
+            for lower, start, end in self.fs.read_plan(node, off, size):
+                if lower:
+                    parts.append(await self._read_lower(handle, start, end - start))
+                else:
+                    parts.append(os.pread(node.fd, end - start, start))
+            return b"".join(parts)
+        return await self._read_lower(handle, off, size)
+
+    async def _read_lower(self, handle: _Handle, off: int, size: int) -> bytes:
+        node = handle.node
         entry = node.lower
         if entry is None:
             return b""
@@ -281,6 +312,7 @@ class WritableOperations(Operations):
         handle = self._handles[fh]
         async with self.gate:
             await self._copy_up(handle.node, keep=None)
+            await self._fill(handle.node, off, off + len(buf), covered=True)
             return self.fs.write(handle.node, off, buf)
 
     @guarded
@@ -292,9 +324,9 @@ class WritableOperations(Operations):
             self.reader.release(handle.reader_fh)
         self.fs.release(handle.node, handle.writing)
 
-    @guarded
     async def flush(self, fh: int) -> None:
-        return None
+        # nothing to do at close: ENOSYS tells the kernel not to send flush again
+        raise pyfuse3.FUSEError(errno.ENOSYS)
 
     @guarded
     async def fsync(self, fh: int, datasync: bool) -> None:
@@ -317,26 +349,60 @@ class WritableOperations(Operations):
                 return
             done = self._copying[node.ino] = trio.Event()
             try:
-                if plan.length:
-                    rfh = self.reader.open(OpenFile(node.ino, plan.entry))
-                    try:
-                        offset = 0
-                        while offset < plan.length:
-                            data = await self.reader.read(
-                                rfh, offset, min(CHUNK_SIZE, plan.length - offset))
-                            if not data:
-                                break
-                            os.pwrite(plan.fd, data, offset)
-                            offset += len(data)
-                    finally:
-                        self.reader.release(rfh)
-                self.fs.copy_up_done(plan)
+                self.fs.copy_up_done(plan)  # sparse: blocks are fetched by _fill
             except BaseException:
                 self.fs.copy_up_failed(plan)
                 raise
             finally:
                 del self._copying[node.ino]
                 done.set()
+
+    async def _fill(self, node: Node, start: int, end: int, covered: bool = False) -> None:
+        """Copy the lower bytes of the missing blocks overlapping [start, end) into
+        the data file (with ``covered``, not those a write replaces whole)."""
+        while True:
+            spans = self.fs.missing_blocks(node, start, end, covered)
+            if not spans:
+                return
+            block, lo, hi = spans[0]
+            key = (node.ino, block)
+            pending = self._filling.get(key)
+            if pending is not None:
+                await pending.wait()
+                continue
+            done = self._filling[key] = trio.Event()
+            try:
+                if hi > lo:
+                    await self._fetch_into(node, lo, hi)
+                self.fs.block_filled(node, block)
+            finally:
+                del self._filling[key]
+                done.set()
+
+    async def _fetch_into(self, node: Node, lo: int, hi: int) -> None:
+        assert node.lower is not None and node.data is not None
+        fd = node.fd if node.fd is not None else os.open(
+            self.fs.upper.data_path(node.data), os.O_WRONLY | os.O_CLOEXEC)
+        rfh = self.reader.open(OpenFile(node.ino, node.lower))
+        try:
+            offset = lo
+            while offset < hi:
+                data = await self.reader.read(rfh, offset, min(CHUNK_SIZE, hi - offset))
+                if not data:
+                    raise OSError(errno.EIO, f"lower file ended at {offset}, not {hi}")
+                os.pwrite(fd, data, offset)
+                offset += len(data)
+        finally:
+            self.reader.release(rfh)
+            if fd != node.fd:
+                os.close(fd)
+
+    async def fill_all(self) -> None:
+        """Fetch every block still missing from partly copied files (status and
+        commit hash whole data files)."""
+        for node in self.fs.iter_nodes():
+            if node.missing and node.data is not None:
+                await self._fill(node, 0, node.lower_end)
 
     # -- changes ----------------------------------------------------------------------
 
@@ -367,6 +433,7 @@ class WritableOperations(Operations):
             self.fs.open(node.ino, True)
             fh = self._fh()
             self._handles[fh] = _Handle(node, True)
+            self.fs.remember(node.ino)
             return pyfuse3.FileInfo(fh=fh), attributes(self.fs.attr(node))
 
     @guarded
@@ -375,22 +442,25 @@ class WritableOperations(Operations):
         if not stat.S_ISREG(mode):
             raise NotPermitted("dsfs stores only files, directories and symlinks")
         async with self.gate:
-            return attributes(self.fs.attr(self.fs.create(parent_inode, os.fsdecode(name),
-                                                          mode)))
+            return self._entry(self.fs.create(parent_inode, os.fsdecode(name), mode))
 
     @guarded
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any = None
                     ) -> pyfuse3.EntryAttributes:
         async with self.gate:
-            return attributes(self.fs.attr(self.fs.mkdir(parent_inode, os.fsdecode(name),
-                                                         mode)))
+            return self._entry(self.fs.mkdir(parent_inode, os.fsdecode(name), mode))
 
     @guarded
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any = None
                       ) -> pyfuse3.EntryAttributes:
         async with self.gate:
-            node = self.fs.symlink(parent_inode, os.fsdecode(name), os.fsdecode(target))
-            return attributes(self.fs.attr(node))
+            return self._entry(self.fs.symlink(parent_inode, os.fsdecode(name),
+                                               os.fsdecode(target)))
+
+    def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
+        """The reply to a request that gives the kernel a new reference to ``node``."""
+        self.fs.remember(node.ino)
+        return attributes(self.fs.attr(node))
 
     @guarded
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any = None

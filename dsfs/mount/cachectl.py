@@ -5,6 +5,12 @@ limit.  It works only through ``ChunkCache`` and ``CacheIndex`` (no lmdb, no
 pyfuse3 here); it lives beside the mount because the mount is its main user,
 and belongs in ``dsfs.cache`` when that package is next opened.
 
+Besides chunks, the cache's LMDB index memoizes version trees (the
+``tree_*`` tables, ``dsfs.cache.index``): ``clear_trees`` drops them all
+when no dsfs mount is running, and ``forget_gone_trees`` drops those of
+versions the store no longer has (and of versions depending on them), never
+those a running mount uses.
+
 Eviction removes the least recently used chunks (the index's last-access
 time, which readers update in batches) until the cache fits.  It never
 removes a chunk named in ``protect`` (the chunks a mount has open); a chunk
@@ -15,6 +21,7 @@ fetches it again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 from collections.abc import Callable, Iterable
@@ -26,7 +33,9 @@ from dsfs.engine.tree import TreeResolver
 from dsfs.errors import NotFoundError, UsageError
 from dsfs.format.digest import bytes_to_id, chunk_id
 from dsfs.format.manifest import FILE, ChunkRef, Header
+from dsfs.mount import table
 from dsfs.repository import Repository
+from dsfs.vfs.lmdbsource import forget_trees
 
 #: Environment variable giving the default cache size limit (e.g. ``50G``).
 SIZE_ENV = "DSFS_CACHE_SIZE"
@@ -108,6 +117,34 @@ def clear(cache: ChunkCache) -> tuple[int, int]:
             for entry in os.scandir(sub):
                 os.unlink(entry.path)
     return found.chunks, found.bytes
+
+
+def mounted_versions() -> set[bytes]:
+    """Raw ids of the versions that dsfs mounts of this machine serve."""
+    found = set()
+    for record in table.dsfs_mounts():
+        with contextlib.suppress(ValueError):
+            found.add(bytes.fromhex(record.version_id))
+    return found
+
+
+def clear_trees(cache: ChunkCache) -> int | None:
+    """Forget every memoized version tree; None (and nothing forgotten) while a
+    dsfs mount runs, since a mount keeps using its records."""
+    if table.dsfs_mounts():
+        return None
+    return forget_trees(cache.index, None)
+
+
+def forget_gone_trees(repo: Repository) -> int:
+    """Forget the memoized trees of versions the store no longer holds (and of
+    versions whose trees depend on them), except what running mounts use.
+    Returns how many versions were forgotten."""
+    existing = {bytes.fromhex(v) for v in repo.version_ids()}
+    gone = repo.cache.index.tree_version_ids() - existing
+    if not gone:
+        return 0
+    return forget_trees(repo.cache.index, gone, mounted_versions())
 
 
 def verify(cache: ChunkCache, progress: Callable[[int], None] | None = None

@@ -19,6 +19,7 @@ an edit of the child.  Reads go on throughout.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -29,7 +30,14 @@ from typing import Any
 import pyfuse3
 import trio
 
-from dsfs.errors import ConflictError, DsfsError, InputError, NotFoundError, StoreError
+from dsfs.errors import (
+    ConflictError,
+    DsfsError,
+    InputError,
+    NotFoundError,
+    StoreError,
+    UsageError,
+)
 from dsfs.format.manifest import Header
 from dsfs.fuse.writable import WritableOperations
 from dsfs.mount import table
@@ -62,11 +70,14 @@ class Session:
         self.upper = upper
         self.mountpoint = mountpoint
         self._fresh_source = fresh_source  # header -> TreeSource, for discard
+        #: a commit whose publish failed and whose outcome the store could not tell
+        self._unsettled: oc.Committed | None = None
 
     # -- requests ----------------------------------------------------------------------
 
     async def status(self) -> dict[str, Any]:
         async with self.ops.gate.hold():
+            await self.ops.fill_all()
             regions = oc.collect(self.fs)
             result = await trio.to_thread.run_sync(oc.status, regions)
         return {"ok": True, "version_id": self.header.id, "version": self.header.version,
@@ -76,9 +87,23 @@ class Session:
     async def commit(self, message: str, version: str | None, tags: list[str]) -> dict:
         async with self.ops.gate.hold():
             self.upper.sync()
-            regions = oc.collect(self.fs)
-            done = await trio.to_thread.run_sync(
-                oc.build, self.repo, self.header, regions, self.upper, message, version, tags)
+            done = await self._earlier_attempt()
+            if done is None:
+                await self.ops.fill_all()
+                regions = oc.collect(self.fs)
+                try:
+                    done = await trio.to_thread.run_sync(
+                        oc.build, self.repo, self.header, regions, self.upper, message,
+                        version, tags)
+                except oc.OutcomeUnknown as exc:
+                    self._unsettled = exc.committed
+                    raise
+                except UsageError:
+                    if self.upper.recovered != self.header.id:
+                        raise
+                    return await self._recovered_answer()
+            self._unsettled = None
+            self.upper.recovered = None
             self._rebase(done)
         log.info("committed %s %s (%s): %s; %d bytes uploaded", done.header.name,
                  done.header.version, done.header.id, done.counts, done.uploaded)
@@ -86,6 +111,40 @@ class Session:
                 "project": done.header.project, "name": done.header.name,
                 "parent": self.header_parent(done.header), "counts": done.counts,
                 "uploaded_bytes": done.uploaded, "notice": done.notice}
+
+    async def _earlier_attempt(self) -> oc.Committed | None:
+        """A commit of this mount whose failure was not certain: if it did get
+        published and nothing was edited since, it is the result (a rerun never
+        publishes the same edits twice).  Clears a stale commit record."""
+        pending = self.upper.read_commit()
+        if pending is None:
+            return None
+        published = await trio.to_thread.run_sync(oc.finished_attempt, self.repo, self.upper)
+        unsettled, self._unsettled = self._unsettled, None  # the store has answered
+        if (published is not None and unsettled is not None
+                and pending.get("parent") == self.header.id
+                and oc.same_position(pending, self.upper)):
+            log.info("an earlier commit attempt did get published: %s", published.id)
+            return dataclasses.replace(unsettled, header=published,
+                                       notice="an earlier attempt of this commit got "
+                                              "published after all")
+        if published is not None:
+            log.warning("an earlier commit published %s (%s) but the tree changed since: "
+                        "this commit is a sibling of it", published.version, published.id)
+        self.upper.clear_commit()
+        return None
+
+    async def _recovered_answer(self) -> dict[str, Any]:
+        """``dsfs commit`` again after the mount finished an interrupted commit:
+        that commit's version (nothing was edited since)."""
+        header, self.upper.recovered = self.header, None  # answered once
+        return {"ok": True, "id": header.id, "version": header.version,
+                "project": header.project, "name": header.name,
+                "parent": self.header_parent(header),
+                "counts": {k: header.stats.get(k, 0) for k in ("added", "modified", "removed")},
+                "uploaded_bytes": header.stats.get("uploaded_bytes", 0),
+                "notice": f"the interrupted commit was finished when the overlay was "
+                          f"mounted: {header.version} ({header.id})"}
 
     @staticmethod
     def header_parent(header: Header) -> str:

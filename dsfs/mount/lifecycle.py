@@ -131,6 +131,7 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
                                                  writable=session is not None))
         except RuntimeError as exc:
             raise ConflictError(f"cannot mount at {path}: {exc} (see {log_file})") from None
+        reader.mountpoint = path  # the reader raises the kernel's readahead
     except DsfsError as exc:
         if upper is not None:
             upper.close()

@@ -14,8 +14,12 @@
   (``_inflight``: there is no ``await`` between the check and the insert).
 * A failed fetch is retried with back-off; after the last attempt the read
   fails (the adapter answers EIO and logs), and the next read tries again.
+* A read of a chunk this process has verified is served at once (``pread``,
+  no await, no thread): that is every read but the first of each chunk.
 * A handle whose reads follow each other is a sequential reader: it gets the
-  next ``readahead`` chunks fetched in the background.
+  next ``readahead`` chunks fetched in the background (started once per
+  chunk it enters).  The kernel's own readahead for the mount is raised to
+  ``READAHEAD_KB`` (as root), so such a reader sends 1 MiB requests.
 * Chunk accesses are recorded for LRU eviction in batches, off the hot path.
 """
 
@@ -37,7 +41,7 @@ from dsfs.format.digest import chunk_id, id_to_bytes
 from dsfs.format.manifest import ChunkRef
 from dsfs.mount import cachectl
 from dsfs.store.base import Store
-from dsfs.vfs import OpenFile
+from dsfs.vfs import OpenFile, Slice
 
 log = logging.getLogger("dsfs.mount.reader")
 
@@ -51,6 +55,32 @@ READAHEAD_CHUNKS = 2
 TICK = 5.0
 #: Open chunk files kept for pread.
 OPEN_FILES = 128
+#: Cached chunks up to this size are verified in the event loop, not a thread.
+INLINE_VERIFY = 256 * 1024
+
+
+#: Kernel readahead for a mount, in KiB (the kernel's default for FUSE is 128):
+#: a sequential reader then sends requests of up to 1 MiB instead of 128 KiB,
+#: an eighth of the requests for the same bytes.
+READAHEAD_KB = 1024
+
+
+def raise_readahead(mountpoint: str, kib: int = READAHEAD_KB) -> bool:
+    """Raise the kernel's readahead of the mount at ``mountpoint`` (its backing
+    device's ``read_ahead_kb`` in sysfs, found through ``/proc/self/mountinfo``
+    without touching the mount).  Needs root; best effort: False if not done."""
+    try:
+        with open("/proc/self/mountinfo") as table:
+            devices = [line.split()[2] for line in table
+                       if line.split()[4] == mountpoint]
+        if not devices:
+            return False
+        with open(f"/sys/class/bdi/{devices[-1]}/read_ahead_kb", "w") as knob:
+            knob.write(f"{kib}\n")
+        return True
+    except (OSError, IndexError) as exc:
+        log.debug("readahead of %s not raised: %s", mountpoint, exc)
+        return False
 
 
 @dataclass
@@ -58,6 +88,8 @@ class _Handle:
     file: OpenFile
     next_offset: int = 0
     sequential: int = 0
+    #: The chunk whose readahead was last started.
+    ahead_of: str = ""
 
 
 @dataclass
@@ -76,11 +108,16 @@ class ChunkReader:
         self.readahead = readahead
         self.cache_size = cache_size
         self.limiter = trio.CapacityLimiter(workers)
+        #: Where the mount is, if the reader should raise its readahead.
+        self.mountpoint: str | None = None
         self._handles: dict[int, _Handle] = {}
         self._next_fh = 1
         self._verified: set[str] = set()
         self._inflight: dict[str, _Fetch] = {}
         self._fds: OrderedDict[str, int] = OrderedDict()
+        # ``ChunkCache.chunk_path`` as a plain string: pathlib costs more than
+        # the open itself on the path of every small file
+        self._chunk_dir = os.fspath(cache.chunk_dir)
         self._touched: set[str] = set()
         self._touch_lock = threading.Lock()
         self._nursery: trio.Nursery | None = None
@@ -132,6 +169,14 @@ class ChunkReader:
     # -- handles ---------------------------------------------------------------------
 
     def open(self, file: OpenFile) -> int:
+        if self.mountpoint is not None:
+            # The kernel resets the mount's readahead during its handshake, so it
+            # is raised at the first open (after the handshake, and before the
+            # kernel copies the setting into this file).  Never by a stat of our
+            # own mount point: a thread waiting on our own mount when the loop
+            # ends can never be answered, and the process could not exit.
+            raise_readahead(self.mountpoint)
+            self.mountpoint = None
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = _Handle(file)
@@ -142,20 +187,44 @@ class ChunkReader:
 
     async def read(self, fh: int, offset: int, size: int) -> bytes:
         handle = self._handles[fh]
-        slices = handle.file.slices(offset, size)
+        file = handle.file
         if offset == handle.next_offset and offset > 0:
             handle.sequential += 1
         elif offset != handle.next_offset:
             handle.sequential = 0
-        parts = []
-        for piece in slices:
-            parts.append(await self._read_slice(piece.ref, piece.start, piece.end))
-        data = b"".join(parts) if len(parts) != 1 else parts[0]
+        slices = file.slices(offset, size)
+        data = self._read_ready(slices[0]) if len(slices) == 1 else None
+        if data is None:  # a chunk to verify or fetch, or a read across chunks
+            parts = []
+            for piece in slices:
+                parts.append(await self._read_slice(piece.ref, piece.start, piece.end))
+            data = b"".join(parts) if len(parts) != 1 else parts[0]
         handle.next_offset = offset + len(data)
         if handle.sequential and self.readahead and slices and self._nursery is not None:
-            for ref in handle.file.chunks_after(offset + len(data), self.readahead):
-                if ref.chunk_id not in self._verified and ref.chunk_id not in self._inflight:
-                    self._nursery.start_soon(self._prefetch, ref)
+            last = slices[-1].ref.chunk_id
+            if last != handle.ahead_of:  # once per chunk, not once per request
+                handle.ahead_of = last
+                for ref in file.chunks_after(offset + len(data), self.readahead):
+                    if ref.chunk_id not in self._verified and ref.chunk_id not in self._inflight:
+                        self._nursery.start_soon(self._prefetch, ref)
+        return data
+
+    def _read_ready(self, piece: Slice) -> bytes | None:
+        """The fast path: a slice of a chunk verified and open already (no await,
+        no thread); None when the slow path must run."""
+        cid = piece.ref.chunk_id
+        if cid not in self._verified:
+            return None
+        try:
+            fd = self._fd(cid)
+        except FileNotFoundError:
+            return None
+        data = os.pread(fd, piece.end - piece.start, piece.start)
+        if len(data) != piece.end - piece.start:
+            return None
+        if cid not in self._touched:
+            with self._touch_lock:
+                self._touched.add(cid)
         return data
 
     # -- chunks ----------------------------------------------------------------------
@@ -182,7 +251,8 @@ class ChunkReader:
         if fd is not None:
             self._fds.move_to_end(cid)
             return fd
-        fd = os.open(self.cache.chunk_path(cid), os.O_RDONLY | os.O_CLOEXEC)
+        hexpart = cid.split(":", 1)[1]
+        fd = os.open(f"{self._chunk_dir}/{hexpart[:2]}/{hexpart}", os.O_RDONLY | os.O_CLOEXEC)
         self._fds[cid] = fd
         while len(self._fds) > OPEN_FILES:
             _old, old_fd = self._fds.popitem(last=False)
@@ -206,6 +276,10 @@ class ChunkReader:
         cid = ref.chunk_id
         if cid in self._verified:
             return
+        if ref.length <= INLINE_VERIFY and cid not in self._inflight and \
+                self._verify_inline(ref):
+            self._verified.add(cid)
+            return
         pending = self._inflight.get(cid)
         if pending is not None:
             await pending.done.wait()
@@ -224,6 +298,24 @@ class ChunkReader:
         finally:
             del self._inflight[cid]
             pending.done.set()
+
+    def _verify_inline(self, ref: ChunkRef) -> bool:
+        """A small cached chunk checked right here (hashing 64 KiB costs less than
+        a trip to a worker thread); False leaves it to ``_load``: missing,
+        corrupt (``_load`` logs, discards and fetches it) or unreadable."""
+        cid = ref.chunk_id
+        try:
+            fd = self._fd(cid)
+            data = os.pread(fd, ref.length + 1, 0)
+        except OSError:
+            return False
+        if len(data) != ref.length or chunk_id(data) != cid:
+            self._forget(cid)
+            return False
+        raw = id_to_bytes(cid)
+        if self.cache.index.chunk_size(raw) is None:  # index lost or cleared
+            self.cache.index.add_chunks([(raw, len(data))])
+        return True
 
     def _load(self, ref: ChunkRef) -> None:
         """In a worker thread: verify the cached copy, or fetch with retries."""

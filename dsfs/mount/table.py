@@ -4,8 +4,9 @@ The kernel's mount table (``/proc/self/mountinfo``) is the truth about what is
 mounted: a dsfs mount has type ``fuse.dsfs`` and source ``dsfs:<version id>``.
 Each mount process also leaves a small state file (its pid, version, log
 file) under ``<data dir>/mounts/`` so that ``dsfs mounts`` can say more and
-``dsfs umount`` can wait for the process to finish.  A state file whose mount
-is gone is stale and removed when seen.
+``dsfs umount`` can wait for the process to finish; a writable mount rewrites
+it after each commit, so its version is the state file's, not the source's.
+A state file whose mount is gone is stale and removed when seen.
 """
 
 from __future__ import annotations
@@ -38,7 +39,17 @@ class MountRecord:
 
     @property
     def version_id(self) -> str:
+        """The version the mount started on (whose tree it reads below its edits)."""
         return self.source.split(":", 1)[1] if ":" in self.source else ""
+
+    @property
+    def current_version_id(self) -> str:
+        """The version it shows: a writable mount moves to each version it
+        commits, which its state file records (the kernel keeps the source)."""
+        recorded = self.state.get("version_id")
+        if self.state.get("writable") and isinstance(recorded, str) and recorded:
+            return recorded
+        return self.version_id
 
     @property
     def pid(self) -> int | None:

@@ -18,14 +18,27 @@ uploaded for it).  Everything else here works on those two partial trees:
 Each attempt is written to ``commit.json`` in the overlay before its manifest,
 so a mount that restarts after a commit died can tell whether the version
 got published (then the overlay is rebased onto it) or not (then the edits
-are still pending and nothing is visible).
+are still pending and nothing is visible).  A live mount whose publish raised
+asks the store again whether the claim is its own before reporting a failure
+(``settle``), and checks ``commit.json`` before every new commit, so a claim
+whose reply was lost never leads to a second, duplicate version.
+
+Crash tests: ``DSFS_TEST_COMMIT_CRASH`` set to ``manifest`` (before the
+manifest is written), ``claim`` (after the manifest, before the claim) or
+``rebase`` (after the claim, before the upper layer is emptied) makes the
+process SIGKILL itself there; ``lost-reply`` makes the claim's write raise
+after it succeeded.  Unset (always, outside tests) it does nothing.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
 import posixpath
+import signal
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,13 +48,69 @@ from dsfs.engine.publish import check_packs_exist, find_published, publish
 from dsfs.engine.scan import SourceItem
 from dsfs.engine.tree import MAX_CHAIN_DEPTH, Tree, TreeResolver, apply_delta, compare, make_delta
 from dsfs.engine.versions import build_tree, new_header
-from dsfs.errors import ConflictError, NotFoundError, UsageError
+from dsfs.errors import ConflictError, DsfsError, NotFoundError, StoreError, UsageError
 from dsfs.format.digest import CHUNK_SIZE, file_hasher
 from dsfs.format.manifest import DIR, FILE, REMOVED, SYMLINK, Entry, Header
 from dsfs.overlay.fs import Node, OverlayFS, join
 from dsfs.overlay.upper import Upper
 from dsfs.report import Reporter
 from dsfs.repository import Repository
+
+#: Test hook: where a commit kills itself (see the module docstring).
+CRASH_ENV = "DSFS_TEST_COMMIT_CRASH"
+#: Seconds a live mount keeps asking whether its claim got written.
+SETTLE_SECONDS = 30.0
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process if the crash test asked for ``name``."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _FaultyStore:
+    """The test hook's store: dies before the claim, or loses the claim's reply."""
+
+    def __init__(self, store: Any, claims: str) -> None:
+        self._store, self._claims = store, claims
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        if not key.startswith(self._claims):
+            return bool(self._store.put_if_absent(key, data))
+        crash_point("claim")
+        written = bool(self._store.put_if_absent(key, data))
+        if os.environ.get(CRASH_ENV) == "lost-reply":
+            raise StoreError("the claim's reply was lost (test hook)")
+        return written
+
+
+class OutcomeUnknown(StoreError):
+    """Publishing failed and the store could not say whether the claim got
+    written; ``committed`` is what the attempt would have published."""
+
+    def __init__(self, message: str, committed: Committed) -> None:
+        super().__init__(message)
+        self.committed = committed
+
+
+def settle(repo: Repository, header: Header, attempts: list[list[str]],
+           seconds: float = SETTLE_SECONDS) -> Header | None:
+    """After publish raised: the attempt whose claim did get written, or None
+    if none did; raises StoreError if the store cannot tell within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    delay = 0.2
+    while True:
+        try:
+            return find_published(repo, header, [(a[0], a[1]) for a in attempts])
+        except (DsfsError, OSError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise StoreError(f"cannot tell whether the commit got published ({exc})"
+                                 ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 @dataclass
@@ -292,10 +361,30 @@ def build(repo: Repository, base: Header, regions: Regions, upper: Upper,
         attempts.append([version_id, version_text])
         upper.write_commit({"parent": base.id, "project": base.project, "name": base.name,
                             **position, "attempts": attempts})
+        crash_point("manifest")
 
-    published = publish(repo, header, manifest_entries, version is not None, remember)
-    return Committed(published, delta, new, changes.counts, packer.stats.bytes_uploaded,
-                     notice)
+    publishing = repo
+    if os.environ.get(CRASH_ENV):
+        publishing = copy.copy(repo)
+        publishing.store = _FaultyStore(repo.store,  # type: ignore[assignment]
+                                        cat.claim_prefix(base.project, base.name))
+    done = Committed(header, delta, new, changes.counts, packer.stats.bytes_uploaded, notice)
+    try:
+        done.header = publish(publishing, header, manifest_entries, version is not None,
+                              remember)
+    except Exception as exc:
+        if not attempts:
+            raise
+        try:
+            published = settle(repo, header, attempts)
+        except StoreError as unknown:
+            raise OutcomeUnknown(f"{exc}; {unknown}: `dsfs commit` checks again first",
+                                 done) from exc
+        if published is None:
+            raise
+        done.header = published  # the claim got written; its reply did not come back
+    crash_point("rebase")
+    return done
 
 
 def _totals(base: Header, old: Tree, new: dict[str, Entry]) -> dict[str, int]:
@@ -323,6 +412,11 @@ def finished_attempt(repo: Repository, upper: Upper) -> Header | None:
     return find_published(repo, stub, attempts)
 
 
+def same_position(record: dict[str, Any], upper: Upper) -> bool:
+    """Whether nothing was edited since the commit ``record`` describes began."""
+    return record.get("gen") == upper.gen and record.get("journal") == upper.journal_bytes
+
+
 def open_upper(repo: Repository, header: Header, root: Path
                ) -> tuple[Upper, Header, list[dict[str, Any]], str | None]:
     """Open (and lock) the overlay at ``root`` for a mount of ``header``; returns
@@ -347,11 +441,15 @@ def open_upper(repo: Repository, header: Header, root: Path
         if pending is not None:
             published = finished_attempt(repo, upper)
             if (published is not None and pending.get("parent") == base_id
-                    and pending.get("gen") == upper.gen
-                    and pending.get("journal") == upper.journal_bytes):
+                    and same_position(pending, upper)):
                 notice = (f"finished an interrupted commit: the overlay is now on "
                           f"{published.version} ({published.id})")
                 base_id, records, recovered = published.id, [], True
+                upper.recovered = published.id
+            elif published is not None:
+                notice = (f"an interrupted commit published {published.version} "
+                          f"({published.id}) but the overlay was edited after it began: "
+                          f"the edits stay on {base_id}")
             upper.clear_commit()
         if records and base_id != header.id:
             notice = (f"overlay {root} holds edits of version {base_id}: mounting that "

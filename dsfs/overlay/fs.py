@@ -3,13 +3,18 @@ edits of an upper layer on top.  No FUSE types here; ``dsfs.fuse.writable``
 is the only caller that speaks to the kernel.
 
 Every node of the merged tree that anyone has looked at is a ``Node`` with an
-inode number that stays the same for the life of the mount (also across a
-commit).  A directory's children are materialized from the lower layer on
-first use (``children is None`` until then); a directory carries
-``lower_dir``, the lower directory its unmaterialized children come from, so
-renaming a directory with a million lower files below it moves one node and
-copies nothing.  A file's bytes are either a lower entry's chunks
-(``lower``) or a data file of the upper layer (``data``), never both.
+inode number that stays the same while the kernel holds it (also across a
+commit); the kernel's references are counted (``remember``/``forget``) and
+the children of an unchanged directory are dropped once none is referenced.
+A directory's children are materialized from the lower layer on first use
+(``children is None`` until then); a directory carries ``lower_dir``, the
+lower directory its unmaterialized children come from, so renaming a
+directory with a million lower files below it moves one node and copies
+nothing.  A file's bytes are either a lower entry's chunks
+(``lower``) or a data file of the upper layer (``data``), or, while
+partly copied up, the data file except for the ``missing`` blocks, which are
+still the lower entry's (a write fills only the blocks it touches; status and
+commit fill the rest).
 
 Changes are described by *records*, whole values for one path:
 
@@ -20,8 +25,9 @@ Changes are described by *records*, whole values for one path:
 * ``{"op": "dattr", "p": P, "mode", "mtime"}`` — new attributes of the
   directory at P, its children kept;
 * ``{"op": "file", "p": P, "from": L | null, "data": ID | null, "mode",
-  "mtime", "size"}`` — a file at P with the bytes of lower entry L or of
-  data file ID;
+  "mtime", "size", "missing": [block, ...] | absent, "lend": N}`` — a file at
+  P with the bytes of lower entry L or of data file ID (with ``missing``: the
+  data file, except those blocks below byte ``lend``, which are L's);
 * ``{"op": "link", "p": P, "target": T, "mtime"}`` — a symlink.
 
 Each operation appends the records of what it changed to the journal
@@ -40,6 +46,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from dsfs.engine.tree import IMPLIED_DIR_MODE
+from dsfs.format.digest import CHUNK_SIZE
 from dsfs.format.manifest import DIR, FILE, SYMLINK, Entry
 from dsfs.overlay.upper import Record, Upper
 from dsfs.vfs import (
@@ -55,6 +62,8 @@ from dsfs.vfs import (
 )
 
 NAME_MAX = 255
+#: Copy-up granularity: the store's chunk size (a block is fetched whole).
+BLOCK = CHUNK_SIZE
 
 
 class Exists(VfsError):
@@ -105,7 +114,8 @@ class Node:
 
     __slots__ = ("ino", "kind", "mode", "mtime_ns", "size", "lower", "data", "fd",
                  "target", "lower_dir", "children", "parent", "name", "dirty", "marked",
-                 "opens", "writers", "digest", "version")
+                 "opens", "writers", "digest", "version", "lookups", "held", "missing",
+                 "lower_end")
 
     def __init__(self, ino: int, kind: str, mode: int, mtime_ns: int) -> None:
         self.ino = ino
@@ -127,6 +137,12 @@ class Node:
         self.writers = 0
         self.digest: tuple[int, str] | None = None  # (version, digest of the data file)
         self.version = 0  # bumped by every write, invalidates ``digest``
+        self.lookups = 0  # references the kernel holds (see ``remember``/``forget``)
+        self.held = 0  # directories: about how many children have lookups (a hint)
+        #: partly copied up: blocks (of BLOCK bytes) still read from ``lower``, whose
+        #: bytes below ``lower_end`` are the file's there (the data file has a hole)
+        self.missing: set[int] | None = None
+        self.lower_end = 0
 
 
 @dataclass
@@ -211,6 +227,59 @@ class OverlayFS:
         while node.parent is not None:
             node = node.parent
         return node is self.root
+
+    # -- the kernel's references ------------------------------------------------------
+
+    def remember(self, ino: int) -> None:
+        """The kernel was given one more reference to ``ino`` (an entry reply)."""
+        node = self._inodes.get(ino)
+        if node is None:
+            return
+        node.lookups += 1
+        if node.lookups == 1 and node.parent is not None:
+            node.parent.held += 1
+
+    def forget(self, ino: int, count: int) -> None:
+        """The kernel dropped ``count`` references.  A node nobody refers to any
+        more is released: removed nodes at once; the children of a directory
+        without changes once none of them is referenced (they are made again
+        from the lower layer when next listed, with new inode numbers)."""
+        node = self._inodes.get(ino)
+        if node is None or node is self.root or node.lookups <= 0:
+            return
+        node.lookups = max(0, node.lookups - count)
+        if node.lookups:
+            return
+        parent = node.parent
+        if parent is not None:
+            parent.held = max(0, parent.held - 1)
+        if not self.attached(node):
+            if node.opens == 0:
+                self._inodes.pop(node.ino, None)
+            return
+        while parent is not None and parent.held == 0 and self._collapse(parent):
+            if parent.lookups or parent.parent is None:
+                break
+            parent = parent.parent
+
+    def _releasable(self, node: Node) -> bool:
+        return (node.lookups == 0 and node.opens == 0 and node.data is None
+                and not node.dirty and (node.kind != DIR or node.children is None))
+
+    def _collapse(self, node: Node) -> bool:
+        """Drop the children of an unchanged directory if nothing refers to them."""
+        kids = node.children
+        if (kids is None or node.marked or node.dirty or node.lower_dir is None or node.opens
+                or not all(self._releasable(k) for k in kids.values())):
+            return False
+        for kid in kids.values():
+            self._inodes.pop(kid.ino, None)
+            kid.parent = None
+        node.children = None
+        return True
+
+    def node_count(self) -> int:
+        return len(self._inodes)
 
     def _child(self, parent: Node, name: str) -> Node:
         child = self.children(parent).get(name)
@@ -328,6 +397,11 @@ class OverlayFS:
         assert entry is not None
         data_id, fd = self.upper.new_data()
         length = entry.size if keep is None else min(keep, entry.size)
+        try:
+            os.ftruncate(fd, length)  # a sparse file: blocks are filled when needed
+        except BaseException:
+            os.close(fd)
+            raise
         return CopyUp(node, entry, length, data_id, fd)
 
     def copy_up_done(self, plan: CopyUp) -> None:
@@ -341,9 +415,59 @@ class OverlayFS:
             node.fd = plan.fd
         else:
             os.close(plan.fd)
-        node.data, node.lower, node.size = plan.data_id, None, plan.length
+        node.data, node.size = plan.data_id, plan.length
+        blocks = -(-plan.length // BLOCK)
+        if blocks:
+            node.lower, node.lower_end, node.missing = plan.entry, plan.length, set(range(blocks))
+        else:
+            node.lower = None
         node.version += 1
         self._changed(node)
+
+    def missing_blocks(self, node: Node, start: int, end: int, covered: bool
+                       ) -> list[tuple[int, int, int]]:
+        """The missing blocks overlapping bytes [start, end) as (block, lower
+        bytes from, to); with ``covered``, blocks whose lower bytes lie wholly
+        inside the range get an empty span (a write replaces them: no fetch)."""
+        if not node.missing:
+            return []
+        out = []
+        for block in range(start // BLOCK, -(-end // BLOCK)):
+            if block not in node.missing:
+                continue
+            lo, hi = block * BLOCK, min((block + 1) * BLOCK, node.lower_end)
+            if covered and start <= lo and hi <= end:
+                hi = lo
+            out.append((block, lo, max(lo, hi)))
+        return out
+
+    def block_filled(self, node: Node, block: int) -> None:
+        """The data file now holds ``block``'s lower bytes."""
+        if not node.missing or block not in node.missing:
+            return
+        node.missing.discard(block)
+        if not node.missing:
+            node.missing, node.lower = None, None
+        self._changed(node)
+
+    def read_plan(self, node: Node, offset: int, size: int) -> list[tuple[bool, int, int]]:
+        """Where the bytes [offset, offset + size) of a partly copied file are:
+        (from the lower entry?, start, end) pieces in order."""
+        end = min(offset + size, node.size)
+        pieces: list[tuple[bool, int, int]] = []
+        pos = offset
+        while pos < end:
+            block = pos // BLOCK
+            stop = min(end, (block + 1) * BLOCK)
+            if node.missing and block in node.missing and pos < node.lower_end:
+                cut = min(stop, node.lower_end)
+                pieces.append((True, pos, cut))
+                if cut < stop:
+                    pieces.append((False, cut, stop))
+            else:
+                pieces.append((False, pos, stop))
+            pos = stop
+        return pieces
 
     def copy_up_failed(self, plan: CopyUp) -> None:
         os.close(plan.fd)
@@ -510,6 +634,11 @@ class OverlayFS:
                 node.mtime_ns = os.stat(self.upper.data_path(node.data)).st_mtime_ns
             node.size = size
             node.version += 1
+            if node.missing:  # bytes cut off are gone from the lower side too
+                node.lower_end = min(node.lower_end, size)
+                node.missing = {b for b in node.missing if b * BLOCK < node.lower_end}
+                if not node.missing:
+                    node.missing, node.lower = None, None
         if mode is not None and node.kind != SYMLINK:
             node.mode = mode & 0o7777
         if mtime_ns is not None:
@@ -543,9 +672,13 @@ class OverlayFS:
                     "mtime": node.mtime_ns}
         if node.kind == SYMLINK:
             return {"op": "link", "p": path, "target": node.target, "mtime": node.mtime_ns}
-        return {"op": "file", "p": path, "from": node.lower.path if node.lower else None,
-                "data": node.data, "mode": node.mode, "mtime": node.mtime_ns,
-                "size": node.size}
+        record: Record = {"op": "file", "p": path,
+                          "from": node.lower.path if node.lower else None,
+                          "data": node.data, "mode": node.mode, "mtime": node.mtime_ns,
+                          "size": node.size}
+        if node.missing and node.data is not None:
+            record["missing"], record["lend"] = sorted(node.missing), node.lower_end
+        return record
 
     def _records_of(self, node: Node, path: str, out: list[Record], deep: bool = True) -> None:
         """``node``'s record, then (directories, ``deep``) those of what changed below."""
@@ -640,6 +773,11 @@ class OverlayFS:
                                  0o600)
                     os.close(fd)
                     node.size = 0
+                if record.get("missing"):
+                    entry = self.source.entry(record.get("from") or "")
+                    if entry is not None and entry.kind == FILE:
+                        node.lower, node.lower_end = entry, int(record["lend"])
+                        node.missing = {int(b) for b in record["missing"]}
             else:
                 entry = self.source.entry(record["from"] or "")
                 if entry is None or entry.kind != FILE:
@@ -707,4 +845,7 @@ class OverlayFS:
         self._next_ino, saved = ROOT_INO, self._next_ino
         self.root = self._new_root()
         self._next_ino = saved
+        for node in list(self._inodes.values()):  # what the kernel never saw goes now
+            if node is not self.root and node.lookups == 0 and node.opens == 0:
+                del self._inodes[node.ino]
         return old_root, names

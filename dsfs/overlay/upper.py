@@ -96,6 +96,8 @@ class Upper:
         self.journal_bytes = 0
         self._unsynced = False
         self._retired: list[str] = []
+        #: the version an interrupted commit published, finished when this was opened
+        self.recovered: str | None = None
 
     # -- opening -----------------------------------------------------------------
 

@@ -1,9 +1,14 @@
 """What a version looks like as a file system: lookup, readdir, getattr,
 readlink, statfs and the byte ranges a read needs.  No FUSE types here.
 
-Inode numbers are handed out on first sight of a path and never reused or
-forgotten while the ``VersionFS`` lives, so they are stable for the life of a
-mount (the kernel's ``forget`` needs no bookkeeping: an immutable tree loses
+Inode numbers follow from the tree, so they need no table of paths: the
+first time a directory's children are needed (a lookup in it or a listing of
+it), the directory gets a block of consecutive numbers, one per child in name
+order, and keeps its children's names packed in one bytes object (about 12
+bytes a name, against some 150 for a dict of path strings: a walk of a
+million files costs about 12 MiB).  Numbers are never reused or forgotten
+while the ``VersionFS`` lives, so they are stable for the life of a mount
+(the kernel's ``forget`` needs no bookkeeping: an immutable tree loses
 nothing by remembering).  The root is inode 1.
 
 Attributes follow the manifest: sizes and mtimes as stored, permission bits
@@ -18,8 +23,8 @@ from __future__ import annotations
 
 import bisect
 import os
-import posixpath
 import stat
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -28,6 +33,9 @@ from dsfs.vfs.source import TreeSource
 
 ROOT_INO = 1
 _WRITE_BITS = 0o222
+#: Entries of recent lookups kept decoded (the open or getattr that follows a
+#: lookup then needs no trip to the tree source).
+RECENT_ENTRIES = 1024
 #: The block size reported to readers (a hint for cp and friends).
 BLOCK_SIZE = 128 * 1024
 
@@ -128,6 +136,44 @@ class OpenFile:
         return list(self.entry.chunks[i : i + count])
 
 
+class _Children:
+    """The children of one directory, numbered: the child at position ``i`` of
+    the name-sorted listing has inode ``base + i``."""
+
+    __slots__ = ("ino", "path", "base", "count", "_names", "_ends")
+
+    def __init__(self, ino: int, path: str, base: int, names: list[str]) -> None:
+        self.ino = ino
+        self.path = path
+        self.base = base
+        self.count = len(names)
+        raw = [name.encode("utf-8", "surrogatepass") for name in names]
+        self._names = b"".join(raw)
+        ends, pos = array("I"), 0
+        for item in raw:
+            pos += len(item)
+            ends.append(pos)
+        self._ends = ends
+
+    def name(self, pos: int) -> str:
+        start = self._ends[pos - 1] if pos else 0
+        return self._names[start:self._ends[pos]].decode("utf-8", "surrogatepass")
+
+    def find(self, name: str) -> int | None:
+        """The position of ``name`` (a binary search in name order), or None."""
+        lo, hi = 0, self.count
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self.name(mid) < name:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo if lo < self.count and self.name(lo) == name else None
+
+    def child_path(self, name: str) -> str:
+        return f"{self.path}/{name}" if self.path else name
+
+
 class VersionFS:
     """One version's tree as inodes and attributes."""
 
@@ -136,28 +182,60 @@ class VersionFS:
         self.source = source
         self.uid = os.getuid() if uid is None else uid
         self.gid = os.getgid() if gid is None else gid
-        self._paths: list[str] = ["", ""]  # index = inode; 0 unused, 1 = root
-        self._inodes: dict[str, int] = {"": ROOT_INO}
+        #: Numbered directories by their own inode; and by the first inode of
+        #: their block (ascending, non-empty blocks only), to find an inode's.
+        self._numbered: dict[int, _Children] = {}
+        self._bases: list[int] = []
+        self._blocks: list[_Children] = []
+        self._next_ino = ROOT_INO + 1
+        self._recent: dict[int, Entry] = {}
 
     # -- inodes --------------------------------------------------------------
 
-    def _ino(self, path: str) -> int:
-        ino = self._inodes.get(path)
-        if ino is None:
-            ino = len(self._paths)
-            self._paths.append(path)
-            self._inodes[path] = ino
-        return ino
+    def _locate(self, ino: int) -> tuple[_Children, int]:
+        """The directory that numbered ``ino`` and the child's position in it."""
+        i = bisect.bisect_right(self._bases, ino) - 1
+        if i >= 0:
+            block = self._blocks[i]
+            pos = ino - block.base
+            if pos < block.count:
+                return block, pos
+        raise NoEntry(f"inode {ino} is unknown")
 
     def path_of(self, ino: int) -> str:
-        if ino < ROOT_INO or ino >= len(self._paths):
-            raise NoEntry(f"inode {ino} is unknown")
-        return self._paths[ino]
+        if ino == ROOT_INO:
+            return ""
+        block, pos = self._locate(ino)
+        return block.child_path(block.name(pos))
+
+    def _children_of(self, ino: int, path: str) -> _Children:
+        """Number the children of directory ``ino`` (at ``path``) on first need."""
+        block = self._numbered.get(ino)
+        if block is None:
+            names = [name for name, _entry in self.source.children(path)]
+            block = _Children(ino, path, self._next_ino, names)
+            self._next_ino += block.count
+            self._numbered[ino] = block
+            if block.count:
+                self._bases.append(block.base)
+                self._blocks.append(block)
+        return block
 
     def _entry(self, ino: int) -> Entry:
+        entry = self._recent.get(ino)
+        if entry is not None:
+            return entry
         entry = self.source.entry(self.path_of(ino))
         if entry is None:
             raise NoEntry(f"inode {ino} has no entry")
+        return self._remember(ino, entry)
+
+    def _remember(self, ino: int, entry: Entry) -> Entry:
+        """Keep the entries handed out last: an open or getattr follows its lookup."""
+        recent = self._recent
+        if len(recent) >= RECENT_ENTRIES:
+            del recent[next(iter(recent))]
+        recent[ino] = entry
         return entry
 
     def _attr(self, ino: int, entry: Entry) -> Attr:
@@ -176,22 +254,28 @@ class VersionFS:
         return self._attr(ino, self._entry(ino))
 
     def lookup(self, parent_ino: int, name: str) -> Attr:
-        parent = self.path_of(parent_ino)
-        entry = self._entry(parent_ino)
-        if entry.kind != DIR:
-            raise NotADirectory(parent)
+        block = self._numbered.get(parent_ino)
+        if block is None:
+            entry = self._entry(parent_ino)
+            if entry.kind != DIR:
+                raise NotADirectory(self.path_of(parent_ino))
+            block = self._children_of(parent_ino, self.path_of(parent_ino))
         if name == ".":
-            return self._attr(parent_ino, entry)
+            return self.getattr(parent_ino)
         if name == "..":
-            up = posixpath.dirname(parent)
-            return self.getattr(self._inodes[up] if up in self._inodes else self._ino(up))
+            if parent_ino == ROOT_INO:
+                return self.getattr(ROOT_INO)
+            return self.getattr(self._locate(parent_ino)[0].ino)
         if not name or "/" in name or "\x00" in name:
             raise NoEntry(name)
-        path = f"{parent}/{name}" if parent else name
+        pos = block.find(name)
+        if pos is None:
+            raise NoEntry(block.child_path(name))
+        path = block.child_path(name)
         child = self.source.entry(path)
         if child is None:
             raise NoEntry(path)
-        return self._attr(self._ino(path), child)
+        return self._attr(block.base + pos, self._remember(block.base + pos, child))
 
     def opendir(self, ino: int) -> None:
         if self._entry(ino).kind != DIR:
@@ -201,16 +285,16 @@ class VersionFS:
         """Children from position ``start`` on, one at a time: (name, attr, position
         of the next).  Checks happen before the first child is asked for."""
         path = self.path_of(ino)
-        if self._entry(ino).kind != DIR:
+        if ino not in self._numbered and self._entry(ino).kind != DIR:
             raise NotADirectory(path)
-        return self._children(path, self.source.children(path), start)
+        block = self._children_of(ino, path)
+        return self._children(block.base, self.source.children(path), start)
 
-    def _children(self, path: str, listing: list[tuple[str, Entry]], start: int
+    def _children(self, base: int, listing: list[tuple[str, Entry]], start: int
                   ) -> Iterator[tuple[str, Attr, int]]:
-        prefix = f"{path}/" if path else ""
         for pos in range(start, len(listing)):
             name, entry = listing[pos]
-            yield name, self._attr(self._ino(prefix + name), entry), pos + 1
+            yield name, self._attr(base + pos, entry), pos + 1
 
     def readlink(self, ino: int) -> str:
         entry = self._entry(ino)
@@ -241,4 +325,4 @@ class VersionFS:
     @property
     def inode_count(self) -> int:
         """How many inodes have been handed out so far."""
-        return len(self._paths) - 1
+        return self._next_ino - 1

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from dsfs.cache.index import CacheIndex
@@ -73,6 +73,10 @@ MAX_NAME_BYTES = 511 - 32
 LISTING_CACHE_ENTRIES = 20_000
 #: Directory records (and "not a directory" answers) kept in the process.
 DIR_MEMO_SIZE = 200_000
+#: LMDB records read between two ``CacheIndex.release_pages`` calls: a walk of a
+#: big tree would otherwise keep every page of it resident in the mount process
+#: (about 250 MiB for a million files).  Some 20 MiB of pages at most.
+RELEASE_EVERY = 100_000
 
 
 def raw_name(name: str) -> bytes:
@@ -201,7 +205,7 @@ def index_version(repo: Repository, header: Header) -> VersionInfo:
     """Stream ``header``'s manifest into ``tree_deltas``; never holds its entries."""
     index = repo.cache.index
     vid = bytes.fromhex(header.id)
-    data = repo.manifest_bytes(header.id)
+    data = repo.manifest_bytes(header.id, memo=False)  # in LMDB once indexed
     counts = [0, 0]  # entries, newest mtime
 
     def records() -> Iterator[tuple[bytes, bytes, bytes]]:
@@ -233,9 +237,6 @@ def index_version(repo: Repository, header: Header) -> VersionInfo:
     index.merge_tree_delta(vid, records(), merge_records)
     summary = _summary(counts[0], counts[1], header)
     index.finish_tree_delta(vid, summary)
-    # The repository keeps whole manifests it has read in memory; a mount needs
-    # this one no more (it is in LMDB now), and it can be 30 MB of gzip.
-    repo._manifest_memo.pop(header.id, None)
     return _info(summary)
 
 
@@ -258,6 +259,45 @@ def load_graph(repo: Repository, header: Header) -> dict[bytes, VersionInfo]:
         if not info.snapshot:
             todo.extend(p.hex() for p in info.parents)
     return graph
+
+
+def forget_trees(index: CacheIndex, gone: set[bytes] | None,
+                 keep: Iterable[bytes] = ()) -> int:
+    """Forget the ``tree_*`` records of the versions in ``gone`` (None: of every
+    version) and of every version whose tree depends on one of them, except the
+    versions that the trees of ``keep`` (mounted versions) depend on.  Returns
+    how many versions were forgotten.  They are indexed again if mounted later."""
+    present = index.tree_version_ids()
+    graph: dict[bytes, VersionInfo] = {}
+    for vid in present:
+        summary = index.tree_version(vid)
+        if summary is not None:
+            graph[vid] = _info(summary)
+    doomed = set(present) if gone is None else present & gone
+    grew = True
+    while grew:  # a version whose tree uses a doomed one's records goes too
+        grew = False
+        for vid, info in graph.items():
+            if vid not in doomed and not info.snapshot and any(
+                    p in doomed for p in info.parents):
+                doomed.add(vid)
+                grew = True
+    needed: set[bytes] = set()
+    todo = list(keep)
+    while todo:
+        vid = todo.pop()
+        if vid in needed:
+            continue
+        needed.add(vid)
+        known = graph.get(vid)
+        if known is not None and not known.snapshot:
+            todo.extend(known.parents)
+    doomed -= needed
+    if gone is None and not needed:
+        index.clear_trees()
+    else:
+        index.forget_tree_versions(sorted(doomed))
+    return len(doomed)
 
 
 # -- the source -----------------------------------------------------------------------
@@ -305,6 +345,7 @@ class LmdbTreeSource:
         self._listed = 0
         self._max_listed = listing_cache_entries
         self._orders: dict[bytes, list[bytes]] = {}
+        self._unreleased = 0
         #: How many directories this process resolved (not found memoized).
         self.resolved = 0
 
@@ -329,11 +370,22 @@ class LmdbTreeSource:
 
     # -- listings ---------------------------------------------------------------
 
+    def _read(self, records: int) -> None:
+        """Count LMDB records read; release the map's pages every so often."""
+        self._unreleased += records
+        if self._unreleased >= RELEASE_EVERY:
+            self._unreleased = 0
+            self.index.release_pages()
+
     def _raw_listing(self, record: DirRecord, path: str) -> list[tuple[bytes, bytes]]:
         if record.form == STORED_FORM:
-            return self.index.tree_listing(record.owner, dir_key(path))
+            stored = self.index.tree_listing(record.owner, dir_key(path))
+            self._read(len(stored) + 1)
+            return stored
         out = []
-        for name, rec in self.index.tree_delta_listing(record.owner, dir_key(path)):
+        deltas = self.index.tree_delta_listing(record.owner, dir_key(path))
+        self._read(len(deltas) + 1)
+        for name, rec in deltas:
             encoded = entry_of_record(rec)
             if encoded is not None:
                 out.append((name, encoded))
@@ -343,6 +395,7 @@ class LmdbTreeSource:
         """The encoded entry ``name`` in a resolved directory, or None."""
         key = dir_key(path)
         raw = raw_name(name)
+        self._read(1)
         if record.form == STORED_FORM:
             return self.index.tree_listing_record(record.owner, key, raw)
         rec = self.index.tree_delta_record(record.owner, key, raw)
