@@ -35,7 +35,14 @@ import trio
 
 from dsfs.format.digest import CHUNK_SIZE
 from dsfs.format.manifest import Entry
-from dsfs.fuse.adapter import BLOCK_SIZE, ERRNO, FileReader, Operations, _describe, errno_for
+from dsfs.fuse.adapter import (
+    ERRNO,
+    FileReader,
+    Operations,
+    _describe,
+    entry_attributes,
+    errno_for,
+)
 from dsfs.overlay.fs import OVERLAY_ERRNO, Node, NotPermitted, NotSupported, OverlayFS
 from dsfs.vfs import Attr, NoEntry, OpenFile
 
@@ -69,23 +76,8 @@ def guarded(func: F) -> F:
 
 
 def attributes(attr: Attr) -> pyfuse3.EntryAttributes:
-    out = pyfuse3.EntryAttributes()
-    out.st_ino = attr.ino
-    out.generation = 0
-    out.entry_timeout = TIMEOUT
-    out.attr_timeout = TIMEOUT
-    out.st_mode = attr.mode
-    out.st_nlink = attr.nlink
-    out.st_uid = attr.uid
-    out.st_gid = attr.gid
-    out.st_rdev = 0
-    out.st_size = attr.size
-    out.st_blksize = BLOCK_SIZE
-    out.st_blocks = attr.blocks
-    out.st_atime_ns = attr.mtime_ns
-    out.st_mtime_ns = attr.mtime_ns
-    out.st_ctime_ns = attr.mtime_ns
-    return out
+    """The same attributes as a read-only mount gives (both cache them a day)."""
+    return entry_attributes(attr)
 
 
 class Gate:
