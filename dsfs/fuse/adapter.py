@@ -85,20 +85,27 @@ def errno_for(exc: BaseException, what: str,
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
-def guarded(func: F) -> F:
-    """Turn every exception of a handler into a ``FUSEError``."""
+def guard(table: dict[type[BaseException], int]) -> Callable[[F], F]:
+    """A decorator that turns every exception of a handler into a ``FUSEError``,
+    its errno from ``table`` (EIO and a log line for anything not in it)."""
 
-    @functools.wraps(func)
-    async def wrapper(self: Operations, *args: Any) -> Any:
-        try:
-            return await func(self, *args)
-        except pyfuse3.FUSEError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the errno boundary
-            what = f"{func.__name__}{_describe(args)}"
-            raise pyfuse3.FUSEError(errno_for(exc, what)) from None
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        async def wrapper(self: Any, *args: Any) -> Any:
+            try:
+                return await func(self, *args)
+            except pyfuse3.FUSEError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the errno boundary
+                what = f"{func.__name__}{_describe(args)}"
+                raise pyfuse3.FUSEError(errno_for(exc, what, table)) from None
 
-    return cast(F, wrapper)
+        return cast(F, wrapper)
+
+    return decorate
+
+
+guarded = guard(ERRNO)
 
 
 def _describe(args: Sequence[Any]) -> str:

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import pyfuse3
 import trio
@@ -39,9 +38,8 @@ from dsfs.fuse.adapter import (
     ERRNO,
     FileReader,
     Operations,
-    _describe,
     entry_attributes,
-    errno_for,
+    guard,
 )
 from dsfs.overlay.fs import OVERLAY_ERRNO, Node, NotPermitted, NotSupported, OverlayFS
 from dsfs.vfs import Attr, NoEntry, OpenFile
@@ -56,23 +54,7 @@ log = logging.getLogger("dsfs.fuse.writable")
 WRITABLE_ERRNO: dict[type[BaseException], int] = {**ERRNO, **OVERLAY_ERRNO}
 _WRITE_ACCESS = os.O_WRONLY | os.O_RDWR
 
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-
-def guarded(func: F) -> F:
-    """Turn every exception of a handler into a ``FUSEError``."""
-
-    @functools.wraps(func)
-    async def wrapper(self: WritableOperations, *args: Any) -> Any:
-        try:
-            return await func(self, *args)
-        except pyfuse3.FUSEError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the errno boundary
-            what = f"{func.__name__}{_describe(args)}"
-            raise pyfuse3.FUSEError(errno_for(exc, what, WRITABLE_ERRNO)) from None
-
-    return cast(F, wrapper)
+guarded = guard(WRITABLE_ERRNO)
 
 
 def attributes(attr: Attr) -> pyfuse3.EntryAttributes:
