@@ -61,29 +61,41 @@ def parse_ref_text(text: str) -> Ref:
     return Ref(project=project, name=name, version=version, tag=tag)
 
 
+def build_ref(ref_text: str | None, project: str | None, name: str | None,
+              version: str | None, tag: str | None) -> Ref:
+    """The one set of rules for naming a version on the command line: a REF
+    word, or --project/--name with at most one of --version/--tag."""
+    if version and tag:
+        raise UsageError("give --version or --tag, not both")
+    if ref_text:
+        if project or name or version or tag:
+            raise UsageError("give a REF or --project/--name/--version/--tag, not both")
+        return parse_ref_text(ref_text)
+    if project and name:
+        return Ref(project=project, name=name, version=version, tag=tag)
+    raise UsageError("name a version: REF (id, id prefix or PROJECT/NAME[@VERSION]) "
+                     "or --project P --name N [--version V | --tag T]")
+
+
+def ref_option_set(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--project/--name/--version/--tag, passed as project, name, version_, tag."""
+    func = click.option("--tag", "-t", metavar="T",
+                        help="Highest version carrying this tag.")(func)
+    func = click.option("--version", "-v", "version_", metavar="V",
+                        help="Version string.")(func)
+    func = click.option("--name", "-n", help="Name of the dataset (with --project).")(func)
+    return click.option("--project", "-p", help="Project of the dataset (with --name).")(func)
+
+
 def ref_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """REF argument plus --project/--name/--version/--tag; passes ``ref: Ref``."""
 
     @click.argument("ref_text", metavar="[REF]", required=False)
-    @click.option("--project", "-p", help="Project of the dataset (with --name).")
-    @click.option("--name", "-n", help="Name of the dataset (with --project).")
-    @click.option("--version", "-v", "version_", metavar="V", help="Version string.")
-    @click.option("--tag", "-t", metavar="T", help="Highest version carrying this tag.")
+    @ref_option_set
     @functools.wraps(func)
     def wrapper(*args: Any, ref_text: str | None, project: str | None, name: str | None,
                 version_: str | None, tag: str | None, **kwargs: Any) -> Any:
-        if version_ and tag:
-            raise UsageError("give --version or --tag, not both")
-        if ref_text:
-            if project or name or version_ or tag:
-                raise UsageError("give a REF or --project/--name/--version/--tag, not both")
-            ref = parse_ref_text(ref_text)
-        elif project and name:
-            ref = Ref(project=project, name=name, version=version_, tag=tag)
-        else:
-            raise UsageError("name a version: REF (id, id prefix or PROJECT/NAME[@VERSION]) "
-                             "or --project P --name N [--version V | --tag T]")
-        return func(*args, ref=ref, **kwargs)
+        return func(*args, ref=build_ref(ref_text, project, name, version_, tag), **kwargs)
 
     return wrapper
 

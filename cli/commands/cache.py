@@ -7,11 +7,10 @@ import time
 
 import click
 
-from dsfs.catalog import Ref
 from dsfs.errors import StoreError, UsageError
 from dsfs.mount import cachectl
 
-from ..context import AppContext, parse_ref_text, pass_app
+from ..context import AppContext, build_ref, pass_app, ref_option_set
 from ..output import human_size, print_json
 
 
@@ -95,22 +94,17 @@ def verify_(app: AppContext) -> None:
 
 @click.command()
 @click.argument("words", nargs=-1, metavar="REF [PATH ...]")
-@click.option("--project", "-p", help="Project of the dataset (with --name; then no REF).")
-@click.option("--name", "-n", help="Name of the dataset (with --project).")
-@click.option("--version", "-v", "version_", metavar="V", help="Version string.")
-@click.option("--tag", "-t", metavar="T", help="Highest version carrying this tag.")
+@ref_option_set
 @pass_app
 def prefetch(app: AppContext, words: tuple[str, ...], project: str | None, name: str | None,
              version_: str | None, tag: str | None) -> None:
     """Fill the cache with a version's files (all, or those at or below PATHs),
     in parallel, so that a later mount or get reads locally."""
-    if project and name:
-        ref, paths = Ref(project=project, name=name, version=version_, tag=tag), words
-    elif words and not (project or name or version_ or tag):
-        ref, paths = parse_ref_text(words[0]), words[1:]
-    else:
-        raise UsageError("usage: dsfs prefetch REF [PATH ...], or "
-                         "dsfs prefetch --project P --name N [--version V] [PATH ...]")
+    # With --project/--name every word is a PATH; otherwise the first is the REF.
+    named = bool(project or name)
+    ref = build_ref(None if named else (words[0] if words else None),
+                    project, name, version_, tag)
+    paths = words if named else words[1:]
     header = app.resolve(ref)
     repo = app.repo
     refs = cachectl.prefetch_refs(repo, header, paths)

@@ -9,31 +9,23 @@ import click
 from dsfs.catalog import Ref
 from dsfs.errors import UsageError
 
-from ..context import AppContext, parse_ref_text, pass_app
+from ..context import AppContext, build_ref, pass_app, ref_option_set
 from ..output import print_json
 
 
 def _ref_and_mountpoint(words: tuple[str, ...], project: str | None, name: str | None,
                         version: str | None, tag: str | None) -> tuple[Ref, str]:
     """``REF MOUNTPOINT`` or ``--project P --name N [...] MOUNTPOINT``."""
-    if len(words) == 2:
-        if project or name or version or tag:
-            raise UsageError("give a REF or --project/--name, not both")
-        return parse_ref_text(words[0]), words[1]
-    if len(words) == 1 and project and name:
-        if version and tag:
-            raise UsageError("give --version or --tag, not both")
-        return Ref(project=project, name=name, version=version, tag=tag), words[0]
-    raise UsageError("usage: dsfs mount REF MOUNTPOINT, or dsfs mount --project P --name N "
-                     "[--version V | --tag T] MOUNTPOINT")
+    if len(words) not in (1, 2):
+        raise UsageError("usage: dsfs mount REF MOUNTPOINT, or dsfs mount --project P "
+                         "--name N [--version V | --tag T] MOUNTPOINT")
+    ref_text = words[0] if len(words) == 2 else None
+    return build_ref(ref_text, project, name, version, tag), words[-1]
 
 
 @click.command()
 @click.argument("words", nargs=-1, metavar="[REF] MOUNTPOINT")
-@click.option("--project", "-p", help="Project of the dataset (with --name).")
-@click.option("--name", "-n", help="Name of the dataset (with --project).")
-@click.option("--version", "-v", "version_", metavar="V", help="Version string.")
-@click.option("--tag", "-t", metavar="T", help="Highest version carrying this tag.")
+@ref_option_set
 @click.option("--foreground", "-f", is_flag=True,
               help="Stay attached until unmounted (for systemd and tests).")
 @click.option("--cache-size", metavar="SIZE",
