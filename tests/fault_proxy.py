@@ -13,7 +13,7 @@ given rate or by script, answers with a fault instead:
 
 It is bounded (``max_faults``) and self-stopping (``lifetime`` seconds), so a
 test that forgets it cannot hang the run.  It also counts requests, methods,
-bytes and faults, which the tests and benchmarks read from ``stats``.
+bytes, faults and pack GETs, which the tests and benchmarks read from ``stats``.
 ``strip_headers`` removes request headers before forwarding (e.g.
 ``If-None-Match``, to play an endpoint that ignores conditional writes).
 """
@@ -62,6 +62,8 @@ class ProxyStats:
     faults: Counter[str] = field(default_factory=Counter)
     bytes_up: int = 0  # request bodies sent by clients
     bytes_down: int = 0  # reply bodies sent to clients
+    pack_gets: int = 0  # GETs of pack objects (the data reads of a mount)
+    pack_bytes_down: int = 0  # reply bodies of those GETs
 
 
 class FaultProxy:
@@ -202,6 +204,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         with self.owner._lock:
             self.owner.stats.bytes_down += len(payload)
+            if self.command == "GET" and "/packs/" in self.path:
+                self.owner.stats.pack_gets += 1
+                self.owner.stats.pack_bytes_down += len(payload)
         if cut:
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)

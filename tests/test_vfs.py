@@ -149,6 +149,21 @@ def test_read_plan_crosses_chunks_and_clips_at_eof() -> None:
     assert [r.chunk_id[-1] for r in big.chunks_after(10, 5)] == ["2", "3"]
 
 
+def test_neighbours_are_the_following_files_in_name_order() -> None:
+    fs = make_fs(sub=Entry("a/c-dir", DIR, 0, 0o40755, 1),
+                 last=Entry("a/z.bin", FILE, 3, 0o100644, 1, CID, (chunk(9, 3),)))
+    a = fs.lookup(ROOT_INO, "a")
+    big = fs.open(fs.lookup(a.ino, "big").ino)
+    assert big.neighbours is not None
+    # a/big, then a/c-dir (a directory: no chunks), a/f.txt, a/z.bin
+    assert [r.chunk_id for r in big.neighbours()] == [chunk(1, 5).chunk_id,
+                                                      chunk(9, 3).chunk_id]
+    last = fs.open(fs.lookup(a.ino, "z.bin").ino)
+    assert last.neighbours is not None and list(last.neighbours()) == []
+    assert [r.chunk_id for r in fs.following_chunks(big.ino, files=2)] == [
+        chunk(1, 5).chunk_id]
+
+
 def test_statfs_counts() -> None:
     stats = make_fs().statfs()
     assert stats.files == 8  # a, a/f.txt, a/big, link, deep, deep/er, deep/er/file, root

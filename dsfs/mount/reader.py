@@ -56,7 +56,15 @@ TICK = 5.0
 #: Open chunk files kept for pread.
 OPEN_FILES = 128
 #: Cached chunks up to this size are verified in the event loop, not a thread.
+#: Also the largest chunk that a scan window carries along.
 INLINE_VERIFY = 256 * 1024
+#: Bytes of a pack that one miss continuing a scan fetches at most.
+SCAN_WINDOW = 2 * 1024 * 1024
+#: Neighbours further apart than this in a pack do not join a window.
+SCAN_GAP = 256 * 1024
+#: Recent fetch ends remembered per pack, and packs remembered.
+SCAN_TRACK = 8
+SCAN_PACKS = 256
 
 
 #: Kernel readahead for a mount, in KiB (the kernel's default for FUSE is 128):
@@ -114,6 +122,8 @@ class ChunkReader:
         self._next_fh = 1
         self._verified: set[str] = set()
         self._inflight: dict[str, _Fetch] = {}
+        #: Where recent fetches ended, per pack (``_scan_window``).
+        self._pack_ends: OrderedDict[str, list[int]] = OrderedDict()
         self._fds: OrderedDict[str, int] = OrderedDict()
         # ``ChunkCache.chunk_path`` as a plain string: pathlib costs more than
         # the open itself on the path of every small file
@@ -197,7 +207,7 @@ class ChunkReader:
         if data is None:  # a chunk to verify or fetch, or a read across chunks
             parts = []
             for piece in slices:
-                parts.append(await self._read_slice(piece.ref, piece.start, piece.end))
+                parts.append(await self._read_slice(piece.ref, piece.start, piece.end, file))
             data = b"".join(parts) if len(parts) != 1 else parts[0]
         handle.next_offset = offset + len(data)
         if handle.sequential and self.readahead and slices and self._nursery is not None:
@@ -229,9 +239,10 @@ class ChunkReader:
 
     # -- chunks ----------------------------------------------------------------------
 
-    async def _read_slice(self, ref: ChunkRef, start: int, end: int) -> bytes:
+    async def _read_slice(self, ref: ChunkRef, start: int, end: int,
+                          file: OpenFile | None = None) -> bytes:
         for _attempt in range(2):
-            await self.ensure(ref)
+            await self.ensure(ref, file)
             try:
                 fd = self._fd(ref.chunk_id)
             except FileNotFoundError:
@@ -271,24 +282,38 @@ class ChunkReader:
         except Exception as exc:  # noqa: BLE001 - readahead is best effort
             log.info("readahead of %s failed: %s", ref.chunk_id, exc)
 
-    async def ensure(self, ref: ChunkRef) -> None:
-        """Return once ``ref`` is in the cache and verified by this process."""
+    async def ensure(self, ref: ChunkRef, file: OpenFile | None = None) -> None:
+        """Return once ``ref`` is in the cache and verified by this process.
+
+        ``file`` is the open file the chunk belongs to: on a miss that continues
+        a scan of its pack, the chunks of the files after it come along in the
+        same ranged read (``_scan_window``)."""
         cid = ref.chunk_id
-        if cid in self._verified:
-            return
-        if ref.length <= INLINE_VERIFY and cid not in self._inflight and \
-                self._verify_inline(ref):
-            self._verified.add(cid)
-            return
-        pending = self._inflight.get(cid)
-        if pending is not None:
-            await pending.done.wait()
-            if pending.error is not None:
-                raise pending.error
-            return
-        pending = self._inflight[cid] = _Fetch()
+        while cid not in self._verified:
+            pending = self._inflight.get(cid)
+            if pending is not None:
+                # another task's fetch: ours if it was for this chunk, or a
+                # neighbour's window that holds it (then checked on the next turn)
+                await pending.done.wait()
+                if pending.error is not None:
+                    raise pending.error
+                continue
+            if ref.length <= INLINE_VERIFY and self._verify_inline(ref):
+                self._verified.add(cid)
+                return
+            await self._fetch(ref, file)
+
+    async def _fetch(self, ref: ChunkRef, file: OpenFile | None) -> None:
+        """Fetch ``ref`` (and its scan window) in a worker thread; waiters of any
+        chunk of the window wait on the same event."""
+        cid = ref.chunk_id
+        window = self._scan_window(ref, file) if file is not None else []
+        pending = _Fetch()
+        for member in (ref, *window):
+            self._inflight[member.chunk_id] = pending
+        self._note_range(ref, window)
         try:
-            await trio.to_thread.run_sync(self._load, ref, limiter=self.limiter)
+            await trio.to_thread.run_sync(self._load, ref, window, limiter=self.limiter)
             self._verified.add(cid)
         except BaseException as exc:
             # waiters get the failure, but never another task's cancellation
@@ -296,8 +321,50 @@ class ChunkReader:
                 f"fetch of chunk {cid} was interrupted")
             raise
         finally:
-            del self._inflight[cid]
+            for member in (ref, *window):
+                del self._inflight[member.chunk_id]
             pending.done.set()
+
+    def _note_range(self, ref: ChunkRef, window: list[ChunkRef]) -> None:
+        """Remember where this fetch ends in its pack (the next miss just after it
+        is a scan)."""
+        end = (window[-1] if window else ref)
+        ends = self._pack_ends.pop(ref.pack_id, None) or []
+        ends = [*ends[-(SCAN_TRACK - 1):], end.offset + end.length]
+        self._pack_ends[ref.pack_id] = ends
+        while len(self._pack_ends) > SCAN_PACKS:
+            self._pack_ends.popitem(last=False)
+
+    def _scan_window(self, ref: ChunkRef, file: OpenFile) -> list[ChunkRef]:
+        """The chunks to fetch with a small chunk that continues a scan of its pack.
+
+        A miss is a scan when a fetch of this process ended just before the
+        chunk in the same pack, or at most one chunk of its size before it (a
+        reader going through a directory, or several readers sharing one out).
+        The window is then the chunks of the following files that lie next in
+        the pack, up to ``SCAN_WINDOW`` bytes
+        in all, stopping at the first that is not (another pack, a gap, or a
+        chunk this process already has or is fetching).  A lone read of one
+        file fetches that file's bytes only.
+        """
+        if ref.length > INLINE_VERIFY or file.neighbours is None:
+            return []
+        ends = self._pack_ends.get(ref.pack_id)
+        # just after a fetch, or one file of its size further (readers racing)
+        if not ends or not any(0 <= ref.offset - end <= ref.length for end in ends):
+            return []
+        window: list[ChunkRef] = []
+        limit = ref.offset + SCAN_WINDOW
+        last_end = ref.offset + ref.length
+        for near in file.neighbours():
+            if (near.pack_id != ref.pack_id or near.length > INLINE_VERIFY
+                    or not 0 <= near.offset - last_end <= SCAN_GAP
+                    or near.offset + near.length > limit
+                    or near.chunk_id in self._verified or near.chunk_id in self._inflight):
+                break
+            window.append(near)
+            last_end = near.offset + near.length
+        return window
 
     def _verify_inline(self, ref: ChunkRef) -> bool:
         """A small cached chunk checked right here (hashing 64 KiB costs less than
@@ -317,8 +384,9 @@ class ChunkReader:
             self.cache.index.add_chunks([(raw, len(data))])
         return True
 
-    def _load(self, ref: ChunkRef) -> None:
-        """In a worker thread: verify the cached copy, or fetch with retries."""
+    def _load(self, ref: ChunkRef, window: list[ChunkRef] | None = None) -> None:
+        """In a worker thread: verify the cached copy, or fetch it (with the
+        chunks of its scan window, in one ranged read) with retries."""
         cid = ref.chunk_id
         path = self.cache.chunk_path(cid)
         try:
@@ -338,9 +406,9 @@ class ChunkReader:
         for attempt, delay in enumerate(delays, 1):
             time.sleep(delay)
             try:
-                self.cache.fetch(self.store, [ref])
+                fetched = self.cache.fetch(self.store, [ref, *(window or ())])
                 self.fetches += 1
-                self._unpruned += ref.length
+                self._unpruned += fetched
                 return
             except DsfsError as exc:
                 if attempt == len(delays):

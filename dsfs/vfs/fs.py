@@ -25,7 +25,7 @@ import bisect
 import os
 import stat
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from dsfs.format.manifest import DIR, FILE, SYMLINK, ChunkRef, Entry
@@ -38,6 +38,8 @@ _WRITE_BITS = 0o222
 RECENT_ENTRIES = 1024
 #: The block size reported to readers (a hint for cp and friends).
 BLOCK_SIZE = 128 * 1024
+#: Files after an open one whose chunks ``following_chunks`` offers at most.
+NEIGHBOUR_FILES = 256
 
 
 class VfsError(Exception):
@@ -99,13 +101,21 @@ class Slice:
 
 
 class OpenFile:
-    """A file's chunk layout, computed once per open, for planning reads."""
+    """A file's chunk layout, computed once per open, for planning reads.
 
-    __slots__ = ("entry", "ino", "_starts")
+    ``neighbours``, when the vfs can tell, yields the chunks of the files that
+    follow this one in its directory (name order): ``close`` packs a directory
+    in that order, so they are the pack's next bytes, and a reader scanning the
+    directory reads them next (see ``dsfs.mount.reader``).
+    """
 
-    def __init__(self, ino: int, entry: Entry) -> None:
+    __slots__ = ("entry", "ino", "_starts", "neighbours")
+
+    def __init__(self, ino: int, entry: Entry,
+                 neighbours: Callable[[], Iterator[ChunkRef]] | None = None) -> None:
         self.ino = ino
         self.entry = entry
+        self.neighbours = neighbours
         starts, pos = [], 0
         for ref in entry.chunks:
             starts.append(pos)
@@ -310,7 +320,19 @@ class VersionFS:
             raise ReadOnly(entry.path)
         if entry.kind != FILE:
             raise InvalidArgument(f"{entry.path} is not a regular file")
-        return OpenFile(ino, entry)
+        return OpenFile(ino, entry, lambda: self.following_chunks(ino))
+
+    def following_chunks(self, ino: int, files: int = NEIGHBOUR_FILES) -> Iterator[ChunkRef]:
+        """The chunks of up to ``files`` files after ``ino`` in its directory, in
+        name order (entries are looked up one at a time, as the caller goes)."""
+        try:
+            block, pos = self._locate(ino)
+        except NoEntry:
+            return
+        for following in range(pos + 1, min(block.count, pos + 1 + files)):
+            entry = self.source.entry(block.child_path(block.name(following)))
+            if entry is not None and entry.kind == FILE:
+                yield from entry.chunks
 
     def access(self, ino: int, writing: bool) -> None:
         self._entry(ino)
