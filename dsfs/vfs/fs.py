@@ -33,9 +33,11 @@ from dsfs.vfs.source import TreeSource
 
 ROOT_INO = 1
 _WRITE_BITS = 0o222
-#: Entries of recent lookups kept decoded (the open or getattr that follows a
-#: lookup then needs no trip to the tree source).
-RECENT_ENTRIES = 1024
+#: Entries of recent lookups and listings kept decoded (the open or getattr
+#: that follows then needs no trip to the tree source).  Enough for ``find |
+#: xargs cat`` to open what a listing just showed: the kernel learns a file
+#: from readdirplus and never looks it up.  About 0.5 KiB each.
+RECENT_ENTRIES = 16384
 #: The block size reported to readers (a hint for cp and friends).
 BLOCK_SIZE = 128 * 1024
 #: Files after an open one whose chunks ``following_chunks`` offers at most.
@@ -304,7 +306,7 @@ class VersionFS:
                   ) -> Iterator[tuple[str, Attr, int]]:
         for pos in range(start, len(listing)):
             name, entry = listing[pos]
-            yield name, self._attr(base + pos, entry), pos + 1
+            yield name, self._attr(base + pos, self._remember(base + pos, entry)), pos + 1
 
     def readlink(self, ino: int) -> str:
         entry = self._entry(ino)
