@@ -342,10 +342,10 @@ class ChunkReader:
         chunk in the same pack, or at most one chunk of its size before it (a
         reader going through a directory, or several readers sharing one out).
         The window is then the chunks of the following files that lie next in
-        the pack, up to ``SCAN_WINDOW`` bytes
-        in all, stopping at the first that is not (another pack, a gap, or a
-        chunk this process already has or is fetching).  A lone read of one
-        file fetches that file's bytes only.
+        the pack, up to ``SCAN_WINDOW`` bytes in all, stopping at the first
+        that is not (another pack, a gap, or a chunk this process already has
+        or is fetching).  A lone read of one file fetches that file's bytes
+        only.
         """
         if ref.length > INLINE_VERIFY or file.neighbours is None:
             return []
