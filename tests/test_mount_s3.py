@@ -120,3 +120,46 @@ def test_a_warm_cache_fetches_nothing(s3_dataset: dict, tmp_path: Path) -> None:
         for name in reversed(scan_names()):
             assert (tmp_path / "m2" / name).read_bytes() == (src / name).read_bytes()
         assert pack_traffic(proxy) == before
+
+
+def test_a_corrupt_neighbour_fails_only_its_own_read(
+        s3_endpoint: str | None, tmp_path: Path) -> None:
+    """A window that meets a chunk corrupt in the store is fetched again without
+    it: the sound files read, the corrupt one gets EIO."""
+    import errno
+
+    from dsfs.engine.tree import TreeResolver
+    from dsfs.format.pack import pack_key
+    from dsfs.repository import Repository
+
+    assert s3_endpoint is not None
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(8):
+        (src / f"g{i}.bin").write_bytes(os.urandom(SIZE))
+    client = make_client(s3_endpoint)
+    bucket = new_bucket(client)
+    env = {"DSFS_STORE": f"s3://{bucket}/store", "DSFS_DATA_DIR": str(tmp_path / "data"),
+           "DSFS_CACHE_DIR": str(tmp_path / "cache")}
+    run(env, "sync", str(src), "-p", "proj", "-n", "hurt", check=True)
+    version_id = json.loads(run(env, "search", "--json", check=True).stdout)[0]["id"]
+    repo = Repository.open(env["DSFS_STORE"], env["DSFS_CACHE_DIR"])
+    bad = TreeResolver(repo).tree(version_id)["g2.bin"].chunks[0]
+    key = f"store/{pack_key(bad.pack_id)}"
+    pack = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    pack[bad.offset + 100] ^= 0xFF
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(pack))
+    client.close()
+
+    mp = tmp_path / "m"
+    with mounted({**env, "DSFS_CACHE_DIR": str(tmp_path / "cold")}, version_id, mp,
+                 check_log=False):
+        for i in range(8):
+            if i == 2:
+                with pytest.raises(OSError) as info:
+                    (mp / "g2.bin").read_bytes()
+                assert info.value.errno == errno.EIO
+            else:  # g1's window holds g2: g1 still reads
+                assert (mp / f"g{i}.bin").read_bytes() == (src / f"g{i}.bin").read_bytes()
+    log = (tmp_path / "m.stderr").read_text()
+    assert "Traceback" not in log and "corrupt" in log

@@ -417,3 +417,6 @@ class ChunkReader:
                         f"{attempt} attempts: {exc}") from None
                 log.warning("fetch of chunk %s failed (attempt %d of %d): %s",
                             cid, attempt, len(delays), exc)
+                # the next attempts fetch this chunk alone: a neighbour that is
+                # corrupt in the store must not fail the read of a sound file
+                window = None
