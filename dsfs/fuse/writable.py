@@ -139,15 +139,14 @@ class WritableOperations(Operations):
     @guarded
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
                      ) -> pyfuse3.EntryAttributes:
-        try:
-            attr = self.fs.lookup(parent_inode, os.fsdecode(name))
-            self.fs.remember(attr.ino)
-            return attributes(attr)
-        except NoEntry:
+        attr = self.fs.find(parent_inode, os.fsdecode(name))
+        if attr is None:
             out = pyfuse3.EntryAttributes()
             out.st_ino = 0
             out.entry_timeout = TIMEOUT
             return out
+        self.fs.remember(attr.ino)
+        return attributes(attr)
 
     @guarded
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
@@ -283,11 +282,12 @@ class WritableOperations(Operations):
 
     @guarded
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        handle = self._handles[fh]
+        node = self._handles[fh].node
         async with self.gate:
-            await self._copy_up(handle.node, keep=None)
-            await self._fill(handle.node, off, off + len(buf), covered=True)
-            return self.fs.write(handle.node, off, buf)
+            if node.data is None or node.missing:  # not (wholly) in the upper layer yet
+                await self._copy_up(node, keep=None)
+                await self._fill(node, off, off + len(buf), covered=True)
+            return self.fs.write(node, off, buf)
 
     @guarded
     async def release(self, fh: int) -> None:
@@ -403,8 +403,7 @@ class WritableOperations(Operations):
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any = None) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         async with self.gate:
-            node = self.fs.create(parent_inode, os.fsdecode(name), mode)
-            self.fs.open(node.ino, True)
+            node = self.fs.create(parent_inode, os.fsdecode(name), mode, opening=True)
             fh = self._fh()
             self._handles[fh] = _Handle(node, True)
             self.fs.remember(node.ino)

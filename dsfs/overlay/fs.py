@@ -329,6 +329,15 @@ class OverlayFS:
             return self.attr(parent.parent or parent)
         return self.attr(self._child(parent, name))
 
+    def find(self, parent_ino: int, name: str) -> Attr | None:
+        """``lookup`` that answers None for a missing name (the kernel asks for
+        many: every ``O_EXCL`` create and rename target is looked up first)."""
+        parent = self.node(parent_ino)
+        if name in (".", ".."):
+            return self.lookup(parent_ino, name)
+        child = self.children(parent).get(name)
+        return None if child is None else self.attr(child)
+
     def readdir(self, ino: int) -> list[tuple[str, Attr]]:
         """The listing of a directory (the adapter keeps it per open handle)."""
         kids = self.children(self.node(ino))
@@ -362,7 +371,7 @@ class OverlayFS:
         node.opens += 1
         node.writers += writing
         if node.data is not None and node.fd is None:
-            node.fd = os.open(self.upper.data_path(node.data), os.O_RDWR | os.O_CLOEXEC)
+            node.fd = os.open(self.upper.data_file(node.data), os.O_RDWR | os.O_CLOEXEC)
         return node
 
     def release(self, node: Node, writing: bool) -> None:
@@ -509,15 +518,28 @@ class OverlayFS:
         node.parent, node.name = parent, name
         self._touch_dir(parent)
 
-    def create(self, parent_ino: int, name: str, mode: int) -> Node:
+    def create(self, parent_ino: int, name: str, mode: int, opening: bool = False) -> Node:
+        """A new, empty file; with ``opening``, also opened for writing (as
+        ``open`` would)."""
         parent = self.node(parent_ino)
         self._free_name(parent, name)
         if not stat.S_ISREG(mode) and stat.S_IFMT(mode):
             raise NotPermitted(f"{name}: dsfs stores only files, directories and symlinks")
-        node = self._new_node(FILE, mode, time.time_ns())
         data_id, fd = self.upper.new_data()
-        os.close(fd)
+        now = time.time_ns()
+        try:
+            # a spare was made earlier: the data file's mtime is the one a remount reads
+            os.utime(fd, ns=(now, now))
+        except BaseException:
+            os.close(fd)
+            self.upper.retire(data_id)
+            raise
+        node = self._new_node(FILE, mode, now)
         node.data = data_id
+        if opening:
+            node.fd, node.opens, node.writers = fd, 1, 1
+        else:
+            os.close(fd)
         self._attach(parent, name, node)
         self._changed(node)
         return node
@@ -622,6 +644,9 @@ class OverlayFS:
         node = self.node(ino)
         if (uid is not None and uid != self.uid) or (gid is not None and gid != self.gid):
             raise NotPermitted(f"{self.path(node)}: dsfs does not store owners")
+        if size is None and mtime_ns is None and (
+                mode is None or node.kind == SYMLINK or mode & 0o7777 == node.mode):
+            return node  # nothing changes (rsync sets a new file's mode once more)
         if size is not None:
             if node.kind == DIR:
                 raise IsADirectory(self.path(node))
@@ -643,8 +668,10 @@ class OverlayFS:
             node.mode = mode & 0o7777
         if mtime_ns is not None:
             node.mtime_ns = mtime_ns
-            if node.data is not None:
-                os.utime(self.upper.data_path(node.data), ns=(mtime_ns, mtime_ns))
+            if node.fd is not None:
+                os.utime(node.fd, ns=(mtime_ns, mtime_ns))
+            elif node.data is not None:
+                os.utime(self.upper.data_file(node.data), ns=(mtime_ns, mtime_ns))
         if node.kind == DIR:
             self._mark_path(node)
             node.dirty = True

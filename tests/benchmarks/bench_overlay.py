@@ -13,7 +13,12 @@
   Target >= 0.3.
 * ``rsync``: ``rsync -a`` of --rsync-files small files into the overlay
   against into a native directory (medians of --rounds runs, each into a new
-  directory, after ``sync``).  Target >= 0.2.
+  directory, after ``sync``).  Target >= 0.2.  Noisy: on ext4 without a
+  journal, inode allocation skips inodes deleted in the last minutes, so a
+  run soon after another one's clean-up can see native times 3-4x longer
+  (compare ``rsync_overlay_s`` across runs too).  Each file costs about 15
+  FUSE requests (lookup, create, chmod, write, release, two getattrs,
+  utimens, open, chmod, release, lookup, rename, a getattr of the directory).
 
 Run as root with /dev/fuse.  Prints one JSON object.
 """
