@@ -13,7 +13,9 @@
   Target >= 0.3.
 * ``rsync``: ``rsync -a`` of --rsync-files small files into the overlay
   against into a native directory (medians of --rounds runs, each into a new
-  directory, after ``sync``).  Target >= 0.2.  Noisy: on ext4 without a
+  directory, after ``sync``), and into a minimal writable pyfuse3
+  passthrough (``rw_passthrough.py``: the ceiling of any pyfuse3 file
+  system here; rounds interleave the three).  Target >= 0.2 of native.  Noisy: on ext4 without a
   journal, inode allocation skips inodes deleted in the last minutes, so a
   run soon after another one's clean-up can see native times 3-4x longer
   (compare ``rsync_overlay_s`` across runs too).  Each file costs about 15
@@ -39,7 +41,7 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_mount import DSFS, open_repo, publish_version, seed_entries  # noqa: E402
+from bench_mount import DSFS, fuse, open_repo, publish_version, seed_entries  # noqa: E402
 
 
 def timed(func: Callable[[], object]) -> float:
@@ -125,13 +127,28 @@ def bench_rsync(args: argparse.Namespace, base: Path, env: dict[str, str],
         return timed(lambda: subprocess.run(["rsync", "-a", f"{src}/", f"{target}/"],
                                             check=True))
 
-    with Mount(env, ref, base / "mnt-rsync") as mnt:
-        over = statistics.median(rsync(mnt / f"in{r}") for r in range(args.rounds))
-    nat = statistics.median(rsync(base / f"rsync-native{r}") for r in range(args.rounds))
+    # rounds interleave the three targets, so that a slow spell of the disk
+    # (see the docstring) does not fall on one of them only
+    times: dict[str, list[float]] = {"overlay": [], "passthrough": [], "native": []}
+    backing = base / "pt-backing"
+    backing.mkdir()
+    passthrough = [sys.executable, str(Path(__file__).with_name("rw_passthrough.py")),
+                   str(backing)]
+    with Mount(env, ref, base / "mnt-rsync") as mnt, \
+            fuse([*passthrough, str(base / "mnt-pt")], base / "mnt-pt"):
+        for r in range(args.rounds):
+            times["overlay"].append(rsync(mnt / f"in{r}"))
+            times["passthrough"].append(rsync(base / "mnt-pt" / f"in{r}"))
+            times["native"].append(rsync(base / f"rsync-native{r}"))
+    over, pt, nat = (statistics.median(times[k]) for k in ("overlay", "passthrough", "native"))
     results["rsync_files"] = args.rsync_files
+    results["rsync_runs_s"] = times
     results["rsync_overlay_s"] = over
+    results["rsync_passthrough_s"] = pt
     results["rsync_native_s"] = nat
     results["rsync_ratio"] = nat / over
+    results["rsync_passthrough_ratio"] = nat / pt
+    results["rsync_overlay_vs_passthrough"] = pt / over
 
 
 def main() -> None:
