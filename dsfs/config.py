@@ -4,6 +4,8 @@
 store lives under the XDG data directory.  ``DSFS_CACHE_DIR`` names the shared
 chunk cache; without it, the XDG cache directory.  ``DSFS_DATA_DIR`` holds the
 local state that belongs to no store object (drafts, the current draft).
+``DSFS_SETTLE_SECONDS`` is how long a writable mount's commit keeps asking
+the store whether a claim whose write failed got written after all.
 """
 
 from __future__ import annotations
@@ -38,3 +40,17 @@ def cache_dir() -> Path:
 def default_store_url() -> str:
     """``DSFS_STORE`` if set, else the embedded local store."""
     return os.environ.get("DSFS_STORE") or str(data_dir() / "store")
+
+
+#: Seconds a commit asks the store whether its claim got written (see
+#: ``dsfs.overlay.commit.settle``), unless ``DSFS_SETTLE_SECONDS`` says otherwise.
+SETTLE_SECONDS = 30.0
+
+
+def settle_seconds() -> float:
+    value = os.environ.get("DSFS_SETTLE_SECONDS", "")
+    try:
+        seconds = float(value)
+    except ValueError:
+        return SETTLE_SECONDS
+    return seconds if seconds >= 0 else SETTLE_SECONDS

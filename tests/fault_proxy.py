@@ -49,6 +49,8 @@ class ScriptedFault:
     method: str | None = None
     path_contains: str | None = None
     times: int = 1
+    #: scripted once this fault has been used (a store that goes down after a write)
+    then: ScriptedFault | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (self.times > 0 and (self.method is None or self.method == method)
@@ -94,10 +96,11 @@ class FaultProxy:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def add(self, kind: str, method: str | None = None, path_contains: str | None = None,
-            times: int = 1) -> None:
-        """Script a fault; scripted faults are used before random ones."""
+            times: int = 1, then: ScriptedFault | None = None) -> None:
+        """Script a fault; scripted faults are used before random ones.  ``then``
+        is scripted (ahead of the others) once this one has been used."""
         with self._lock:
-            self.script.append(ScriptedFault(kind, method, path_contains, times))
+            self.script.append(ScriptedFault(kind, method, path_contains, times, then))
 
     def randomize(self, rate: float, seed: int) -> None:
         """Fail ``rate`` of the requests from now on, drawn from ``seed``."""
@@ -119,6 +122,9 @@ class FaultProxy:
                 if fault.matches(method, path):
                     fault.times -= 1
                     self.stats.faults[fault.kind] += 1
+                    if fault.then is not None:
+                        self.script.insert(0, fault.then)
+                        fault.then = None
                     return fault.kind
             if self.max_faults is not None and sum(self.stats.faults.values()) >= self.max_faults:
                 return None

@@ -163,3 +163,44 @@ def test_a_corrupt_neighbour_fails_only_its_own_read(
                 assert (mp / f"g{i}.bin").read_bytes() == (src / f"g{i}.bin").read_bytes()
     log = (tmp_path / "m.stderr").read_text()
     assert "Traceback" not in log and "corrupt" in log
+
+
+def test_commit_whose_claim_the_store_cannot_confirm(s3_dataset: dict, tmp_path: Path) -> None:
+    """The claim of a commit is written but its reply is lost, and the store
+    stays down while the mount asks: the commit fails with exit code 8 and the
+    edits in place; once the store is back, committing again reports the
+    version that did get published, and makes no second one."""
+    from fault_proxy import ScriptedFault
+
+    proxy = s3_dataset["proxy"]
+    env = {**fresh(s3_dataset, tmp_path), "DSFS_SETTLE_SECONDS": "2",
+           "AWS_MAX_ATTEMPTS": "2"}
+    mp = tmp_path / "w"
+
+    def versions() -> set[str]:
+        return {v["id"] for v in json.loads(run(env, "search", "--json", check=True).stdout)}
+
+    before = versions()
+    with mounted(env, s3_dataset["id"], mp, "--writable"):
+        (mp / "scan" / "new.txt").write_text("edit\n")
+        proxy.add("drop_reply", method="PUT", path_contains="/names/",
+                  then=ScriptedFault("500", path_contains="/names/", times=100_000))
+        try:
+            failed = run(env, "commit", str(mp), "-m", "first try")
+        finally:
+            proxy.clear()
+        assert failed.returncode == 8, failed.stderr
+        assert "cannot tell whether the commit got published" in failed.stderr
+        assert "Traceback" not in failed.stderr
+        status = json.loads(run(env, "status", "--json", str(mp), check=True).stdout)
+        assert status["added"] == [{"path": "scan/new.txt", "kind": "file"}]
+        published = versions() - before
+        assert len(published) == 1  # the claim did get written
+
+        again = run(env, "commit", str(mp), "-m", "first try", check=True)
+        assert again.stdout.strip().splitlines()[-1] == next(iter(published))
+        assert "got published after all" in again.stderr
+        status = json.loads(run(env, "status", "--json", str(mp), check=True).stdout)
+        assert status["added"] == status["modified"] == status["removed"] == []
+        assert (mp / "scan" / "new.txt").read_text() == "edit\n"
+    assert versions() - before == published

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from dsfs import catalog as cat
+from dsfs import config
 from dsfs.engine.publish import check_packs_exist, find_published, publish
 from dsfs.engine.scan import SourceItem
 from dsfs.engine.tree import MAX_CHAIN_DEPTH, Tree, TreeResolver, apply_delta, compare, make_delta
@@ -58,8 +59,6 @@ from dsfs.repository import Repository
 
 #: Test hook: where a commit kills itself (see the module docstring).
 CRASH_ENV = "DSFS_TEST_COMMIT_CRASH"
-#: Seconds a live mount keeps asking whether its claim got written.
-SETTLE_SECONDS = 30.0
 
 
 def crash_point(name: str) -> None:
@@ -97,10 +96,11 @@ class OutcomeUnknown(StoreError):
 
 
 def settle(repo: Repository, header: Header, attempts: list[list[str]],
-           seconds: float = SETTLE_SECONDS) -> Header | None:
+           seconds: float | None = None) -> Header | None:
     """After publish raised: the attempt whose claim did get written, or None
-    if none did; raises StoreError if the store cannot tell within ``seconds``."""
-    deadline = time.monotonic() + seconds
+    if none did; raises StoreError if the store cannot tell within ``seconds``
+    (``DSFS_SETTLE_SECONDS``, 30 by default)."""
+    deadline = time.monotonic() + (config.settle_seconds() if seconds is None else seconds)
     delay = 0.2
     while True:
         try:
