@@ -42,78 +42,9 @@ DSFS = str(Path(sys.executable).with_name("dsfs"))
 # -- a minimal pyfuse3 passthrough -------------------------------------------------
 
 def passthrough_main(source: str, mountpoint: str) -> None:
-    import errno
+    from passthrough import serve
 
-    import pyfuse3
-    import trio
-
-    class Passthrough(pyfuse3.Operations):
-        def __init__(self) -> None:
-            super().__init__()
-            self.paths = {pyfuse3.ROOT_INODE: source}
-            self.inodes = {source: pyfuse3.ROOT_INODE}
-            self.fds: dict[int, int] = {}
-
-        def _ino(self, path: str) -> int:
-            ino = self.inodes.get(path)
-            if ino is None:
-                ino = len(self.paths) + 1
-                self.paths[ino] = path
-                self.inodes[path] = ino
-            return ino
-
-        def _attr(self, path: str) -> pyfuse3.EntryAttributes:
-            try:
-                st = os.lstat(path)
-            except OSError as exc:
-                raise pyfuse3.FUSEError(exc.errno) from None
-            a = pyfuse3.EntryAttributes()
-            a.st_ino = self._ino(path)
-            a.entry_timeout = a.attr_timeout = 86400
-            for name in ("st_mode", "st_nlink", "st_uid", "st_gid", "st_rdev", "st_size",
-                         "st_blksize", "st_blocks", "st_atime_ns", "st_mtime_ns",
-                         "st_ctime_ns"):
-                setattr(a, name, getattr(st, name))
-            return a
-
-        async def lookup(self, parent, name, ctx=None):
-            return self._attr(os.path.join(self.paths[parent], os.fsdecode(name)))
-
-        async def getattr(self, inode, ctx=None):
-            return self._attr(self.paths[inode])
-
-        async def readlink(self, inode, ctx=None):
-            return os.fsencode(os.readlink(self.paths[inode]))
-
-        async def opendir(self, inode, ctx=None):
-            return inode
-
-        async def readdir(self, fh, start_id, token):
-            names = sorted(os.listdir(self.paths[fh]))
-            for i in range(start_id, len(names)):
-                attr = self._attr(os.path.join(self.paths[fh], names[i]))
-                if not pyfuse3.readdir_reply(token, os.fsencode(names[i]), attr, i + 1):
-                    break
-
-        async def open(self, inode, flags, ctx=None):
-            if flags & (os.O_WRONLY | os.O_RDWR):
-                raise pyfuse3.FUSEError(errno.EROFS)
-            fd = os.open(self.paths[inode], os.O_RDONLY)
-            self.fds[fd] = fd
-            return pyfuse3.FileInfo(fh=fd, keep_cache=True)
-
-        async def read(self, fh, off, size):
-            return os.pread(fh, size, off)
-
-        async def release(self, fh):
-            os.close(self.fds.pop(fh))
-
-    options = set(pyfuse3.default_options) | {"ro", "fsname=passthrough"}
-    pyfuse3.init(Passthrough(), mountpoint, options)
-    try:
-        trio.run(pyfuse3.main)
-    finally:
-        pyfuse3.close(unmount=False)
+    serve(source, mountpoint, read_only=True)
 
 
 # -- helpers ------------------------------------------------------------------------

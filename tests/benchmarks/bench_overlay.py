@@ -14,7 +14,7 @@
 * ``rsync``: ``rsync -a`` of --rsync-files small files into the overlay
   against into a native directory (medians of --rounds runs, each into a new
   directory, after ``sync``), and into a minimal writable pyfuse3
-  passthrough (``rw_passthrough.py``: the ceiling of any pyfuse3 file
+  passthrough (``passthrough.py``: the ceiling of any pyfuse3 file
   system here; rounds interleave the three).  Target >= 0.2 of native.  Noisy: on ext4 without a
   journal, inode allocation skips inodes deleted in the last minutes, so a
   run soon after another one's clean-up can see native times 3-4x longer
@@ -132,7 +132,7 @@ def bench_rsync(args: argparse.Namespace, base: Path, env: dict[str, str],
     times: dict[str, list[float]] = {"overlay": [], "passthrough": [], "native": []}
     backing = base / "pt-backing"
     backing.mkdir()
-    passthrough = [sys.executable, str(Path(__file__).with_name("rw_passthrough.py")),
+    passthrough = [sys.executable, str(Path(__file__).with_name("passthrough.py")),
                    str(backing)]
     with Mount(env, ref, base / "mnt-rsync") as mnt, \
             fuse([*passthrough, str(base / "mnt-pt")], base / "mnt-pt"):

@@ -1,13 +1,15 @@
-"""A minimal writable pyfuse3 passthrough: the ceiling of any pyfuse3 file
-system that takes writes on this kernel (bench_overlay.py's second baseline).
+"""A minimal pyfuse3 passthrough file system: the ceiling of any pyfuse3 file
+system on this kernel, read-only (bench_mount.py's baseline) or writable
+(bench_overlay.py's).
 
-    python rw_passthrough.py SOURCE MOUNTPOINT     # runs in the foreground
+    python passthrough.py [--ro] SOURCE MOUNTPOINT     # runs in the foreground
 
 It mirrors SOURCE with one system call per request and nothing else: no
 journal, no copy-up, no permission logic of its own (the kernel checks
 permissions, as for a dsfs mount: ``default_permissions``).  Entries and
 attributes are cached by the kernel as long as a dsfs mount lets it, and
-missing names are cached too.  Not for use: it trusts every request.
+missing names are cached too; read-only, files open with ``keep_cache`` as
+dsfs's do.  Not for use: it trusts every request.
 """
 
 from __future__ import annotations
@@ -27,8 +29,9 @@ class Passthrough(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, read_only: bool = False) -> None:
         super().__init__()
+        self.read_only = read_only
         self.paths: dict[int, str] = {pyfuse3.ROOT_INODE: source}
         self.inodes: dict[str, int] = {source: pyfuse3.ROOT_INODE}
 
@@ -162,11 +165,13 @@ class Passthrough(pyfuse3.Operations):
     # -- files --------------------------------------------------------------------
 
     async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+        if self.read_only and flags & (os.O_WRONLY | os.O_RDWR):
+            raise pyfuse3.FUSEError(errno.EROFS)
         try:
             fd = os.open(self.paths[inode], flags & ~os.O_CREAT)
         except OSError as exc:
             raise pyfuse3.FUSEError(exc.errno) from None
-        return pyfuse3.FileInfo(fh=fd)
+        return pyfuse3.FileInfo(fh=fd, keep_cache=self.read_only)
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any = None) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
@@ -190,10 +195,12 @@ class Passthrough(pyfuse3.Operations):
         os.close(fh)
 
 
-def main() -> None:
-    source, mountpoint = sys.argv[1:3]
-    options = set(pyfuse3.default_options) | {"fsname=rw-passthrough"}
-    pyfuse3.init(Passthrough(os.path.abspath(source)), mountpoint, options)
+def serve(source: str, mountpoint: str, read_only: bool = False) -> None:
+    """Mount and serve until unmounted."""
+    options = set(pyfuse3.default_options) | {"fsname=passthrough"}
+    if read_only:
+        options.add("ro")
+    pyfuse3.init(Passthrough(os.path.abspath(source), read_only), mountpoint, options)
     try:
         trio.run(pyfuse3.main)
     finally:
@@ -201,4 +208,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    arguments = sys.argv[1:]
+    ro = "--ro" in arguments
+    source_dir, mount_dir = [a for a in arguments if a != "--ro"]
+    serve(source_dir, mount_dir, read_only=ro)
