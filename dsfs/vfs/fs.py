@@ -201,6 +201,7 @@ class VersionFS:
         self._blocks: list[_Children] = []
         self._next_ino = ROOT_INO + 1
         self._recent: dict[int, Entry] = {}
+        self._older: dict[int, Entry] = {}
 
     # -- inodes --------------------------------------------------------------
 
@@ -234,7 +235,7 @@ class VersionFS:
         return block
 
     def _entry(self, ino: int) -> Entry:
-        entry = self._recent.get(ino)
+        entry = self._recent.get(ino) or self._older.get(ino)
         if entry is not None:
             return entry
         entry = self.source.entry(self.path_of(ino))
@@ -243,11 +244,13 @@ class VersionFS:
         return self._remember(ino, entry)
 
     def _remember(self, ino: int, entry: Entry) -> Entry:
-        """Keep the entries handed out last: an open or getattr follows its lookup."""
-        recent = self._recent
-        if len(recent) >= RECENT_ENTRIES:
-            del recent[next(iter(recent))]
-        recent[ino] = entry
+        """Keep the entries handed out last: an open or getattr follows its lookup.
+        Two generations of ``RECENT_ENTRIES // 2``: when the young one is full
+        it becomes the old one (evicting one entry at a time from the front of
+        a dict costs a scan over the holes earlier deletions left)."""
+        if len(self._recent) >= RECENT_ENTRIES // 2:
+            self._older, self._recent = self._recent, {}
+        self._recent[ino] = entry
         return entry
 
     def _attr(self, ino: int, entry: Entry) -> Attr:
