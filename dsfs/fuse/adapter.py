@@ -1,6 +1,7 @@
 """The pyfuse3 adapter: kernel requests in, one vfs call, attributes or errno out.
 
-This module and ``dsfs.mount`` are the only importers of pyfuse3.  Each
+The two adapters (this module and ``dsfs.fuse.writable``) and the mount
+lifecycle (``dsfs.mount.lifecycle``) are the only importers of pyfuse3.  Each
 handler converts its arguments (names arrive as bytes: ``os.fsdecode`` here
 and nowhere else), calls one method of ``VersionFS`` (reads go to the
 ``FileReader`` that owns store I/O), and converts the answer.

@@ -25,7 +25,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -128,6 +128,15 @@ class WritableOperations(Operations):
         self._next_fh = 1
         self._copying: dict[int, trio.Event] = {}
         self._filling: dict[tuple[int, int], trio.Event] = {}  # (inode, block)
+
+    def invalidate_names(self, parent_inode: int, names: Iterable[str]) -> None:
+        """Make the kernel forget ``names`` under ``parent_inode`` (the tree
+        changed under it).  Best effort: a name the kernel never looked up
+        answers ENOENT, and the kernel asks again after its timeout anyway.
+        Call it from a worker thread, never the trio thread."""
+        for name in names:
+            with contextlib.suppress(OSError):
+                pyfuse3.invalidate_entry(parent_inode, os.fsencode(name))
 
     def _fh(self) -> int:
         fh = self._next_fh

@@ -18,7 +18,6 @@ an edit of the child.  Reads go on throughout.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -27,7 +26,6 @@ import socket
 import struct
 from typing import Any
 
-import pyfuse3
 import trio
 
 from dsfs.errors import (
@@ -178,15 +176,9 @@ class Session:
             names = sorted(set(names) | set(self.fs.children(self.fs.root)))
             self.upper.save(self.repo.store_id.hex(), self.header.id, [])
 
-        def invalidate() -> None:
-            # the kernel must forget the old tree's names; best effort (a name it
-            # never looked up answers ENOENT), as the kernel asks again after its timeout anyway
-            for name in names:
-                with contextlib.suppress(OSError):
-                    pyfuse3.invalidate_entry(old_root.ino, os.fsencode(name))
-
-        # not from the trio thread: the kernel may call back into this file system
-        await trio.to_thread.run_sync(invalidate)
+        # the kernel must forget the old tree's names; not from the trio thread:
+        # the kernel may call back into this file system while it forgets
+        await trio.to_thread.run_sync(self.ops.invalidate_names, old_root.ino, names)
         return {"ok": True, "discarded": count}
 
     # -- background --------------------------------------------------------------------
