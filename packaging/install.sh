@@ -7,8 +7,9 @@
 #   DSFS_EXTRAS=test,s3,mount            # extras to install (this is the default)
 #
 # System packages: fuse3 (fusermount3, /dev/fuse), libfuse3-dev and pkg-config
-# (to build pyfuse3), python3-venv.  Needs root or sudo for those; skipped when
-# they are already present.
+# (to build pyfuse3), python3-venv, rsync; with the test extra also git and
+# sqlite3, which the tests run inside mounts.  Needs root or sudo for those;
+# skipped when they are already present.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,6 +23,11 @@ pkg-config --exists fuse3 2>/dev/null || need+=(libfuse3-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 "$python" -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
+# the tests drive mounts with these real tools too
+if [[ ",$extras," == *,test,* ]]; then
+    command -v git >/dev/null 2>&1 || need+=(git)
+    command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+fi
 if [ ${#need[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "install.sh: please install ${need[*]} with your system's package manager" >&2
