@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 
 try:
-    from s3_support import s3_available, s3_endpoint, s3_store_url  # noqa: F401 - fixtures
+    from s3_support import (  # noqa: F401 - fixtures
+        moto_endpoint,
+        s3_available,
+        s3_endpoint,
+        s3_store_url,
+    )
 except ImportError:  # the S3 backend is not part of this checkout
     def s3_available() -> bool:
         return False

@@ -133,6 +133,15 @@ def s3_endpoint() -> Iterator[str | None]:
         yield endpoint
 
 
+@pytest.fixture
+def moto_endpoint(s3_endpoint: str | None) -> str:
+    """The local moto server's endpoint, for tests that put a fault proxy in
+    front of it (skipped against a real S3)."""
+    if s3_endpoint is None:
+        pytest.skip("needs the local moto server (fault injection)")
+    return s3_endpoint
+
+
 def make_client(endpoint: str | None = None) -> Any:
     """A plain boto3 client on the test S3 (for tests that look behind the store)."""
     import boto3

@@ -25,13 +25,6 @@ STORE_ERROR = 8
 
 
 @pytest.fixture
-def moto_endpoint(s3_endpoint: str | None) -> str:
-    if s3_endpoint is None:
-        pytest.skip("needs the local moto server (fault injection)")
-    return s3_endpoint
-
-
-@pytest.fixture
 def proxy(moto_endpoint: str, s3_store_url: str, monkeypatch: pytest.MonkeyPatch,
           dsfs_env: dict[str, str]) -> Iterator[FaultProxy]:
     """A fault-free proxy the ``dsfs`` subprocesses go through; tests set its faults."""

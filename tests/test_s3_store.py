@@ -25,13 +25,6 @@ s3 = pytest.importorskip("dsfs.store.s3")
 
 
 @pytest.fixture
-def moto_endpoint(s3_endpoint: str | None) -> str:
-    if s3_endpoint is None:
-        pytest.skip("needs the local moto server (fault injection)")
-    return s3_endpoint
-
-
-@pytest.fixture
 def bucket(moto_endpoint: str) -> str:
     client = make_client(moto_endpoint)
     name = new_bucket(client)

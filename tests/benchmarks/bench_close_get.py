@@ -38,14 +38,19 @@ def drop_caches() -> None:
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
 
 
-def make_files(root: Path, count: int, size: int) -> None:
+def make_files(root: Path, count: int, size: int) -> list[Path]:
+    """``count`` distinct files of ``size`` bytes in 100 directories (cheap
+    to make: slices of one random block, each with its own number)."""
     block = os.urandom(size * 64)
+    paths = []
     for i in range(count):
         path = root / f"d{i % 100:03d}" / f"f{i:06d}"
         if i < 100:
             path.parent.mkdir(parents=True, exist_ok=True)
         offset = (i * 4099) % (len(block) - size)
         path.write_bytes(block[offset : offset + size - 8] + i.to_bytes(8, "little"))
+        paths.append(path)
+    return paths
 
 
 def make_big(root: Path, mib: int) -> None:

@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: s3_suppo
 
 import boto3  # noqa: E402 - after the path set-up above
 import botocore.session  # noqa: E402
+from bench_close_get import make_files  # noqa: E402 - a sibling script
 from boto3.s3.transfer import TransferConfig  # noqa: E402
 from botocore.config import Config  # noqa: E402
 from s3_support import aws_environment, make_client, moto_server  # noqa: E402
@@ -108,19 +109,6 @@ botocore.session.Session.create_client = _counting_create_client  # type: ignore
 
 
 # -- data --------------------------------------------------------------------------------
-
-
-def make_files(root: Path, count: int, size: int) -> list[Path]:
-    block = os.urandom(size * 64)
-    paths = []
-    for i in range(count):
-        path = root / f"d{i % 100:03d}" / f"f{i:06d}"
-        if i < 100:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        offset = (i * 4099) % (len(block) - size)
-        path.write_bytes(block[offset : offset + size - 8] + i.to_bytes(8, "little"))
-        paths.append(path)
-    return paths
 
 
 def make_big(root: Path, mib: int) -> Path:
