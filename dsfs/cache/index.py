@@ -45,7 +45,7 @@ Tables (all integers little-endian):
     One version's delta (its manifest's entries), grouped by directory.  The dir
     key is the xxh3-128 digest of the directory's path ("" for the root), which
     keeps keys within LMDB's 511 bytes; the names under one dir key come out of a
-    cursor in byte order.  An encoded entry (``dsfs.vfs.lmdbsource``) is
+    cursor in byte order.  An encoded entry (``dsfs.vfs.treeindex``) is
     kind u8 | mode u32 | mtime ns i64 | size u64, then for a file: raw digest (16)
     | chunk count u32 | per chunk: raw chunk id (16) | raw pack id (16) |
     offset u64 | length u64; for a symlink: the target's bytes.
@@ -71,7 +71,7 @@ The four ``tree_*`` tables are keyed by version first, so forgetting a version
 is a range delete (``forget_tree_versions``), and ``clear_trees`` empties
 them all.  A version's records may point at an ancestor's (``tree_dirs``
 owners), so whoever forgets a version also forgets the versions that depend
-on it (``dsfs.vfs.lmdbsource.forget_trees`` decides which); a mount that is
+on it (``dsfs.vfs.treeindex.forget_trees`` decides which); a mount that is
 running keeps its memo in memory and needs its records, so ``dsfs cache
 clear`` and ``prune`` leave the trees of mounted versions alone.
 """

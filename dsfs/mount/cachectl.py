@@ -35,7 +35,7 @@ from dsfs.format.digest import bytes_to_id, chunk_id
 from dsfs.format.manifest import FILE, ChunkRef, Header
 from dsfs.mount import table
 from dsfs.repository import Repository
-from dsfs.vfs.lmdbsource import forget_trees
+from dsfs.vfs.treeindex import forget_trees
 
 #: Environment variable giving the default cache size limit (e.g. ``50G``).
 SIZE_ENV = "DSFS_CACHE_SIZE"

@@ -4,9 +4,9 @@
 ``TreeSource`` a mount uses.  It never holds a whole tree in memory:
 
 * **Deltas.**  Each manifest of the version's chain is streamed once into the
-  cache index (``tree_deltas``: records keyed by version, directory and name,
-  see ``dsfs.cache.index``).  Manifests are immutable, so every later mount,
-  in any process, skips this step (``tree_versions`` marks a finished one).
+  cache index (``dsfs.vfs.treeindex``: records keyed by version, directory
+  and name).  Manifests are immutable, so every later mount, in any process,
+  skips this step.
 * **Resolution.**  The listing of directory ``D`` in version ``v`` is the
   listing of ``D`` in each parent whose tree still reaches ``D`` (in order: a
   later parent wins a name; a parent with a file or symlink at ``D`` or above
@@ -37,37 +37,31 @@ from __future__ import annotations
 
 import struct
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from dsfs.cache.index import CacheIndex
 from dsfs.engine.tree import IMPLIED_DIR_MODE
 from dsfs.errors import IntegrityError
-from dsfs.format import manifest as mf
-from dsfs.format.digest import PREFIX as CHUNK_PREFIX
-from dsfs.format.digest import digest_bytes
-from dsfs.format.manifest import DIR, FILE, REMOVED, SYMLINK, ChunkRef, Entry, Header
+from dsfs.format.manifest import DIR, Entry, Header
 from dsfs.repository import Repository
-
-# -- encoded entries (layout documented with the tables in dsfs.cache.index) ---------
-
-KIND_FILE, KIND_DIR, KIND_SYMLINK = 1, 2, 3
-_KINDS = {FILE: KIND_FILE, DIR: KIND_DIR, SYMLINK: KIND_SYMLINK}
-_KIND_NAMES = {v: k for k, v in _KINDS.items()}
-_HEAD = struct.Struct("<BIqQ")  # kind, mode, mtime ns, size
-_FILE = struct.Struct("<16sI")  # digest, chunk count
-_CHUNK = struct.Struct("<16s16sQQ")  # chunk id, pack id, offset, length
-
-#: ``tree_deltas`` record flags.
-CUT, IMPLIED, HAS_ENTRY = 1, 2, 4
+from dsfs.vfs.treeindex import (
+    CUT,
+    HAS_ENTRY,
+    IMPLIED,
+    IMPLIED_DIR,
+    Decoder,
+    VersionInfo,
+    dir_key,
+    entry_of_record,
+    is_dir,
+    load_graph,
+    raw_name,
+    split,
+)
 
 #: ``tree_dirs`` forms.
 DELTA_FORM, STORED_FORM = 1, 2
 _DIR = struct.Struct("<B16sH")  # form, owner, number of parent indexes (u16 each)
-_SUMMARY = struct.Struct("<QqBB")  # entries, newest mtime, snapshot, parent count
-
-#: Longest name a key can hold: LMDB's 511-byte keys less version id and dir key.
-MAX_NAME_BYTES = 511 - 32
 
 #: Decoded entries kept in the per-process LRU of listings (about 0.5 KiB each).
 LISTING_CACHE_ENTRIES = 20_000
@@ -77,228 +71,6 @@ DIR_MEMO_SIZE = 200_000
 #: big tree would otherwise keep every page of it resident in the mount process
 #: (about 250 MiB for a million files).  Some 20 MiB of pages at most.
 RELEASE_EVERY = 100_000
-
-
-def raw_name(name: str) -> bytes:
-    try:
-        raw = name.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        raise IntegrityError(f"manifest name {name!r} cannot be encoded") from None
-    if len(raw) > MAX_NAME_BYTES:
-        raise IntegrityError(f"manifest name is longer than {MAX_NAME_BYTES} bytes: "
-                             f"{name[:80]!r}...")
-    return raw
-
-
-def dir_key(path: str) -> bytes:
-    """The 16-byte key of a directory path ("" is the root)."""
-    return digest_bytes(path.encode("utf-8", "surrogateescape"))
-
-
-def split(path: str) -> tuple[str, str]:
-    parent, _, name = path.rpartition("/")
-    return parent, name
-
-
-def encode_entry(entry: Entry) -> bytes:
-    head = _HEAD.pack(_KINDS[entry.kind], entry.mode, entry.mtime_ns, entry.size)
-    if entry.kind == FILE:
-        parts = [head, _FILE.pack(_raw_digest(entry.digest or ""), len(entry.chunks))]
-        parts += [_CHUNK.pack(_raw_digest(c.chunk_id), bytes.fromhex(c.pack_id), c.offset,
-                              c.length) for c in entry.chunks]
-        return b"".join(parts)
-    if entry.kind == SYMLINK:
-        return head + (entry.target or "").encode("utf-8", "surrogateescape")
-    return head
-
-
-def _raw_digest(cid: str) -> bytes:
-    return bytes.fromhex(cid[len(CHUNK_PREFIX):])
-
-
-IMPLIED_DIR = encode_entry(Entry("", DIR, 0, IMPLIED_DIR_MODE, 0))
-
-
-class Decoder:
-    """Encoded entries back to ``Entry``; repeated strings are shared, not copied."""
-
-    def __init__(self) -> None:
-        self._packs: dict[bytes, str] = {}
-
-    def decode(self, path: str, data: bytes) -> Entry:
-        kind, mode, mtime, size = _HEAD.unpack_from(data)
-        if kind == KIND_FILE:
-            raw, count = _FILE.unpack_from(data, _HEAD.size)
-            digest = CHUNK_PREFIX + raw.hex()
-            chunks = []
-            pos = _HEAD.size + _FILE.size
-            for _ in range(count):
-                craw, praw, offset, length = _CHUNK.unpack_from(data, pos)
-                pos += _CHUNK.size
-                # a one-chunk file's chunk id is its digest: share the string
-                cid = digest if craw == raw else CHUNK_PREFIX + craw.hex()
-                chunks.append(ChunkRef(cid, self._pack(praw), offset, length))
-            return Entry(path, FILE, size, mode, mtime, digest, tuple(chunks))
-        if kind == KIND_SYMLINK:
-            target = data[_HEAD.size:].decode("utf-8", "surrogateescape")
-            return Entry(path, SYMLINK, size, mode, mtime, target=target)
-        return Entry(path, DIR, 0, mode, mtime)
-
-    def _pack(self, raw: bytes) -> str:
-        pack = self._packs.get(raw)
-        if pack is None:
-            pack = raw.hex()
-            if len(self._packs) < 1_000_000:
-                self._packs[raw] = pack
-        return pack
-
-
-def is_dir(encoded: bytes) -> bool:
-    return encoded[0] == KIND_DIR
-
-
-def entry_of_record(record: bytes) -> bytes | None:
-    """The encoded entry a delta record puts in a listing built on an empty base."""
-    flags = record[0]
-    if flags & HAS_ENTRY:
-        if flags & IMPLIED and not is_dir(record[1:]):
-            # Checked here, not while indexing: a manifest may list a path twice
-            # (the last wins), so only the finished record says which it is.
-            raise IntegrityError("a manifest puts entries below one of its own files "
-                                 "or symlinks")
-        return record[1:]
-    if flags & IMPLIED:
-        return IMPLIED_DIR
-    return None
-
-
-def merge_records(old: bytes, new: bytes) -> bytes:
-    """Two records of one path in one delta: flags add up, an entry replaces none
-    (a path listed twice: the later entry wins, as in ``apply_delta``)."""
-    body = new[1:] if new[0] & HAS_ENTRY else old[1:]
-    return bytes([old[0] | new[0]]) + body
-
-
-# -- indexing a manifest ----------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class VersionInfo:
-    parents: tuple[bytes, ...]
-    snapshot: bool
-    newest_mtime: int
-
-
-def _summary(entries: int, newest: int, header: Header) -> bytes:
-    parents = [bytes.fromhex(p) for p in header.parents]
-    return (_SUMMARY.pack(entries, newest, header.snapshot, len(parents))
-            + b"".join(parents))
-
-
-def _info(summary: bytes) -> VersionInfo:
-    _entries, newest, snapshot, count = _SUMMARY.unpack_from(summary)
-    start = _SUMMARY.size
-    parents = tuple(summary[start + 16 * i: start + 16 * (i + 1)] for i in range(count))
-    return VersionInfo(parents, bool(snapshot), newest)
-
-
-def index_version(repo: Repository, header: Header) -> VersionInfo:
-    """Stream ``header``'s manifest into ``tree_deltas``; never holds its entries."""
-    index = repo.cache.index
-    vid = bytes.fromhex(header.id)
-    data = repo.manifest_bytes(header.id, memo=False)  # in LMDB once indexed
-    counts = [0, 0]  # entries, newest mtime
-
-    def records() -> Iterator[tuple[bytes, bytes, bytes]]:
-        # Directories already marked IMPLIED, so that a directory's ancestors are
-        # marked once rather than once per file.  Bounded: manifests list paths in
-        # order, so the recent ones are the ones that repeat; a miss only
-        # repeats an idempotent mark.
-        marked: OrderedDict[str, None] = OrderedDict()
-        for entry in mf.iter_entries(data):
-            parent, name = split(entry.path)
-            if entry.kind == REMOVED:
-                yield dir_key(parent), raw_name(name), bytes([CUT])
-                continue
-            counts[0] += 1
-            counts[1] = max(counts[1], entry.mtime_ns)
-            # A file or symlink cuts off what the parents had below its path, as
-            # a removal does (``apply_delta`` sweeps a directory it replaces,
-            # even when a later entry of the same delta makes it a directory again).
-            flags = HAS_ENTRY if entry.kind == DIR else HAS_ENTRY | CUT
-            yield dir_key(parent), raw_name(name), bytes([flags]) + encode_entry(entry)
-            while parent and parent not in marked:
-                marked[parent] = None
-                if len(marked) > 4096:
-                    marked.popitem(last=False)
-                up, dname = split(parent)
-                yield dir_key(up), raw_name(dname), bytes([IMPLIED])
-                parent = up
-
-    index.merge_tree_delta(vid, records(), merge_records)
-    summary = _summary(counts[0], counts[1], header)
-    index.finish_tree_delta(vid, summary)
-    return _info(summary)
-
-
-def load_graph(repo: Repository, header: Header) -> dict[bytes, VersionInfo]:
-    """Every version whose delta ``header``'s tree depends on, indexed first if new."""
-    index = repo.cache.index
-    graph: dict[bytes, VersionInfo] = {}
-    todo = [header.id]
-    while todo:
-        hex_id = todo.pop()
-        vid = bytes.fromhex(hex_id)
-        if vid in graph:
-            continue
-        summary = index.tree_version(vid)
-        if summary is not None:
-            info = _info(summary)
-        else:
-            info = index_version(repo, header if hex_id == header.id else repo.header(hex_id))
-        graph[vid] = info
-        if not info.snapshot:
-            todo.extend(p.hex() for p in info.parents)
-    return graph
-
-
-def forget_trees(index: CacheIndex, gone: set[bytes] | None,
-                 keep: Iterable[bytes] = ()) -> int:
-    """Forget the ``tree_*`` records of the versions in ``gone`` (None: of every
-    version) and of every version whose tree depends on one of them, except the
-    versions that the trees of ``keep`` (mounted versions) depend on.  Returns
-    how many versions were forgotten.  They are indexed again if mounted later."""
-    present = index.tree_version_ids()
-    graph: dict[bytes, VersionInfo] = {}
-    for vid in present:
-        summary = index.tree_version(vid)
-        if summary is not None:
-            graph[vid] = _info(summary)
-    doomed = set(present) if gone is None else present & gone
-    grew = True
-    while grew:  # a version whose tree uses a doomed one's records goes too
-        grew = False
-        for vid, info in graph.items():
-            if vid not in doomed and not info.snapshot and any(
-                    p in doomed for p in info.parents):
-                doomed.add(vid)
-                grew = True
-    needed: set[bytes] = set()
-    todo = list(keep)
-    while todo:
-        vid = todo.pop()
-        if vid in needed:
-            continue
-        needed.add(vid)
-        known = graph.get(vid)
-        if known is not None and not known.snapshot:
-            todo.extend(known.parents)
-    doomed -= needed
-    if gone is None and not needed:
-        index.clear_trees()
-    else:
-        index.forget_tree_versions(sorted(doomed))
-    return len(doomed)
-
 
 # -- the source -----------------------------------------------------------------------
 
