@@ -10,6 +10,7 @@ the store whether a claim whose write failed got written after all.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -54,3 +55,9 @@ def settle_seconds() -> float:
     except ValueError:
         return SETTLE_SECONDS
     return seconds if seconds >= 0 else SETTLE_SECONDS
+
+
+def mount_key(mountpoint: str) -> str:
+    """A short stable name for a mount point: names its state file, log, control
+    socket and default overlay, so every layer that needs it derives it here."""
+    return hashlib.sha256(mountpoint.encode("utf-8", "surrogateescape")).hexdigest()[:20]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import os
 import re
@@ -96,7 +95,7 @@ def state_dir() -> Path:
 
 
 def state_key(mountpoint: str) -> str:
-    return hashlib.sha256(mountpoint.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    return config.mount_key(mountpoint)
 
 
 def state_path(mountpoint: str) -> Path:

@@ -69,11 +69,9 @@ def overlay_dir(name: str | None, mountpoint: str) -> Path:
     """Where an overlay lives: a path (contains '/'), a name under the data dir,
     or, without a name, one derived from the mount point."""
     if name is None:
-        from dsfs.mount.table import state_key  # noqa: PLC0415 - avoid a cycle at import
-
         base = os.path.basename(mountpoint.rstrip("/")) or "root"
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in base)[:40]
-        return config.data_dir() / "overlays" / f"{safe}-{state_key(mountpoint)[:8]}"
+        return config.data_dir() / "overlays" / f"{safe}-{config.mount_key(mountpoint)[:8]}"
     if "/" in name:
         return Path(os.path.abspath(name))
     if name in ("", ".", "..") or "\x00" in name:
