@@ -368,10 +368,11 @@ class OverlayFS:
             raise IsADirectory(self.path(node))
         if node.kind != FILE:
             raise InvalidArgument(f"{self.path(node)} is not a regular file")
-        node.opens += 1
-        node.writers += writing
         if node.data is not None and node.fd is None:
             node.fd = os.open(self.upper.data_file(node.data), os.O_RDWR | os.O_CLOEXEC)
+        # counted once the open succeeded: a failed open leaves no phantom writer
+        node.opens += 1
+        node.writers += writing
         return node
 
     def release(self, node: Node, writing: bool) -> None:
