@@ -68,14 +68,30 @@ class FileReader(Protocol):
     def release(self, fh: int) -> None: ...
 
 
+#: OSError numbers a writable mount passes through to the caller as they are: the
+#: disk under the overlay is full or over quota, a file would grow past what it
+#: allows, the process is out of file descriptors or memory, the overlay's disk
+#: went read-only.  Every other OSError inside a handler is EIO and a log line.
+PASS_THROUGH: frozenset[int] = frozenset({
+    errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EMFILE, errno.ENFILE, errno.ENOMEM,
+    errno.EROFS, errno.EOVERFLOW,
+})
+
+
 def errno_for(exc: BaseException, what: str,
-              table: dict[type[BaseException], int] | None = None) -> int:
+              table: dict[type[BaseException], int] | None = None,
+              passthrough: frozenset[int] = frozenset()) -> int:
     """The errno for ``exc`` (in ``table``, by default ``ERRNO``), logging what is
-    not an ordinary answer."""
+    not an ordinary answer: one line for a store failure or an ``OSError`` in
+    ``passthrough`` (which keeps its errno), a traceback for anything else (a bug).
+    ``what`` names the request, never the data it carried."""
     for cls in type(exc).__mro__:
         code = (ERRNO if table is None else table).get(cls)
         if code is not None:
             return code
+    if isinstance(exc, OSError) and exc.errno in passthrough:
+        log.warning("%s failed: %s", what, os.strerror(exc.errno or 0))
+        return int(exc.errno or errno.EIO)
     if isinstance(exc, DsfsError):
         log.error("%s failed: %s: %s", what, type(exc).__name__, exc)
     else:
@@ -86,9 +102,11 @@ def errno_for(exc: BaseException, what: str,
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
-def guard(table: dict[type[BaseException], int]) -> Callable[[F], F]:
+def guard(table: dict[type[BaseException], int], passthrough: frozenset[int] = frozenset()
+          ) -> Callable[[F], F]:
     """A decorator that turns every exception of a handler into a ``FUSEError``,
-    its errno from ``table`` (EIO and a log line for anything not in it)."""
+    its errno from ``table`` or, for an ``OSError`` whose number is in
+    ``passthrough``, that number (EIO and a log line for anything else)."""
 
     def decorate(func: F) -> F:
         @functools.wraps(func)
@@ -98,8 +116,8 @@ def guard(table: dict[type[BaseException], int]) -> Callable[[F], F]:
             except pyfuse3.FUSEError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the errno boundary
-                what = f"{func.__name__}{_describe(args)}"
-                raise pyfuse3.FUSEError(errno_for(exc, what, table)) from None
+                what = f"{func.__name__}{describe(func.__name__, args)}"
+                raise pyfuse3.FUSEError(errno_for(exc, what, table, passthrough)) from None
 
         return cast(F, wrapper)
 
@@ -108,9 +126,22 @@ def guard(table: dict[type[BaseException], int]) -> Callable[[F], F]:
 
 guarded = guard(ERRNO)
 
+#: Handlers whose argument at this position is file contents (never logged).
+_DATA_ARGS = {"write": 2, "setxattr": 2}
 
-def _describe(args: Sequence[Any]) -> str:
-    shown = [repr(a) if isinstance(a, (int, bytes, str)) else "…" for a in args[:3]]
+
+def describe(name: str, args: Sequence[Any]) -> str:
+    """A request's arguments for a log line: numbers and names, never the data a
+    write carries (it would put file contents in the mount's log)."""
+    secret = _DATA_ARGS.get(name)
+    shown = []
+    for i, a in enumerate(args[:3]):
+        if i == secret and isinstance(a, (bytes, bytearray, memoryview)):
+            shown.append(f"<{len(a)} bytes>")
+        elif isinstance(a, (bytes, str)) and len(a) > 255:
+            shown.append(repr(a[:40]) + "…")
+        else:
+            shown.append(repr(a) if isinstance(a, (int, bytes, str)) else "…")
     return "(" + ", ".join(shown) + ")"
 
 

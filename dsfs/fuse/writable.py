@@ -36,12 +36,21 @@ from dsfs.format.digest import CHUNK_SIZE
 from dsfs.format.manifest import Entry
 from dsfs.fuse.adapter import (
     ERRNO,
+    PASS_THROUGH,
     FileReader,
     Operations,
     entry_attributes,
     guard,
 )
-from dsfs.overlay.fs import OVERLAY_ERRNO, Node, NotPermitted, NotSupported, OverlayFS
+from dsfs.overlay.fs import (
+    NAME_MAX,
+    OVERLAY_ERRNO,
+    NameTooLong,
+    Node,
+    NotPermitted,
+    NotSupported,
+    OverlayFS,
+)
 from dsfs.vfs import Attr, NoEntry, OpenFile
 
 #: Seconds the kernel may cache entries and attributes.  Every change passes
@@ -54,7 +63,18 @@ log = logging.getLogger("dsfs.fuse.writable")
 WRITABLE_ERRNO: dict[type[BaseException], int] = {**ERRNO, **OVERLAY_ERRNO}
 _WRITE_ACCESS = os.O_WRONLY | os.O_RDWR
 
-guarded = guard(WRITABLE_ERRNO)
+#: Changes answer a full disk with ENOSPC (and EDQUOT, EFBIG, ...: ``PASS_THROUGH``).
+guarded = guard(WRITABLE_ERRNO, PASS_THROUGH)
+#: Reads answer EIO for every failure that is not in the table (a read has no ENOSPC).
+read_guarded = guard(WRITABLE_ERRNO)
+
+
+def fs_name(name: bytes) -> str:
+    """A name from the kernel as a str; ENAMETOOLONG past 255 bytes (the kernel
+    lets FUSE see names of up to 1024 bytes)."""
+    if len(name) > NAME_MAX:
+        raise NameTooLong(os.fsdecode(name[:40]) + "…")
+    return os.fsdecode(name)
 
 
 def attributes(attr: Attr) -> pyfuse3.EntryAttributes:
@@ -148,7 +168,7 @@ class WritableOperations(Operations):
     @guarded
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
                      ) -> pyfuse3.EntryAttributes:
-        attr = self.fs.find(parent_inode, os.fsdecode(name))
+        attr = self.fs.find(parent_inode, fs_name(name))
         if attr is None:
             out = pyfuse3.EntryAttributes()
             out.st_ino = 0
@@ -260,7 +280,7 @@ class WritableOperations(Operations):
         self._handles[fh] = _Handle(node, writing)
         return pyfuse3.FileInfo(fh=fh)
 
-    @guarded
+    @read_guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handles[fh]
         node = handle.node
@@ -411,32 +431,52 @@ class WritableOperations(Operations):
     @guarded
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: Any = None) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        text = fs_name(name)
         async with self.gate:
-            node = self.fs.create(parent_inode, os.fsdecode(name), mode, opening=True)
+            try:
+                node = self.fs.create(parent_inode, text, mode, opening=True)
+            except BaseException:
+                self._drop_unhandled_writer(parent_inode, text)
+                raise
             fh = self._fh()
             self._handles[fh] = _Handle(node, True)
             self.fs.remember(node.ino)
             return pyfuse3.FileInfo(fh=fh), attributes(self.fs.attr(node))
 
+    def _drop_unhandled_writer(self, parent_inode: int, name: str) -> None:
+        """A ``create`` that failed after the file was made open for writing (its
+        journal record could not be written, say) leaves no handle: close it, or
+        its writer would block ``discard`` for the life of the mount."""
+        try:
+            node = self.fs.children(self.fs.node(parent_inode)).get(name)
+        except Exception:  # noqa: BLE001 - nothing to undo
+            return
+        if node is None or node.writers <= 0:
+            return
+        if any(h.node is node for h in self._handles.values()):
+            return
+        self.fs.release(node, True)
+
     @guarded
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: Any = None) -> pyfuse3.EntryAttributes:
+        text = fs_name(name)
         if not stat.S_ISREG(mode):
             raise NotPermitted("dsfs stores only files, directories and symlinks")
         async with self.gate:
-            return self._entry(self.fs.create(parent_inode, os.fsdecode(name), mode))
+            return self._entry(self.fs.create(parent_inode, text, mode))
 
     @guarded
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any = None
                     ) -> pyfuse3.EntryAttributes:
         async with self.gate:
-            return self._entry(self.fs.mkdir(parent_inode, os.fsdecode(name), mode))
+            return self._entry(self.fs.mkdir(parent_inode, fs_name(name), mode))
 
     @guarded
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any = None
                       ) -> pyfuse3.EntryAttributes:
         async with self.gate:
-            return self._entry(self.fs.symlink(parent_inode, os.fsdecode(name),
+            return self._entry(self.fs.symlink(parent_inode, fs_name(name),
                                                os.fsdecode(target)))
 
     def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
@@ -447,23 +487,24 @@ class WritableOperations(Operations):
     @guarded
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any = None
                    ) -> pyfuse3.EntryAttributes:
+        fs_name(new_name)
         raise NotPermitted("hard links are not stored")
 
     @guarded
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
         async with self.gate:
-            self.fs.unlink(parent_inode, os.fsdecode(name))
+            self.fs.unlink(parent_inode, fs_name(name))
 
     @guarded
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
         async with self.gate:
-            self.fs.rmdir(parent_inode, os.fsdecode(name))
+            self.fs.rmdir(parent_inode, fs_name(name))
 
     @guarded
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: Any = None) -> None:
         async with self.gate:
-            self.fs.rename(parent_inode_old, os.fsdecode(name_old), parent_inode_new,
-                           os.fsdecode(name_new), flags)
+            self.fs.rename(parent_inode_old, fs_name(name_old), parent_inode_new,
+                           fs_name(name_new), flags)
 
 

@@ -1,0 +1,270 @@
+"""The writable adapter without a mount (S3QL's ``t3_fs_api`` tier).
+
+``WritableOperations`` is driven directly, handler by handler, over a real
+``OverlayFS`` with a temporary upper layer and a small lower tree whose file
+contents come from a simple in-memory reader.  Faults are real: a tiny tmpfs
+under the upper layer for a full disk, a lowered ``RLIMIT_NOFILE`` for a
+failing ``open``, ext4's maximum file size for EFBIG.  Each case checks the
+errno the kernel would get and what the mount's log says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import resource
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+pyfuse3 = pytest.importorskip("pyfuse3", reason="pyfuse3 is not installed")
+trio = pytest.importorskip("trio", reason="trio is not installed")
+
+from dsfs.format.manifest import DIR, FILE, Entry  # noqa: E402
+from dsfs.fuse.writable import WritableOperations  # noqa: E402
+from dsfs.overlay.fs import OverlayFS  # noqa: E402
+from dsfs.overlay.upper import Upper  # noqa: E402
+from dsfs.vfs import ROOT_INO, MemoryTreeSource, OpenFile  # noqa: E402
+
+LOWER = {"d/a.txt": b"lower a\n", "d/b.bin": bytes(range(256)) * 40}
+SECRET = b"SECRET-CONTENTS-"
+
+
+class MemoryReader:
+    """Lower file contents from a dict (the ``FileReader`` protocol)."""
+
+    def __init__(self, contents: dict[str, bytes]) -> None:
+        self.contents = contents
+        self.files: dict[int, OpenFile] = {}
+
+    def open(self, file: OpenFile) -> int:
+        fh = len(self.files) + 1
+        self.files[fh] = file
+        return fh
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        return self.contents[self.files[fh].entry.path][offset:offset + size]
+
+    def release(self, fh: int) -> None:
+        self.files.pop(fh, None)
+
+
+def lower_source() -> MemoryTreeSource:
+    tree = {"d": Entry("d", DIR, 0, stat.S_IFDIR | 0o755, 1)}
+    for path, data in LOWER.items():
+        tree[path] = Entry(path, FILE, len(data), stat.S_IFREG | 0o644, 1, f"xxh:{path}")
+    return MemoryTreeSource(tree)
+
+
+@contextlib.contextmanager
+def writable_ops(upper_dir: Path) -> Iterator[WritableOperations]:
+    upper = Upper(upper_dir)
+    upper.open()
+    upper.load()
+    fs = OverlayFS(lower_source(), upper)
+    upper.save("0" * 32, "base", fs.records())
+    try:
+        yield WritableOperations(fs, MemoryReader(LOWER))
+    finally:
+        upper.close()
+
+
+@pytest.fixture
+def ops(tmp_path: Path) -> Iterator[WritableOperations]:
+    with writable_ops(tmp_path / "overlay") as value:
+        yield value
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (a real full disk within a few writes)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def call(ops: WritableOperations, name: str, *args: Any) -> Any:
+    async def go() -> Any:
+        return await getattr(ops, name)(*args)
+
+    return trio.run(go)
+
+
+def fuse_errno(ops: WritableOperations, name: str, *args: Any) -> int:
+    with pytest.raises(pyfuse3.FUSEError) as info:
+        call(ops, name, *args)
+    return int(info.value.errno)
+
+
+def ino_of(ops: WritableOperations, path: str) -> int:
+    return ops.fs.resolve(path).ino
+
+
+def fields(**updates: bool) -> Any:
+    names = ("update_atime", "update_mtime", "update_ctime", "update_mode", "update_uid",
+             "update_gid", "update_size")
+    return SimpleNamespace(**{n: updates.get(n.removeprefix("update_"), False)
+                              for n in names})
+
+
+def size_attr(size: int) -> Any:
+    attr = pyfuse3.EntryAttributes()
+    attr.st_size = size
+    return attr
+
+
+def new_file(ops: WritableOperations, name: str, parent: int = ROOT_INO) -> tuple[int, int]:
+    """(fh, inode) of a file created open for writing."""
+    info, attr = call(ops, "create", parent, os.fsencode(name), stat.S_IFREG | 0o644,
+                      os.O_WRONLY | os.O_CREAT, None)
+    return info.fh, attr.st_ino
+
+
+def assert_quiet_log(caplog: pytest.LogCaptureFixture, *forbidden: bytes) -> None:
+    """At most one line per failure, no traceback, none of the data written."""
+    for record in caplog.records:
+        assert record.exc_info is None, record.getMessage()
+        text = record.getMessage()
+        assert "\n" not in text, text
+        for data in forbidden:
+            assert data.decode() not in text, text
+            assert repr(data)[2:-1][:16] not in text, text
+
+
+# -- the basics work without a mount ------------------------------------------------------
+
+
+def test_create_write_read_rename_unlink(ops: WritableOperations) -> None:
+    fh, ino = new_file(ops, "new.txt")
+    assert call(ops, "write", fh, 0, b"hello") == 5
+    assert call(ops, "read", fh, 0, 100) == b"hello"
+    call(ops, "release", fh)
+    d = ino_of(ops, "d")
+    call(ops, "rename", ROOT_INO, b"new.txt", d, b"moved.txt", 0, None)
+    assert call(ops, "lookup", d, b"moved.txt", None).st_ino == ino
+    # a lower file: copy-up on the first write, the rest still read from below
+    a = ino_of(ops, "d/b.bin")
+    info = call(ops, "open", a, os.O_RDWR, None)
+    assert call(ops, "write", info.fh, 1, b"XY") == 2
+    assert call(ops, "read", info.fh, 0, 4) == bytes([0]) + b"XY" + bytes([3])
+    call(ops, "release", info.fh)
+    call(ops, "unlink", d, b"moved.txt", None)
+    assert call(ops, "lookup", d, b"moved.txt", None).st_ino == 0
+    assert ops.fs.writers() == []
+
+
+# -- errno mapping (issue 10) ----------------------------------------------------------------
+
+
+def test_full_disk_is_enospc_and_the_log_holds_no_data(
+        tiny_disk: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    with writable_ops(tiny_disk / "overlay") as ops:
+        fh, _ino = new_file(ops, "fill.bin")
+        chunk = SECRET * 4096  # 64 KiB
+        codes = set()
+        for i in range(64):  # 4 MiB into a 1 MiB disk
+            try:
+                call(ops, "write", fh, i * len(chunk), chunk)
+            except pyfuse3.FUSEError as exc:
+                codes.add(exc.errno)
+                break
+        assert codes == {errno.ENOSPC}
+        call(ops, "release", fh)
+        assert ops.fs.writers() == []
+    assert_quiet_log(caplog, SECRET)
+
+
+def test_truncate_or_write_past_the_largest_file_is_efbig(
+        ops: WritableOperations, caplog: pytest.LogCaptureFixture) -> None:
+    fh, ino = new_file(ops, "big")
+    # ext4 and xfs stop far below 2**63; the kernel lets FUSE ask for it
+    assert fuse_errno(ops, "setattr", ino, size_attr(2**63 - 1), fields(size=True), fh,
+                      None) == errno.EFBIG
+    assert fuse_errno(ops, "write", fh, 2**63 - 2, b"x") in (errno.EFBIG, errno.EINVAL)
+    call(ops, "release", fh)
+    lower = ino_of(ops, "d/a.txt")  # copy-up first, then the same answer
+    assert fuse_errno(ops, "setattr", lower, size_attr(2**63 - 1), fields(size=True), None,
+                      None) == errno.EFBIG
+    assert call(ops, "getattr", ino, None).st_size == 0
+    assert_quiet_log(caplog)
+
+
+def test_names_over_255_bytes_are_enametoolong(ops: WritableOperations) -> None:
+    long = b"n" * 256
+    fine = b"n" * 255
+    d = ino_of(ops, "d")
+    assert fuse_errno(ops, "lookup", d, long, None) == errno.ENAMETOOLONG
+    assert call(ops, "lookup", d, fine, None).st_ino == 0  # just missing
+    assert fuse_errno(ops, "create", d, long, stat.S_IFREG | 0o644, os.O_WRONLY,
+                      None) == errno.ENAMETOOLONG
+    assert fuse_errno(ops, "mkdir", d, long, 0o755, None) == errno.ENAMETOOLONG
+    assert fuse_errno(ops, "symlink", d, long, b"t", None) == errno.ENAMETOOLONG
+    assert fuse_errno(ops, "mknod", d, long, stat.S_IFREG | 0o644, 0,
+                      None) == errno.ENAMETOOLONG
+    assert fuse_errno(ops, "rename", d, b"a.txt", d, long, 0, None) == errno.ENAMETOOLONG
+    assert fuse_errno(ops, "unlink", d, long, None) == errno.ENAMETOOLONG
+    assert fuse_errno(ops, "rmdir", d, long, None) == errno.ENAMETOOLONG
+    fh, _ino = new_file(ops, fine.decode(), d)
+    call(ops, "release", fh)
+
+
+def test_an_open_that_fails_leaves_no_writer(ops: WritableOperations) -> None:
+    """``open`` of an upper file needs a file descriptor; when there is none
+    (EMFILE), the request fails with that errno and counts no writer, so a
+    later discard is not refused for the life of the mount."""
+    fh, ino = new_file(ops, "f")
+    call(ops, "release", fh)
+
+    async def open_without_fds() -> int:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        probe = os.open("/dev/null", os.O_RDONLY)  # the lowest free descriptor
+        os.close(probe)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))
+        try:
+            await ops.open(ino, os.O_WRONLY, None)
+        except pyfuse3.FUSEError as exc:
+            return int(exc.errno)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        return 0
+
+    assert trio.run(open_without_fds) == errno.EMFILE
+    assert ops.fs.writers() == []
+    node = ops.fs.node(ino)
+    assert node.opens == 0 and node.fd is None
+    info = call(ops, "open", ino, os.O_WRONLY, None)  # and it works again
+    assert ops.fs.writers() == ["f"]
+    call(ops, "release", info.fh)
+    assert ops.fs.writers() == []
+
+
+def test_unexpected_errors_are_eio_with_a_log_line_without_data(
+        ops: WritableOperations, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A data file removed from under the mount (ENOENT inside a write) is an
+    inconsistency, not an answer: EIO and one log line naming the request, but
+    not the bytes it carried."""
+    fh, ino = new_file(ops, "gone")
+    node = ops.fs.node(ino)
+    assert node.fd is not None
+    os.close(node.fd)
+    node.fd = os.open(tmp_path, os.O_RDONLY)  # a descriptor pwrite refuses (EISDIR)
+    assert fuse_errno(ops, "write", fh, 0, SECRET) == errno.EIO
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("write" in m for m in messages), messages
+    assert all(SECRET.decode() not in m for m in messages), messages
+    call(ops, "release", fh)
