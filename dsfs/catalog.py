@@ -12,9 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -22,6 +20,7 @@ from urllib.parse import quote, unquote
 from dsfs.errors import AmbiguousError, IntegrityError, NotFoundError, StoreError, UsageError
 from dsfs.format import manifest as mf
 from dsfs.format.digest import digest_hex
+from dsfs.fsutil import write_atomic
 from dsfs.repository import Repository
 
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -184,10 +183,7 @@ class Catalog:
         with contextlib.suppress(OSError):
             path = self._ref_cache_path(ref)
             if not path.exists() or path.read_text() != version_id:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}")
-                tmp.write_text(version_id)
-                os.replace(tmp, path)
+                write_atomic(path, version_id, durable=False)
 
     def _resolve_offline(self, ref: Ref) -> mf.Header | None:
         try:

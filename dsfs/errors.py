@@ -7,6 +7,8 @@ documented in ``docs/cli.md`` and must stay in step with this module.
 
 from __future__ import annotations
 
+import errno
+
 
 class DsfsError(Exception):
     """Base of every expected failure: a message for the user and an exit code."""
@@ -57,10 +59,63 @@ class StoreError(DsfsError):
     exit_code = 8
 
 
+class StoreAccessError(StoreError):
+    """The store refused access: bad credentials, no permission on the bucket
+    or on the store directory."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store failed in a way that may pass (network, throttling, 5xx),
+    after retries."""
+
+
+class ObjectNotFoundError(NotFoundError):
+    """A key the store does not hold."""
+
+
+class StoreCorruptError(IntegrityError):
+    """A store object is shorter than, or otherwise not, what its reader needs."""
+
+
+class RangeNotSatisfiableError(StoreCorruptError):
+    """A ranged read that starts at or past the end of the object."""
+
+
 class InputError(DsfsError):
     """A local path given by the user is missing or unusable."""
 
     exit_code = 10
+
+
+class DiskFullError(DsfsError):
+    """A local file system (cache, data directory, ``get`` target) is full."""
+
+    exit_code = 11
+
+    def __init__(self, path: object, what: str = "") -> None:
+        self.path = str(path)
+        detail = f" ({what})" if what else ""
+        super().__init__(f"no space left on {self.path}{detail}: free some space, "
+                         "or shrink the cache with `dsfs cache prune --size SIZE`")
+
+
+class LocalError(DsfsError):
+    """Something of this machine that dsfs needs is unusable: its cache or data
+    directory cannot be read or written, a helper program is missing, a mount
+    process does not answer."""
+
+    exit_code = 12
+
+
+def local_os_error(exc: OSError, what: str) -> DsfsError:
+    """The DsfsError an OSError on one of dsfs's own local files means:
+    ``DiskFullError`` for a full disk or quota, else ``LocalError``."""
+    where = exc.filename if exc.filename is not None else what
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(where, what if exc.filename is not None else "")
+    reason = exc.strerror or type(exc).__name__
+    return LocalError(f"cannot use {what}: {reason}"
+                      + (f": {exc.filename}" if exc.filename is not None else ""))
 
 
 EXIT_CODES: dict[int, str] = {
@@ -74,4 +129,6 @@ EXIT_CODES: dict[int, str] = {
     FormatVersionError.exit_code: "the store was written by a newer dsfs",
     StoreError.exit_code: "the store failed or could not be reached",
     InputError.exit_code: "a local input path is missing or unusable",
+    DiskFullError.exit_code: "no space left on a local disk (cache, data dir, target)",
+    LocalError.exit_code: "a local directory, program or process dsfs needs is unusable",
 }

@@ -1,10 +1,33 @@
-"""Small file-system helpers shared by the local store and the cache."""
+"""Small file-system helpers shared by the local store, the cache and the
+local state (drafts, mount state, overlays).
+
+``write_atomic`` is the one way dsfs replaces a file: the bytes go to a
+temporary name in the target's directory, then a rename puts them in place,
+so a reader sees the old file or the new one, never part of one.  Its
+``durable`` argument says whether the data exists anywhere else:
+
+* ``durable=True`` (drafts, overlay state: the only copy of a user's work):
+  the file is fsynced before the rename and the directory after it, so the
+  new contents survive a crash of the machine once the call returns;
+* ``durable=False`` (caches of immutable store objects, derived data): no
+  fsync; a crash may lose the file, which is fetched or derived again.
+
+On failure the temporary file is removed and the ``OSError`` re-raised.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import json
 import os
+import secrets
 from pathlib import Path
+from typing import Any
+
+#: Prefix of every temporary file dsfs writes (stores and caches skip and
+#: clean up names that start with it).
+TMP_PREFIX = ".tmp-"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _syncfs = getattr(_libc, "syncfs", None)
@@ -31,3 +54,82 @@ def start_writeback(fd: int) -> None:
     with whatever the caller does next)."""
     if _sync_file_range is not None:
         _sync_file_range(fd, ctypes.c_int64(0), ctypes.c_int64(0), _SYNC_FILE_RANGE_WRITE)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename, link or unlink in ``path`` durable; some file systems
+    refuse to fsync a directory, which is fine."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dirs(directory: Path, durable: bool) -> None:
+    if directory.is_dir():
+        return
+    missing = []
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    if durable:  # the new directories' entries must survive too
+        for made in reversed(missing):
+            fsync_dir(made.parent)
+
+
+def write_temp(directory: Path, data: bytes | memoryview, *, durable: bool,
+               writeback: bool = False, mode: int = 0o644) -> Path:
+    """Write ``data`` to a new temporary file in ``directory`` (created if
+    needed) and return its path; fsynced if ``durable``.  ``writeback`` starts
+    the kernel's write-out at once (for a caller that syncs the file system
+    later).  The caller renames or links the file into place, or removes it."""
+    _make_dirs(directory, durable)
+    tmp = directory / f"{TMP_PREFIX}{secrets.token_hex(8)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        if durable:
+            os.fsync(fd)
+        elif writeback:
+            start_writeback(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    os.close(fd)
+    return tmp
+
+
+def write_atomic(path: Path, data: bytes | memoryview | str, *, durable: bool,
+                 mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` (str is written as UTF-8): old or new
+    contents, never half.  ``durable``: fsync the file and its directory (the
+    data exists nowhere else); see the module docstring."""
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = write_temp(path.parent, payload, durable=durable, mode=mode)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if durable:
+        fsync_dir(path.parent)
+
+
+def write_json_atomic(path: Path, value: Any, *, durable: bool = True) -> None:
+    """``write_atomic`` of compact JSON; durable unless told otherwise (the
+    signature of the overlay's former helper of the same name)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    write_atomic(path, text, durable=durable)

@@ -20,6 +20,7 @@ from dsfs.format import manifest as mf
 from dsfs.format.digest import digest_hex
 from dsfs.format.pack import TRAILER_SIZE, index_span, pack_id_from_key, pack_key, parse_index
 from dsfs.format.version import FORMAT_VERSION
+from dsfs.fsutil import write_atomic
 from dsfs.store import Store, open_store
 from dsfs.store.base import CONFIG_KEY
 
@@ -83,7 +84,7 @@ class Repository:
 
     def _save_config(self, cfg: dict) -> None:
         if self._cached_config() != cfg:
-            _write_atomic(self._config_cache_path(), json.dumps(cfg).encode())
+            write_atomic(self._config_cache_path(), json.dumps(cfg).encode(), durable=False)
 
     def cached_header(self, version_id: str) -> mf.Header | None:
         """A header known locally (no store access), or None."""
@@ -122,7 +123,7 @@ class Repository:
         except FileNotFoundError:
             data = self.store.get(mf.manifest_key(version_id))
             _check_id(mf.decode_header(data), version_id)
-            _write_atomic(path, data)
+            write_atomic(path, data, durable=False)
         if memo:
             self._manifest_memo[version_id] = data
         return data
@@ -148,7 +149,7 @@ class Repository:
                     data = self.store.get_head(key, needed)
                 header = mf.decode_header(data)
                 _check_id(header, version_id)
-                _write_atomic(head_path, data[:needed])
+                write_atomic(head_path, data[:needed], durable=False)
                 return header
         header = mf.decode_header(data)
         _check_id(header, version_id)
@@ -209,11 +210,3 @@ def _check_id(header: mf.Header, version_id: str) -> None:
         raise IntegrityError(
             f"manifest {version_id} names itself {header.id}: the store is corrupt"
         )
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Cached copies of immutable objects: written whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{secrets.token_hex(6)}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

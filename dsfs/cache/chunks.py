@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -26,6 +25,7 @@ from dsfs.errors import IntegrityError
 from dsfs.format.digest import chunk_id, id_to_bytes
 from dsfs.format.manifest import ChunkRef
 from dsfs.format.pack import pack_key
+from dsfs.fsutil import TMP_PREFIX, write_temp
 from dsfs.store.base import Store
 
 #: Adjacent chunks of one pack closer than this are fetched with one ranged read.
@@ -87,11 +87,8 @@ class ChunkCache:
         if chunk_id(data) != cid:
             raise IntegrityError(f"chunk {cid} does not match its digest")
         final = self.chunk_path(cid)
-        final.parent.mkdir(exist_ok=True)
-        tmp = final.parent / f".tmp-{secrets.token_hex(6)}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        return tmp, final
+        # not fsynced: see the module docstring (a removed temporary on failure)
+        return write_temp(final.parent, data, durable=False), final
 
     def _commit(self, staged: list[tuple[str, int, Path, Path]]) -> None:
         """Renames, then one index transaction for the batch."""
@@ -195,7 +192,7 @@ class ChunkCache:
             if not sub.is_dir():
                 continue
             for entry in os.scandir(sub):
-                if entry.name.startswith(".tmp-"):
+                if entry.name.startswith(TMP_PREFIX):
                     os.unlink(entry.path)
                     continue
                 if len(entry.name) == 32:

@@ -14,7 +14,6 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from dsfs import config
 from dsfs.engine.scan import SourceItem
 from dsfs.errors import AmbiguousError, ConflictError, NotFoundError
 from dsfs.format.manifest import Header
+from dsfs.fsutil import write_atomic
 
 
 @dataclass
@@ -70,17 +70,13 @@ def _path(draft_id: str) -> Path:
 
 
 def save(draft: Draft, make_current: bool = False) -> None:
-    directory = drafts_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".tmp-{secrets.token_hex(6)}"
+    """Write the draft (and the current-draft pointer) durably: a draft is the
+    only record of what the user added, so it must survive a crash."""
     # ensure_ascii keeps undecodable file names (surrogate escapes) round-tripping.
-    tmp.write_text(json.dumps(draft.to_json()))
-    os.replace(tmp, _path(draft.header.id))
+    write_atomic(_path(draft.header.id), json.dumps(draft.to_json()), durable=True)
     if make_current:
-        current = config.data_dir() / "current_draft"
-        tmp = directory / f".tmp-{secrets.token_hex(6)}"
-        tmp.write_text(draft.header.id + "\n")
-        os.replace(tmp, current)
+        write_atomic(config.data_dir() / "current_draft", draft.header.id + "\n",
+                     durable=True)
 
 
 def current_id() -> str | None:

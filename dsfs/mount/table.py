@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from dsfs import config
-from dsfs.errors import ConflictError, InputError, StoreError
+from dsfs.errors import ConflictError, InputError, LocalError
+from dsfs.fsutil import write_atomic
 
 FSTYPE = "fuse.dsfs"
 MOUNTINFO = "/proc/self/mountinfo"
@@ -109,11 +110,8 @@ def log_path(mountpoint: str) -> Path:
 
 
 def write_state(mountpoint: str, state: dict[str, Any]) -> None:
-    path = state_path(mountpoint)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, sort_keys=True))
-    os.replace(tmp, path)
+    # derived from the running mount (and rewritten by it): no fsync needed
+    write_atomic(state_path(mountpoint), json.dumps(state, sort_keys=True), durable=False)
 
 
 def read_state(mountpoint: str) -> dict[str, Any]:
@@ -168,7 +166,7 @@ def unmount(mountpoint: str, lazy: bool = False, wait: float = 10.0) -> MountRec
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     except FileNotFoundError:
-        raise StoreError("fusermount3 is not installed (package fuse3)") from None
+        raise LocalError("fusermount3 is not installed (package fuse3)") from None
     if result.returncode != 0:
         message = (result.stderr or result.stdout).strip()
         if "busy" in message.lower() or os.strerror(errno.EBUSY) in message:

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from dsfs.errors import NotFoundError, StoreError
-from dsfs.fsutil import start_writeback, syncfs
+from dsfs.fsutil import TMP_PREFIX, fsync_dir, syncfs, write_temp
 from dsfs.store.base import ObjectInfo, Store
 
-_TMP_PREFIX = ".tmp-"
+_TMP_PREFIX = TMP_PREFIX
 
 
 class LocalStore(Store):
@@ -66,47 +65,31 @@ class LocalStore(Store):
             )
         return data
 
-    def _write_temp(self, path: Path, data: bytes, durable: bool) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f"{_TMP_PREFIX}{secrets.token_hex(8)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            if durable:
-                os.fsync(fd)
-            else:
-                start_writeback(fd)
-        except BaseException:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        return tmp
-
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
         try:
             # One syncfs in flush() instead of an fsync per object: a close writes
             # hundreds of packs and makes them durable together before its manifest.
-            tmp = self._write_temp(path, data, durable=False)
-            os.replace(tmp, path)
+            tmp = write_temp(path.parent, data, durable=False, writeback=True)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         except OSError as exc:
             raise StoreError(f"cannot write {key} to {self.url}: {exc.strerror}") from None
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
         try:
-            tmp = self._write_temp(path, data, durable=True)
+            tmp = write_temp(path.parent, data, durable=True)
             try:
                 os.link(tmp, path)
             except FileExistsError:
                 return False
             finally:
                 tmp.unlink(missing_ok=True)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
             return True
         except OSError as exc:
             raise StoreError(f"cannot write {key} to {self.url}: {exc.strerror}") from None
@@ -165,19 +148,3 @@ class LocalStore(Store):
         except OSError as exc:
             raise StoreError(f"cannot stat {key} in {self.url}: {exc.strerror}") from None
         return ObjectInfo(key, st.st_size, st.st_mtime)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename or link durable; some file systems refuse, which is fine."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-
