@@ -41,10 +41,7 @@ def open_fs(root: Path, source: MemoryTreeSource | DeltaSource) -> OverlayFS:
     upper.open()
     state = upper.load()
     fs = OverlayFS(source, upper)
-    fs.replaying = True
-    for record in (state or {}).get("records", []):
-        fs.apply(record)
-    fs.replaying = False
+    fs.replay((state or {}).get("records", []))
     upper.save("0" * 32, "base", fs.records())
     return fs
 

@@ -53,6 +53,7 @@ from dsfs.errors import ConflictError, DsfsError, NotFoundError, StoreError, Usa
 from dsfs.format.digest import CHUNK_SIZE, file_hasher
 from dsfs.format.manifest import DIR, FILE, REMOVED, SYMLINK, Entry, Header
 from dsfs.overlay.fs import Node, OverlayFS, join
+from dsfs.overlay.journal import Record
 from dsfs.overlay.upper import Upper
 from dsfs.report import Reporter
 from dsfs.repository import Repository
@@ -418,7 +419,7 @@ def same_position(record: dict[str, Any], upper: Upper) -> bool:
 
 
 def open_upper(repo: Repository, header: Header, root: Path
-               ) -> tuple[Upper, Header, list[dict[str, Any]], str | None]:
+               ) -> tuple[Upper, Header, list[Record], str | None]:
     """Open (and lock) the overlay at ``root`` for a mount of ``header``; returns
     the upper layer, the version to mount, the records to replay and a notice.
 
@@ -435,12 +436,18 @@ def open_upper(repo: Repository, header: Header, root: Path
                                 f"({state.get('store_id')}); use another --overlay")
         notice = None
         recovered = False
-        records: list[dict[str, Any]] = list(state["records"]) if state else []
+        records: list[Record] = list(state["records"]) if state else []
         base_id = state["base"] if state else header.id
         pending = upper.read_commit()
         if pending is not None:
             published = finished_attempt(repo, upper)
-            if (published is not None and pending.get("parent") == base_id
+            if published is not None and published.id == base_id:
+                # killed after the rebase wrote its snapshot: already on the child
+                notice = (f"finished an interrupted commit: the overlay is now on "
+                          f"{published.version} ({published.id})")
+                recovered = True
+                upper.recovered = published.id
+            elif (published is not None and pending.get("parent") == base_id
                     and same_position(pending, upper)):
                 notice = (f"finished an interrupted commit: the overlay is now on "
                           f"{published.version} ({published.id})")

@@ -16,23 +16,20 @@ partly copied up, the data file except for the ``missing`` blocks, which are
 still the lower entry's (a write fills only the blocks it touches; status and
 commit fill the rest).
 
-Changes are described by *records*, whole values for one path:
-
-* ``{"op": "del", "p": P}`` — nothing at P (a whiteout when the lower has it);
-* ``{"op": "dir", "p": P, "lower": L | null, "mode", "mtime"}`` — a directory
-  at P whose unlisted children are those of lower directory L (none when
-  null); replaces whatever was at P, subtree included;
-* ``{"op": "dattr", "p": P, "mode", "mtime"}`` — new attributes of the
-  directory at P, its children kept;
-* ``{"op": "file", "p": P, "from": L | null, "data": ID | null, "mode",
-  "mtime", "size", "missing": [block, ...] | absent, "lend": N}`` — a file at
-  P with the bytes of lower entry L or of data file ID (with ``missing``: the
-  data file, except those blocks below byte ``lend``, which are L's);
-* ``{"op": "link", "p": P, "target": T, "mtime"}`` — a symlink.
-
-Each operation appends the records of what it changed to the journal
+Changes are described by *records* (``dsfs.overlay.journal``: whole values
+for one path).  Each operation first asks the upper layer for journal room
+(``Upper.reserve``: ENOSPC before anything changes), then changes the tree,
+then appends the records of what it changed to the journal
 (``dsfs.overlay.upper``); ``records()`` describes the whole upper layer (the
 snapshot), walking only directories marked as holding changes.
+
+A mount rebuilds the tree with ``replay(records)``: each record is applied
+in order, nodes it replaces are dropped (nobody has referred to them yet), a
+record that no longer applies is skipped and reported with its data file
+moved to the overlay's ``orphans/`` (never deleted), and ``check()`` then
+verifies the invariants: every data file is named by exactly one node, and
+every partly copied file has its lower entry and its missing blocks below
+``lower_end``.
 """
 
 from __future__ import annotations
@@ -42,13 +39,15 @@ import os
 import posixpath
 import stat
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 from dsfs.engine.tree import IMPLIED_DIR_MODE
+from dsfs.errors import IntegrityError
 from dsfs.format.digest import CHUNK_SIZE
 from dsfs.format.manifest import DIR, FILE, SYMLINK, Entry
-from dsfs.overlay.upper import Record, Upper
+from dsfs.overlay.journal import DirAttrs, Directory, File, Record, Removed, Symlink
+from dsfs.overlay.upper import Upper
 from dsfs.vfs import (
     ROOT_INO,
     Attr,
@@ -89,6 +88,20 @@ class NameTooLong(VfsError):
 
 class Busy(VfsError):
     """The overlay is in a state that forbids the request (see the message)."""
+
+
+class NotReplayable(VfsError):
+    """A record that cannot be applied to the tree it is replayed on."""
+
+
+@dataclass
+class Replayed:
+    """What ``replay`` did: records applied, records skipped (with why), and
+    the data files of skipped records kept in ``orphans/`` (path, where)."""
+
+    applied: int = 0
+    skipped: list[tuple[Record, str]] = field(default_factory=list)
+    orphans: list[tuple[str, str]] = field(default_factory=list)
 
 
 #: Exceptions of this package and their errno (the adapter adds them to its table).
@@ -169,7 +182,6 @@ class OverlayFS:
         self._inodes: dict[int, Node] = {}
         self._next_ino = ROOT_INO
         self.root = self._new_root()
-        self.replaying = False
 
     # -- nodes ---------------------------------------------------------------------
 
@@ -405,6 +417,7 @@ class OverlayFS:
             return None
         entry = node.lower
         assert entry is not None
+        self.upper.reserve()
         data_id, fd = self.upper.new_data()
         length = entry.size if keep is None else min(keep, entry.size)
         try:
@@ -452,9 +465,21 @@ class OverlayFS:
         return out
 
     def block_filled(self, node: Node, block: int) -> None:
-        """The data file now holds ``block``'s lower bytes."""
+        """The data file now holds ``block``'s lower bytes.  They are made durable
+        before the journal says so: a power loss must not leave a record
+        without missing blocks over a data file whose holes read as zeros."""
         if not node.missing or block not in node.missing:
             return
+        self.upper.reserve()
+        assert node.data is not None
+        if node.fd is not None:
+            os.fdatasync(node.fd)
+        else:
+            fd = os.open(self.upper.data_file(node.data), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
         node.missing.discard(block)
         if not node.missing:
             node.missing, node.lower = None, None
@@ -485,6 +510,8 @@ class OverlayFS:
 
     def write(self, node: Node, offset: int, data: bytes) -> int:
         assert node.data is not None and node.fd is not None, "copy up first"
+        if not node.dirty:
+            self.upper.reserve()
         written = os.pwrite(node.fd, data, offset)
         node.size = max(node.size, offset + written)
         # the data file's mtime is the one a remount reads back: use it, not our clock
@@ -526,6 +553,7 @@ class OverlayFS:
         self._free_name(parent, name)
         if not stat.S_ISREG(mode) and stat.S_IFMT(mode):
             raise NotPermitted(f"{name}: dsfs stores only files, directories and symlinks")
+        self.upper.reserve()
         data_id, fd = self.upper.new_data()
         now = time.time_ns()
         try:
@@ -548,6 +576,7 @@ class OverlayFS:
     def mkdir(self, parent_ino: int, name: str, mode: int) -> Node:
         parent = self.node(parent_ino)
         self._free_name(parent, name)
+        self.upper.reserve()
         node = self._new_node(DIR, mode, time.time_ns())
         node.children = {}
         self._attach(parent, name, node)
@@ -557,6 +586,7 @@ class OverlayFS:
     def symlink(self, parent_ino: int, name: str, target: str) -> Node:
         parent = self.node(parent_ino)
         self._free_name(parent, name)
+        self.upper.reserve()
         node = self._new_node(SYMLINK, 0o777, time.time_ns())
         node.target = target
         node.size = len(os.fsencode(target))
@@ -582,11 +612,12 @@ class OverlayFS:
 
     def _remove(self, parent: Node, name: str) -> None:
         path = join(self.path(parent), name)
+        self.upper.reserve()
         node = self.children(parent).pop(name)
         node.parent = None
         self._touch_dir(parent)
         self._forget_subtree(node)
-        self.upper.append([{"op": "del", "p": path}])
+        self.upper.append([Removed(path)])
 
     def _forget_subtree(self, node: Node) -> None:
         """Data files of a removed node (and below) go once no handle uses them."""
@@ -625,6 +656,7 @@ class OverlayFS:
             if target.kind == DIR and self.children(target):
                 raise NotEmpty(self.path(target))
         old_path = join(self.path(old_parent), old_name)
+        self.upper.reserve()
         del self.children(old_parent)[old_name]
         self._touch_dir(old_parent)
         if target is not None:
@@ -633,7 +665,7 @@ class OverlayFS:
         self._attach(new_parent, new_name, node)
         node.dirty = True
         self._mark_path(node if node.kind == DIR else new_parent)
-        records: list[Record] = [{"op": "del", "p": old_path}]
+        records: list[Record] = [Removed(old_path)]
         self._records_of(node, self.path(node), records)
         self.upper.append(records)
 
@@ -648,6 +680,7 @@ class OverlayFS:
         if size is None and mtime_ns is None and (
                 mode is None or node.kind == SYMLINK or mode & 0o7777 == node.mode):
             return node  # nothing changes (rsync sets a new file's mode once more)
+        self.upper.reserve()
         if size is not None:
             if node.kind == DIR:
                 raise IsADirectory(self.path(node))
@@ -677,8 +710,7 @@ class OverlayFS:
             self._mark_path(node)
             node.dirty = True
             if self.attached(node):
-                self.upper.append([{"op": "dattr", "p": self.path(node), "mode": node.mode,
-                                    "mtime": node.mtime_ns}])
+                self.upper.append([DirAttrs(self.path(node), node.mode, node.mtime_ns)])
         else:
             self._changed(node)
         return node
@@ -687,7 +719,7 @@ class OverlayFS:
         """Record ``node``'s new value (nothing for an unlinked node)."""
         self._mark(node)
         node.digest = None
-        if self.attached(node) and not self.replaying:
+        if self.attached(node):
             records: list[Record] = []
             self._records_of(node, self.path(node), records, deep=False)
             self.upper.append(records)
@@ -696,17 +728,14 @@ class OverlayFS:
 
     def _record(self, node: Node, path: str) -> Record:
         if node.kind == DIR:
-            return {"op": "dir", "p": path, "lower": node.lower_dir, "mode": node.mode,
-                    "mtime": node.mtime_ns}
+            return Directory(path, node.lower_dir, node.mode, node.mtime_ns)
         if node.kind == SYMLINK:
-            return {"op": "link", "p": path, "target": node.target, "mtime": node.mtime_ns}
-        record: Record = {"op": "file", "p": path,
-                          "from": node.lower.path if node.lower else None,
-                          "data": node.data, "mode": node.mode, "mtime": node.mtime_ns,
-                          "size": node.size}
+            return Symlink(path, node.target or "", node.mtime_ns)
         if node.missing and node.data is not None:
-            record["missing"], record["lend"] = sorted(node.missing), node.lower_end
-        return record
+            return File(path, node.lower.path if node.lower else None, node.data, node.mode,
+                        node.mtime_ns, node.size, tuple(sorted(node.missing)), node.lower_end)
+        return File(path, node.lower.path if node.lower else None, node.data, node.mode,
+                    node.mtime_ns, node.size)
 
     def _records_of(self, node: Node, path: str, out: list[Record], deep: bool = True) -> None:
         """``node``'s record, then (directories, ``deep``) those of what changed below."""
@@ -731,7 +760,7 @@ class OverlayFS:
         lower_names = ({name for name, _e in self.source.children(node.lower_dir)}
                        if node.lower_dir is not None else set())
         for name in sorted(lower_names - node.children.keys()):
-            out.append({"op": "del", "p": join(path, name)})
+            out.append(Removed(join(path, name)))
         for name in sorted(node.children):
             child = node.children[name]
             child_path = join(path, name)
@@ -745,8 +774,7 @@ class OverlayFS:
         """The whole upper layer as records (parents before children)."""
         out: list[Record] = []
         if self.root.dirty:
-            out.append({"op": "dattr", "p": "", "mode": self.root.mode,
-                        "mtime": self.root.mtime_ns})
+            out.append(DirAttrs("", self.root.mode, self.root.mtime_ns))
         self._walk(self.root, "", out)
         return out
 
@@ -759,63 +787,148 @@ class OverlayFS:
             node = self._child(node, part)
         return node
 
-    def apply(self, record: Record) -> None:
-        """Replay one record (mounting: snapshot, then journal)."""
-        path = record["p"]
-        op = record["op"]
-        if op == "dattr":
+    def replay(self, records: Iterable[Record]) -> Replayed:
+        """Rebuild the upper layer from its records (a mount: the snapshot's,
+        then the journal's), before the kernel has seen any node.  Nodes that a
+        later record replaced are dropped; a record that does not apply is
+        skipped and reported, and its data file, unless a live node names it,
+        is moved to ``orphans/`` rather than deleted.  Ends with ``check()``."""
+        if any(node.lookups or node.opens for node in self._inodes.values()):
+            raise RuntimeError("replay() runs before the tree is served")
+        report = Replayed()
+        for record in records:
+            try:
+                self._apply(record)
+                report.applied += 1
+            except (VfsError, OSError) as exc:
+                report.skipped.append((record, str(exc)))
+        live = self._live()
+        self._inodes = {node.ino: node for node in live}
+        named = self.data_ids()
+        for record, _why in report.skipped:
+            if isinstance(record, File) and record.data and record.data not in named:
+                where = self.upper.keep_orphan(record.data)
+                if where is not None:
+                    named.add(record.data)
+                    report.orphans.append((record.path, str(where)))
+        self.check()
+        return report
+
+    def _live(self) -> list[Node]:
+        """The nodes reachable from the root (through materialized children)."""
+        out, stack = [], [self.root]
+        while stack:
+            node = stack.pop()
+            out.append(node)
+            if node.children:
+                stack.extend(node.children.values())
+        return out
+
+    def check(self) -> None:
+        """The invariants of the tree and its upper layer; IntegrityError if one
+        fails: every data file is named by one node only (no node with missing
+        blocks shares the data file another one filled), and every partly
+        copied file has a lower file entry, missing blocks below its
+        ``lower_end``, and a data file."""
+        named: dict[str, Node] = {}
+        for node in self._inodes.values():
+            if node.data is not None:
+                other = named.setdefault(node.data, node)
+                if other is not node:
+                    raise IntegrityError(
+                        f"overlay data file {node.data} is named by two nodes "
+                        f"({self.path(other) or '/'} and {self.path(node) or '/'})")
+            if node.missing:
+                lower = node.lower
+                if (node.data is None or lower is None or lower.kind != FILE
+                        or node.lower_end > lower.size
+                        or max(node.missing) * BLOCK >= node.lower_end):
+                    raise IntegrityError(
+                        f"{self.path(node)}: partly copied file with missing blocks "
+                        f"{sorted(node.missing)[:5]} below {node.lower_end} of "
+                        f"{lower.path if lower else None} (data {node.data})")
+
+    def _apply(self, record: Record) -> None:
+        """Replay one record."""
+        path = record.path
+        if isinstance(record, DirAttrs):
             node = self.resolve(path)
-            node.mode, node.mtime_ns = record["mode"] & 0o7777, record["mtime"]
+            if node.kind != DIR:
+                raise NotReplayable(f"{path} is not a directory")
+            node.mode, node.mtime_ns = record.mode & 0o7777, record.mtime_ns
             node.dirty = True
             self._mark_path(node)
             return
+        if not path:
+            raise NotReplayable("a record replaces the root")
         parent = self.resolve(posixpath.dirname(path))
         name = posixpath.basename(path)
         kids = self.children(parent)
+        made = self._node_of(record)  # before anything changes: it may not apply
         old = kids.pop(name, None)
         if old is not None:
             old.parent = None
         self._mark_path(parent)
-        if op == "del":
+        if made is None:
             return
-        if op == "dir":
-            node = self._new_node(DIR, record["mode"], record["mtime"])
-            node.lower_dir = record["lower"]
+        made.parent, made.name = parent, name
+        kids[name] = made
+        self._mark(made)
+
+    def _node_of(self, record: Record) -> Node | None:
+        """A new node for ``record`` (None for a removal)."""
+        if isinstance(record, Removed):
+            return None
+        if isinstance(record, Directory):
+            node = self._new_node(DIR, record.mode, record.mtime_ns)
+            node.lower_dir = record.lower
             if node.lower_dir is None:
                 node.children = {}
-        elif op == "link":
-            node = self._new_node(SYMLINK, 0o777, record["mtime"])
-            node.target = record["target"]
-            node.size = len(os.fsencode(node.target or ""))
-        elif op == "file":
-            node = self._new_node(FILE, record["mode"], record["mtime"])
-            if record.get("data"):
-                node.data = record["data"]
-                try:
-                    st = os.stat(self.upper.data_path(node.data))
-                    node.size, node.mtime_ns = st.st_size, st.st_mtime_ns
-                except FileNotFoundError:
-                    # only possible after a power loss that kept the journal but not
-                    # the file's creation: an empty file rather than a lost path
-                    fd = os.open(self.upper.data_path(node.data), os.O_WRONLY | os.O_CREAT,
-                                 0o600)
-                    os.close(fd)
-                    node.size = 0
-                if record.get("missing"):
-                    entry = self.source.entry(record.get("from") or "")
-                    if entry is not None and entry.kind == FILE:
-                        node.lower, node.lower_end = entry, int(record["lend"])
-                        node.missing = {int(b) for b in record["missing"]}
-            else:
-                entry = self.source.entry(record["from"] or "")
-                if entry is None or entry.kind != FILE:
-                    return  # the lower layer changed under the overlay: nothing to show
-                node.lower, node.size = entry, entry.size
-        else:
-            raise ValueError(f"unknown overlay record {op!r}")
-        node.parent, node.name = parent, name
-        kids[name] = node
-        self._mark(node)
+            return node
+        if isinstance(record, Symlink):
+            node = self._new_node(SYMLINK, 0o777, record.mtime_ns)
+            node.target = record.target
+            node.size = len(os.fsencode(record.target))
+            return node
+        assert isinstance(record, File)
+        if record.data is None:
+            entry = self.source.entry(record.lower or "")
+            if entry is None or entry.kind != FILE:
+                raise NotReplayable(f"{record.path}: its lower file {record.lower!r} is gone")
+            node = self._new_node(FILE, record.mode, record.mtime_ns)
+            node.lower, node.size = entry, entry.size
+            return node
+        lower = None
+        if record.missing:
+            lower = self.source.entry(record.lower or "")
+            if lower is None or lower.kind != FILE:
+                # its holes would read as zeros: keep the data file, not the path
+                raise NotReplayable(f"{record.path}: partly copied from {record.lower!r}, "
+                                    f"which the lower layer lacks")
+        data_path = self.upper.data_file(record.data)
+        try:
+            st = os.stat(data_path)
+        except FileNotFoundError:
+            # only possible after a power loss that kept the journal but not the
+            # file's creation: an empty file (its lower blocks still show)
+            fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                if record.missing:
+                    os.ftruncate(fd, record.size)
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+        node = self._new_node(FILE, record.mode, record.mtime_ns)
+        node.data = record.data
+        # the data file's size and mtime are the truth: writes to a changed file
+        # add no record (the data file holds them)
+        node.size, node.mtime_ns = st.st_size, st.st_mtime_ns
+        if lower is not None:
+            node.lower, node.lower_end = lower, min(record.lower_end, lower.size)
+            node.missing = {b for b in record.missing if b * BLOCK < node.lower_end} or None
+            if node.missing is None:
+                node.lower = None
+        return node
 
     def data_ids(self) -> set[str]:
         ids = set()

@@ -3,26 +3,35 @@
 Layout of an overlay directory (``<data dir>/overlays/<name>/`` or a
 directory the user names)::
 
-    state.json        snapshot: {"format": 1, "store_id", "base", "gen", "records"}
+    state.json        snapshot: {"format": 2, "store_id", "base", "gen", "records"}
     journal.<gen>     records appended since that snapshot, one JSON object a line
     commit.json       attempts of a commit in progress (see ``dsfs.overlay.commit``)
     data/<16 hex>     contents of created or copied-up files
+    orphans/<16 hex>  data files of records that no longer applied at a mount
+                      (kept, never deleted by dsfs; the mount's log names them)
     lock              flock'ed by the one mount process using the overlay
 
-A *record* says what one path of the merged tree is (``dsfs.overlay.fs``
-defines them); applying the snapshot's records, then the journal's, in order,
-rebuilds the upper layer.  Records are whole values ("path p is this file"),
-never increments, so a record applied twice changes nothing.
+Records and their JSON are ``dsfs.overlay.journal``'s; applying the
+snapshot's records, then the journal's, in order, rebuilds the upper layer
+(``OverlayFS.replay``).  Format 1 overlays are read and rewritten as format 2
+at the next snapshot.
 
-Write order (why a crash loses nothing): a change is appended to the journal
-before the request that made it returns (``write`` without fsync survives a
-killed process; the journal is fsynced every ``SYNC_INTERVAL`` seconds, on
-``fsync`` requests and on unmount, which bounds what a power loss can take).
-A snapshot is written to a temporary file, fsynced and renamed over
+Write order (why a crash loses nothing): a change is written to the journal
+before the request that made it returns (the page cache outlives a killed
+process; the journal is fsynced every ``SYNC_INTERVAL`` seconds, on ``fsync``
+requests and on unmount, which bounds what a power loss can take).  A
+snapshot is written to a temporary file, fsynced and renamed over
 ``state.json`` with ``gen`` one higher; only then is the old journal removed,
 so a crash between the two leaves a journal the new snapshot ignores.  Data
 files of removed paths are deleted only after the journal saying so is
-durable (``retire``), so a journal never names a data file that is gone.
+durable (``retire``; a sync deletes only what was retired before its fsync
+began), so a journal never names a data file that is gone.
+
+Journal space is allocated ahead (``JOURNAL_STEP`` bytes at a time), and every
+change first asks ``reserve`` for room: on a full disk the change is refused
+with ENOSPC before anything moves, instead of changing the tree and then
+failing to record it.  Reading a journal stops at the first line that is not
+a whole record (a torn tail, or the zeros of the space allocated ahead).
 
 Spare data files: creating a file is the costliest step of a ``create``
 request (an inode allocation that can take a millisecond on a busy disk), so
@@ -33,7 +42,7 @@ a crash leaves them to ``collect``; ``close`` deletes them.
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -46,24 +55,34 @@ from typing import Any
 
 from dsfs import config
 from dsfs.errors import ConflictError, IntegrityError, UsageError
+from dsfs.fsutil import write_atomic, write_json_atomic
+from dsfs.overlay.journal import (
+    FORMAT,
+    READABLE_FORMATS,
+    Record,
+    decode,
+    decode_lines,
+    encode,
+    encode_lines,
+)
 
-FORMAT = 1
 STATE = "state.json"
 COMMIT = "commit.json"
+ORPHANS = "orphans"
 #: Seconds between journal fsyncs while edits arrive.
 SYNC_INTERVAL = 1.0
 #: A journal longer than this is folded into a new snapshot.
 COMPACT_BYTES = 32 << 20
 #: Empty data files kept ready for ``new_data`` (refilled below half).
 SPARES = 64
-
-Record = dict[str, Any]
+#: Journal space allocated at a time; more is allocated when less than
+#: ``JOURNAL_LOW`` is left, and a change is refused (ENOSPC) when less than
+#: ``JOURNAL_MIN`` is left and no more can be had.
+JOURNAL_STEP = 1 << 20
+JOURNAL_LOW = 64 << 10
+JOURNAL_MIN = 4 << 10
 
 log = logging.getLogger("dsfs.overlay")
-
-#: One encoder for every journal line (``json.dumps`` with options builds one a call).
-_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-
 
 def overlay_dir(name: str | None, mountpoint: str) -> Path:
     """Where an overlay lives: a path (contains '/'), a name under the data dir,
@@ -79,25 +98,6 @@ def overlay_dir(name: str | None, mountpoint: str) -> Path:
     return config.data_dir() / "overlays" / name
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, value: Any) -> None:
-    """Temp file, fsync, rename, fsync the directory: old or new, never half."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, ensure_ascii=False, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
 class Upper:
     """One overlay directory, opened (and locked) by one mount process."""
 
@@ -108,8 +108,15 @@ class Upper:
         self._lock_fd: int | None = None
         self._journal_fd: int | None = None
         self.gen = 0
+        #: bytes of whole records in the current journal (its write position)
         self.journal_bytes = 0
+        self._allocated = 0  # journal bytes allocated ahead (>= journal_bytes)
+        self._short_logged = False
         self._unsynced = False
+        #: ``_fd_lock`` keeps the journal's descriptor open while a sync in a
+        #: worker thread fsyncs it; ``_lock`` guards ``_retired``
+        self._fd_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._retired: list[str] = []
         #: the version an interrupted commit published, finished when this was opened
         self.recovered: str | None = None
@@ -135,72 +142,141 @@ class Upper:
         self._stop_spares()
         if self._journal_fd is not None:
             self.sync()
-            os.close(self._journal_fd)
-            self._journal_fd = None
+            with self._fd_lock:
+                self._trim()
+                os.close(self._journal_fd)
+                self._journal_fd = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
     def load(self) -> dict[str, Any] | None:
-        """The snapshot with the journal's records appended, or None if new."""
+        """The snapshot with the journal's records appended (``records``: typed
+        records, see ``dsfs.overlay.journal``), or None if new."""
         try:
-            state = json.loads((self.root / STATE).read_text(encoding="utf-8"))
+            state = json.loads((self.root / STATE).read_bytes().decode("utf-8",
+                                                                        "surrogateescape"))
         except FileNotFoundError:
             return None
         except ValueError:
             raise IntegrityError(f"{self.root / STATE} is not valid JSON") from None
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise IntegrityError(f"{self.root / STATE} has an unknown format")
-        self.gen = int(state["gen"])
-        records = list(state.get("records", []))
+        if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
+            found = state.get("format") if isinstance(state, dict) else None
+            raise IntegrityError(
+                f"{self.root / STATE} has overlay format {found}, which this dsfs does not "
+                f"know (it reads {', '.join(map(str, READABLE_FORMATS))}): use the dsfs that "
+                f"wrote it")
+        try:
+            self.gen = int(state["gen"])
+            records = [decode(r) for r in state.get("records", [])]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"{self.root / STATE} is damaged: {exc}") from None
         journal = self.root / f"journal.{self.gen}"
-        self.journal_bytes = 0
-        with contextlib.suppress(FileNotFoundError), open(journal, "rb") as f:
-            self.journal_bytes = os.fstat(f.fileno()).st_size
-            for line in f:
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    break  # the torn tail of a crash: everything before it counts
-        state["records"] = records
+        try:
+            tail, self.journal_bytes = decode_lines(journal.read_bytes())
+        except FileNotFoundError:
+            tail, self.journal_bytes = [], 0
+        state["records"] = records + tail
         return state
 
     def save(self, store_id: str, base: str, records: list[Record]) -> None:
         """A new snapshot; starts a new, empty journal."""
-        old = self.gen
-        self.gen = old + 1
-        write_json_atomic(self.root / STATE, {
-            "format": FORMAT, "store_id": store_id, "base": base, "gen": self.gen,
-            "records": records})
-        if self._journal_fd is not None:
-            os.close(self._journal_fd)
-        self._journal_fd = os.open(self.root / f"journal.{self.gen}",
-                                   os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-                                   | os.O_CLOEXEC, 0o600)
-        self.journal_bytes = 0
+        new = self.gen + 1
+        text = json.dumps({"format": FORMAT, "store_id": store_id, "base": base, "gen": new,
+                           "records": [encode(r) for r in records]},
+                          ensure_ascii=False, separators=(",", ":"))
+        write_atomic(self.root / STATE, text.encode("utf-8", "surrogateescape"),
+                     durable=True, mode=0o600)
+        fd = os.open(self.root / f"journal.{new}",
+                     os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with self._fd_lock, self._lock:
+            if self._journal_fd is not None:
+                self._trim()
+                os.close(self._journal_fd)
+            self._journal_fd, self.gen = fd, new
+            self.journal_bytes = self._allocated = 0
+            self._unsynced = False
+            retired, self._retired = self._retired, []
+        self._allocate(JOURNAL_STEP)
         for stale in self.root.glob("journal.*"):
             if stale.name != f"journal.{self.gen}":
                 stale.unlink(missing_ok=True)
-        self._delete_retired()
+        self._delete(retired)  # the snapshot is durable and names none of them
 
     # -- the journal -----------------------------------------------------------------
+
+    def _allocate(self, size: int) -> bool:
+        """Allocate ``size`` more journal bytes; False on a full disk."""
+        assert self._journal_fd is not None
+        try:
+            os.posix_fallocate(self._journal_fd, self._allocated, size)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            return False
+        self._allocated += size
+        return True
+
+    def _trim(self) -> None:
+        """Give back the journal space allocated ahead (a clean close or a switch)."""
+        assert self._journal_fd is not None
+        try:
+            os.ftruncate(self._journal_fd, self.journal_bytes)
+            self._allocated = self.journal_bytes
+        except OSError:
+            pass  # zeros after the records are read as the journal's end anyway
+
+    def reserve(self) -> None:
+        """Room for the records of one change, or OSError(ENOSPC) before the
+        change is made (call first thing in every request that changes the tree)."""
+        if self._journal_fd is None:
+            return
+        left = self._allocated - self.journal_bytes
+        if left >= JOURNAL_LOW:
+            return
+        if self._allocate(JOURNAL_STEP) or self._allocate(JOURNAL_LOW):
+            self._short_logged = False
+            return
+        if not self._short_logged:
+            self._short_logged = True
+            log.warning("the disk of overlay %s is full: changes are refused (ENOSPC) "
+                        "once its journal has no room left", self.root)
+        if left < JOURNAL_MIN:
+            raise OSError(errno.ENOSPC, "no room left for the overlay's journal")
 
     def append(self, records: list[Record]) -> None:
         if not records:
             return
         assert self._journal_fd is not None, "save() starts the journal"
-        data = "".join([_encode(r) + "\n" for r in records]).encode(
-            "utf-8", "surrogateescape")
-        os.write(self._journal_fd, data)
-        self.journal_bytes += len(data)
+        data = encode_lines(records)
+        if self.journal_bytes + len(data) > self._allocated:
+            # more than reserved (a rename of a large changed tree): allocate
+            # what it needs; a full disk here is the one case left to the OS
+            self._allocate(max(JOURNAL_STEP, len(data)))
+        written = os.pwrite(self._journal_fd, data, self.journal_bytes)
+        if written != len(data):
+            raise OSError(errno.ENOSPC, "the overlay's journal was written short")
+        self.journal_bytes += written
         self._unsynced = True
 
     def sync(self) -> None:
-        """Make the journal durable, then delete the data files it retired."""
-        if self._journal_fd is not None and self._unsynced:
-            self._unsynced = False
-            os.fsync(self._journal_fd)
-        self._delete_retired()
+        """Make the journal durable, then delete the data files retired before
+        it began (whatever is retired meanwhile waits for the next sync: the
+        records that retired it may have missed this fsync)."""
+        with self._fd_lock:
+            with self._lock:
+                retired, self._retired = self._retired, []
+            fd = self._journal_fd
+            if fd is not None and self._unsynced:
+                self._unsynced = False
+                try:
+                    os.fsync(fd)
+                except BaseException:
+                    self._unsynced = True
+                    with self._lock:
+                        self._retired[:0] = retired
+                    raise
+        self._delete(retired)
 
     @property
     def unsynced(self) -> bool:
@@ -264,12 +340,23 @@ class Upper:
 
     def retire(self, data_id: str) -> None:
         """Delete a data file once the journal that dropped it is durable."""
-        self._retired.append(data_id)
+        with self._lock:
+            self._retired.append(data_id)
 
-    def _delete_retired(self) -> None:
-        retired, self._retired = self._retired, []
-        for data_id in retired:
+    def _delete(self, data_ids: list[str]) -> None:
+        for data_id in data_ids:
             self.data_path(data_id).unlink(missing_ok=True)
+
+    def keep_orphan(self, data_id: str) -> Path | None:
+        """Move a data file no record can use any more to ``orphans/`` (kept for
+        the user; dsfs never deletes it); its new path, or None if it is gone."""
+        target = self.root / ORPHANS / data_id
+        target.parent.mkdir(exist_ok=True)
+        try:
+            os.rename(self.data_path(data_id), target)
+        except FileNotFoundError:
+            return None
+        return target
 
     def collect(self, keep: set[str]) -> int:
         """Remove data files no record names (left by a crash); return how many.
@@ -294,7 +381,7 @@ class Upper:
         return value if isinstance(value, dict) else None
 
     def write_commit(self, value: dict[str, Any]) -> None:
-        write_json_atomic(self.root / COMMIT, value)
+        write_json_atomic(self.root / COMMIT, value, durable=True)
 
     def clear_commit(self) -> None:
         (self.root / COMMIT).unlink(missing_ok=True)

@@ -1,0 +1,168 @@
+"""The overlay's records and their one codec (snapshot and journal alike).
+
+A *record* says what one path of the merged tree is, as a whole value:
+applying the snapshot's records, then the journal's, in order, rebuilds the
+upper layer, and a record applied twice changes nothing.  Five kinds:
+
+* ``Removed(path)``: nothing at ``path`` (a whiteout when the lower has it);
+* ``Directory(path, lower, mode, mtime_ns)``: a directory whose unlisted
+  children are those of lower directory ``lower`` (none when None); replaces
+  whatever was at ``path``, subtree included;
+* ``DirAttrs(path, mode, mtime_ns)``: new attributes of the directory at
+  ``path``, its children kept;
+* ``File(path, lower, data, mode, mtime_ns, size, missing, lower_end)``: a file
+  with the bytes of lower entry ``lower`` (``data`` None) or of data file
+  ``data``; with ``missing``, the data file except those blocks, whose bytes
+  below ``lower_end`` are still the lower entry's;
+* ``Symlink(path, target, mtime_ns)``.
+
+On disk each record is one JSON object (a line of the journal, an item of
+``state.json``'s ``records``)::
+
+    {"op": "del",   "path": P}
+    {"op": "dir",   "path": P, "lower": L | null, "mode": M, "mtime": T}
+    {"op": "dattr", "path": P, "mode": M, "mtime": T}
+    {"op": "file",  "path": P, "lower": L | null, "data": ID | null, "mode": M,
+                    "mtime": T, "size": S[, "missing": [B, ...], "lower_end": N]}
+    {"op": "link",  "path": P, "target": T, "mtime": T}
+
+``FORMAT`` 2.  Format 1 (``dsfs`` before the typed records) wrote ``p`` for
+``path``, ``from`` for a file's ``lower`` and ``lend`` for ``lower_end``;
+``decode`` reads both.  Nothing here touches the disk: ``dsfs.overlay.upper``
+writes the lines, ``dsfs.overlay.fs`` makes and replays the records.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+#: The overlay's on-disk format (state.json's "format"); 1 is still read.
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
+
+
+class BadRecord(ValueError):
+    """A record that cannot be decoded (an unknown kind, a missing field)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Directory:
+    path: str
+    lower: str | None
+    mode: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class DirAttrs:
+    path: str
+    mode: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class File:
+    path: str
+    lower: str | None
+    data: str | None
+    mode: int
+    mtime_ns: int
+    size: int
+    missing: tuple[int, ...] = ()
+    lower_end: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Symlink:
+    path: str
+    target: str
+    mtime_ns: int
+
+
+Record = Removed | Directory | DirAttrs | File | Symlink
+
+
+def encode(record: Record) -> dict[str, Any]:
+    """The JSON object of one record."""
+    if isinstance(record, File):
+        out: dict[str, Any] = {"op": "file", "path": record.path, "lower": record.lower,
+                               "data": record.data, "mode": record.mode,
+                               "mtime": record.mtime_ns, "size": record.size}
+        if record.missing:
+            out["missing"], out["lower_end"] = list(record.missing), record.lower_end
+        return out
+    if isinstance(record, Removed):
+        return {"op": "del", "path": record.path}
+    if isinstance(record, Directory):
+        return {"op": "dir", "path": record.path, "lower": record.lower,
+                "mode": record.mode, "mtime": record.mtime_ns}
+    if isinstance(record, DirAttrs):
+        return {"op": "dattr", "path": record.path, "mode": record.mode,
+                "mtime": record.mtime_ns}
+    return {"op": "link", "path": record.path, "target": record.target,
+            "mtime": record.mtime_ns}
+
+
+def decode(value: Any) -> Record:
+    """One record from its JSON object (format 2 or 1); BadRecord if it is not one."""
+    if not isinstance(value, dict):
+        raise BadRecord(f"not a record: {value!r}")
+    try:
+        op = value["op"]
+        path = value["path"] if "path" in value else value["p"]
+        if not isinstance(path, str):
+            raise BadRecord(f"bad path in {value!r}")
+        if op == "file":
+            lower = value["lower"] if "lower" in value else value.get("from")
+            missing = tuple(int(b) for b in value.get("missing") or ())
+            lower_end = int(value.get("lower_end", value.get("lend")) or 0) if missing else 0
+            return File(path, lower, value.get("data") or None, int(value["mode"]),
+                        int(value["mtime"]), int(value.get("size", 0)), missing, lower_end)
+        if op == "del":
+            return Removed(path)
+        if op == "dir":
+            return Directory(path, value.get("lower"), int(value["mode"]),
+                             int(value["mtime"]))
+        if op == "dattr":
+            return DirAttrs(path, int(value["mode"]), int(value["mtime"]))
+        if op == "link":
+            return Symlink(path, str(value["target"]), int(value["mtime"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadRecord(f"bad record {value!r}: {exc}") from None
+    raise BadRecord(f"unknown record kind {op!r}")
+
+
+#: One encoder for every line (``json.dumps`` with options builds one a call).
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode_lines(records: Iterable[Record]) -> bytes:
+    """Journal lines (names that are not UTF-8 keep their bytes: surrogateescape)."""
+    return "".join([_dumps(encode(r)) + "\n" for r in records]).encode(
+        "utf-8", "surrogateescape")
+
+
+def decode_lines(data: bytes) -> tuple[list[Record], int]:
+    """The records of a journal and how many of its bytes they take: reading
+    stops at the first line that is not a whole record (the torn tail of a
+    crash, or the zeros of space allocated ahead); everything before counts."""
+    records: list[Record] = []
+    used = 0
+    while used < len(data):
+        end = data.find(b"\n", used)
+        if end < 0:
+            break
+        try:
+            records.append(decode(json.loads(data[used:end].decode("utf-8", "surrogateescape"))))
+        except (ValueError, UnicodeDecodeError):
+            break
+        used = end + 1
+    return records, used
