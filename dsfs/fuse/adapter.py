@@ -92,6 +92,10 @@ def errno_for(exc: BaseException, what: str,
     if isinstance(exc, OSError) and exc.errno in passthrough:
         log.warning("%s failed: %s", what, os.strerror(exc.errno or 0))
         return int(exc.errno or errno.EIO)
+    if isinstance(exc, OSError) and exc.errno == errno.EIO:
+        # a failing disk under the cache or the overlay, not a bug: one line
+        log.error("%s failed: %s", what, exc)
+        return errno.EIO
     if isinstance(exc, DsfsError):
         log.error("%s failed: %s: %s", what, type(exc).__name__, exc)
     else:

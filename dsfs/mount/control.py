@@ -19,6 +19,7 @@ an edit of the child.  Reads go on throughout.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -30,8 +31,10 @@ import trio
 
 from dsfs.errors import (
     ConflictError,
+    DiskFullError,
     DsfsError,
     InputError,
+    LocalError,
     NotFoundError,
     StoreError,
     UsageError,
@@ -39,6 +42,7 @@ from dsfs.errors import (
 from dsfs.format.manifest import Header
 from dsfs.fuse.writable import WritableOperations
 from dsfs.mount import table
+from dsfs.mount.chore import Chore, describe
 from dsfs.overlay import commit as oc
 from dsfs.overlay.fs import OverlayFS
 from dsfs.overlay.source import DeltaSource
@@ -184,15 +188,24 @@ class Session:
     # -- background --------------------------------------------------------------------
 
     async def keep_durable(self) -> None:
-        """Fsync the journal while edits arrive; fold a long journal into a snapshot."""
+        """Fsync the journal while edits arrive; fold a long journal into a snapshot.
+        A failure (a full or failing disk under the overlay) is logged once and
+        retried with back-off; it never ends the mount."""
+        chore = Chore("making the overlay journal durable")
         while True:
-            await trio.sleep(SYNC_INTERVAL)
-            if self.upper.journal_bytes > COMPACT_BYTES:
-                async with self.ops.gate.hold():
-                    self.upper.save(self.repo.store_id.hex(), self.header.id,
-                                    self.fs.records())
-            elif self.upper.unsynced:
-                await trio.to_thread.run_sync(self.upper.sync)
+            await trio.sleep(SYNC_INTERVAL + chore.delay)
+            try:
+                if self.upper.journal_bytes > COMPACT_BYTES:
+                    async with self.ops.gate.hold():
+                        self.upper.save(self.repo.store_id.hex(), self.header.id,
+                                        self.fs.records())
+                elif self.upper.unsynced:
+                    await trio.to_thread.run_sync(self.upper.sync)
+                else:
+                    continue
+                chore.succeeded()
+            except Exception as exc:  # noqa: BLE001 - a background chore outlives failures
+                chore.failed(exc)
 
     # -- the socket ------------------------------------------------------------------
 
@@ -202,10 +215,17 @@ class Session:
         await sock.bind("\0" + socket_name(self.mountpoint))
         sock.listen(8)
         task_status.started()
-        async with trio.open_nursery() as nursery:
-            while True:
-                conn, _addr = await sock.accept()
-                nursery.start_soon(self._handle, conn)
+        chore = Chore("accepting on the control socket", first=0.1, longest=5.0)
+        with sock:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    try:
+                        conn, _addr = await sock.accept()
+                    except OSError as exc:  # out of descriptors, say: the client waits
+                        await trio.sleep(chore.failed(exc))
+                        continue
+                    chore.succeeded()
+                    nursery.start_soon(self._handle, conn)
 
     async def _handle(self, conn: trio.socket.SocketType) -> None:
         with conn:
@@ -219,6 +239,13 @@ class Session:
                     answer = await self._dispatch(json.loads(await _read_line(conn)))
             except DsfsError as exc:
                 answer = {"error": str(exc), "exit_code": exc.exit_code}
+            except OSError as exc:  # the overlay's disk or the machine, not a bug
+                log.warning("control request failed: %s", describe(exc))
+                error: DsfsError = (
+                    DiskFullError(self.upper.root, "the overlay")
+                    if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                    else LocalError(f"the mount process could not do it: {describe(exc)}"))
+                answer = {"error": str(error), "exit_code": error.exit_code}
             except Exception as exc:  # noqa: BLE001 - report, keep the mount up
                 log.exception("control request failed")
                 answer = {"error": f"{type(exc).__name__}: {exc}", "exit_code": 1}

@@ -28,11 +28,12 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from dsfs.errors import ConflictError, DsfsError, InputError
+from dsfs.errors import ConflictError, DsfsError, InputError, LocalError
 from dsfs.format.manifest import Header
 from dsfs.fuse import Operations
 from dsfs.fuse.writable import WritableOperations
 from dsfs.mount import table
+from dsfs.mount.chore import describe
 from dsfs.mount.control import Session, socket_name
 from dsfs.mount.reader import ChunkReader
 from dsfs.overlay.commit import open_upper
@@ -132,6 +133,21 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
         except RuntimeError as exc:
             raise ConflictError(f"cannot mount at {path}: {exc} (see {log_file})") from None
         reader.mountpoint = path  # the reader raises the kernel's readahead
+        try:
+            table.write_state(path, {
+                "pid": os.getpid(), "mountpoint": path, "version_id": header.id,
+                "project": header.project, "name": header.name, "version": header.version,
+                "store": repo.store.url, "log": str(log_file), "started": time.time(),
+                **({"writable": True, "overlay": str(session.upper.root),
+                    "control": socket_name(path)} if session is not None else {}),
+            })
+        except BaseException as exc:
+            # the kernel shows the mount already: never leave it without a server
+            pyfuse3.close(unmount=True)
+            if isinstance(exc, OSError):
+                raise LocalError(f"cannot write the mount's state file "
+                                 f"{table.state_path(path)}: {describe(exc)}") from None
+            raise
     except DsfsError as exc:
         if upper is not None:
             upper.close()
@@ -144,13 +160,6 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
         log.exception("mount of %s at %s failed", header.id, path)
         _report(ready_fd, {"error": f"{type(exc).__name__}: {exc}", "exit_code": 1})
         raise
-    table.write_state(path, {
-        "pid": os.getpid(), "mountpoint": path, "version_id": header.id,
-        "project": header.project, "name": header.name, "version": header.version,
-        "store": repo.store.url, "log": str(log_file), "started": time.time(),
-        **({"writable": True, "overlay": str(session.upper.root),
-            "control": socket_name(path)} if session is not None else {}),
-    })
     if notice:
         log.warning("%s", notice)
     log.info("mounted %s/%s %s (%s) at %s in %.2f s", header.project, header.name,
@@ -168,7 +177,10 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
         pyfuse3.close(unmount=unmount)
         if session is not None:
             _close_overlay(session)
-        table.remove_state(path, os.getpid())
+        try:
+            table.remove_state(path, os.getpid())
+        except OSError as exc:
+            log.warning("could not remove the state file of %s: %s", path, describe(exc))
         log.info("unmounted %s (%d chunk fetches)", path, reader.fetches)
 
 
@@ -198,10 +210,16 @@ def _close_overlay(session: Session) -> None:
     try:
         session.upper.save(session.repo.store_id.hex(), session.header.id,
                            session.fs.records())
-    except Exception:  # noqa: BLE001 - the journal still holds every edit
+    except OSError as exc:  # a full or failing disk: the journal still holds every edit
+        log.warning("could not write the overlay snapshot (%s); the journal keeps the "
+                    "edits", describe(exc))
+    except Exception:  # noqa: BLE001 - a bug; the journal still holds every edit
         log.exception("could not write the overlay snapshot; the journal keeps the edits")
-    finally:
+    try:
         session.upper.close()
+    except OSError as exc:
+        log.warning("could not close the overlay cleanly (%s); the next mount replays "
+                    "its journal", describe(exc))
 
 
 async def _main(reader: ChunkReader, ready_fd: int | None, session: Session | None = None,

@@ -40,6 +40,7 @@ from dsfs.errors import DsfsError, StoreError
 from dsfs.format.digest import chunk_id, id_to_bytes
 from dsfs.format.manifest import ChunkRef
 from dsfs.mount import cachectl
+from dsfs.mount.chore import Chore, describe
 from dsfs.store.base import Store
 from dsfs.vfs import OpenFile, Slice
 
@@ -91,6 +92,12 @@ def raise_readahead(mountpoint: str, kib: int = READAHEAD_KB) -> bool:
         return False
 
 
+def _due(chore: Chore, ticks: int) -> bool:
+    """Whether a failing chore's back-off has passed (it is tried every tick
+    while it works)."""
+    return chore.failures == 0 or ticks % max(1, round(chore.delay / TICK)) == 0
+
+
 @dataclass
 class _Handle:
     file: OpenFile
@@ -133,11 +140,18 @@ class ChunkReader:
         self._nursery: trio.Nursery | None = None
         self.fetches = 0
         self._unpruned = 0 if cache_size is None else 1  # bytes fetched since the last prune
+        if cache_size is not None:  # a disk smaller than the limit: evict and retry
+            cachectl.evict_when_full(cache, lambda: set(self._inflight))
 
     # -- lifecycle -------------------------------------------------------------------
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Background work (readahead, access-time flushes) until cancelled."""
+        """Background work (readahead, access-time flushes, eviction) until
+        cancelled.  A chore that fails (an LMDB error, a chunk file that cannot
+        be removed, a dead cache disk) is logged once and tried again later with
+        back-off; it never ends the mount."""
+        touching = Chore("recording chunk access times", first=TICK, longest=300.0)
+        pruning = Chore("pruning the cache", first=TICK, longest=300.0)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
@@ -146,25 +160,39 @@ class ChunkReader:
                 while True:
                     await trio.sleep(TICK)
                     ticks += 1
-                    if ticks % 6 == 0 or self._unpruned:
-                        await trio.to_thread.run_sync(self.flush_access_times,
-                                                      limiter=self.limiter)
-                    if self.cache_size is not None and self._unpruned:
-                        self._unpruned = 0
-                        protect = set(self._inflight)
-                        for handle in list(self._handles.values()):
-                            protect.update(r.chunk_id for r in handle.file.entry.chunks)
-                        removed, freed = await trio.to_thread.run_sync(
-                            cachectl.prune, self.cache, self.cache_size, protect,
-                            limiter=self.limiter)
-                        if removed:
-                            log.info("evicted %d chunk(s), %d bytes, to keep the cache "
-                                     "under %d bytes", removed, freed, self.cache_size)
+                    if (ticks % 6 == 0 or self._unpruned) and _due(touching, ticks):
+                        try:
+                            await trio.to_thread.run_sync(self.flush_access_times,
+                                                          limiter=self.limiter)
+                            touching.succeeded()
+                        except Exception as exc:  # noqa: BLE001 - a chore outlives failures
+                            touching.failed(exc)
+                    if self.cache_size is not None and self._unpruned and _due(pruning, ticks):
+                        try:
+                            await self._prune()
+                            self._unpruned = 0
+                            pruning.succeeded()
+                        except Exception as exc:  # noqa: BLE001 - a chore outlives failures
+                            pruning.failed(exc)
             finally:
                 self._nursery = None
 
+    async def _prune(self) -> None:
+        assert self.cache_size is not None
+        protect = set(self._inflight)
+        for handle in list(self._handles.values()):
+            protect.update(r.chunk_id for r in handle.file.entry.chunks)
+        removed, freed = await trio.to_thread.run_sync(
+            cachectl.prune, self.cache, self.cache_size, protect, limiter=self.limiter)
+        if removed:
+            log.info("evicted %d chunk(s), %d bytes, to keep the cache under %d bytes",
+                     removed, freed, self.cache_size)
+
     def close(self) -> None:
-        self.flush_access_times()
+        try:
+            self.flush_access_times()
+        except Exception as exc:  # noqa: BLE001 - access times are a hint for eviction
+            log.warning("chunk access times not recorded at unmount: %s", describe(exc))
         for fd in self._fds.values():
             with contextlib.suppress(OSError):
                 os.close(fd)
