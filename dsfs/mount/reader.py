@@ -140,8 +140,6 @@ class ChunkReader:
         self._nursery: trio.Nursery | None = None
         self.fetches = 0
         self._unpruned = 0 if cache_size is None else 1  # bytes fetched since the last prune
-        if cache_size is not None:  # a disk smaller than the limit: evict and retry
-            cachectl.evict_when_full(cache, lambda: set(self._inflight))
 
     # -- lifecycle -------------------------------------------------------------------
 
