@@ -40,7 +40,7 @@ from dsfs.overlay.commit import open_upper
 from dsfs.overlay.fs import OverlayFS
 from dsfs.overlay.upper import Upper
 from dsfs.repository import Repository
-from dsfs.vfs import TreeSource, VersionFS, VfsError, open_tree_source
+from dsfs.vfs import TreeSource, VersionFS, open_tree_source
 
 log = logging.getLogger("dsfs.mount")
 
@@ -189,13 +189,11 @@ def _writable(repo: Repository, header: Header, source: TreeSource, upper: Upper
     """The merged tree with the overlay's edits replayed, compacted into a fresh
     snapshot (which also starts a new journal)."""
     fs = OverlayFS(source, upper)
-    fs.replaying = True
-    for record in records:
-        try:
-            fs.apply(record)
-        except (VfsError, KeyError, TypeError, ValueError) as exc:
-            log.warning("overlay record %r no longer applies (%s): skipped", record, exc)
-    fs.replaying = False
+    replayed = fs.replay(records)
+    for record, why in replayed.skipped:
+        log.warning("overlay record %s no longer applies (%s): skipped", record, why)
+    for where, kept in replayed.orphans:
+        log.warning("the data of %s is kept in %s", where, kept)
     removed = upper.collect(fs.data_ids())
     if removed:
         log.info("removed %d data file(s) no edit refers to", removed)
