@@ -1,10 +1,22 @@
 """Finding versions: by id or unique id prefix, or by project/name with an
 optional version string or tag.
 
-A version is *visible* when its manifest exists and the claim object
-``names/<project>/<name>/<version>`` names its id (the claim is written last,
-see docs/format.md).  Tags live in ``tags/<id>`` and override the tags the
-manifest was created with, because manifests never change.
+A version is *published* when a claim ``names/<project>/<name>/<version>``
+names its id: the claim is written last and is the commit point (see
+docs/format.md).  Its manifest's header must then say the same project, name,
+version string and id; a header that disagrees, that cannot be parsed, or a
+manifest that is missing, is corruption (IntegrityError, naming the object),
+never a reason to treat the version as absent.  ``claimed_version_ids`` is
+what gc keeps.
+
+Headers are cached locally (``Repository.header``).  A cached header is used
+only while the store object it came from is unchanged: the catalog records
+each object's size and ETag (or mtime) in a ``<id>.stamp`` file beside the
+cached copy and compares it with what ``list``/``stat`` report, so a manifest
+repaired (or damaged) in the store is seen without clearing the cache.
+
+Tags live in ``tags/<id>`` and override the tags the manifest was created
+with, because manifests never change.
 """
 
 from __future__ import annotations
@@ -13,6 +25,8 @@ import contextlib
 import json
 import logging
 import re
+import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -22,6 +36,7 @@ from dsfs.format import manifest as mf
 from dsfs.format.digest import digest_hex
 from dsfs.fsutil import write_atomic
 from dsfs.repository import Repository
+from dsfs.store.base import ObjectInfo
 
 _ID_RE = re.compile(r"^[0-9a-f]{32}$")
 log = logging.getLogger("dsfs")
@@ -72,6 +87,41 @@ def next_patch_version(existing: list[str]) -> str:
     return ".".join(parts)
 
 
+def _claim_text(raw: bytes) -> str:
+    return raw.decode("ascii", "replace").strip()
+
+
+def _stamp(info: ObjectInfo) -> str:
+    """What identifies one state of a store object, cheaply: size and ETag, or
+    size and mtime where the backend has no ETag."""
+    return f"{info.size} {info.etag}" if info.etag else f"{info.size} {info.mtime!r}"
+
+
+def drop_cached_manifests(cache_root: Path) -> int:
+    """Remove every cached manifest and header (of every store) under a cache
+    root; returns how many files went.  They are read again from the store."""
+    root = cache_root / "manifests"
+    if not root.is_dir():
+        return 0
+    count = sum(1 for p in root.rglob("*") if p.is_file() and not p.name.startswith(".tmp-"))
+    shutil.rmtree(root, ignore_errors=True)
+    return count
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim object: ``names/<project>/<name>/<version>`` holding an id."""
+
+    project: str
+    name: str
+    version: str
+    version_id: str
+
+    @property
+    def key(self) -> str:
+        return claim_key(self.project, self.name, self.version)
+
+
 @dataclass
 class Ref:
     """What a user wrote to name a version."""
@@ -107,17 +157,134 @@ class Catalog:
             rest = info.key[len(prefix) :]
             if "/" in rest:
                 continue
-            version_id = self.repo.store.get(info.key).decode("ascii", "replace").strip()
-
+            try:
+                version_id = _claim_text(self.repo.store.get(info.key))
+            except NotFoundError:
+                continue  # deleted while we listed
             found[unquote(rest)] = version_id
         return found
 
+    def claims(self) -> list[Claim]:
+        """Every claim in the store."""
+        found = []
+        for info in self.repo.store.list("names/"):
+            parts = info.key[len("names/") :].split("/")
+            if len(parts) != 3:
+                continue
+            try:
+                version_id = _claim_text(self.repo.store.get(info.key))
+            except NotFoundError:
+                continue  # deleted while we listed
+            project, name, version = (unquote(p) for p in parts)
+            found.append(Claim(project, name, version, version_id))
+        return found
+
+    def claimed_version_ids(self) -> set[str]:
+        """Ids named by a claim: the published versions, whatever their manifests
+        say.  gc MUST NOT remove their manifests (nor anything they reference);
+        list the claims *after* the manifests, so that a version published in
+        between is seen (its manifest is young, and the grace period covers it)."""
+        return {c.version_id for c in self.claims()}
+
+    def _claim_holds(self, claim: Claim) -> bool:
+        try:
+            return _claim_text(self.repo.store.get(claim.key)) == claim.version_id
+        except NotFoundError:
+            return False
+
+    def _claimed_header(self, claim: Claim, info: ObjectInfo | None = None) -> mf.Header | None:
+        """The header of the version ``claim`` publishes, checked against the
+        claim; None if the claim went away meanwhile (a delete)."""
+        where = self.repo.store.url
+        if not _ID_RE.match(claim.version_id):
+            raise IntegrityError(f"claim {claim.key} in {where} is corrupt: it holds "
+                                 f"{claim.version_id[:40]!r}, not a version id")
+        key = mf.manifest_key(claim.version_id)
+        try:
+            header = self.checked_header(claim.version_id, info)
+        except NotFoundError:
+            if not self._claim_holds(claim):
+                return None  # deleted: the claim goes first, then the manifest
+            raise IntegrityError(f"claim {claim.key} names version {claim.version_id}, but "
+                                 f"its manifest {key} is missing from {where}") from None
+        except IntegrityError:
+            if not self._claim_holds(claim):
+                return None
+            raise
+        named = (header.project, header.name, header.version)
+        if named != (claim.project, claim.name, claim.version):
+            if not self._claim_holds(claim):
+                return None
+            raise IntegrityError(
+                f"manifest {key} in {where} is corrupt: its header names "
+                f"{header.project}/{header.name} {header.version}, but the claim "
+                f"{claim.key} names it")
+        return header
+
+    # -- headers, checked against the store ------------------------------------------
+
+    def _stamp_path(self, version_id: str) -> Path:
+        return (self.repo.cache_root / "manifests" / self.repo.store_id.hex()
+                / f"{version_id}.stamp")
+
+    def checked_header(self, version_id: str, info: ObjectInfo | None = None) -> mf.Header:
+        """The header of ``versions/<id>``, from the local cache only if the
+        cached copy came from the store object as it is now (``info``: the
+        object's listing, or None to stat it).  NotFoundError if the manifest is
+        missing; IntegrityError naming the object if it cannot be parsed."""
+        key = mf.manifest_key(version_id)
+        if info is None:
+            info = self.repo.store.stat(key)
+            if info is None:
+                raise NotFoundError(f"no manifest {key} in {self.repo.store.url}")
+        stamp = _stamp(info)
+        path = self._stamp_path(version_id)
+        try:
+            known = path.read_text()
+        except OSError:
+            known = None
+        try:
+            if known != stamp:
+                self._refresh(version_id)
+                _write_small(path, stamp)
+            return self.repo.header(version_id)
+        except IntegrityError as exc:
+            self.repo.forget_manifest(version_id)  # read it again once repaired
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise IntegrityError(
+                f"manifest {key} in {self.repo.store.url} is corrupt: {exc}") from None
+
+    def _refresh(self, version_id: str) -> None:
+        """The store object changed (or was never stamped): keep the cached copy
+        only if its header is the one the store holds now."""
+        try:
+            cached = self.repo.cached_header(version_id)
+        except IntegrityError:
+            cached = None
+        if cached is None:
+            self.repo.forget_manifest(version_id)
+            return
+        key = mf.manifest_key(version_id)
+        data = self.repo.store.get_head(key, mf.HEADER_PROBE_SIZE)
+        needed = mf.header_length(data)
+        if len(data) < needed:
+            data = self.repo.store.get_head(key, needed)
+        try:
+            fresh = mf.decode_header(data)
+        except IntegrityError:
+            self.repo.forget_manifest(version_id)
+            raise
+        if fresh != cached:
+            self.repo.forget_manifest(version_id)
+
     def is_visible(self, header: mf.Header) -> bool:
+        """Whether the claim that ``header`` names holds its id."""
         try:
             raw = self.repo.store.get(claim_key(header.project, header.name, header.version))
         except NotFoundError:
             return False
-        return raw.decode("ascii", "replace").strip() == header.id
+        return _claim_text(raw) == header.id
 
     def tags(self, header: mf.Header) -> list[str]:
         try:
@@ -136,21 +303,26 @@ class Catalog:
 
     # -- listing -------------------------------------------------------------------
 
-    def visible_headers(self) -> list[mf.Header]:
-        """Headers of every visible version, tags as currently set."""
-        claims: dict[str, str] = {}
-        for info in self.repo.store.list("names/"):
-            claims[info.key] = ""
+    def visible_headers(self, on_problem: Callable[[str], None] | None = None
+                        ) -> list[mf.Header]:
+        """Headers of every published version, tags as currently set.
+
+        A claimed version whose manifest is corrupt or missing is left out and
+        reported to ``on_problem`` (default: a warning in the log), so that one
+        damaged object hides nothing else."""
+        report = on_problem or (lambda text: log.warning("dsfs: warning: %s", text))
+        infos = {info.key[len("versions/"):]: info for info in self.repo.store.list("versions/")}
         headers = []
-        for version_id in self.repo.version_ids():
+        for claim in self.claims():
             try:
-                header = self.repo.header(version_id)
-            except NotFoundError:
-                continue  # deleted while we listed
-            key = claim_key(header.project, header.name, header.version)
-            if key in claims and self.is_visible(header):
+                header = self._claimed_header(claim, infos.get(claim.version_id))
+                if header is None:
+                    continue
                 header.tags = self.tags(header)
-                headers.append(header)
+            except IntegrityError as exc:
+                report(f"{exc} (listing the other versions)")
+                continue
+            headers.append(header)
         headers.sort(key=lambda h: (h.project, h.name, version_sort_key(h.version)))
         return headers
 
@@ -213,12 +385,11 @@ class Catalog:
         else:
             candidates = sorted(claims, key=version_sort_key, reverse=True)
         for version in candidates:
-            try:
-                header = self.repo.header(claims[version])
-            except NotFoundError:
-                continue  # a claim whose manifest was deleted
-            if header.version != version:
-                continue
+            # A corrupt candidate is reported, not skipped: it may be the
+            # version the user means.
+            header = self._claimed_header(Claim(ref.project, ref.name, version, claims[version]))
+            if header is None:
+                continue  # deleted meanwhile
             header.tags = self.tags(header)
             if ref.tag and ref.tag not in header.tags:
                 continue
@@ -230,15 +401,31 @@ class Catalog:
         if not re.fullmatch(r"[0-9a-f]{1,32}", text):
             raise NotFoundError(f"{text!r} is not a version id (ids are 32 hex digits)")
         if _ID_RE.match(text):
-            matches = [text] if self.repo.store.exists(mf.manifest_key(text)) else []
+            info = self.repo.store.stat(mf.manifest_key(text))
+            matches = [info] if info is not None else []
         else:
-            matches = [v for v in self.repo.version_ids() if v.startswith(text)]
+            matches = [i for i in self.repo.store.list("versions/" + text)
+                       if _ID_RE.match(i.key[len("versions/"):])]
+        all_claims: list[Claim] | None = None
         visible = []
-        for version_id in matches:
-            header = self.repo.header(version_id)
-            if self.is_visible(header):
-                header.tags = self.tags(header)
-                visible.append(header)
+        for info in matches:
+            version_id = info.key[len("versions/"):]
+            try:
+                header: mf.Header | None = self.checked_header(version_id, info)
+            except (IntegrityError, NotFoundError):
+                header = None  # decided by its claim below
+            if header is None or not self.is_visible(header):
+                # Published under another name than its header says, or not at all?
+                if all_claims is None:
+                    all_claims = self.claims()
+                claim = next((c for c in all_claims if c.version_id == version_id), None)
+                if claim is None:
+                    continue  # not published: a leftover, or a hidden parent
+                header = self._claimed_header(claim, info)  # raises: it is corrupt
+                if header is None:
+                    continue
+            header.tags = self.tags(header)
+            visible.append(header)
         if not visible:
             raise NotFoundError(f"no version with id {text!r} in {self.repo.store.url}")
         if len(visible) > 1:
@@ -247,20 +434,29 @@ class Catalog:
         return visible[0]
 
     def children(self, version_id: str) -> list[mf.Header]:
-        """Versions that name ``version_id`` as a parent: the visible ones, and the
-        hidden ones that visible versions still build on (leftovers of an
-        interrupted close do not count; gc removes them)."""
-        headers = {}
-        for other in self.repo.version_ids():
-            try:
-                headers[other] = self.repo.header(other)
-            except NotFoundError:
+        """Versions that name ``version_id`` as a parent: the published ones, and
+        the hidden ones that published versions still build on (leftovers of an
+        interrupted close do not count; gc removes them).  A published version
+        whose header cannot be read raises IntegrityError: nobody can tell
+        whether it builds on ``version_id``."""
+        infos = {info.key[len("versions/"):]: info for info in self.repo.store.list("versions/")}
+        needed: set[str] = set()
+        headers: dict[str, mf.Header] = {}
+        todo = [v for v in self.claimed_version_ids() if v in infos]
+        while todo:  # hidden ancestors of published versions are needed too
+            other = todo.pop()
+            if other in needed:
                 continue
-        needed = {h.id for h in headers.values() if self.is_visible(h)}
-        todo = list(needed)
-        while todo:  # hidden ancestors of visible versions are needed too
-            for parent in headers[todo.pop()].parents:
-                if parent in headers and parent not in needed:
-                    needed.add(parent)
-                    todo.append(parent)
-        return [h for h in headers.values() if version_id in h.parents and h.id in needed]
+            needed.add(other)
+            try:
+                headers[other] = self.checked_header(other, infos[other])
+            except NotFoundError:
+                continue  # deleted while we looked
+            todo.extend(p for p in headers[other].parents if p in infos)
+        return [h for h in headers.values() if version_id in h.parents]
+
+
+def _write_small(path: Path, text: str) -> None:
+    """A small cache file, replaced whole (a lost one is only re-checked)."""
+    with contextlib.suppress(OSError):
+        write_atomic(path, text, durable=False)

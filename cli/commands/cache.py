@@ -7,6 +7,7 @@ import time
 
 import click
 
+from dsfs.catalog import drop_cached_manifests
 from dsfs.errors import StoreError, UsageError
 from dsfs.mount import cachectl
 
@@ -66,11 +67,12 @@ def prune(app: AppContext, size_text: str | None) -> None:
 @cache.command()
 @pass_app
 def clear(app: AppContext) -> None:
-    """Remove every cached chunk and memoized version tree (manifests stay).
+    """Remove every cached chunk, manifest and memoized version tree.
 
     Version trees are kept while a dsfs mount is running."""
     removed, freed = cachectl.clear(app.repo.cache)
     click.echo(f"removed {removed} chunk(s), {human_size(freed)}")
+    click.echo(f"removed {drop_cached_manifests(app.repo.cache_root)} cached manifest file(s)")
     forgotten = cachectl.clear_trees(app.repo.cache)
     if forgotten is None:
         click.echo("version trees kept: a dsfs mount is running")

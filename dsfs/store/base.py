@@ -13,6 +13,10 @@ immutable byte objects.  The engine relies on exactly these promises, and
   exactly the bytes asked for or raises.
 * ``list`` yields every object under a key prefix with its size and
   modification time (seconds since the epoch), in no particular order.
+  ``etag``, where a backend has one (S3), changes whenever the object is
+  rewritten, and ``list`` and ``stat`` report the same one; a backend without
+  one reports the same ``mtime`` from both.  Readers compare size and ``etag``
+  (else size and ``mtime``) to tell whether a cached copy is still current.
 * ``delete`` of a missing key is not an error.
 * Failures of the medium (disk, network) raise ``StoreError`` with a message
   that names the operation and key but never a credential.
@@ -36,6 +40,8 @@ class ObjectInfo:
     key: str
     size: int
     mtime: float
+    #: S3's ETag (without quotes); empty for backends without one.
+    etag: str = ""
 
 
 class Store(ABC):

@@ -326,7 +326,8 @@ class S3Store(Store):
                 Bucket=self.bucket, Key=full))
         except NotFoundError:
             return None
-        return ObjectInfo(key, int(reply["ContentLength"]), reply["LastModified"].timestamp())
+        return ObjectInfo(key, int(reply["ContentLength"]), reply["LastModified"].timestamp(),
+                          str(reply.get("ETag", "")).strip('"'))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         full = self._root + prefix
@@ -342,7 +343,8 @@ class S3Store(Store):
                 key = obj["Key"][len(self._root):]
                 if key.startswith(PROBE_PREFIX):
                     continue
-                yield ObjectInfo(key, int(obj["Size"]), obj["LastModified"].timestamp())
+                yield ObjectInfo(key, int(obj["Size"]), obj["LastModified"].timestamp(),
+                                 str(obj.get("ETag", "")).strip('"'))
 
     # -- writes ------------------------------------------------------------------------
 
