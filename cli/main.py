@@ -3,15 +3,16 @@ where errors become a message on stderr and an exit code."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from dsfs import __version__
-from dsfs.errors import EXIT_CODES, DsfsError
+from dsfs import __version__, config
+from dsfs.errors import EXIT_CODES, DiskFullError, DsfsError, local_os_error
 
 from .commands import build, cache, inspect, maintain, mount, overlay, read
 from .context import AppContext
@@ -37,12 +38,61 @@ class DsfsGroup(click.Group):
             raise
         except BrokenPipeError:
             sys.exit(1)
+        except OSError as exc:
+            error = local_failure(exc)
+            if error is None:
+                internal_error(exc)
+            else:
+                if os.environ.get("DSFS_DEBUG"):
+                    traceback.print_exc()
+                click.echo(f"dsfs: error: {error}", err=True)
+                sys.exit(error.exit_code)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
-            if os.environ.get("DSFS_DEBUG"):
-                traceback.print_exc()
-            click.echo(f"dsfs: internal error: {type(exc).__name__}: {exc} "
-                       "(set DSFS_DEBUG=1 to see the traceback)", err=True)
-            sys.exit(1)
+            internal_error(exc)
+
+
+def internal_error(exc: BaseException) -> NoReturn:
+    if os.environ.get("DSFS_DEBUG"):
+        traceback.print_exc()
+    click.echo(f"dsfs: internal error: {type(exc).__name__}: {exc} "
+               "(set DSFS_DEBUG=1 to see the traceback)", err=True)
+    sys.exit(1)
+
+
+#: errno values that say the machine (not dsfs) is the problem, for an OSError
+#: that no layer below turned into a DsfsError.
+_LOCAL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def local_failure(exc: OSError) -> DsfsError | None:
+    """The DsfsError for a full disk or a permission problem on this machine
+    that escaped the engine as a bare OSError; None for anything else."""
+    if exc.errno not in _LOCAL_ERRNOS:
+        return None
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) and exc.filename is None:
+        return DiskFullError(fullest_local_dir())
+    return local_os_error(exc, exc.filename, "a local file")
+
+
+def fullest_local_dir() -> str:
+    """Of the places dsfs writes by itself (cache, data directory), the one
+    whose file system is (almost) full: where a write that failed for lack of
+    space without naming its file most likely went; else "a local disk"."""
+    for path in (config.cache_dir(), config.data_dir()):
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            st = os.statvfs(probe)
+        except OSError:
+            continue
+        if st.f_bavail * st.f_frsize < _NEARLY_FULL:
+            return str(path)
+    return "a local disk"
+
+
+#: Free bytes below which a file system counts as the full one.
+_NEARLY_FULL = 4 << 20
 
 
 @click.group(cls=DsfsGroup, epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})

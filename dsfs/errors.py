@@ -95,8 +95,8 @@ class DiskFullError(DsfsError):
     def __init__(self, path: object, what: str = "") -> None:
         self.path = str(path)
         detail = f" ({what})" if what else ""
-        super().__init__(f"no space left on {self.path}{detail}: free some space, "
-                         "or shrink the cache with `dsfs cache prune --size SIZE`")
+        super().__init__(f"no space left on {self.path}{detail}: free some space "
+                         "(`dsfs cache prune --size SIZE` shrinks the cache)")
 
 
 class LocalError(DsfsError):
@@ -107,15 +107,15 @@ class LocalError(DsfsError):
     exit_code = 12
 
 
-def local_os_error(exc: OSError, what: str) -> DsfsError:
-    """The DsfsError an OSError on one of dsfs's own local files means:
-    ``DiskFullError`` for a full disk or quota, else ``LocalError``."""
-    where = exc.filename if exc.filename is not None else what
+def local_os_error(exc: OSError, path: object, what: str) -> DsfsError:
+    """The DsfsError an OSError on dsfs's own local files under ``path`` means
+    (``what`` names them, e.g. "the cache"): ``DiskFullError`` for a full disk
+    or quota, else ``LocalError`` naming the file and the reason."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return DiskFullError(where, what if exc.filename is not None else "")
-    reason = exc.strerror or type(exc).__name__
-    return LocalError(f"cannot use {what}: {reason}"
-                      + (f": {exc.filename}" if exc.filename is not None else ""))
+        return DiskFullError(path, what)
+    where = exc.filename if exc.filename is not None else path
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return LocalError(f"cannot use {what} ({where}): {reason}")
 
 
 EXIT_CODES: dict[int, str] = {

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dsfs import config
 from dsfs.cache.chunks import ChunkCache
-from dsfs.errors import IntegrityError, NotFoundError, StoreError
+from dsfs.errors import IntegrityError, NotFoundError, StoreError, local_os_error
 from dsfs.format import manifest as mf
 from dsfs.format.digest import digest_hex
 from dsfs.format.pack import TRAILER_SIZE, index_span, pack_id_from_key, pack_key, parse_index
@@ -84,7 +84,15 @@ class Repository:
 
     def _save_config(self, cfg: dict) -> None:
         if self._cached_config() != cfg:
-            write_atomic(self._config_cache_path(), json.dumps(cfg).encode(), durable=False)
+            self._cache_write(self._config_cache_path(), json.dumps(cfg).encode())
+
+    def _cache_write(self, path: Path, data: bytes) -> None:
+        """A local copy of an immutable store object (no fsync: it can be read
+        from the store again)."""
+        try:
+            write_atomic(path, data, durable=False)
+        except OSError as exc:
+            raise local_os_error(exc, self.cache_root, "the cache") from None
 
     def cached_header(self, version_id: str) -> mf.Header | None:
         """A header known locally (no store access), or None."""
@@ -123,7 +131,7 @@ class Repository:
         except FileNotFoundError:
             data = self.store.get(mf.manifest_key(version_id))
             _check_id(mf.decode_header(data), version_id)
-            write_atomic(path, data, durable=False)
+            self._cache_write(path, data)
         if memo:
             self._manifest_memo[version_id] = data
         return data
@@ -149,7 +157,7 @@ class Repository:
                     data = self.store.get_head(key, needed)
                 header = mf.decode_header(data)
                 _check_id(header, version_id)
-                write_atomic(head_path, data[:needed], durable=False)
+                self._cache_write(head_path, data[:needed])
                 return header
         header = mf.decode_header(data)
         _check_id(header, version_id)

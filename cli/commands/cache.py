@@ -24,20 +24,27 @@ def cache() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @pass_app
 def stats(app: AppContext, as_json: bool) -> None:
-    """How many chunks and bytes the cache holds."""
+    """How much the cache holds: chunks, index, `get` copies, temporary files;
+    their total is what the size limit applies to."""
     chunk_cache = app.repo.cache
     found = cachectl.stats(chunk_cache)
     limit = cachectl.default_limit()
     row = {"path": str(chunk_cache.root), "chunks": found.chunks, "bytes": found.bytes,
            "limit": limit, "index_bytes": found.index_bytes,
+           "copies_bytes": found.copies_bytes, "temp_files": found.temp_files,
+           "temp_bytes": found.temp_bytes, "total_bytes": found.total_bytes,
            "oldest_access": found.oldest_access, "newest_access": found.newest_access}
     if as_json:
         print_json(row)
         return
     click.echo(f"cache:   {row['path']}")
     click.echo(f"chunks:  {found.chunks} ({human_size(found.bytes)})")
-    click.echo(f"limit:   {human_size(limit) if limit else 'none'}")
     click.echo(f"index:   {human_size(found.index_bytes)}")
+    click.echo(f"copies:  {human_size(found.copies_bytes)} (made by `dsfs get`)")
+    if found.temp_files:
+        click.echo(f"temporary files: {found.temp_files} ({human_size(found.temp_bytes)})")
+    click.echo(f"total:   {human_size(found.total_bytes)}")
+    click.echo(f"limit:   {human_size(limit) if limit else 'none'}")
     if found.oldest_access:
         when = time.localtime(found.oldest_access)
         click.echo(f"oldest access: {time.strftime('%Y-%m-%d %H:%M', when)}")
@@ -55,6 +62,11 @@ def prune(app: AppContext, size_text: str | None) -> None:
         raise UsageError(f"give --size or set ${cachectl.SIZE_ENV}")
     removed, freed = cachectl.prune(app.repo.cache, limit)
     click.echo(f"removed {removed} chunk(s), {human_size(freed)}")
+    left = cachectl.stats(app.repo.cache)
+    if left.total_bytes > limit:
+        click.echo(f"the cache still takes {human_size(left.total_bytes)}: its index "
+                   f"({human_size(left.index_bytes)}) and `dsfs get` copies "
+                   f"({human_size(left.copies_bytes)}) are not evicted", err=True)
     try:
         forgotten = cachectl.forget_gone_trees(app.repo)
     except StoreError as exc:

@@ -13,6 +13,7 @@ and reported, never returned.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import threading
 from collections import defaultdict
@@ -21,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dsfs.cache.index import CacheIndex, index_dir
-from dsfs.errors import IntegrityError
+from dsfs.errors import DiskFullError, IntegrityError, local_os_error
 from dsfs.format.digest import chunk_id, id_to_bytes
 from dsfs.format.manifest import ChunkRef
 from dsfs.format.pack import pack_key
@@ -52,7 +53,17 @@ class ChunkCache:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.chunk_dir = root / "chunks"
-        self.chunk_dir.mkdir(parents=True, exist_ok=True)
+        #: Called with the bytes a fetch needs when the disk is full; returns
+        #: whether it made room (then the fetch is tried once more).  Set by a
+        #: mount with a cache size limit (``cachectl.evict_when_full``).
+        self.on_full: Callable[[int], bool] | None = None
+        try:
+            self.chunk_dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.chunk_dir, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES),
+                                      str(self.chunk_dir))
+        except OSError as exc:
+            raise local_os_error(exc, root, "the cache directory") from None
         fresh = not (index_dir(root) / "data.mdb").exists()
         self.index = CacheIndex(index_dir(root))
         if fresh and any(self.chunk_dir.iterdir()):
@@ -87,16 +98,29 @@ class ChunkCache:
         if chunk_id(data) != cid:
             raise IntegrityError(f"chunk {cid} does not match its digest")
         final = self.chunk_path(cid)
-        # not fsynced: see the module docstring (a removed temporary on failure)
-        return write_temp(final.parent, data, durable=False), final
+        try:
+            # not fsynced: see the module docstring; removed again if it fails
+            return write_temp(final.parent, data, durable=False), final
+        except OSError as exc:
+            raise local_os_error(exc, self.root, "the cache") from None
 
     def _commit(self, staged: list[tuple[str, int, Path, Path]]) -> None:
         """Renames, then one index transaction for the batch."""
         if not staged:
             return
-        for _cid, _size, tmp, final in staged:
-            os.replace(tmp, final)
-        self.index.add_chunks((id_to_bytes(cid), size) for cid, size, _t, _f in staged)
+        try:
+            for _cid, _size, tmp, final in staged:
+                os.replace(tmp, final)
+        except OSError as exc:
+            raise local_os_error(exc, self.root, "the cache") from None
+        try:
+            self.index.add_chunks((id_to_bytes(cid), size) for cid, size, _t, _f in staged)
+        except BaseException:
+            # files the index does not know would take space nobody can see
+            for cid, _size, _tmp, final in staged:
+                if self.index.chunk_size(id_to_bytes(cid)) is None:
+                    final.unlink(missing_ok=True)
+            raise
 
     @staticmethod
     def _discard_staged(staged: list[tuple[str, int, Path, Path]]) -> None:
@@ -172,18 +196,25 @@ class ChunkCache:
 
         if not ranges:
             return 0
-        staged: list[tuple[str, int, Path, Path]] = []
         lock = threading.Lock()
-        try:
-            if len(ranges) == 1:  # the mount's common case: no thread hand-off
-                fetched = fetch_range(ranges[0])
-            else:
-                fetched = sum(_fetch_pool().map(fetch_range, ranges))
-            self._commit(staged)
-        except BaseException:
-            self._discard_staged(staged)
-            raise
-        return fetched
+        for attempt in (1, 2):
+            staged: list[tuple[str, int, Path, Path]] = []
+            try:
+                if len(ranges) == 1:  # the mount's common case: no thread hand-off
+                    fetched = fetch_range(ranges[0])
+                else:
+                    fetched = sum(_fetch_pool().map(fetch_range, ranges))
+                self._commit(staged)
+                return fetched
+            except DiskFullError:
+                self._discard_staged(staged)
+                needed = sum(g[-1].offset + g[-1].length - g[0].offset for _p, g in ranges)
+                if attempt == 2 or self.on_full is None or not self.on_full(needed):
+                    raise
+            except BaseException:
+                self._discard_staged(staged)
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def rebuild_index(self) -> int:
         """Re-create the chunk table from the chunk files; return how many."""

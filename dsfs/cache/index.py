@@ -81,6 +81,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import os
 import struct
 import threading
@@ -90,7 +91,8 @@ from pathlib import Path
 
 import lmdb
 
-from dsfs.errors import IntegrityError
+from dsfs.errors import DiskFullError, DsfsError, IntegrityError, LocalError, local_os_error
+from dsfs.fsutil import write_temp
 
 _CHUNK = struct.Struct("<QQ")
 _LOCATION = struct.Struct("<16sQQ")
@@ -117,19 +119,49 @@ def _open_env(path: Path) -> lmdb.Environment:
     with _envs_lock:
         env = _envs.get(key)
         if env is None:
-            path.mkdir(parents=True, exist_ok=True)
             try:
+                path.mkdir(parents=True, exist_ok=True)
+                _allocate_lock_file(path)
                 env = lmdb.open(
                     key, map_size=MAP_SIZE, max_dbs=16, subdir=True, sync=False,
-                    metasync=False, readahead=False, max_readers=512,
+                    metasync=False, readahead=False, max_readers=MAX_READERS,
                 )
+            except OSError as exc:
+                raise local_os_error(exc, path, "the cache index") from None
             except lmdb.Error as exc:
+                if _disk_full(path) or _denied(exc):
+                    raise _write_error(exc, path) from None
                 raise IntegrityError(
                     f"the cache index at {key} cannot be opened ({exc}); "
                     "remove that directory and dsfs will rebuild it"
                 ) from None
             _envs[key] = env
         return env
+
+
+#: Readers LMDB makes room for, and the size of its lock file for that many.
+MAX_READERS = 512
+LOCK_FILE_SIZE = (MAX_READERS - 1) * 64 + 192
+
+
+def _allocate_lock_file(path: Path) -> None:
+    """Create LMDB's lock file with real (not sparse) blocks before LMDB maps it.
+
+    LMDB writes its reader table through a shared mapping of ``lock.mdb``; on a
+    full disk the first touch of a page the file system cannot back kills the
+    process with SIGBUS.  Writing the file whole first turns that into an
+    ENOSPC here.  A lock file that exists is in use or was set up before, and
+    is left alone."""
+    lock = path / "lock.mdb"
+    if lock.exists():
+        return
+    tmp = write_temp(path, bytes(LOCK_FILE_SIZE), durable=False)
+    try:
+        os.link(tmp, lock)
+    except FileExistsError:
+        pass  # another process was first
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 class CacheIndex:
@@ -145,6 +177,16 @@ class CacheIndex:
         self._tree_deltas = self.env.open_db(b"tree_deltas")
         self._tree_dirs = self.env.open_db(b"tree_dirs")
         self._tree_listings = self.env.open_db(b"tree_listings")
+
+    @contextlib.contextmanager
+    def _write(self, db: lmdb._Database | None = None) -> Iterator[lmdb.Transaction]:
+        """A write transaction whose failure to commit (a full disk, an
+        unwritable directory) raises a DsfsError naming the cache index."""
+        try:
+            with self.env.begin(db=db, write=True) as txn:
+                yield txn
+        except lmdb.Error as exc:
+            raise _write_error(exc, Path(self.env.path())) from None
 
     def sync(self) -> None:
         self.env.sync(True)
@@ -174,20 +216,20 @@ class CacheIndex:
 
     def add_chunks(self, items: Iterable[tuple[bytes, int]]) -> None:
         now = int(time.time())
-        with self.env.begin(db=self._chunks, write=True) as txn:
+        with self._write(self._chunks) as txn:
             for digest, size in items:
                 txn.put(digest, _CHUNK.pack(size, now))
 
     def touch_chunks(self, digests: Iterable[bytes]) -> None:
         now = int(time.time())
-        with self.env.begin(db=self._chunks, write=True) as txn:
+        with self._write(self._chunks) as txn:
             for digest in digests:
                 value = txn.get(digest)
                 if value is not None:
                     txn.put(digest, _CHUNK.pack(_CHUNK.unpack(value)[0], now))
 
     def forget_chunks(self, digests: Iterable[bytes]) -> None:
-        with self.env.begin(db=self._chunks, write=True) as txn:
+        with self._write(self._chunks) as txn:
             for digest in digests:
                 txn.delete(digest)
 
@@ -199,7 +241,7 @@ class CacheIndex:
                 yield bytes(key), size, atime
 
     def clear_chunks(self) -> None:
-        with self.env.begin(write=True) as txn:
+        with self._write() as txn:
             txn.drop(self._chunks, delete=False)
             txn.drop(self._copies, delete=False)
 
@@ -221,7 +263,7 @@ class CacheIndex:
     ) -> None:
         """Record a pack's index: (chunk digest, offset, length) per chunk."""
         count = 0
-        with self.env.begin(write=True) as txn:
+        with self._write() as txn:
             for digest, offset, length in entries:
                 txn.put(store_id + digest, _LOCATION.pack(pack_id, offset, length),
                         db=self._store_chunks)
@@ -233,7 +275,7 @@ class CacheIndex:
         doomed = set(pack_ids)
         if not doomed:
             return
-        with self.env.begin(write=True) as txn:
+        with self._write() as txn:
             for pack_id in doomed:
                 txn.delete(store_id + pack_id, db=self._store_packs)
             cursor = txn.cursor(db=self._store_chunks)
@@ -263,7 +305,7 @@ class CacheIndex:
         return None if value is None else bytes(value).decode("utf-8", "surrogateescape")
 
     def add_copies(self, items: Iterable[tuple[bytes, int, int, str]]) -> None:
-        with self.env.begin(db=self._copies, write=True) as txn:
+        with self._write(self._copies) as txn:
             for digest, mode, mtime_ns, path in items:
                 txn.put(_COPY_KEY.pack(digest, mode, mtime_ns),
                         path.encode("utf-8", "surrogateescape"))
@@ -289,7 +331,7 @@ class CacheIndex:
         batch: list[tuple[bytes, bytes]] = []
 
         def flush() -> None:
-            with self.env.begin(db=self._tree_deltas, write=True) as txn:
+            with self._write(self._tree_deltas) as txn:
                 for key, value in batch:
                     if not txn.put(key, value, overwrite=False):
                         old = txn.get(key)
@@ -306,7 +348,7 @@ class CacheIndex:
 
     def finish_tree_delta(self, version_id: bytes, summary: bytes) -> None:
         """Mark a version's delta as completely indexed (see ``tree_versions``)."""
-        with self.env.begin(db=self._tree_versions, write=True) as txn:
+        with self._write(self._tree_versions) as txn:
             txn.put(version_id, summary)
 
     def tree_delta_record(self, version_id: bytes, dir_key: bytes, name: bytes
@@ -343,7 +385,7 @@ class CacheIndex:
             if len(batch) >= BATCH:
                 self._put_all(self._tree_listings, batch)
                 batch.clear()
-        with self.env.begin(write=True) as txn:
+        with self._write() as txn:
             for key, value in batch:
                 txn.put(key, value, db=self._tree_listings)
             txn.put(prefix, record, db=self._tree_dirs)
@@ -370,7 +412,7 @@ class CacheIndex:
         """Delete every ``tree_*`` record of these versions, one transaction each
         (the ``tree_versions`` mark first: a reader then indexes it again)."""
         for vid in version_ids:
-            with self.env.begin(write=True) as txn:
+            with self._write() as txn:
                 for db in self._tree_tables():
                     cursor = txn.cursor(db=db)
                     if cursor.set_range(vid):
@@ -380,7 +422,7 @@ class CacheIndex:
 
     def clear_trees(self) -> None:
         """Empty the four ``tree_*`` tables."""
-        with self.env.begin(write=True) as txn:
+        with self._write() as txn:
             for db in self._tree_tables():
                 txn.drop(db, delete=False)
 
@@ -411,7 +453,7 @@ class CacheIndex:
         return out
 
     def _put_all(self, db: lmdb._Database, items: Iterable[tuple[bytes, bytes]]) -> None:
-        with self.env.begin(db=db, write=True) as txn:
+        with self._write(db) as txn:
             for key, value in items:
                 txn.put(key, value)
 
@@ -440,6 +482,34 @@ def _map_span(directory: str) -> tuple[int, int] | None:
     except OSError:
         pass
     return None
+
+
+#: An LMDB write that fails with less free space than this on its file system
+#: is reported as a full disk: LMDB turns a short write into EIO, not ENOSPC.
+FULL_DISK_MARGIN = 64 * 1024 * 1024
+
+
+def _disk_full(path: Path) -> bool:
+    try:
+        st = os.statvfs(path if path.exists() else path.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < FULL_DISK_MARGIN
+
+
+def _denied(exc: lmdb.Error) -> bool:
+    text = str(exc)
+    return any(os.strerror(code) in text for code in (errno.EACCES, errno.EPERM, errno.EROFS))
+
+
+def _write_error(exc: lmdb.Error, path: Path) -> DsfsError:
+    if os.strerror(errno.ENOSPC) in str(exc) or isinstance(exc, lmdb.MapFullError) or (
+            _disk_full(path)):
+        return DiskFullError(path, "the cache index")
+    if _denied(exc):
+        return LocalError(f"cannot write the cache index at {path}: {exc}")
+    return LocalError(f"the cache index at {path} failed to write ({exc}); if it keeps "
+                      "failing, remove that directory and dsfs will rebuild it")
 
 
 def index_dir(cache_root: Path) -> Path:

@@ -22,23 +22,37 @@ fetches it again.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import posixpath
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from dsfs.cache.chunks import ChunkCache
+from dsfs.cache.index import index_dir
 from dsfs.engine.tree import TreeResolver
 from dsfs.errors import NotFoundError, UsageError
 from dsfs.format.digest import bytes_to_id, chunk_id
 from dsfs.format.manifest import FILE, ChunkRef, Header
+from dsfs.fsutil import TMP_PREFIX
 from dsfs.mount import table
 from dsfs.repository import Repository
 from dsfs.vfs.treeindex import forget_trees
 
+log = logging.getLogger("dsfs.cache")
+
 #: Environment variable giving the default cache size limit (e.g. ``50G``).
 SIZE_ENV = "DSFS_CACHE_SIZE"
+
+#: Free space ``make_room`` leaves beyond what the failed write needed (the
+#: index and the copies grow too).
+ROOM_MARGIN = 1 << 20
+
+#: A temporary chunk file older than this belongs to a write that died.
+STALE_TEMP_SECONDS = 3600.0
 
 
 def parse_size(text: str | None) -> int | None:
@@ -68,6 +82,92 @@ class CacheStats:
     oldest_access: int | None
     newest_access: int | None
     index_bytes: int
+    #: Read-only copies made by ``dsfs get`` (``<cache>/copies``), each file once.
+    copies_bytes: int = 0
+    #: Temporary files of writes still running or killed (chunks, copies).
+    temp_files: int = 0
+    temp_bytes: int = 0
+
+    @property
+    def total_bytes(self) -> int:
+        """What the cache takes on disk: chunks, index, copies and temporaries;
+        the size limit applies to this."""
+        return self.bytes + self.index_bytes + self.copies_bytes + self.temp_bytes
+
+
+def _allocated(st: os.stat_result) -> int:
+    return st.st_blocks * 512
+
+
+def index_bytes(cache: ChunkCache) -> int:
+    """Disk space of the LMDB index (its files are sparse: blocks, not length)."""
+    total = 0
+    for name in ("data.mdb", "lock.mdb"):
+        with contextlib.suppress(FileNotFoundError):
+            total += _allocated(os.stat(index_dir(cache.root) / name))
+    return total
+
+
+_copies_memo: dict[str, tuple[int, int]] = {}
+
+
+def copies_bytes(cache: ChunkCache) -> int:
+    """Disk space of ``dsfs get``'s copies, a hard-linked file counted once.
+
+    Walking every copy is costly, so the sum is remembered per process until
+    the copies directory changes (a copy added, renamed or removed)."""
+    root = copies_dir(cache)
+    try:
+        stamp = os.stat(root).st_mtime_ns
+    except FileNotFoundError:
+        return 0
+    memo = _copies_memo.get(str(root))
+    if memo is not None and memo[0] == stamp:
+        return memo[1]
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(os.path.join(dirpath, name))
+                if (st.st_dev, st.st_ino) not in seen:
+                    seen.add((st.st_dev, st.st_ino))
+                    total += _allocated(st)
+    _copies_memo[str(root)] = (stamp, total)
+    return total
+
+
+def copies_dir(cache: ChunkCache) -> Path:
+    return cache.root / "copies"
+
+
+def temporaries(cache: ChunkCache) -> list[tuple[str, int, float]]:
+    """(path, bytes, mtime) of every temporary chunk file (``.tmp-*``)."""
+    found = []
+    for sub in os.scandir(cache.chunk_dir) if cache.chunk_dir.exists() else []:
+        if not sub.is_dir(follow_symlinks=False):
+            continue
+        for entry in os.scandir(sub.path):
+            if entry.name.startswith(TMP_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    st = entry.stat(follow_symlinks=False)
+                    found.append((entry.path, _allocated(st), st.st_mtime))
+    return found
+
+
+def remove_stale_temporaries(cache: ChunkCache, older_than: float = STALE_TEMP_SECONDS
+                             ) -> tuple[int, int]:
+    """Remove temporary chunk files no running write can still own (older
+    than ``older_than`` seconds); returns (files, bytes)."""
+    cutoff = time.time() - older_than
+    removed = freed = 0
+    for path, size, mtime in temporaries(cache):
+        if mtime < cutoff:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                removed += 1
+                freed += size
+    return removed, freed
 
 
 def stats(cache: ChunkCache) -> CacheStats:
@@ -79,18 +179,24 @@ def stats(cache: ChunkCache) -> CacheStats:
         total += size
         oldest = atime if oldest is None else min(oldest, atime)
         newest = atime if newest is None else max(newest, atime)
-    index_file = cache.root / "index" / "data.mdb"
-    index_bytes = index_file.stat().st_size if index_file.exists() else 0
-    return CacheStats(count, total, oldest, newest, index_bytes)
+    temps = temporaries(cache)
+    return CacheStats(count, total, oldest, newest, index_bytes(cache), copies_bytes(cache),
+                      len(temps), sum(size for _p, size, _m in temps))
 
 
 def prune(cache: ChunkCache, limit: int, protect: Iterable[str] = ()) -> tuple[int, int]:
-    """Evict least recently used chunks until at most ``limit`` bytes remain.
+    """Evict least recently used chunks until the whole cache (chunks, index,
+    ``get`` copies, temporaries: ``CacheStats.total_bytes``) takes at most
+    ``limit`` bytes, or no chunk is left to evict.  Stale temporaries go first.
 
     Returns (chunks removed, bytes freed)."""
+    remove_stale_temporaries(cache)
     keep = set(protect)
     chunks = sorted(cache.index.iter_chunks(), key=lambda c: c[2])
-    total = sum(size for _d, size, _a in chunks)
+    temps = temporaries(cache)
+    other = (index_bytes(cache) + copies_bytes(cache)
+             + sum(size for _p, size, _m in temps))
+    total = other + sum(size for _d, size, _a in chunks)
     doomed: list[str] = []
     freed = 0
     for digest, size, _atime in chunks:
@@ -106,16 +212,65 @@ def prune(cache: ChunkCache, limit: int, protect: Iterable[str] = ()) -> tuple[i
     return len(doomed), freed
 
 
+def make_room(cache: ChunkCache, needed: int, protect: Iterable[str] = ()) -> int:
+    """Evict least recently used chunks (not those in ``protect``) until the
+    file system of the cache has ``needed`` bytes free plus a margin, after a
+    write failed for lack of space.  Returns the bytes freed."""
+    want = needed + ROOM_MARGIN
+    keep = set(protect)
+    doomed: list[str] = []
+    freed = 0
+    try:
+        st = os.statvfs(cache.chunk_dir)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = 0
+    for digest, size, _atime in sorted(cache.index.iter_chunks(), key=lambda c: c[2]):
+        if free + freed >= want:
+            break
+        cid = bytes_to_id(digest)
+        if cid not in keep:
+            doomed.append(cid)
+            freed += size
+    if doomed:
+        cache.discard(doomed)
+        log.warning("the cache's disk is full: evicted %d chunk(s), %d bytes",
+                    len(doomed), freed)
+    return freed
+
+
+def evict_when_full(cache: ChunkCache,
+                    protect: Callable[[], Iterable[str]] | None = None) -> None:
+    """Make a fetch into ``cache`` that meets a full disk evict least recently
+    used chunks (except ``protect()``) and try once more, instead of failing:
+    for a mount with a size limit, whose limit the disk may not fit (a chunk
+    another reader has open stays readable through its open file)."""
+
+    def on_full(needed: int) -> bool:
+        try:
+            keep = set(protect()) if protect is not None else set()
+        except RuntimeError:  # the protected set changed while it was read
+            keep = set()
+        return make_room(cache, needed, keep) > 0
+
+    cache.on_full = on_full
+
+
 def clear(cache: ChunkCache) -> tuple[int, int]:
     """Remove every chunk; return (chunks, bytes)."""
     found = stats(cache)
     cids = [bytes_to_id(d) for d, _s, _a in cache.index.iter_chunks()]
     cache.discard(cids)
-    # chunk files the index did not know about (a lost index)
+    # chunk files the index did not know about (a lost index), and temporaries
+    # of writes that died (not those of a write still running)
+    cutoff = time.time() - STALE_TEMP_SECONDS
     for sub in cache.chunk_dir.iterdir() if cache.chunk_dir.exists() else []:
         if sub.is_dir():
             for entry in os.scandir(sub):
-                os.unlink(entry.path)
+                with contextlib.suppress(FileNotFoundError):
+                    if (not entry.name.startswith(TMP_PREFIX)
+                            or entry.stat(follow_symlinks=False).st_mtime < cutoff):
+                        os.unlink(entry.path)
     return found.chunks, found.bytes
 
 
