@@ -34,6 +34,9 @@ class TerminalReporter(Reporter):
         if not self.quiet:
             click.echo(message, err=True)
 
+    def note(self, message: str) -> None:
+        click.echo(f"dsfs: note: {message}", err=True)
+
     @contextmanager
     def progress(self, label: str, total: int, unit: str = "") -> Iterator[Progress]:
         if self.quiet or total <= 0 or not sys.stderr.isatty():

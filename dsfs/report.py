@@ -30,6 +30,11 @@ class Reporter:
     def info(self, message: str) -> None:
         log.info(message)
 
+    def note(self, message: str) -> None:
+        """Something done differently from what was literally asked; shown even
+        with -q, since it changes what was published."""
+        log.warning(message)
+
     @contextmanager
     def progress(self, label: str, total: int, unit: str = "") -> Iterator[Progress]:
         yield Progress()

@@ -42,7 +42,7 @@ def create(app: AppContext, project: str, name: str, version_: str | None,
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
 @click.option("--id", "draft_id", metavar="ID", help="Draft to add to [default: the current one].")
 @click.option("--dataset-folder", default="", metavar="D",
               help="Place the files below this folder of the dataset.")
@@ -53,8 +53,10 @@ def add(app: AppContext, paths: tuple[str, ...], draft_id: str | None, dataset_f
         wildcard: str | None, non_recursive: bool) -> None:
     """Add files or folders to a draft (a folder's contents, not the folder itself).
 
-    Symlinks are stored as symlinks and never followed; fifos, sockets and
-    devices are skipped with a warning.  Files are read when the draft is closed."""
+    Symlinks are stored as symlinks and never followed (LINK/ with a slash
+    adds the folder LINK points to); fifos, sockets and devices are skipped
+    with a warning.  A directory that cannot be read fails the whole add.
+    Files are read when the draft is closed."""
     ds = Dataset.open_draft(draft_id, app.store, app.cache_dir, app.reporter)
     count = ds.add_files(list(paths), wildcard, dataset_folder, not non_recursive)
     click.echo(f"added {count} file(s) to draft {ds.id}")
@@ -99,7 +101,7 @@ def close(app: AppContext, draft_id: str | None) -> None:
 
 
 @click.command()
-@click.argument("folder", type=click.Path())
+@click.argument("folder", type=click.Path(readable=False))
 @click.option("--project", "-p", required=True, help="Project of the dataset.")
 @click.option("--name", "-n", required=True, help="Name of the dataset.")
 @click.option("--parents", multiple=True, metavar="REF",
@@ -109,16 +111,25 @@ def close(app: AppContext, draft_id: str | None) -> None:
 @click.option("--description", "-d", default="", help="Free text stored with the version.")
 @click.option("--checksum", is_flag=True,
               help="Hash every file instead of trusting unchanged size and mtime.")
+@click.option("--require-latest", is_flag=True,
+              help="Fail (exit 5, nothing published) unless the parent is still the "
+                   "latest version when the new one is published.")
 @pass_app
 def sync(app: AppContext, folder: str, project: str, name: str, parents: tuple[str, ...],
-         version_: str | None, tags: tuple[str, ...], description: str, checksum: bool) -> None:
+         version_: str | None, tags: tuple[str, ...], description: str, checksum: bool,
+         require_latest: bool) -> None:
     """Make a new version that mirrors FOLDER: adds, modifies and removes.
 
-    A folder with no changes creates no version.  Prints the new version id
-    on the last line."""
+    A symlink FOLDER (or FOLDER/) means the folder it points to; anything
+    that is not a folder, or a folder that cannot be read in full, fails with
+    nothing published.  A version of the dataset published by someone else
+    meanwhile is reported with a warning (both versions stay).  A folder with
+    no changes creates no version.  Prints the new version id on the last
+    line."""
     result = versions.sync(app.repo, folder, project, name,
                            _resolve_parents(app, parents) if parents else None, version_,
-                           split_multi(tags), description, app.reporter, checksum)
+                           split_multi(tags), description, app.reporter, checksum,
+                           require_latest)
     if not result.created:
         header = result.header
         click.echo(f"no changes: {folder} matches {header.project}/{header.name} "

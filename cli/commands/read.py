@@ -131,14 +131,16 @@ def diff(app: AppContext, ref_a: str, ref_b: str, as_json: bool) -> None:
 
 @click.command()
 @ref_options
-@click.option("--copy", "copy_to", metavar="DIR", type=click.Path(),
-              help="Write a mutable copy into DIR (new or empty) instead.")
+@click.option("--copy", "copy_to", metavar="DIR", type=click.Path(readable=False),
+              help="Write a mutable copy into DIR (new or empty) instead; if it "
+                   "fails, what was written is removed, so it can be run again.")
 @pass_app
 def get(app: AppContext, ref: Ref, copy_to: str | None) -> None:
     """Print the path of a read-only local copy of a version.
 
     Built from the shared cache: a second get, or a get of a related version,
-    downloads and writes only what is not there yet."""
+    downloads and writes only what is not there yet.  A get that fails leaves
+    no partial copy behind."""
     header = app.resolve(ref)
     if copy_to:
         click.echo(materialize.mutable_copy(app.repo, header, copy_to, app.reporter))

@@ -64,7 +64,12 @@ def local_copy(repo: Repository, header: Header, reporter: Reporter | None = Non
 
 def mutable_copy(repo: Repository, header: Header, target: str,
                  reporter: Reporter | None = None) -> Path:
-    """Write the version into ``target`` (new or empty), with writable files."""
+    """Write the version into ``target`` (new or empty), with writable files.
+
+    All or nothing: if the copy fails (a pack missing from the store, a full
+    disk, Ctrl-C), everything written so far is removed again, so the target
+    is as it was (absent, or empty) and the same command can simply be run
+    again."""
     reporter = reporter or Reporter()
     path = Path(target).absolute()
     if path.exists():
@@ -73,8 +78,43 @@ def mutable_copy(repo: Repository, header: Header, target: str,
         if any(path.iterdir()):
             raise InputError(f"{path} is not empty: give a new or empty directory")
     tree = TreeResolver(repo).tree(header.id)
-    write_tree(repo, tree, path, reporter, read_only=False, reuse=False)
+    created = _first_missing(path)
+    try:
+        write_tree(repo, tree, path, reporter, read_only=False, reuse=False)
+    except BaseException:
+        _undo_copy(path, created, reporter)
+        raise
     return path
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost directory of ``path`` that does not exist yet (None if it does):
+    what a failed copy must remove to leave no trace."""
+    missing = None
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            break
+        missing = candidate
+    return missing
+
+
+def _undo_copy(path: Path, created: Path | None, reporter: Reporter) -> None:
+    """Remove what a failed ``mutable_copy`` wrote: the directories it created,
+    or the contents of the empty directory it was given."""
+    if created is not None:
+        remove_copy(created)
+        leftover = created.exists()
+    else:
+        for child in list(path.iterdir()) if path.is_dir() else []:
+            if child.is_dir() and not child.is_symlink():
+                remove_copy(child)
+            else:
+                with contextlib.suppress(OSError):
+                    child.unlink()
+        leftover = path.is_dir() and any(path.iterdir())
+    if leftover:
+        reporter.warn(f"could not remove the partial copy in {path}: delete it before "
+                      "running the command again")
 
 
 def remove_copy(path: Path) -> None:

@@ -1,13 +1,22 @@
 """Reading a local folder: what is there, as dataset paths, without hashing.
 
-Symlinks are recorded as symlinks (their target text) and never followed, so
-adding a tree never reads outside it.  Fifos, sockets and devices are skipped
-with a warning.  Names that are not valid UTF-8 are kept byte for byte (they
-travel as surrogate escapes and are stored as raw bytes).
+Symlinks inside a tree are recorded as symlinks (their target text) and never
+followed, so adding a tree never reads outside it.  Fifos, sockets and devices
+are skipped with a warning: they hold no data.  Names that are not valid UTF-8
+are kept byte for byte (they travel as surrogate escapes and are stored as raw
+bytes).
+
+A scan is all or nothing.  A version built from a partial scan would record
+every file it could not see as removed, so anything that cannot be read (a
+directory without permission, an entry that cannot be stat'ed, a link that
+cannot be read) fails the whole command with ``InputError`` naming the path.
+Only an entry that vanished between the listing and its ``stat`` is skipped
+with a warning: it is gone, not hidden.
 """
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import stat
@@ -45,6 +54,24 @@ def _join(prefix: str, rel: str) -> str:
     return f"{prefix}/{rel}" if prefix and rel else (prefix or rel)
 
 
+def kind_name(mode: int) -> str:
+    """What a file type is called in messages ("a fifo", "a character device")."""
+    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"),
+                       (stat.S_ISLNK, "a symlink"), (stat.S_ISFIFO, "a fifo"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _readlink(source: str) -> str:
+    try:
+        return os.readlink(source)
+    except OSError as exc:
+        raise InputError(f"cannot read {source}: {exc.strerror}") from None
+
+
 def _item(path: str, source: str, st: os.stat_result) -> SourceItem | None:
     mode = st.st_mode
     if stat.S_ISREG(mode):
@@ -52,10 +79,59 @@ def _item(path: str, source: str, st: os.stat_result) -> SourceItem | None:
     if stat.S_ISDIR(mode):
         return SourceItem(path, DIR, source, 0, mode, st.st_mtime_ns)
     if stat.S_ISLNK(mode):
-        target = os.readlink(source)
+        target = _readlink(source)
         return SourceItem(path, SYMLINK, source, len(os.fsencode(target)), mode,
                           st.st_mtime_ns, target)
     return None
+
+
+def _skip_special(reporter: Reporter, source: str, st: os.stat_result) -> None:
+    reporter.warn(f"skipped {source}: {kind_name(st.st_mode)} "
+                  "(only files, directories and symlinks are versioned)")
+
+
+def resolve_folder(folder: str, reporter: Reporter) -> str:
+    """The absolute directory that ``folder`` names, following a symlink.
+
+    ``sync FOLDER`` mirrors a folder.  Given a symlink to one (``data`` or
+    ``data/``), it mirrors the folder the link points to, as ``rsync -a
+    LINK/`` does, and says so: recording the link itself would publish one
+    symlink and every file as removed.  Anything that is not a folder in the
+    end (a file, /dev/null, a dangling or looping link) is refused, since
+    mirroring it would publish an empty tree."""
+    path = os.path.abspath(folder)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise InputError(_not_a_folder(folder, path, exc)) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{folder}: not a folder ({kind_name(st.st_mode)})")
+    if os.path.islink(path):
+        real = os.path.realpath(path)
+        reporter.note(f"{folder} is a symlink to the folder {real}: using that folder")
+        return real
+    return path
+
+
+def _not_a_folder(folder: str, path: str, exc: OSError) -> str:
+    """The message for a folder argument that ``stat`` cannot follow."""
+    if exc.errno == errno.ELOOP:
+        return f"{folder}: not a folder (a symlink loop)"
+    if os.path.islink(path):
+        return f"{folder}: not a folder (a dangling symlink to {_readlink(path)!r})"
+    if exc.errno == errno.ENOENT:
+        return f"{folder}: no such file or directory"
+    if exc.errno == errno.ENOTDIR:
+        return f"{folder}: not a folder"
+    return f"{folder}: {exc.strerror}"
+
+
+def scan_folder(folder: str, dataset_folder: str = "",
+                reporter: Reporter | None = None) -> list[SourceItem]:
+    """Items for ``sync``/``sync_folder``: the whole contents of one folder."""
+    reporter = reporter or Reporter()
+    root = resolve_folder(folder, reporter)
+    return _scan_directory(root, normalize_dataset_path(dataset_folder), None, True, reporter)
 
 
 def scan(
@@ -66,9 +142,15 @@ def scan(
     reporter: Reporter | None = None,
 ) -> list[SourceItem]:
     """Items for one ``add`` argument: a file goes to ``dataset_folder/<name>``,
-    a directory's contents go below ``dataset_folder``."""
+    a directory's contents go below ``dataset_folder``.
+
+    A symlink argument is a symlink (stored as one), unless it is written with
+    a trailing slash (``LINK/``), which names the folder it points to."""
     reporter = reporter or Reporter()
     prefix = normalize_dataset_path(dataset_folder)
+    if source.endswith(("/", "/.")) and os.path.islink(os.path.abspath(source)):
+        root = resolve_folder(source, reporter)
+        return _scan_directory(root, prefix, wildcard, recursive, reporter)
     source = os.path.abspath(source)
     try:
         top = os.lstat(source)
@@ -76,32 +158,63 @@ def scan(
         raise InputError(f"{source}: no such file or directory") from None
     except OSError as exc:
         raise InputError(f"{source}: {exc.strerror}") from None
-    if not stat.S_ISDIR(top.st_mode):
-        name = os.path.basename(source)
-        if wildcard and not fnmatch.fnmatch(name, wildcard):
-            return []
-        item = _item(_join(prefix, name), source, top)
-        if item is None:
-            reporter.warn(f"skipped {source}: not a regular file, directory or symlink")
-            return []
-        return [item]
+    if stat.S_ISDIR(top.st_mode):
+        return _scan_directory(source, prefix, wildcard, recursive, reporter)
+    name = os.path.basename(source)
+    if wildcard and not fnmatch.fnmatch(name, wildcard):
+        return []
+    item = _item(_join(prefix, name), source, top)
+    if item is None:
+        _skip_special(reporter, source, top)
+        return []
+    if item.kind == SYMLINK and os.path.isdir(source):
+        reporter.note(f"{source} is a symlink to a folder: stored as a symlink; "
+                      f"add {source}/ to add the folder's contents")
+    return [item]
 
+
+def _list(directory: str, reporter: Reporter, is_root: bool) -> list[os.DirEntry[str]]:
+    """A directory's entries by name; none if a subdirectory vanished since
+    its parent was listed (the root vanishing fails: nothing would be left)."""
+    try:
+        with os.scandir(directory) as it:
+            return sorted(it, key=lambda e: e.name)
+    except FileNotFoundError:
+        if is_root:
+            raise InputError(f"{directory}: no such file or directory") from None
+        reporter.warn(f"skipped {directory}: it vanished during the scan")
+        return []
+    except OSError as exc:
+        raise InputError(f"cannot read {directory}: {exc.strerror}") from None
+
+
+def _lstat(entry: os.DirEntry[str], reporter: Reporter) -> os.stat_result | None:
+    """An entry's own stat; None if it vanished since its directory was listed."""
+    try:
+        return entry.stat(follow_symlinks=False)
+    except FileNotFoundError:
+        reporter.warn(f"skipped {entry.path}: it vanished during the scan")
+        return None
+    except OSError as exc:
+        raise InputError(f"cannot read {entry.path}: {exc.strerror}") from None
+
+
+def _scan_directory(root: str, prefix: str, wildcard: str | None, recursive: bool,
+                    reporter: Reporter) -> list[SourceItem]:
+    """Every item below ``root`` (and ``prefix`` itself as a directory)."""
+    try:
+        top = os.stat(root)
+    except OSError as exc:
+        raise InputError(f"cannot read {root}: {exc.strerror}") from None
     items: list[SourceItem] = []
     if prefix:
-        items.append(SourceItem(prefix, DIR, source, 0, top.st_mode, top.st_mtime_ns))
+        items.append(SourceItem(prefix, DIR, root, 0, top.st_mode, top.st_mtime_ns))
 
     def walk(directory: str, rel: str) -> None:
-        try:
-            entries = sorted(os.scandir(directory), key=lambda e: e.name)
-        except OSError as exc:
-            reporter.warn(f"skipped {directory}: {exc.strerror}")
-            return
-        for entry in entries:
+        for entry in _list(directory, reporter, is_root=not rel):
             entry_rel = f"{rel}/{entry.name}" if rel else entry.name
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError as exc:
-                reporter.warn(f"skipped {entry.path}: {exc.strerror}")
+            st = _lstat(entry, reporter)
+            if st is None:
                 continue
             if stat.S_ISDIR(st.st_mode):
                 if not recursive:
@@ -116,9 +229,9 @@ def scan(
                 continue
             item = _item(_join(prefix, entry_rel), entry.path, st)
             if item is None:
-                reporter.warn(f"skipped {entry.path}: not a regular file, directory or symlink")
+                _skip_special(reporter, entry.path, st)
             else:
                 items.append(item)
 
-    walk(source, "")
+    walk(root, "")
     return items

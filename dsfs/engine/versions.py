@@ -12,9 +12,10 @@ from dataclasses import asdict, dataclass, field
 from dsfs import catalog as cat
 from dsfs.engine import drafts
 from dsfs.engine.drafts import Draft
+from dsfs.engine.latest import LatestWatch
 from dsfs.engine.packer import Packer, PackStats
 from dsfs.engine.publish import check_packs_exist, find_published, publish
-from dsfs.engine.scan import SourceItem, normalize_dataset_path, scan
+from dsfs.engine.scan import SourceItem, normalize_dataset_path, scan, scan_folder
 from dsfs.engine.tree import (
     MAX_CHAIN_DEPTH,
     Tree,
@@ -100,7 +101,7 @@ def add_files(draft: Draft, paths: list[str], dataset_folder: str = "",
 def mirror_folder(draft: Draft, folder: str, dataset_folder: str = "",
                   reporter: Reporter | None = None) -> None:
     """Make ``dataset_folder`` of the draft an exact copy of ``folder``."""
-    items = scan(folder, dataset_folder, None, True, reporter)
+    items = scan_folder(folder, dataset_folder, reporter)
     draft.ops.append({"op": "mirror", "prefix": normalize_dataset_path(dataset_folder),
                       "items": [asdict(i) for i in items], "trust_mtime": True})
     drafts.save(draft)
@@ -259,24 +260,29 @@ def _check_store(repo: Repository, draft: Draft) -> None:
 def sync(repo: Repository, folder: str, project: str, name: str,
          parents: list[str] | None = None, version: str | None = None,
          tags: list[str] | None = None, description: str = "",
-         reporter: Reporter | None = None, checksum: bool = False) -> CloseResult:
-    """Mirror ``folder`` into a child of the latest version (or of ``parents``)."""
+         reporter: Reporter | None = None, checksum: bool = False,
+         require_latest: bool = False) -> CloseResult:
+    """Mirror ``folder`` into a child of the latest version (or of ``parents``).
+
+    Versions of the dataset published meanwhile are reported (see
+    ``engine/latest.py``); ``require_latest`` fails instead (ConflictError)."""
     reporter = reporter or Reporter()
-    items = scan(folder, "", None, True, reporter)
-    catalog = cat.Catalog(repo)
-    if parents is None:
-        try:
-            parents = [catalog.resolve(cat.Ref(project=project, name=name)).id]
-        except NotFoundError:
-            parents = []
+    items = scan_folder(folder, "", reporter)
+    watch = LatestWatch.start(repo, project, name, parents, require_latest)
+    parents = watch.parents
     header = new_header(repo, project, name, version, tags, parents, description)
     base = TreeResolver(repo).merged(header.parents)
     desired: dict[str, Entry | SourceItem] = {i.path: i for i in items}
     tree, packer = build_tree(repo, base, desired, reporter, trust_mtime=not checksum)
+    watch.check()
     if parents and not make_delta(base, tree):
+        watch.report(None, reporter)
         return CloseResult(repo.header(parents[0]), compare(base, tree).counts, packer.stats,
                            created=False)
-    return finish_version(repo, header, base, tree, packer, version is not None)
+    with watch.publishing(version is not None) as strict:
+        result = finish_version(repo, header, base, tree, packer, strict)
+    watch.report(result.header, reporter)
+    return result
 
 
 def squash(repo: Repository, version_ids: list[str], project: str, name: str,
