@@ -224,19 +224,35 @@ def test_gc_keeps_a_manifest_whose_header_is_unreadable(
     assert run_dsfs("verify", "proj/b@1.0.0").returncode == 0
 
 
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
 def test_delete_keeps_the_parent_of_a_corrupt_claimed_child(
-        run_dsfs, store_url: str, three_versions: dict[str, str]) -> None:
+        run_dsfs, store_url: str, three_versions: dict[str, str], corruption: str) -> None:
     """The child is claimed, so it depends on its parent even though its header
-    no longer matches its claim: deleting the parent must refuse."""
+    no longer matches its claim (delete refuses: 5), or cannot be read (nobody
+    can tell what it builds on: 6, naming it)."""
     b0, b1 = three_versions["b0"], three_versions["b1"]
     key = manifest_key(b1)
     good = read_object(store_url, key)
-    write_object(store_url, key, edit_version_string(good, "1.0.1", "1.0.7"))
+    write_object(store_url, key, CORRUPTIONS[corruption](good))
     result = run_dsfs("delete", "proj/b@1.0.0")
-    assert result.returncode == 5, (result.stdout, result.stderr)
+    if corruption == "not-json":
+        assert_corrupt(result, b1)
+    else:
+        assert result.returncode == 5, (result.stdout, result.stderr)
     assert object_exists(store_url, manifest_key(b0))
     write_object(store_url, key, good)
     assert run_dsfs("verify", "proj/b@1.0.1").returncode == 0
+
+
+def test_lineage_marks_a_corrupt_ancestor_instead_of_calling_it_deleted(
+        run_dsfs, store_url: str, three_versions: dict[str, str]) -> None:
+    b0 = three_versions["b0"]
+    key = manifest_key(b0)
+    write_object(store_url, key, edit_version_string(read_object(store_url, key), "1.0.0", "1.0.7"))
+    result = run_dsfs("lineage", "proj/b@1.0.1")
+    assert result.returncode == 0, result.stderr
+    parent_line = next(line for line in result.stdout.splitlines() if b0[:12] in line)
+    assert "corrupt" in parent_line and "deleted" not in parent_line, result.stdout
 
 
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))

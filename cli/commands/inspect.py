@@ -20,18 +20,26 @@ def lineage_lines(app: AppContext, version_id: str) -> list[str]:
     repo = app.repo
     resolver = TreeResolver(repo)
     catalog = Catalog(repo)
+    claimed = catalog.claimed_version_ids()
     lines: list[str] = []
     seen: set[str] = set()
 
     def label(vid: str) -> str:
         try:
-            header = repo.header(vid)
+            header = catalog.checked_header(vid)
         except NotFoundError:
             return f"{vid[:12]}  (manifest missing)"
+        except IntegrityError as exc:
+            return f"{vid[:12]}  (corrupt: {exc})"
         counts = compare(resolver.merged(header.parents), resolver.tree(vid)).counts
-        hidden = "" if catalog.is_visible(header) else "  [deleted]"
+        if vid not in claimed:
+            state = "  [deleted]"
+        elif not catalog.is_visible(header):
+            state = "  [corrupt: its header disagrees with its claim]"
+        else:
+            state = ""
         return (f"{header.project}/{header.name} {header.version}  {vid[:12]}  "
-                f"+{counts['added']} -{counts['removed']} ~{counts['modified']}{hidden}")
+                f"+{counts['added']} -{counts['removed']} ~{counts['modified']}{state}")
 
     def walk(vid: str, prefix: str, last: bool, top: bool) -> None:
         connector = "" if top else ("└── " if last else "├── ")
@@ -41,8 +49,8 @@ def lineage_lines(app: AppContext, version_id: str) -> list[str]:
             return
         seen.add(vid)
         try:
-            parents = repo.header(vid).parents
-        except NotFoundError:
+            parents = catalog.checked_header(vid).parents
+        except (NotFoundError, IntegrityError):
             return
         child_prefix = prefix if top else prefix + ("    " if last else "│   ")
         for i, parent in enumerate(parents):
