@@ -1,0 +1,182 @@
+"""Wall time and peak memory of every engine command at scale (issue 11).
+
+    python tests/benchmarks/bench_scale.py [--files 200000] [--per-dir 1000]
+        [--synthetic 1000000,10000000] [--tmpfs] [--only real,synthetic]
+
+* ``real``: a tree of --files tiny files (--per-dir to a folder) on disk, or
+  with --tmpfs on one tmpfs holding the tree, the store and the cache.
+  Commands: ``sync`` (first, unchanged, 10 files changed), ``list``,
+  ``diff`` of the last two versions, ``get``, ``get --copy``, ``verify`` of
+  the store and of the folder.  Baselines measured in the same run: a bare
+  stat walk (``find DIR -printf '%s %T@\\n'``) and a ``tar -c | tar -x``
+  copy of the tree.
+* ``synthetic``: versions of 1M and 10M entries written directly as
+  manifests (no files; contents shared with a few seed files, as
+  ``bench_mount.py``'s million), plus a child of each that changes 10
+  files.  Commands that do not move file data: ``list``, ``diff``,
+  ``verify`` (store), ``search``, ``lineage``, ``squash``, ``gc --dry-run``,
+  ``prefetch --dry-run`` where it exists, and the first mount's indexing.
+
+Each command runs as its own process; its peak RSS is read from ``wait4``.
+Prints one JSON object: ``<label>_s`` and ``<label>_rss_mib`` per command,
+and the ratios issue 11 sets aims for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_mount import DSFS, fuse_process, open_repo, publish_version, seed_entries  # noqa: E402
+
+
+def run(command: list[str], env: dict[str, str], results: dict, label: str,
+        check: bool = True) -> str:
+    """Run one command under wait4 and record its time and peak RSS."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    # a reader thread per pipe would do; the outputs here are small or go to
+    # files, so read stdout to EOF first, then reap with wait4 for the rusage
+    assert proc.stdout is not None and proc.stderr is not None
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    results[f"{label}_s"] = round(time.perf_counter() - start, 3)
+    results[f"{label}_rss_mib"] = round(usage.ru_maxrss / 1024, 1)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{label}: {command} exited {proc.returncode}: "
+                           f"{err.decode(errors='replace')[-2000:]}")
+    print(f"{label}: {results[f'{label}_s']} s, {results[f'{label}_rss_mib']} MiB",
+          file=sys.stderr)
+    return out.decode(errors="replace")
+
+
+def make_tree(root: Path, files: int, per_dir: int) -> None:
+    for i in range(files):
+        d = root / f"d{i // per_dir:05d}"
+        if i % per_dir == 0:
+            d.mkdir(parents=True)
+        (d / f"f{i:07d}.txt").write_bytes(b"%d\n" % i)
+
+
+@contextlib.contextmanager
+def scratch(use_tmpfs: bool) -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    try:
+        if use_tmpfs:
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16g", "tmpfs", str(base)],
+                           check=True)
+        yield base
+    finally:
+        if use_tmpfs:
+            subprocess.run(["umount", "-l", str(base)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def bench_real(args: argparse.Namespace, base: Path, env: dict[str, str], results: dict) -> None:
+    src = base / "src"
+    start = time.perf_counter()
+    make_tree(src, args.files, args.per_dir)
+    results["real_files"] = args.files
+    results["real_make_tree_s"] = round(time.perf_counter() - start, 3)
+    os.sync()
+    run(["sh", "-c", f"find {src} -printf '%s %T@\\n' > /dev/null"], {}, results,
+        "baseline_stat_walk")
+    run(["sh", "-c", f"mkdir {base}/tarcopy && tar -C {src} -cf - . | tar -C {base}/tarcopy -xf -"],
+        {}, results, "baseline_tar_copy")
+    shutil.rmtree(base / "tarcopy")
+    run([DSFS, "sync", str(src), "-p", "bench", "-n", "real"], env, results, "sync_first")
+    run([DSFS, "sync", str(src), "-p", "bench", "-n", "real"], env, results, "sync_unchanged")
+    for i in range(10):
+        (src / "d00000" / f"f{i:07d}.txt").write_bytes(b"changed %d\n" % i)
+    run([DSFS, "sync", str(src), "-p", "bench", "-n", "real"], env, results, "sync_10_changed")
+    run([DSFS, "list", "bench/real"], env, results, "list")
+    run([DSFS, "diff", "bench/real@1.0.0", "bench/real"], env, results, "diff")
+    run([DSFS, "get", "bench/real"], env, results, "get")
+    run([DSFS, "get", "bench/real", "--copy", str(base / "copy")], env, results, "get_copy")
+    run([DSFS, "verify", "bench/real"], env, results, "verify_store")
+    run([DSFS, "verify", "bench/real", "--folder", str(src)], env, results, "verify_folder")
+    walk = results["baseline_stat_walk_s"]
+    tar = results["baseline_tar_copy_s"]
+    results["ratio_sync_unchanged_over_stat_walk"] = round(results["sync_unchanged_s"] / walk, 2)
+    results["ratio_get_speed_over_tar"] = round(tar / results["get_s"], 3)
+    results["ratio_get_copy_speed_over_tar"] = round(tar / results["get_copy_s"], 3)
+
+
+def bench_synthetic(args: argparse.Namespace, base: Path, env: dict[str, str],
+                    results: dict) -> None:
+    def dsfs(*a: str) -> None:
+        subprocess.run([DSFS, *a], env={**os.environ, **env}, check=True, capture_output=True)
+
+    seeds = seed_entries(dsfs, base, env)
+    for count in args.synthetic:
+        label = f"n{count}"
+        repo = open_repo(env)
+        start = time.perf_counter()
+        entries = (replace(seeds[i % len(seeds)], path=f"m{i // 100_000:03d}/"
+                           f"d{(i // 1000) % 100:02d}/f{i:08d}") for i in range(count))
+        header = publish_version(repo, label, list(entries))
+        results[f"{label}_publish_s"] = round(time.perf_counter() - start, 3)
+        changed = [replace(seeds[(i + 1) % len(seeds)], path=f"m000/d00/f{i:08d}")
+                   for i in range(10)]
+        child = publish_version(repo, label, changed, parents=[header.id], depth=2)
+        del repo
+        run([DSFS, "list", header.id], env, results, f"{label}_list")
+        run([DSFS, "diff", header.id, child.id], env, results, f"{label}_diff")
+        run([DSFS, "verify", header.id], env, results, f"{label}_verify_store")
+        run([DSFS, "search"], env, results, f"{label}_search")
+        run([DSFS, "lineage", child.id], env, results, f"{label}_lineage")
+        run([DSFS, "squash", child.id, "-p", "bench", "-n", f"{label}-squashed"], env, results,
+            f"{label}_squash")
+        run([DSFS, "gc", "--dry-run"], env, results, f"{label}_gc_dry_run")
+        mnt = base / f"mnt-{label}"
+        with fuse_process([DSFS, "mount", "--foreground", header.id, str(mnt)], mnt,
+                          env) as (ready, _proc):
+            results[f"{label}_first_mount_index_s"] = round(ready, 3)
+    if len(args.synthetic) >= 2:
+        small, big = (f"n{c}" for c in args.synthetic[:2])
+        for command in ("list", "diff", "verify_store", "squash", "gc_dry_run", "search"):
+            results[f"rss_ratio_{command}_{big}_over_{small}"] = round(
+                results[f"{big}_{command}_rss_mib"] / results[f"{small}_{command}_rss_mib"], 2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--files", type=int, default=200_000)
+    parser.add_argument("--per-dir", type=int, default=1000)
+    parser.add_argument("--synthetic", default="1000000,10000000",
+                        help="entry counts of the synthetic versions, comma-separated")
+    parser.add_argument("--tmpfs", action="store_true",
+                        help="tree, store and cache on one tmpfs (takes the disk out)")
+    parser.add_argument("--only", default="real,synthetic")
+    args = parser.parse_args()
+    args.synthetic = [int(x) for x in args.synthetic.split(",") if x]
+    sections = set(args.only.split(","))
+    results: dict = {"tmpfs": args.tmpfs}
+    with scratch(args.tmpfs) as base:
+        env = {"DSFS_STORE": str(base / "store"), "DSFS_DATA_DIR": str(base / "data"),
+               "DSFS_CACHE_DIR": str(base / "cache")}
+        try:
+            if "real" in sections:
+                bench_real(args, base, env, results)
+            if "synthetic" in sections:
+                bench_synthetic(args, base, env, results)
+        finally:
+            print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
