@@ -32,6 +32,7 @@ from dsfs.errors import ConflictError, DsfsError, InputError, LocalError
 from dsfs.format.manifest import Header
 from dsfs.fuse import Operations
 from dsfs.fuse.writable import WritableOperations
+from dsfs.logutil import rate_limit_repeats
 from dsfs.mount import table
 from dsfs.mount.chore import describe
 from dsfs.mount.control import Session, socket_name
@@ -75,6 +76,7 @@ def setup_logging(log_file: Path, debug: bool, to_stderr: bool) -> None:
         root.addHandler(handler)
     if not debug:
         logging.getLogger("pyfuse3").setLevel(logging.WARNING)
+    rate_limit_repeats(root)  # one line per kind of repeated error per minute, counted
 
 
 def _report(ready_fd: int | None, message: dict) -> None:
