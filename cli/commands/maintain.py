@@ -38,19 +38,25 @@ def delete(app: AppContext, ref: Ref, force: bool) -> None:
 
 @click.command()
 @click.option("--grace", default=gc_engine.DEFAULT_GRACE, show_default=True, metavar="DURATION",
-              help="Never remove anything younger than this (30m, 24h, 7d): "
-                   "uploads in progress stay safe.")
+              help="Never remove anything younger than this (30m, 24h, 7d): keeps "
+                   "uploads of writers that take no store lock (older dsfs) safe.")
+@click.option("--wait", default=gc_engine.DEFAULT_WAIT, show_default=True, metavar="DURATION",
+              help="How long to wait for closes and commits to finish (they hold "
+                   "shared store locks) before giving up with exit code 5.")
 @click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
 @pass_app
-def gc(app: AppContext, grace: str, dry_run: bool) -> None:
-    """Remove packs that no version references."""
-    result = gc_engine.collect(app.repo, gc_engine.parse_duration(grace), dry_run, app.reporter)
+def gc(app: AppContext, grace: str, wait: str, dry_run: bool) -> None:
+    """Remove packs that no version references (under the store's exclusive lock)."""
+    result = gc_engine.collect(app.repo, gc_engine.parse_duration(grace), dry_run, app.reporter,
+                               wait_seconds=gc_engine.parse_duration(wait))
     verb = "would remove" if dry_run else "removed"
     click.echo(f"{verb} {result.packs_removed} pack(s) ({human_size(result.bytes_freed)}) and "
                f"{result.manifests_removed} unpublished manifest(s); {result.packs_in_use} in use, "
                f"{result.packs_kept_young} kept as younger than {grace}"
                + (f"; {result.stale_uploads_removed} partial upload(s) cleaned"
-                  if result.stale_uploads_removed else ""))
+                  if result.stale_uploads_removed else "")
+               + (f"; {result.manifests_kept_unreadable} manifest(s) with an unreadable header "
+                  "kept (no manifest removed)" if result.manifests_kept_unreadable else ""))
 
 
 COMMANDS = [tag, delete, gc]

@@ -7,15 +7,24 @@ cache's record of what the store holds (kept current by
 and a rerun after an interruption re-uploads no finished pack.  Packs are
 uploaded by a few worker threads while hashing goes on; at most
 ``MAX_INFLIGHT`` finished packs wait in memory.
+
+A packer holds a shared store lock (``dsfs.engine.locks``) from its creation
+to the end of the ``publish`` that follows in the same thread (or until it is
+aborted or dropped): a gc cannot delete a pack between the moment a chunk in
+it is chosen for reuse and the claim of the version that reuses it.  The
+record of the store's packs is read again once the lock is held, so no choice
+rests on a listing a gc made stale.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from dsfs.engine import locks
 from dsfs.errors import InputError
 from dsfs.format.digest import CHUNK_SIZE, chunk_id, file_hasher, id_to_bytes
 from dsfs.format.manifest import ChunkRef
@@ -49,6 +58,13 @@ class PackStats:
 
 class Packer:
     def __init__(self, repo: Repository) -> None:
+        self._hold = locks.Hold(repo, "close", until_publish=True)
+        weakref.finalize(self, self._hold.release)
+        try:
+            repo.sync_pack_index()  # under the lock: no gc can make it stale now
+        except BaseException:
+            self._hold.release()
+            raise
         self.repo = repo
         self.store_id = repo.store_id
         self.stats = PackStats()
@@ -128,6 +144,7 @@ class Packer:
                     with self._stats_lock:
                         self.stats.bytes_uploaded += len(data)
                         self.stats.packs_uploaded += 1
+                self._hold.lock.fresh_packs.add(pack_id)
                 with self._stats_lock:
                     self._uploaded.append((pack_id, entries))
             finally:
@@ -155,6 +172,7 @@ class Packer:
 
     def abort(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._hold.release()
 
     def resolve(self, refs: list) -> tuple[ChunkRef, ...]:
         out = []

@@ -14,6 +14,14 @@ manifest with that id is already there from an interrupted run — the next
 attempt takes a fresh id, so a manifest cached anywhere never goes stale.
 Every attempt is reported to ``on_attempt`` before its manifest is written, so
 a rerun after a crash can find an attempt that did get through.
+
+All of it runs under a shared store lock (``dsfs.engine.locks``; the commands
+that call it hold one from before they look at the store's packs): gc, which
+takes the exclusive lock, cannot delete a pack between the check of step 1
+and the claim.  The lock is checked to be still held right before the
+manifest and right before the claim, and every parent's manifest is checked
+to still exist (a deleted, collected parent would leave a child without a
+tree).
 """
 
 from __future__ import annotations
@@ -23,10 +31,11 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 
 from dsfs import catalog as cat
+from dsfs.engine import locks
 from dsfs.errors import ConflictError, NotFoundError, StoreError
 from dsfs.format import manifest as mf
-from dsfs.format.manifest import Entry, Header
-from dsfs.format.pack import pack_key
+from dsfs.format.manifest import FILE, Entry, Header
+from dsfs.format.pack import pack_id_from_key, pack_key
 from dsfs.repository import Repository
 
 MAX_VERSION_ATTEMPTS = 20
@@ -36,8 +45,16 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+#: Up to this many packs are checked one by one (HEAD); more by one listing.
+CHECK_ONE_BY_ONE = 64
+
+
 def check_packs_exist(repo: Repository, pack_ids: set[str]) -> None:
-    missing = [p for p in sorted(pack_ids) if not repo.store.exists(pack_key(p))]
+    if len(pack_ids) <= CHECK_ONE_BY_ONE:
+        missing = [p for p in sorted(pack_ids) if not repo.store.exists(pack_key(p))]
+    else:
+        listed = {pack_id_from_key(i.key) for i in repo.store.list("packs/")}
+        missing = sorted(pack_ids - listed)
     if missing:
         repo.sync_pack_index()
         raise StoreError(
@@ -63,9 +80,34 @@ def find_published(repo: Repository, header: Header,
     return None
 
 
+def check_parents_exist(repo: Repository, header: Header) -> None:
+    gone = [p for p in header.parents if not repo.store.exists(mf.manifest_key(p))]
+    if gone:
+        raise ConflictError(
+            f"the parent version {gone[0]} was deleted meanwhile: nothing was published; "
+            "choose another parent"
+        )
+
+
 def publish(repo: Repository, header: Header, delta: list[Entry], explicit_version: bool,
             on_attempt: Callable[[str, str], None] | None = None) -> Header:
-    """Write manifest then claim; return the header as published."""
+    """Write manifest then claim under a shared store lock; return the header as
+    published."""
+    try:
+        with locks.shared(repo, "publish") as lock:
+            # Under the lock nothing can be collected any more: whatever was
+            # chosen before it was held is checked here, once.
+            check_parents_exist(repo, header)
+            reused = {ref.pack_id for entry in delta if entry.kind == FILE
+                      for ref in entry.chunks}
+            check_packs_exist(repo, reused - lock.fresh_packs)
+            return _publish(repo, header, delta, explicit_version, on_attempt, lock)
+    finally:
+        locks.end_holds_until_publish(repo)
+
+
+def _publish(repo: Repository, header: Header, delta: list[Entry], explicit_version: bool,
+             on_attempt: Callable[[str, str], None] | None, lock: locks.StoreLock) -> Header:
     store = repo.store
     for _attempt in range(MAX_VERSION_ATTEMPTS):
         owner = claim_owner(repo, header.project, header.name, header.version)
@@ -85,10 +127,17 @@ def publish(repo: Repository, header: Header, delta: list[Entry], explicit_versi
             on_attempt(header.id, header.version)
         store.flush()  # packs durable before the manifest that references them
         header.created = now_iso()
-        if not store.put_if_absent(key, mf.encode(header, delta)):
+        data = mf.encode(header, delta)
+        lock.check()  # gc cannot have run since the packs were checked
+        if not store.put_if_absent(key, data):
             header.id = uuid.uuid4().hex
             continue
         claim = cat.claim_key(header.project, header.name, header.version)
+        try:
+            lock.check()
+        except ConflictError:
+            store.delete(key)  # never claimed: nobody can depend on it
+            raise
         if store.put_if_absent(claim, header.id.encode()):
             return header
         if claim_owner(repo, header.project, header.name, header.version) == header.id:

@@ -1,0 +1,332 @@
+"""gc racing closes on one store (issue 9): nothing a version references is lost.
+
+Each round, a "donor" version is published and then deleted while 8 writer
+processes (separate machines: own data and cache directories) close versions
+whose files include the donor's, so they reuse chunks of a version being
+deleted; a ninth process runs gc with ``--grace 0`` in a loop the whole time.
+Afterwards every published version must verify: every pack it references is
+in the store and holds its chunks.  Without the store locks of
+``dsfs/engine/locks.py`` gc deletes the donor's pack between a writer's check
+that it exists and its claim, and versions come out referencing a missing
+pack.
+
+Other tests here: a crashed writer's lock blocks gc only until it is stale;
+gc fails with exit code 5 while a writer holds a lock; a writer whose lock
+expired publishes nothing; a claimed version is never collected.
+
+Run as a script (``python test_gc_race.py gc-loop STOPFILE``) this module is
+the gc loop child.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import STORE_KINDS
+
+#: Rounds of the CI run (each store kind); the slow variant runs SLOW_ROUNDS.
+CI_ROUNDS = int(os.environ.get("DSFS_GC_RACE_ROUNDS", "3"))
+SLOW_ROUNDS = int(os.environ.get("DSFS_GC_RACE_SLOW_ROUNDS", "20"))
+WRITERS = 8
+
+
+def _dsfs() -> list[str]:
+    exe = Path(sys.executable).with_name("dsfs")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "dsfs"]
+
+
+def _machine(root: Path, store: str, **extra: str) -> dict[str, str]:
+    """The environment of one machine: its own data and cache directories."""
+    return {**os.environ, "DSFS_DATA_DIR": str(root / "data"),
+            "DSFS_CACHE_DIR": str(root / "cache"), "DSFS_STORE": store, **extra}
+
+
+def _run(args: list[str], env: dict[str, str], timeout: float = 300
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_dsfs() + args, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _write_files(folder: Path, files: dict[str, bytes]) -> None:
+    for rel, data in files.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+def _writer_command(mode: str, folder: Path, name: str) -> list[str]:
+    """``sync`` the folder, or ``create`` + ``add`` + ``close`` it."""
+    dsfs = " ".join(_dsfs())
+    if mode == "sync":
+        return ["bash", "-c", f"{dsfs} -q sync '{folder}' -p race -n {name}"]
+    return ["bash", "-c", f"{dsfs} -q create -p race -n {name} >/dev/null && "
+                          f"{dsfs} -q add '{folder}' >/dev/null && {dsfs} -q close"]
+
+
+def race(store: str, work: Path, rounds: int, seed: int = 0) -> dict:
+    """Run the race; return what happened (asserts nothing about verify)."""
+    rng = random.Random(seed)
+    donor_env = _machine(work / "donor", store)
+    first = _run(["search"], donor_env)
+    assert first.returncode == 0, first.stderr
+    stop = work / "stop-gc"
+    gc_proc = subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "gc-loop", str(stop)],
+        env=_machine(work / "gc", store), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    outcomes: list[tuple[str, int, str, str]] = []
+    try:
+        for rnd in range(rounds):
+            # The donor: files every writer of this round will hold too.
+            donor_files = {f"shared/r{rnd}-{i}.bin": rng.randbytes(30_000) for i in range(8)}
+            donor = work / f"donor-{rnd}"
+            _write_files(donor, donor_files)
+            junk = work / f"junk-{rnd}"
+            _write_files(junk, {"junk.bin": rng.randbytes(20_000)})
+            ids = {}
+            for what, folder in (("donor", donor), ("junk", junk)):
+                made = _run(["-q", "sync", str(folder), "-p", "race", "-n", f"{what}{rnd}"],
+                            donor_env)
+                assert made.returncode == 0, made.stderr
+                ids[what] = made.stdout.split()[-1]
+            # Junk: deleted at once, so gc has something to collect every round.
+            gone = _run(["delete", ids["junk"]], donor_env)
+            assert gone.returncode == 0, gone.stderr
+            procs = []
+            for i in range(WRITERS):
+                folder = work / f"w{i}-r{rnd}"
+                _write_files(folder, {**donor_files,
+                                      f"own/w{i}-r{rnd}.bin": rng.randbytes(10_000)})
+                mode = "sync" if i % 2 == 0 else "close"
+                env = _machine(work / f"m{i}", store)
+                procs.append((mode, subprocess.Popen(
+                    _writer_command(mode, folder, f"w{i}"), env=env,
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
+            # The donor goes while the writers are busy reusing its chunks.
+            time.sleep(rng.uniform(0.3, 1.2))
+            gone = _run(["delete", ids["donor"]], donor_env)
+            assert gone.returncode == 0, gone.stderr
+            for mode, proc in procs:
+                out, err = proc.communicate(timeout=600)
+                outcomes.append((mode, proc.returncode, out, err))
+    finally:
+        stop.write_text("stop")
+        gc_out, gc_err = gc_proc.communicate(timeout=600)
+    assert gc_proc.returncode == 0, gc_err
+    return {"writers": outcomes, "gc": json.loads(gc_out.strip().splitlines()[-1])}
+
+
+def check_published(store: str, work: Path) -> tuple[int, list[str]]:
+    """Verify every published version from a fresh machine: (versions, problems)."""
+    from dsfs.catalog import Catalog
+    from dsfs.engine.tree import TreeResolver
+    from dsfs.engine.verify import verify_store
+    from dsfs.format.manifest import FILE
+    from dsfs.format.pack import pack_id_from_key
+    from dsfs.repository import Repository
+
+    repo = Repository.open(store, str(work / "reader-cache"))
+    packs = {pack_id_from_key(i.key) for i in repo.store.list("packs/")}
+    headers = Catalog(repo).visible_headers()
+    problems = []
+    for header in headers:
+        tree = TreeResolver(repo).tree(header.id)
+        used = {ref.pack_id for e in tree.values() if e.kind == FILE for ref in e.chunks}
+        problems += [f"{header.name} {header.version} ({header.id}): pack {p} is missing"
+                     for p in sorted(used - packs)]
+        problems += [f"{header.name} {header.version}: {p}" for p in verify_store(repo, header)]
+    repo.store.close()
+    return len(headers), problems
+
+
+def _store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if kind == "local":
+        return str(tmp_path / "store")
+    return str(request.getfixturevalue("s3_store_url"))
+
+
+def _race_and_verify(store: str, work: Path, rounds: int) -> None:
+    result = race(store, work, rounds)
+    failed = [(mode, rc, err.strip()) for mode, rc, _out, err in result["writers"] if rc != 0]
+    # With the locks every close succeeds (a gc only makes it wait).
+    assert not failed, failed
+    published, problems = check_published(store, work)
+    assert not problems, problems
+    assert published >= rounds * WRITERS
+    gc = result["gc"]
+    assert gc["runs"] >= 1 and gc["packs_removed"] >= 1, gc  # gc did collect meanwhile
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_gc_beside_closes_loses_no_pack(kind: str, request: pytest.FixtureRequest,
+                                        tmp_path: Path, dsfs_env: dict[str, str]) -> None:
+    _race_and_verify(_store(kind, request, tmp_path), tmp_path, CI_ROUNDS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_gc_beside_closes_loses_no_pack_slow(kind: str, request: pytest.FixtureRequest,
+                                             tmp_path: Path, dsfs_env: dict[str, str]) -> None:
+    _race_and_verify(_store(kind, request, tmp_path), tmp_path, SLOW_ROUNDS)
+
+
+# -- the pieces of the protocol, one at a time -------------------------------------
+
+
+def _seed_version(store: str, work: Path, name: str = "n", size: int = 40_000) -> str:
+    folder = work / f"src-{name}"
+    _write_files(folder, {"a.bin": os.urandom(size)})
+    made = _run(["-q", "sync", str(folder), "-p", "p", "-n", name], _machine(work / "m", store))
+    assert made.returncode == 0, made.stderr
+    return made.stdout.split()[-1]
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_gc_waits_for_a_writer_and_fails_with_exit_5(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+        dsfs_env: dict[str, str]) -> None:
+    from dsfs.engine import locks
+    from dsfs.repository import Repository
+
+    store = _store(kind, request, tmp_path)
+    _seed_version(store, tmp_path)
+    repo = Repository.open(store, str(tmp_path / "writer-cache"))
+    env = _machine(tmp_path / "gc", store)
+    with locks.shared(repo, "test writer"):
+        started = time.monotonic()
+        busy = _run(["gc", "--grace", "0", "--wait", "2s"], env)
+        waited = time.monotonic() - started
+    assert busy.returncode == 5, busy.stderr
+    assert "in use" in busy.stderr and "test writer" in busy.stderr, busy.stderr
+    assert waited >= 2
+    assert not [i for i in repo.store.list("locks/") if "exclusive" in i.key]  # gc's went
+    free = _run(["gc", "--grace", "0", "--wait", "0"], env)
+    assert free.returncode == 0, free.stderr
+    assert not list(repo.store.list("locks/"))
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_a_crashed_writer_blocks_gc_only_until_its_lock_is_stale(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+        dsfs_env: dict[str, str]) -> None:
+    store = _store(kind, request, tmp_path)
+    _seed_version(store, tmp_path)
+    big = tmp_path / "big"
+    _write_files(big, {"f.bin": os.urandom(100_000)})
+    writer_env = _machine(tmp_path / "w", store, DSFS_LOCK_STALE_SECONDS="3")
+    # A writer that stalls while it holds its lock (in the packer's last upload),
+    # then dies there with SIGKILL: nothing of it can clean up.
+    stall = ("import sys, time; from dsfs.engine import packer; "
+             "finish = packer.Packer.finish; "
+             "packer.Packer.finish = lambda self: (time.sleep(600), finish(self))[1]; "
+             "from dsfs_cli.main import main; "
+             f"sys.argv = ['dsfs', '-q', 'sync', {str(big)!r}, '-p', 'p', '-n', 'big']; "
+             "main()")
+    writer = subprocess.Popen([sys.executable, "-c", stall], env=writer_env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    from dsfs.store import open_store
+
+    seen = open_store(store)
+    deadline = time.monotonic() + 60
+    while not list(seen.list("locks/")):  # it holds its shared lock: kill it there
+        assert writer.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    writer.kill()
+    writer.wait()
+    assert [i.key for i in seen.list("locks/")], "the killed writer left its lock"
+    env = _machine(tmp_path / "gc", store)
+    blocked = _run(["gc", "--grace", "0", "--wait", "0"], env)
+    assert blocked.returncode == 5, blocked.stderr
+    time.sleep(4.5)  # the lock is stale 3 s (its own timeout) after its last refresh
+    done = _run(["gc", "--grace", "0", "--wait", "0"], env)
+    assert done.returncode == 0, done.stderr
+    assert not list(seen.list("locks/"))
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_a_writer_whose_lock_expired_publishes_nothing(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch, dsfs_env: dict[str, str]) -> None:
+    from dsfs.engine import locks, versions
+    from dsfs.errors import ConflictError
+    from dsfs.repository import Repository
+
+    store = _store(kind, request, tmp_path)
+    folder = tmp_path / "src"
+    _write_files(folder, {"a.bin": os.urandom(10_000)})
+    repo = Repository.open(store, str(tmp_path / "cache"))
+    monkeypatch.setenv(locks.STALE_ENV, "1.5")
+    # A refresher that never gets through, as when the machine sleeps or the
+    # store is unreachable: the lock runs out while the close goes on.
+    monkeypatch.setattr(locks.StoreLock, "_refresh_loop", lambda self: None)
+    original = versions.build_tree
+
+    def slow_build(*args, **kwargs):
+        built = original(*args, **kwargs)
+        time.sleep(1.5)
+        return built
+
+    monkeypatch.setattr(versions, "build_tree", slow_build)
+    with pytest.raises(ConflictError, match="lock .* expired"):
+        versions.sync(repo, str(folder), "p", "n")
+    assert not list(repo.store.list("versions/"))
+    assert not list(repo.store.list("names/"))
+    assert not list(repo.store.list("locks/"))
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_gc_never_collects_a_claimed_version(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+        dsfs_env: dict[str, str]) -> None:
+    """A manifest whose header no longer matches its claim (changed in the
+    store) is still claimed: gc keeps it and every pack it references."""
+    from dsfs.engine import gc
+    from dsfs.format import manifest as mf
+    from dsfs.repository import Repository
+
+    store = _store(kind, request, tmp_path)
+    version_id = _seed_version(store, tmp_path)
+    repo = Repository.open(store, str(tmp_path / "gc-cache"))
+    key = mf.manifest_key(version_id)
+    data = repo.store.get(key)
+    header = mf.decode_header(data)
+    header.version = "9.9.9"  # no claim names this string
+    entries = list(mf.iter_entries(data))
+    repo.store.put(key, mf.encode(header, entries))
+    packs = {i.key for i in repo.store.list("packs/")}
+    result = gc.collect(repo, grace_seconds=0)
+    assert result.manifests_removed == 0 and result.packs_removed == 0
+    assert repo.store.exists(key)
+    assert {i.key for i in repo.store.list("packs/")} == packs
+
+
+def _gc_loop(stop: Path) -> None:
+    """Child: ``gc --grace 0`` again and again until ``stop`` exists."""
+    from dsfs.engine import gc
+    from dsfs.errors import ConflictError
+    from dsfs.repository import Repository
+
+    repo = Repository.open()
+    summary = {"runs": 0, "busy": 0, "packs_removed": 0, "manifests_removed": 0}
+    while not stop.exists():
+        try:
+            result = gc.collect(repo, grace_seconds=0, wait_seconds=5)
+        except ConflictError:
+            summary["busy"] += 1
+            continue
+        summary["runs"] += 1
+        summary["packs_removed"] += result.packs_removed
+        summary["manifests_removed"] += result.manifests_removed
+        time.sleep(random.uniform(0.05, 0.5))  # writers get in between runs
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["gc-loop"]:
+    _gc_loop(Path(sys.argv[2]))
