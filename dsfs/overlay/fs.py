@@ -46,8 +46,18 @@ from dsfs.engine.tree import IMPLIED_DIR_MODE
 from dsfs.errors import IntegrityError
 from dsfs.format.digest import CHUNK_SIZE
 from dsfs.format.manifest import DIR, FILE, SYMLINK, Entry
-from dsfs.overlay.journal import DirAttrs, Directory, File, Record, Removed, Symlink
-from dsfs.overlay.upper import Upper
+from dsfs.overlay.journal import (
+    NO_META,
+    DirAttrs,
+    Directory,
+    File,
+    Meta,
+    Record,
+    Removed,
+    Special,
+    Symlink,
+)
+from dsfs.overlay.upper import JOURNAL_MIN_REMOVE, Upper
 from dsfs.vfs import (
     ROOT_INO,
     Attr,
@@ -63,6 +73,9 @@ from dsfs.vfs import (
 NAME_MAX = 255
 #: Copy-up granularity: the store's chunk size (a block is fetched whole).
 BLOCK = CHUNK_SIZE
+#: The node kind of FIFOs, sockets and device nodes: kept in the overlay, shown
+#: by the mount, never committed (a version holds files, directories, symlinks).
+SPECIAL = "special"
 
 
 class Exists(VfsError):
@@ -128,7 +141,7 @@ class Node:
     __slots__ = ("ino", "kind", "mode", "mtime_ns", "size", "lower", "data", "fd",
                  "target", "lower_dir", "children", "parent", "name", "dirty", "marked",
                  "opens", "writers", "digest", "version", "lookups", "held", "missing",
-                 "lower_end")
+                 "lower_end", "uid", "gid", "atime_ns", "ctime_ns", "ftype", "rdev", "nsub")
 
     def __init__(self, ino: int, kind: str, mode: int, mtime_ns: int) -> None:
         self.ino = ino
@@ -156,6 +169,15 @@ class Node:
         #: bytes below ``lower_end`` are the file's there (the data file has a hole)
         self.missing: set[int] | None = None
         self.lower_end = 0
+        #: what a version does not store (None: the mounting user; the mtime)
+        self.uid: int | None = None
+        self.gid: int | None = None
+        self.atime_ns: int | None = None
+        self.ctime_ns: int | None = None
+        self.ftype = 0  # SPECIAL: the S_IFMT bits (FIFO, socket, device)
+        self.rdev = 0  # SPECIAL: the device number
+        #: directories: how many children are directories (None: count when asked)
+        self.nsub: int | None = None
 
 
 @dataclass
@@ -221,6 +243,7 @@ class OverlayFS:
             raise NotADirectory(self.path(node))
         if node.children is None:
             node.children = {}
+            node.nsub = None
             if node.lower_dir is not None:
                 for name, entry in self.source.children(node.lower_dir):
                     child = self._from_lower(entry)
@@ -321,14 +344,50 @@ class OverlayFS:
     # -- attributes ------------------------------------------------------------------
 
     def attr(self, node: Node) -> Attr:
+        uid = self.uid if node.uid is None else node.uid
+        gid = self.gid if node.gid is None else node.gid
+        # a write moves the mtime past the last metadata change: ctime follows it
+        ctime = node.ctime_ns if node.ctime_ns is not None and \
+            node.ctime_ns > node.mtime_ns else None
         if node.kind == DIR:
-            return Attr(node.ino, stat.S_IFDIR | node.mode, 0, node.mtime_ns, 1, self.uid,
-                        self.gid)
+            return Attr(node.ino, stat.S_IFDIR | node.mode, 0, node.mtime_ns,
+                        self._dir_links(node), uid, gid, node.atime_ns, ctime)
         if node.kind == SYMLINK:
             return Attr(node.ino, stat.S_IFLNK | 0o777, node.size, node.mtime_ns, 1,
-                        self.uid, self.gid)
+                        uid, gid, node.atime_ns, ctime)
+        if node.kind == SPECIAL:
+            return Attr(node.ino, node.ftype | node.mode, 0, node.mtime_ns, 1, uid, gid,
+                        node.atime_ns, ctime, node.rdev)
         return Attr(node.ino, stat.S_IFREG | node.mode, node.size, node.mtime_ns, 1,
-                    self.uid, self.gid)
+                    uid, gid, node.atime_ns, ctime)
+
+    @staticmethod
+    def _dir_links(node: Node) -> int:
+        """2 + subdirectories once the children are known; 1 ("not counted", as
+        btrfs says, so ``find`` makes no leaf assumption) until then."""
+        if node.children is None:
+            return 1
+        if node.nsub is None:
+            node.nsub = sum(1 for kid in node.children.values() if kid.kind == DIR)
+        return 2 + node.nsub
+
+    @staticmethod
+    def _meta(node: Node) -> Meta:
+        if node.uid is None and node.gid is None and node.atime_ns is None \
+                and node.ctime_ns is None:
+            return NO_META
+        return Meta(node.uid, node.gid, node.atime_ns, node.ctime_ns)
+
+    @staticmethod
+    def _set_meta(node: Node, meta: Meta) -> None:
+        node.uid, node.gid = meta.uid, meta.gid
+        node.atime_ns, node.ctime_ns = meta.atime_ns, meta.ctime_ns
+
+    def _own(self, node: Node, owner: tuple[int, int] | None) -> None:
+        """A new node belongs to ``owner`` (uid, gid; None: the mounting user)."""
+        if owner is not None:
+            node.uid = None if owner[0] == self.uid else owner[0]
+            node.gid = None if owner[1] == self.gid else owner[1]
 
     def getattr(self, ino: int) -> Attr:
         return self.attr(self.node(ino))
@@ -513,7 +572,8 @@ class OverlayFS:
         if not node.dirty:
             self.upper.reserve()
         written = os.pwrite(node.fd, data, offset)
-        node.size = max(node.size, offset + written)
+        if written:  # an empty write past the end does not extend the file
+            node.size = max(node.size, offset + written)
         # the data file's mtime is the one a remount reads back: use it, not our clock
         node.mtime_ns = os.fstat(node.fd).st_mtime_ns
         node.version += 1
@@ -544,11 +604,14 @@ class OverlayFS:
     def _attach(self, parent: Node, name: str, node: Node) -> None:
         self.children(parent)[name] = node
         node.parent, node.name = parent, name
+        if node.kind == DIR:
+            parent.nsub = None
         self._touch_dir(parent)
 
-    def create(self, parent_ino: int, name: str, mode: int, opening: bool = False) -> Node:
+    def create(self, parent_ino: int, name: str, mode: int, opening: bool = False,
+               owner: tuple[int, int] | None = None) -> Node:
         """A new, empty file; with ``opening``, also opened for writing (as
-        ``open`` would)."""
+        ``open`` would); ``owner`` (uid, gid) when not the mounting user."""
         parent = self.node(parent_ino)
         self._free_name(parent, name)
         if not stat.S_ISREG(mode) and stat.S_IFMT(mode):
@@ -565,6 +628,7 @@ class OverlayFS:
             raise
         node = self._new_node(FILE, mode, now)
         node.data = data_id
+        self._own(node, owner)
         if opening:
             node.fd, node.opens, node.writers = fd, 1, 1
         else:
@@ -573,23 +637,44 @@ class OverlayFS:
         self._changed(node)
         return node
 
-    def mkdir(self, parent_ino: int, name: str, mode: int) -> Node:
+    def mkdir(self, parent_ino: int, name: str, mode: int,
+              owner: tuple[int, int] | None = None) -> Node:
         parent = self.node(parent_ino)
         self._free_name(parent, name)
         self.upper.reserve()
         node = self._new_node(DIR, mode, time.time_ns())
         node.children = {}
+        self._own(node, owner)
         self._attach(parent, name, node)
         self._changed(node)
         return node
 
-    def symlink(self, parent_ino: int, name: str, target: str) -> Node:
+    def symlink(self, parent_ino: int, name: str, target: str,
+                owner: tuple[int, int] | None = None) -> Node:
         parent = self.node(parent_ino)
         self._free_name(parent, name)
         self.upper.reserve()
         node = self._new_node(SYMLINK, 0o777, time.time_ns())
         node.target = target
         node.size = len(os.fsencode(target))
+        self._own(node, owner)
+        self._attach(parent, name, node)
+        self._changed(node)
+        return node
+
+    def special(self, parent_ino: int, name: str, mode: int, rdev: int,
+                owner: tuple[int, int] | None = None) -> Node:
+        """A FIFO, socket or device node (``mode`` with its type bits): kept in the
+        overlay, never committed."""
+        parent = self.node(parent_ino)
+        self._free_name(parent, name)
+        if stat.S_IFMT(mode) not in (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR,
+                                     stat.S_IFBLK):
+            raise InvalidArgument(f"{name}: not a FIFO, socket or device")
+        self.upper.reserve()
+        node = self._new_node(SPECIAL, mode, time.time_ns())
+        node.ftype, node.rdev = stat.S_IFMT(mode), rdev
+        self._own(node, owner)
         self._attach(parent, name, node)
         self._changed(node)
         return node
@@ -612,9 +697,11 @@ class OverlayFS:
 
     def _remove(self, parent: Node, name: str) -> None:
         path = join(self.path(parent), name)
-        self.upper.reserve()
+        self.upper.reserve(JOURNAL_MIN_REMOVE)
         node = self.children(parent).pop(name)
         node.parent = None
+        if node.kind == DIR:
+            parent.nsub = None
         self._touch_dir(parent)
         self._forget_subtree(node)
         self.upper.append([Removed(path)])
@@ -658,6 +745,9 @@ class OverlayFS:
         old_path = join(self.path(old_parent), old_name)
         self.upper.reserve()
         del self.children(old_parent)[old_name]
+        if node.kind == DIR:
+            old_parent.nsub = None
+        node.ctime_ns = time.time_ns()  # a rename changes the inode's ctime
         self._touch_dir(old_parent)
         if target is not None:
             target.parent = None
@@ -671,14 +761,18 @@ class OverlayFS:
 
     def setattr(self, ino: int, mode: int | None = None, size: int | None = None,
                 mtime_ns: int | None = None, uid: int | None = None,
-                gid: int | None = None) -> Node:
-        """chmod, utimens, chown (to the same owner only); ``truncate`` first goes
-        through ``copy_up_plan`` in the adapter."""
+                gid: int | None = None, atime_ns: int | None = None) -> Node:
+        """chmod, utimens, chown (who may is the adapter's and the kernel's
+        question: any owner is stored); ``truncate`` first goes through
+        ``copy_up_plan`` in the adapter.  Every change moves the ctime."""
         node = self.node(ino)
-        if (uid is not None and uid != self.uid) or (gid is not None and gid != self.gid):
-            raise NotPermitted(f"{self.path(node)}: dsfs does not store owners")
-        if size is None and mtime_ns is None and (
-                mode is None or node.kind == SYMLINK or mode & 0o7777 == node.mode):
+        if uid is not None and uid == (self.uid if node.uid is None else node.uid):
+            uid = None
+        if gid is not None and gid == (self.gid if node.gid is None else node.gid):
+            gid = None
+        if size is None and mtime_ns is None and atime_ns is None and uid is None \
+                and gid is None and (mode is None or node.kind == SYMLINK
+                                     or mode & 0o7777 == node.mode):
             return node  # nothing changes (rsync sets a new file's mode once more)
         self.upper.reserve()
         if size is not None:
@@ -700,6 +794,13 @@ class OverlayFS:
                     node.missing, node.lower = None, None
         if mode is not None and node.kind != SYMLINK:
             node.mode = mode & 0o7777
+        if uid is not None:
+            node.uid = None if uid == self.uid else uid
+        if gid is not None:
+            node.gid = None if gid == self.gid else gid
+        if atime_ns is not None:
+            node.atime_ns = atime_ns
+        node.ctime_ns = time.time_ns()
         if mtime_ns is not None:
             node.mtime_ns = mtime_ns
             if node.fd is not None:
@@ -710,7 +811,8 @@ class OverlayFS:
             self._mark_path(node)
             node.dirty = True
             if self.attached(node):
-                self.upper.append([DirAttrs(self.path(node), node.mode, node.mtime_ns)])
+                self.upper.append([DirAttrs(self.path(node), node.mode, node.mtime_ns,
+                                            self._meta(node))])
         else:
             self._changed(node)
         return node
@@ -727,15 +829,19 @@ class OverlayFS:
     # -- records ------------------------------------------------------------------------
 
     def _record(self, node: Node, path: str) -> Record:
+        meta = self._meta(node)
         if node.kind == DIR:
-            return Directory(path, node.lower_dir, node.mode, node.mtime_ns)
+            return Directory(path, node.lower_dir, node.mode, node.mtime_ns, meta)
         if node.kind == SYMLINK:
-            return Symlink(path, node.target or "", node.mtime_ns)
+            return Symlink(path, node.target or "", node.mtime_ns, meta)
+        if node.kind == SPECIAL:
+            return Special(path, node.ftype | node.mode, node.rdev, node.mtime_ns, meta)
         if node.missing and node.data is not None:
             return File(path, node.lower.path if node.lower else None, node.data, node.mode,
-                        node.mtime_ns, node.size, tuple(sorted(node.missing)), node.lower_end)
+                        node.mtime_ns, node.size, tuple(sorted(node.missing)), node.lower_end,
+                        meta)
         return File(path, node.lower.path if node.lower else None, node.data, node.mode,
-                    node.mtime_ns, node.size)
+                    node.mtime_ns, node.size, meta=meta)
 
     def _records_of(self, node: Node, path: str, out: list[Record], deep: bool = True) -> None:
         """``node``'s record, then (directories, ``deep``) those of what changed below."""
@@ -774,7 +880,8 @@ class OverlayFS:
         """The whole upper layer as records (parents before children)."""
         out: list[Record] = []
         if self.root.dirty:
-            out.append(DirAttrs("", self.root.mode, self.root.mtime_ns))
+            out.append(DirAttrs("", self.root.mode, self.root.mtime_ns,
+                                self._meta(self.root)))
         self._walk(self.root, "", out)
         return out
 
@@ -856,6 +963,7 @@ class OverlayFS:
             if node.kind != DIR:
                 raise NotReplayable(f"{path} is not a directory")
             node.mode, node.mtime_ns = record.mode & 0o7777, record.mtime_ns
+            self._set_meta(node, record.meta)
             node.dirty = True
             self._mark_path(node)
             return
@@ -868,9 +976,12 @@ class OverlayFS:
         old = kids.pop(name, None)
         if old is not None:
             old.parent = None
+        parent.nsub = None
         self._mark_path(parent)
         if made is None:
             return
+        if not isinstance(record, Removed):
+            self._set_meta(made, record.meta)
         made.parent, made.name = parent, name
         kids[name] = made
         self._mark(made)
@@ -889,6 +1000,10 @@ class OverlayFS:
             node = self._new_node(SYMLINK, 0o777, record.mtime_ns)
             node.target = record.target
             node.size = len(os.fsencode(record.target))
+            return node
+        if isinstance(record, Special):
+            node = self._new_node(SPECIAL, record.mode, record.mtime_ns)
+            node.ftype, node.rdev = stat.S_IFMT(record.mode), record.rdev
             return node
         assert isinstance(record, File)
         if record.data is None:

@@ -81,6 +81,7 @@ SPARES = 64
 JOURNAL_STEP = 1 << 20
 JOURNAL_LOW = 64 << 10
 JOURNAL_MIN = 4 << 10
+JOURNAL_MIN_REMOVE = 512
 
 log = logging.getLogger("dsfs.overlay")
 
@@ -226,9 +227,11 @@ class Upper:
         except OSError:
             pass  # zeros after the records are read as the journal's end anyway
 
-    def reserve(self) -> None:
+    def reserve(self, minimum: int = JOURNAL_MIN) -> None:
         """Room for the records of one change, or OSError(ENOSPC) before the
-        change is made (call first thing in every request that changes the tree)."""
+        change is made (call first thing in every request that changes the tree).
+        Removals ask for less (``JOURNAL_MIN_REMOVE``): on a full disk, deleting
+        is how the user makes room, so it goes on after other changes stop."""
         if self._journal_fd is None:
             return
         left = self._allocated - self.journal_bytes
@@ -241,7 +244,7 @@ class Upper:
             self._short_logged = True
             log.warning("the disk of overlay %s is full: changes are refused (ENOSPC) "
                         "once its journal has no room left", self.root)
-        if left < JOURNAL_MIN:
+        if left < minimum:
             raise OSError(errno.ENOSPC, "no room left for the overlay's journal")
 
     def append(self, records: list[Record]) -> None:
