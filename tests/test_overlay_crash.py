@@ -13,6 +13,7 @@ read-only mount of the child with the model.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import random
@@ -394,6 +395,52 @@ def test_kill_during_commit_rebase_is_not_an_edit(dataset: dict) -> None:
         assert status["added"] == [] and status["modified"] == [], status
     log = (base / "mnt-rebase.stderr").read_text()
     assert "edited after it began" not in log, log
+
+
+def test_full_overlay_disk_keeps_serving(dataset: dict, tmp_path: Path) -> None:
+    """The overlay on a tiny tmpfs: writes that fill it answer ENOSPC, the mount
+    goes on serving (reads, listings, a mkdir from the journal's reserve),
+    removing the file makes room again, and a kill -9 afterwards keeps exactly
+    what succeeded."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)],
+                       check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    mnt = tmp_path / "mnt"
+    args = ("--writable", "--overlay", str(disk / "o"))
+    try:
+        with mounted(dataset["env"], dataset["id"], mnt, *args) as proc:
+            with pytest.raises(OSError) as full, open(mnt / "fill", "wb") as f:
+                for _ in range(200):
+                    f.write(b"z" * 65536)
+                    f.flush()
+            assert full.value.errno == errno.ENOSPC
+            assert (mnt / "f.txt").read_bytes() == (dataset["src"] / "f.txt").read_bytes()
+            assert "f.txt" in os.listdir(mnt)
+            (mnt / "made-when-full").mkdir()
+            os.unlink(mnt / "fill")
+            deadline = time.monotonic() + 10
+            while True:  # the data file goes once its removal is durable (<= 1 s)
+                try:
+                    (mnt / "later.txt").write_bytes(b"x" * 500_000)
+                    break
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC and time.monotonic() < deadline
+                    time.sleep(0.2)
+            kill(proc, dataset["env"], mnt)
+        log = (tmp_path / "mnt.stderr").read_text()
+        assert log.count("Traceback") == 0, log  # a failure is one line, not a traceback
+        assert "No space left" in log, log
+        with mounted(dataset["env"], dataset["id"], mnt, *args):
+            assert not (mnt / "fill").exists()
+            assert (mnt / "made-when-full").is_dir()
+            assert (mnt / "later.txt").read_bytes() == b"x" * 500_000
+            dsfs(dataset, "discard", str(mnt))
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 @pytest.mark.parametrize("seed", range(int(os.environ.get("DSFS_CRASH_TRIALS", "24"))))
