@@ -244,8 +244,11 @@ class Catalog:
         except OSError:
             known = None
         try:
-            if known != stamp:
-                self._refresh(version_id)
+            if known is None:
+                self._adopt_cached(version_id)
+                _write_small(path, stamp)
+            elif known != stamp:  # rewritten in the store: nothing cached is trusted
+                self.repo.forget_manifest(version_id)
                 _write_small(path, stamp)
             return self.repo.header(version_id)
         except IntegrityError as exc:
@@ -255,9 +258,10 @@ class Catalog:
             raise IntegrityError(
                 f"manifest {key} in {self.repo.store.url} is corrupt: {exc}") from None
 
-    def _refresh(self, version_id: str) -> None:
-        """The store object changed (or was never stamped): keep the cached copy
-        only if its header is the one the store holds now."""
+    def _adopt_cached(self, version_id: str) -> None:
+        """A cached copy without a stamp (from an older dsfs, or a lost stamp
+        file): keep it only if its header is the one the store holds now, so
+        that a big cached manifest is not fetched again for nothing."""
         try:
             cached = self.repo.cached_header(version_id)
         except IntegrityError:

@@ -274,12 +274,20 @@ def test_repaired_store_is_seen_without_clearing_the_cache(
         assert result.returncode == 0, (args, result.stderr)
 
 
+@pytest.mark.parametrize("unstamped", [False, True], ids=["stamped", "unstamped"])
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
 def test_cached_good_header_does_not_hide_corruption(
-        run_dsfs, store_url: str, three_versions: dict[str, str], corruption: str) -> None:
+        run_dsfs, store_url: str, dsfs_env: dict[str, str], three_versions: dict[str, str],
+        corruption: str, unstamped: bool) -> None:
+    """Also for a cache filled by an older dsfs, which recorded no stamps."""
     b1 = three_versions["b1"]
     key = manifest_key(b1)
     assert run_dsfs("list", "proj/b@1.0.1").returncode == 0  # cached whole
+    if unstamped:
+        stamps = [p for p in cached_manifest_files(dsfs_env) if p.suffix == ".stamp"]
+        assert stamps
+        for stamp in stamps:
+            stamp.unlink()
     write_object(store_url, key, CORRUPTIONS[corruption](read_object(store_url, key)))
     assert_corrupt(run_dsfs("list", "proj/b@1.0.1"), b1)
     _rows, result = search_rows(run_dsfs)
