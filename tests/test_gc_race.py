@@ -14,8 +14,9 @@ Other tests here: a crashed writer's lock blocks gc only until it is stale;
 gc fails with exit code 5 while a writer holds a lock; a writer whose lock
 expired publishes nothing; a claimed version is never collected.
 
-Run as a script (``python test_gc_race.py gc-loop STOPFILE``) this module is
-the gc loop child.
+Run as a script this module is a child: ``gc-loop STOPFILE`` (the gc loop)
+or ``cli STEPS`` (a writer: dsfs commands given as a JSON list of argument
+lists, run one after another in one interpreter).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import pytest
 from conftest import STORE_KINDS
 
 #: Rounds of the CI run (each store kind); the slow variant runs SLOW_ROUNDS.
-CI_ROUNDS = int(os.environ.get("DSFS_GC_RACE_ROUNDS", "3"))
+CI_ROUNDS = int(os.environ.get("DSFS_GC_RACE_ROUNDS", "2"))
 SLOW_ROUNDS = int(os.environ.get("DSFS_GC_RACE_SLOW_ROUNDS", "20"))
 WRITERS = 8
 
@@ -62,20 +63,23 @@ def _write_files(folder: Path, files: dict[str, bytes]) -> None:
 
 
 def _writer_command(mode: str, folder: Path, name: str) -> list[str]:
-    """``sync`` the folder, or ``create`` + ``add`` + ``close`` it."""
-    dsfs = " ".join(_dsfs())
+    """A writer process: ``dsfs sync`` of the folder, or ``dsfs create``, ``add``
+    and ``close`` of it (the CLI's own code, run in one interpreter)."""
     if mode == "sync":
-        return ["bash", "-c", f"{dsfs} -q sync '{folder}' -p race -n {name}"]
-    return ["bash", "-c", f"{dsfs} -q create -p race -n {name} >/dev/null && "
-                          f"{dsfs} -q add '{folder}' >/dev/null && {dsfs} -q close"]
+        steps = [["-q", "sync", str(folder), "-p", "race", "-n", name]]
+    else:
+        steps = [["-q", "create", "-p", "race", "-n", name], ["-q", "add", str(folder)],
+                 ["-q", "close"]]
+    return [sys.executable, os.path.abspath(__file__), "cli", json.dumps(steps)]
 
 
 def race(store: str, work: Path, rounds: int, seed: int = 0) -> dict:
     """Run the race; return what happened (asserts nothing about verify)."""
+    from dsfs.engine import versions
+    from dsfs.repository import Repository
+
     rng = random.Random(seed)
-    donor_env = _machine(work / "donor", store)
-    first = _run(["search"], donor_env)
-    assert first.returncode == 0, first.stderr
+    donor_repo = Repository.open(store, str(work / "donor-cache"))
     stop = work / "stop-gc"
     gc_proc = subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "gc-loop", str(stop)],
@@ -90,15 +94,10 @@ def race(store: str, work: Path, rounds: int, seed: int = 0) -> dict:
             _write_files(donor, donor_files)
             junk = work / f"junk-{rnd}"
             _write_files(junk, {"junk.bin": rng.randbytes(20_000)})
-            ids = {}
-            for what, folder in (("donor", donor), ("junk", junk)):
-                made = _run(["-q", "sync", str(folder), "-p", "race", "-n", f"{what}{rnd}"],
-                            donor_env)
-                assert made.returncode == 0, made.stderr
-                ids[what] = made.stdout.split()[-1]
+            made = {what: versions.sync(donor_repo, str(folder), "race", f"{what}{rnd}").header
+                    for what, folder in (("donor", donor), ("junk", junk))}
             # Junk: deleted at once, so gc has something to collect every round.
-            gone = _run(["delete", ids["junk"]], donor_env)
-            assert gone.returncode == 0, gone.stderr
+            versions.delete(donor_repo, made["junk"])
             procs = []
             for i in range(WRITERS):
                 folder = work / f"w{i}-r{rnd}"
@@ -111,14 +110,14 @@ def race(store: str, work: Path, rounds: int, seed: int = 0) -> dict:
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
             # The donor goes while the writers are busy reusing its chunks.
             time.sleep(rng.uniform(0.3, 1.2))
-            gone = _run(["delete", ids["donor"]], donor_env)
-            assert gone.returncode == 0, gone.stderr
+            versions.delete(donor_repo, made["donor"])
             for mode, proc in procs:
                 out, err = proc.communicate(timeout=600)
                 outcomes.append((mode, proc.returncode, out, err))
     finally:
         stop.write_text("stop")
         gc_out, gc_err = gc_proc.communicate(timeout=600)
+        donor_repo.store.close()
     assert gc_proc.returncode == 0, gc_err
     return {"writers": outcomes, "gc": json.loads(gc_out.strip().splitlines()[-1])}
 
@@ -328,5 +327,19 @@ def _gc_loop(stop: Path) -> None:
     print(json.dumps(summary), flush=True)
 
 
+def _cli_steps(steps: list[list[str]]) -> None:
+    """Child: run ``dsfs`` commands one after another in this interpreter."""
+    from dsfs_cli.main import cli
+
+    for args in steps:
+        try:
+            cli.main(args=args, prog_name="dsfs", standalone_mode=False)
+        except SystemExit as exc:
+            if exc.code:
+                sys.exit(exc.code)
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["gc-loop"]:
     _gc_loop(Path(sys.argv[2]))
+elif __name__ == "__main__" and sys.argv[1:2] == ["cli"]:
+    _cli_steps(json.loads(sys.argv[2]))

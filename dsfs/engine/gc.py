@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import secrets
 import time
 from dataclasses import dataclass
 
@@ -46,18 +45,6 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
 
 
-def store_now(repo: Repository) -> float:
-    """The store's own clock, for ``gc --dry-run`` callers that hold no lock:
-    write an empty object, read its modification time, delete it."""
-    key = f"gc-clock/{secrets.token_hex(8)}"
-    try:
-        repo.store.put(key, b"")
-        info = repo.store.stat(key)
-    finally:
-        repo.store.delete(key)
-    return info.mtime if info is not None else time.time()
-
-
 @dataclass
 class GcResult:
     packs_removed: int = 0
@@ -71,19 +58,8 @@ class GcResult:
 
 def claimed_ids(repo: Repository) -> set[str]:
     """Ids named by any claim: a claimed version is never collected, whatever
-    its manifest header says."""
-    catalog = cat.Catalog(repo)
-    provided = getattr(catalog, "claimed_version_ids", None)
-    if callable(provided):
-        return set(provided())
-    ids = set()
-    for info in repo.store.list("names/"):
-        try:
-            raw = repo.store.get(info.key)
-        except NotFoundError:
-            continue  # deleted while we listed
-        ids.add(raw.decode("ascii", "replace").strip())
-    return ids
+    its manifest header says (list them after the manifests)."""
+    return cat.Catalog(repo).claimed_version_ids()
 
 
 def _references(repo: Repository, version_id: str) -> set[str]:
