@@ -306,6 +306,24 @@ def test_gc_never_collects_a_claimed_version(
     assert {i.key for i in repo.store.list("packs/")} == packs
 
 
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_rewriting_an_object_moves_its_listed_mtime(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """What a lock refresh relies on: a plain ``put`` over an object gives it a
+    new modification time, as ``list`` reports it, from the store's clock."""
+    from dsfs.store import open_store
+
+    store = open_store(_store(kind, request, tmp_path))
+    assert store.put_if_absent("locks/x", b"1")
+    first = {i.key: i.mtime for i in store.list("locks/")}["locks/x"]
+    time.sleep(1.1)  # S3 keeps modification times to the second or millisecond
+    store.put("locks/x", b"2")
+    second = {i.key: i.mtime for i in store.list("locks/")}["locks/x"]
+    assert second - first >= 1.0
+    assert abs(second - time.time()) < 60  # the test's store runs on this machine
+    store.close()
+
+
 def _gc_loop(stop: Path) -> None:
     """Child: ``gc --grace 0`` again and again until ``stop`` exists."""
     from dsfs.engine import gc
