@@ -31,7 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-from dsfs.errors import AmbiguousError, IntegrityError, NotFoundError, StoreError, UsageError
+from dsfs.errors import (
+    AmbiguousError,
+    FormatVersionError,
+    IntegrityError,
+    NotFoundError,
+    StoreError,
+    UsageError,
+)
 from dsfs.format import manifest as mf
 from dsfs.format.digest import digest_hex
 from dsfs.fsutil import write_atomic
@@ -257,6 +264,8 @@ class Catalog:
                 path.unlink()
             raise IntegrityError(
                 f"manifest {key} in {self.repo.store.url} is corrupt: {exc}") from None
+        except FormatVersionError as exc:
+            raise FormatVersionError(f"manifest {key} in {self.repo.store.url}: {exc}") from None
 
     def _adopt_cached(self, version_id: str) -> None:
         """A cached copy without a stamp (from an older dsfs, or a lost stamp
@@ -323,7 +332,7 @@ class Catalog:
                 if header is None:
                     continue
                 header.tags = self.tags(header)
-            except IntegrityError as exc:
+            except (IntegrityError, FormatVersionError) as exc:
                 report(f"{exc} (listing the other versions)")
                 continue
             headers.append(header)

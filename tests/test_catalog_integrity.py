@@ -12,14 +12,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from conftest import make_tree
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dsfs.catalog import Catalog, Ref
+from dsfs.errors import FormatVersionError, IntegrityError
 from dsfs.format import manifest as mf
+from dsfs.repository import Repository
+from dsfs.store import open_store
 
 INTEGRITY = 6
 
@@ -352,3 +357,82 @@ def test_header_round_trip(id_: str, project: str, name: str, version: str, tags
     data = mf.encode(header, [])
     assert mf.decode_header(data) == header
     assert mf.decode_header(data[:mf.header_length(data[:mf.PREFIX_SIZE])]) == header
+
+
+# -- the store contract the cache check relies on -----------------------------------
+
+
+def test_list_and_stat_agree_and_a_rewrite_is_seen(store_url: str) -> None:
+    """``etag`` (S3) or ``mtime`` (local) is the same from ``list`` and
+    ``stat``, and a same-size rewrite changes what the catalog compares."""
+    store = open_store(store_url)
+    store.put("versions/x", b"first version!")
+    listed = next(iter(store.list("versions/")))
+    stated = store.stat("versions/x")
+    assert stated is not None
+    assert (listed.size, listed.etag) == (stated.size, stated.etag)
+    if store_url.startswith("s3://"):
+        assert listed.etag
+    else:
+        assert listed.mtime == stated.mtime
+    before = stated
+    if not store_url.startswith("s3://"):
+        time.sleep(0.02)  # past the file system's timestamp granularity
+    store.put("versions/x", b"other version!")
+    after = store.stat("versions/x")
+    assert after is not None and after.size == before.size
+    assert (after.etag, after.mtime) != (before.etag, before.mtime)
+
+
+# -- property: a damaged header never makes a version vanish quietly ------------------
+
+
+@pytest.fixture(scope="module")
+def one_version(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, bytes]:
+    """A local store holding proj/ds 1.0.0; returns (store, id, manifest bytes)."""
+    from dsfs.engine import versions
+
+    root = tmp_path_factory.mktemp("prop")
+    src = root / "src"
+    make_tree(src, files=4, seed=3)
+    repo = Repository(open_store(str(root / "store")), root / "cache0")
+    version_id = versions.sync(repo, str(src), "proj", "ds").header.id
+    data = (root / "store" / "versions" / version_id).read_bytes()
+    return root / "store", version_id, data
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_damaged_header_never_hides_a_version(one_version: tuple[Path, str, bytes],
+                                                tmp_path_factory: pytest.TempPathFactory,
+                                                data: st.DataObject) -> None:
+    """Change one byte of a claimed manifest's prefix or header: the version is
+    still listed (the change was harmless), or it is reported, naming the
+    object; looking it up gives it back or fails the same way; gc keeps it."""
+    store_root, version_id, original = one_version
+    end = mf.header_length(original[:mf.PREFIX_SIZE])
+    pos = data.draw(st.integers(0, end - 1), label="offset")
+    value = data.draw(st.integers(0, 255).filter(lambda v: v != original[pos]), label="byte")
+    damaged = original[:pos] + bytes([value]) + original[pos + 1:]
+    path = store_root / "versions" / version_id
+    path.write_bytes(damaged)
+    try:
+        # a fresh cache each time: what is checked is the catalog, not luck
+        repo = Repository(open_store(str(store_root)), tmp_path_factory.mktemp("cache"))
+        catalog = Catalog(repo)
+        problems: list[str] = []
+        listed = [h.id for h in catalog.visible_headers(problems.append)]
+        named = f"versions/{version_id}"
+        assert listed == [version_id] or any(named in p for p in problems), (listed, problems)
+        assert version_id in catalog.claimed_version_ids()
+        for ref in (Ref(project="proj", name="ds"), Ref(id=version_id), Ref(id=version_id[:6])):
+            try:
+                assert catalog.resolve(ref).id == version_id
+            except (IntegrityError, FormatVersionError) as exc:
+                assert named in str(exc), exc
+            # the listing and the lookup agree
+            else:
+                assert listed == [version_id]
+    finally:
+        path.write_bytes(original)
