@@ -16,7 +16,13 @@ import pytest
 from fault_proxy import FaultProxy
 from s3_support import DUMMY_KEY_ID, DUMMY_SECRET, make_client, new_bucket, s3_available
 
-from dsfs.errors import NotFoundError, StoreError, UsageError
+from dsfs.errors import (
+    NotFoundError,
+    StoreCorruptError,
+    StoreError,
+    StoreUnavailableError,
+    UsageError,
+)
 from dsfs.store import open_store
 
 pytestmark = pytest.mark.skipif(not s3_available(), reason="no S3 endpoint (moto not installed)")
@@ -169,18 +175,18 @@ def test_persistent_failure_is_a_clear_store_error(
     store = open_store(f"s3://{bucket}/p")
     store.put("obj", b"payload")
     proxy.add("500", times=10)
-    with pytest.raises(StoreError) as info:
+    with pytest.raises(StoreUnavailableError) as info:  # typed: it may pass later
         store.get("obj")
     message = str(info.value)
     assert "obj" in message and "InternalError" in message and store.url in message
     proxy.clear()
     proxy.add("cut", method="GET", times=10)
-    with pytest.raises(StoreError, match="read obj"):
+    with pytest.raises(StoreUnavailableError, match="read obj"):
         store.get("obj")
     proxy.clear()
     with pytest.raises(NotFoundError):
         store.get("missing")
-    with pytest.raises(StoreError, match="short read"):
+    with pytest.raises(StoreCorruptError, match="short read"):
         store.get_range("obj", 5, 100)
 
 
@@ -224,7 +230,7 @@ def test_credentials_never_appear_in_errors(
                        lambda s: list(s.list("")), lambda s: s.get_range("k", 10, 10)):
             try:
                 action(store)
-            except (StoreError, NotFoundError) as exc:
+            except (StoreError, NotFoundError, StoreCorruptError) as exc:
                 messages.append(str(exc))
     # Nothing listens on port 9: connection errors name the endpoint, not the key.
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")

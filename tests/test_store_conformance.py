@@ -11,7 +11,13 @@ import threading
 
 import pytest
 
-from dsfs.errors import NotFoundError, UsageError
+from dsfs.errors import (
+    NotFoundError,
+    ObjectNotFoundError,
+    StoreCorruptError,
+    StoreError,
+    UsageError,
+)
 from dsfs.store import Store, open_store
 
 
@@ -48,6 +54,24 @@ def test_get_missing_raises_not_found(store: Store) -> None:
         store.get_range("no/such/key", 0, 1)
     assert store.stat("no/such/key") is None
     assert not store.exists("no/such/key")
+
+
+def test_typed_errors_for_missing_keys_and_short_ranges(store: Store) -> None:
+    """Each backend raises the typed errors of dsfs.store.base: a missing key
+    is ObjectNotFoundError (for every read), a range past the object's end is
+    StoreCorruptError, and neither is a plain StoreError."""
+    for read in (lambda: store.get("no/such"), lambda: store.get_range("no/such", 0, 4),
+                 lambda: store.get_head("no/such", 4), lambda: store.get_range("no/such", 0, 0)):
+        with pytest.raises(ObjectNotFoundError):
+            read()
+    store.put("r5", b"12345")
+    for offset, length in ((3, 10), (5, 1), (100, 1)):
+        with pytest.raises(StoreCorruptError) as info:
+            store.get_range("r5", offset, length)
+        assert not isinstance(info.value, StoreError) and "r5" in str(info.value)
+    assert store.get_head("r5", 100) == b"12345"
+    store.put("e", b"")
+    assert store.get_head("e", 10) == b""
 
 
 def test_get_range_exact_bytes(store: Store) -> None:

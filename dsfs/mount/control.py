@@ -36,7 +36,6 @@ from dsfs.errors import (
     InputError,
     LocalError,
     NotFoundError,
-    StoreError,
     UsageError,
 )
 from dsfs.format.manifest import Header
@@ -302,11 +301,11 @@ def request(mountpoint: str, message: dict[str, Any], timeout: float | None = No
                     break
                 data += part
         except OSError as exc:
-            raise StoreError(f"cannot reach the mount process of {path}: {exc}") from None
+            raise LocalError(f"cannot reach the mount process of {path}: {exc}") from None
     try:
         answer = json.loads(data)
     except ValueError:
-        raise StoreError(f"the mount process of {path} ended without answering; see "
+        raise LocalError(f"the mount process of {path} ended without answering; see "
                          f"{state.get('log')}") from None
     if "error" in answer:
         error = DsfsError(answer["error"])

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import trio
 
 from dsfs.cache.chunks import ChunkCache
-from dsfs.errors import DsfsError, StoreError
+from dsfs.errors import DiskFullError, DsfsError, LocalError, StoreError
 from dsfs.format.digest import chunk_id, id_to_bytes
 from dsfs.format.manifest import ChunkRef
 from dsfs.mount import cachectl
@@ -140,6 +140,8 @@ class ChunkReader:
         self._nursery: trio.Nursery | None = None
         self.fetches = 0
         self._unpruned = 0 if cache_size is None else 1  # bytes fetched since the last prune
+        if cache_size is not None:  # a disk smaller than the limit: evict and retry
+            cachectl.evict_when_full(cache, lambda: {*self._inflight, *self._fds})
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -281,7 +283,7 @@ class ChunkReader:
                     self._touched.add(ref.chunk_id)
                 return data
             self._forget(ref.chunk_id)
-        raise StoreError(f"chunk {ref.chunk_id} vanished from the cache while being read")
+        raise LocalError(f"chunk {ref.chunk_id} vanished from the cache while being read")
 
     def _fd(self, cid: str) -> int:
         fd = self._fds.get(cid)
@@ -438,6 +440,8 @@ class ChunkReader:
                 return
             except DsfsError as exc:
                 if attempt == len(delays):
+                    if isinstance(exc, DiskFullError | LocalError):
+                        raise  # a full or unusable cache is not the store's failure
                     raise StoreError(
                         f"cannot fetch chunk {cid} from {self.store.url} after "
                         f"{attempt} attempts: {exc}") from None

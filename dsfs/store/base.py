@@ -2,15 +2,16 @@
 
 A store is a flat namespace of keys (``/``-separated, no leading slash) holding
 immutable byte objects.  The engine relies on exactly these promises, and
-``tests/store_conformance.py`` checks them against every backend:
+``tests/test_store_conformance.py`` checks them against every backend:
 
 * ``put`` is atomic: a reader sees no object or the whole object, never part.
   It is durable (survives a crash of the machine) once ``flush`` returns;
   ``put_if_absent`` is durable when it returns.
 * ``put_if_absent`` writes only if no object has the key, and says whether it
   did; two concurrent callers get one ``True`` and one ``False``.
-* ``get`` of a missing key raises ``NotFoundError``; ``get_range`` returns
-  exactly the bytes asked for or raises.
+* ``get`` of a missing key raises ``ObjectNotFoundError``; ``get_range``
+  returns exactly the bytes asked for or raises (``StoreCorruptError`` when
+  the object is shorter than the range).
 * ``list`` yields every object under a key prefix with its size and
   modification time (seconds since the epoch), in no particular order.
   ``etag``, where a backend has one (S3), changes whenever the object is
@@ -18,8 +19,24 @@ immutable byte objects.  The engine relies on exactly these promises, and
   one reports the same ``mtime`` from both.  Readers compare size and ``etag``
   (else size and ``mtime``) to tell whether a cached copy is still current.
 * ``delete`` of a missing key is not an error.
-* Failures of the medium (disk, network) raise ``StoreError`` with a message
-  that names the operation and key but never a credential.
+* Failures raise typed errors, decided by the backend from error codes
+  (errno, S3 code and status), never by matching message text; each message
+  names the operation and key but never a credential:
+
+  ======================  ==========================================  ====
+  error                   meaning                                     exit
+  ======================  ==========================================  ====
+  ObjectNotFoundError     the key does not exist (a NotFoundError)    3
+  StoreAccessError        permission or credentials refused           8
+  StoreUnavailableError   network, throttling, 5xx: may pass later    8
+  StoreCorruptError       an object shorter than what refers to it    6
+                          (an IntegrityError)
+  DiskFullError           a local store's disk is full                11
+  StoreError              any other failure of the store              8
+  ======================  ==========================================  ====
+
+  ``StoreAccessError`` and ``StoreUnavailableError`` subclass ``StoreError``,
+  so ``except StoreError`` still catches every failure of the medium.
 """
 
 from __future__ import annotations
@@ -29,10 +46,24 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from dsfs.errors import IntegrityError, NotFoundError
+from dsfs.errors import (
+    DiskFullError,
+    IntegrityError,
+    NotFoundError,
+    ObjectNotFoundError,
+    RangeNotSatisfiableError,
+    StoreAccessError,
+    StoreCorruptError,
+    StoreError,
+    StoreUnavailableError,
+)
 from dsfs.format.version import check_format_version
 
 CONFIG_KEY = "config"
+
+__all__ = ["CONFIG_KEY", "DiskFullError", "ObjectInfo", "ObjectNotFoundError",
+           "RangeNotSatisfiableError", "Store", "StoreAccessError", "StoreCorruptError",
+           "StoreError", "StoreUnavailableError"]
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,19 @@ never visible half-written.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from dsfs.errors import NotFoundError, StoreError
+from dsfs.errors import (
+    DiskFullError,
+    ObjectNotFoundError,
+    StoreAccessError,
+    StoreCorruptError,
+    StoreError,
+)
 from dsfs.fsutil import TMP_PREFIX, fsync_dir, syncfs, write_temp
 from dsfs.store.base import ObjectInfo, Store
 
@@ -25,7 +32,11 @@ class LocalStore(Store):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
         self.url = str(self.root)
-        if self.root.exists() and not self.root.is_dir():
+        try:
+            not_dir = self.root.exists() and not self.root.is_dir()
+        except OSError:
+            not_dir = False  # unreadable: each operation says so, with its typed error
+        if not_dir:
             raise StoreError(f"store path {self.root} exists and is not a directory")
 
     def _path(self, key: str) -> Path:
@@ -34,34 +45,41 @@ class LocalStore(Store):
             raise StoreError(f"invalid store key {key!r}")
         return self.root.joinpath(*parts)
 
+    def _error(self, exc: OSError, op: str, key: str) -> Exception:
+        """The typed error (``dsfs.store.base``) an OSError of ``op`` on ``key`` means."""
+        if isinstance(exc, FileNotFoundError | NotADirectoryError):
+            return ObjectNotFoundError(f"{key} is not in the store {self.url}")
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return StoreAccessError(f"cannot {op} {key} in the store {self.url}: access "
+                                    f"denied ({exc.strerror}); check the permissions of "
+                                    f"{exc.filename or self.root}")
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return DiskFullError(self.root, "the store")
+        return StoreError(f"cannot {op} {key} in the store {self.url}: {exc.strerror or exc}")
+
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError:
-            raise NotFoundError(f"{key} is not in the store {self.url}") from None
         except OSError as exc:
-            raise StoreError(f"cannot read {key} from {self.url}: {exc.strerror}") from None
+            raise self._error(exc, "read", key) from None
 
     def get_head(self, key: str, length: int) -> bytes:
         try:
             with open(self._path(key), "rb") as f:
                 return f.read(length)
-        except FileNotFoundError:
-            raise NotFoundError(f"{key} is not in the store {self.url}") from None
         except OSError as exc:
-            raise StoreError(f"cannot read {key} from {self.url}: {exc.strerror}") from None
+            raise self._error(exc, "read", key) from None
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         try:
             with open(self._path(key), "rb") as f:
                 data = os.pread(f.fileno(), length, offset)
-        except FileNotFoundError:
-            raise NotFoundError(f"{key} is not in the store {self.url}") from None
         except OSError as exc:
-            raise StoreError(f"cannot read {key} from {self.url}: {exc.strerror}") from None
+            raise self._error(exc, "read", key) from None
         if len(data) != length:
-            raise StoreError(
-                f"short read of {key}: wanted {length} bytes at {offset}, got {len(data)}"
+            raise StoreCorruptError(
+                f"short read of {key} in {self.url}: wanted {length} bytes at {offset}, "
+                f"got {len(data)} (the object is shorter than its references say)"
             )
         return data
 
@@ -77,7 +95,7 @@ class LocalStore(Store):
                 tmp.unlink(missing_ok=True)
                 raise
         except OSError as exc:
-            raise StoreError(f"cannot write {key} to {self.url}: {exc.strerror}") from None
+            raise self._error(exc, "write", key) from None
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
@@ -92,7 +110,7 @@ class LocalStore(Store):
             fsync_dir(path.parent)
             return True
         except OSError as exc:
-            raise StoreError(f"cannot write {key} to {self.url}: {exc.strerror}") from None
+            raise self._error(exc, "write", key) from None
 
     def remove_stale_uploads(self, older_than: float) -> int:
         """Temporary files left by a writer that was killed mid-write."""
@@ -117,14 +135,24 @@ class LocalStore(Store):
         except FileNotFoundError:
             pass
         except OSError as exc:
-            raise StoreError(f"cannot delete {key} from {self.url}: {exc.strerror}") from None
+            raise self._error(exc, "delete", key) from None
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         base_key = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         base = self.root.joinpath(*base_key.split("/")) if base_key else self.root
-        if not base.is_dir():
-            return
-        for dirpath, dirnames, filenames in os.walk(base):
+        try:
+            if not base.is_dir():
+                return
+        except OSError as exc:
+            raise self._error(exc, "list", prefix or "/") from None
+
+        def failed(exc: OSError) -> None:
+            # a directory removed while we list is fine; one we cannot read would
+            # make the listing silently short
+            if not isinstance(exc, FileNotFoundError):
+                raise self._error(exc, "list", prefix or "/") from None
+
+        for dirpath, dirnames, filenames in os.walk(base, onerror=failed):
             dirnames.sort()
             rel = os.path.relpath(dirpath, self.root)
             rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
@@ -138,13 +166,15 @@ class LocalStore(Store):
                     st = os.stat(os.path.join(dirpath, name))
                 except FileNotFoundError:
                     continue  # deleted while we listed
+                except OSError as exc:
+                    raise self._error(exc, "list", key) from None
                 yield ObjectInfo(key, st.st_size, st.st_mtime)
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:
             st = self._path(key).stat()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            raise StoreError(f"cannot stat {key} in {self.url}: {exc.strerror}") from None
+            raise self._error(exc, "stat", key) from None
         return ObjectInfo(key, st.st_size, st.st_mtime)

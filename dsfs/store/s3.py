@@ -25,8 +25,10 @@ Failure handling, in layers:
   of version claims, so the first conditional write of a process probes it
   (a random key written twice) and refuses to go on if it is not enforced.
 
-Every error leaving this module is a ``StoreError`` or ``NotFoundError``
-whose message names the operation and key and has known credentials removed.
+Every error leaving this module is one of the typed store errors of
+``dsfs.store.base`` (chosen by S3's error code and HTTP status, never by
+matching message text), whose message names the operation and key and has
+known credentials removed.
 One boto3 client is shared by all threads (clients are thread-safe; the
 session is used only in the constructor).
 """
@@ -50,7 +52,16 @@ import botocore.exceptions as bexc
 import botocore.session
 from botocore.config import Config
 
-from dsfs.errors import NotFoundError, StoreError, UsageError
+from dsfs.errors import (
+    NotFoundError,
+    ObjectNotFoundError,
+    RangeNotSatisfiableError,
+    StoreAccessError,
+    StoreCorruptError,
+    StoreError,
+    StoreUnavailableError,
+    UsageError,
+)
 from dsfs.store.base import ObjectInfo, Store
 
 T = TypeVar("T")
@@ -71,6 +82,15 @@ BACKOFF_CAP = 5.0
 #: Key of the probe objects that check conditional writes are enforced.
 PROBE_PREFIX = ".dsfs-probe/"
 _WRITE_TOKEN = "dsfs-write-token"
+
+#: S3 error codes of a refused identity or permission.
+_ACCESS_CODES = frozenset({"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                           "ExpiredToken", "InvalidToken", "AllAccessDisabled",
+                           "AccountProblem"})
+#: S3 error codes that may pass on their own (botocore has retried them already).
+_TRANSIENT_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException",
+                              "RequestTimeout", "InternalError",
+                              "ServiceUnavailable", "503"})
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,254}$")
 _ACCESS_KEY_RE = re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{12,}\b")
@@ -202,7 +222,8 @@ class S3Store(Store):
     # -- error mapping -------------------------------------------------------------
 
     def _error(self, exc: BaseException, op: str, key: str) -> Exception:
-        """The StoreError / NotFoundError that ``exc`` from ``op`` on ``key`` means."""
+        """The typed store error (``dsfs.store.base``) that ``exc`` from ``op`` on
+        ``key`` means, decided by S3's error code and HTTP status, never by text."""
         where = f"{op} {key} in {self.url}"
         if isinstance(exc, bexc.ClientError):
             err = exc.response.get("Error", {})
@@ -210,23 +231,30 @@ class S3Store(Store):
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             message = self._clean(str(err.get("Message", "") or ""))
             if code in ("NoSuchKey", "404", "NotFound") or (status == 404 and not code):
-                return NotFoundError(f"{key} is not in the store {self.url}")
+                return ObjectNotFoundError(f"{key} is not in the store {self.url}")
             if code == "NoSuchBucket":
                 return StoreError(f"cannot {where}: the bucket {self.bucket} does not exist")
-            if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                        "ExpiredToken", "InvalidToken"):
-                return StoreError(
-                    f"cannot {where}: access denied ({code}); check the credentials boto3 "
-                    "uses (AWS_PROFILE, AWS_ACCESS_KEY_ID, ~/.aws/credentials)"
+            if code == "InvalidRange" or status == 416:
+                return RangeNotSatisfiableError(
+                    f"cannot {where}: the range starts past the end of the object")
+            if code in _ACCESS_CODES or status == 403:
+                return StoreAccessError(
+                    f"cannot {where}: access denied ({code or status}); check the "
+                    "credentials boto3 uses (AWS_PROFILE, AWS_ACCESS_KEY_ID, "
+                    "~/.aws/credentials) and the bucket's policy"
                 )
             detail = f"{code}: {message}" if message else code or f"HTTP {status}"
+            if code in _TRANSIENT_CODES or (isinstance(status, int) and status >= 500):
+                return StoreUnavailableError(f"cannot {where} ({detail}) after retries")
             return StoreError(f"cannot {where} ({detail}) after retries")
         if isinstance(exc, bexc.NoCredentialsError | bexc.PartialCredentialsError):
-            return StoreError(
+            return StoreAccessError(
                 f"cannot {where}: no usable S3 credentials; configure them the standard "
                 "way (AWS_PROFILE, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws/credentials)"
             )
         text = self._clean(str(exc)) or type(exc).__name__
+        if isinstance(exc, _STREAM_ERRORS):
+            return StoreUnavailableError(f"cannot {where}: {text} (after retries)")
         return StoreError(f"cannot {where}: {text} (after retries)")
 
     def _call(self, op: str, key: str, fn: Callable[[], T]) -> T:
@@ -272,18 +300,17 @@ class S3Store(Store):
             raise ValueError(f"bad range {offset}+{length}")
         if length == 0:
             if self.stat(key) is None:
-                raise NotFoundError(f"{key} is not in the store {self.url}")
+                raise ObjectNotFoundError(f"{key} is not in the store {self.url}")
             return b""
         try:
             data = self._read("read", key, Range=f"bytes={offset}-{offset + length - 1}")
-        except StoreError as exc:
-            if "InvalidRange" not in str(exc):
-                raise
+        except RangeNotSatisfiableError:
             data = b""  # the range starts past the object's end
         # A range cut by the object's end comes back short, without an error.
         if len(data) != length:
-            raise StoreError(
-                f"short read of {key}: wanted {length} bytes at {offset}, got {len(data)}"
+            raise StoreCorruptError(
+                f"short read of {key} in {self.url}: wanted {length} bytes at {offset}, "
+                f"got {len(data)} (the object is shorter than its references say)"
             )
         return data
 
@@ -293,9 +320,7 @@ class S3Store(Store):
             return b""
         try:
             return self._read("read", key, Range=f"bytes=0-{length - 1}")
-        except StoreError as exc:
-            if "InvalidRange" not in str(exc):
-                raise
+        except RangeNotSatisfiableError:
             return b""  # an empty object has no byte 0
 
     def remove_stale_uploads(self, older_than: float) -> int:
