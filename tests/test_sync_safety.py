@@ -109,6 +109,13 @@ def _link_to(w: World, name: str, target: str) -> Path:
     return link
 
 
+def _readonly(w: World) -> Path:
+    path = w.root / "readonly"
+    path.mkdir()
+    path.chmod(0o555)
+    return path
+
+
 def _pack_gone(w: World) -> list[str]:
     packs = [p for p in (w.root / "store" / "packs").rglob("*") if p.is_file()]
     for pack in packs:
@@ -205,6 +212,9 @@ ROWS = [
         r"directory"),
     Row("get-copy-file", lambda w: ["get", "p/n", "--copy", str(w.data / "a.txt")],
         InputError.exit_code, r"dsfs: error: .*a\.txt exists and is not a directory"),
+    Row("get-copy-unwritable", lambda w: ["get", "p/n", "--copy", str(_readonly(w) / "copy")],
+        InputError.exit_code, r"dsfs: error: cannot write .*/readonly/copy: Permission denied",
+        no_dac=True),
     Row("get-copy-store-fails", _pack_gone, NotFoundError.exit_code,
         r"dsfs: error: packs/.* is not in the store .*"),
 ]
@@ -262,7 +272,8 @@ def test_every_row_is_in_the_docs_table() -> None:
     text = (ROOT / "docs" / "cli.md").read_text()
     section = text.split("## Bad input", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"`([a-z0-9-]+)`\s*\|\s*$", section, re.M))
-    assert documented == {row.id for row in ROWS} | {"sync-concurrent", "sync-concurrent-required"}
+    elsewhere = {"sync-concurrent", "sync-concurrent-required", "get-copy-disk-full"}
+    assert documented == {row.id for row in ROWS} | elsewhere
 
 
 # -- a failed get --copy leaves nothing, and the same command then works -------------
@@ -394,3 +405,27 @@ def test_concurrent_sync_with_require_latest_fails(store_url: str, tmp_path: Pat
 
     assert {h.version for h in Dataset.search("p", "n")} == {"1.0.0", "1.0.1"}
     assert Dataset.get(dataset_project="p", dataset_name="n").id == competitor[0]
+
+
+def test_get_copy_on_a_full_disk_leaves_nothing(tmp_path: Path, world: World) -> None:
+    """Row ``get-copy-disk-full``: exit 11, one line, and the copy is removed."""
+    target = tmp_path / "small"
+    target.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(target)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        big = world.folder("big", {"small.txt": "s"})
+        for i in range(4):
+            (big / f"f{i}.bin").write_bytes(os.urandom(400_000))
+        world.run(*_sync(big), check=True)
+        before = world.published()
+        result = world.run("get", "p/n", "--copy", str(target / "copy"))
+        assert result.returncode == 11, result.stderr
+        assert re.fullmatch(r"dsfs: error: no space left on .*/small/copy(/f\d\.bin)? "
+                            r"\(get --copy target\): .*", result.stderr.strip())
+        assert list(target.iterdir()) == []
+        assert world.published() == before
+    finally:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)

@@ -15,6 +15,7 @@ entry's parent is a directory created here, files are opened with
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -22,7 +23,7 @@ import shutil
 from pathlib import Path
 
 from dsfs.engine.tree import Tree, TreeResolver
-from dsfs.errors import InputError, IntegrityError
+from dsfs.errors import DiskFullError, DsfsError, InputError, IntegrityError
 from dsfs.format.digest import id_to_bytes
 from dsfs.format.manifest import DIR, FILE, SYMLINK, ChunkRef, Entry, Header
 from dsfs.report import Reporter
@@ -81,10 +82,23 @@ def mutable_copy(repo: Repository, header: Header, target: str,
     created = _first_missing(path)
     try:
         write_tree(repo, tree, path, reporter, read_only=False, reuse=False)
+    except OSError as exc:
+        _undo_copy(path, created, reporter)
+        raise _target_error(exc, path) from None
     except BaseException:
         _undo_copy(path, created, reporter)
         raise
     return path
+
+
+def _target_error(exc: OSError, target: Path) -> DsfsError:
+    """What an OSError while writing the user's target folder means: a full
+    disk (exit 11), else a target that cannot be written (exit 10), naming
+    the path rather than reporting an internal error."""
+    where = exc.filename if exc.filename is not None else target
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(where, "get --copy target")
+    return InputError(f"cannot write {where}: {exc.strerror or type(exc).__name__}")
 
 
 def _first_missing(path: Path) -> Path | None:
