@@ -2,7 +2,8 @@
 
 ``open_store(url)``: a plain path or ``file://`` URL opens a local-directory
 store; ``s3://BUCKET/PREFIX`` opens the S3 store (boto3 is imported there and
-nowhere else, and only when an S3 URL is used).
+nowhere else, and only when an S3 URL is used).  ``DSFS_FAULTS`` (tests
+only) wraps the store in ``dsfs.store.faulty.FaultyStore``.
 """
 
 from __future__ import annotations
@@ -11,10 +12,17 @@ from urllib.parse import unquote, urlsplit
 
 from dsfs.errors import UsageError
 from dsfs.store.base import ObjectInfo, Store
+from dsfs.store.faulty import from_env
 from dsfs.store.local import LocalStore
 
 
 def open_store(url: str) -> Store:
+    """The store at ``url``; wrapped in the failing store of
+    ``dsfs.store.faulty`` when ``DSFS_FAULTS`` asks for injected failures."""
+    return from_env(_open(url))
+
+
+def _open(url: str) -> Store:
     if url.startswith("s3://"):
         try:
             from dsfs.store.s3 import S3Store  # noqa: PLC0415 - boto3 only when needed
