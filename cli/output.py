@@ -28,14 +28,14 @@ class TerminalReporter(Reporter):
         self.quiet = quiet
 
     def warn(self, message: str) -> None:
-        click.echo(f"dsfs: warning: {message}", err=True)
+        click.echo(f"dsfs: warning: {safe_path(message)}", err=True)
 
     def info(self, message: str) -> None:
         if not self.quiet:
             click.echo(message, err=True)
 
     def note(self, message: str) -> None:
-        click.echo(f"dsfs: note: {message}", err=True)
+        click.echo(f"dsfs: note: {safe_path(message)}", err=True)
 
     @contextmanager
     def progress(self, label: str, total: int, unit: str = "") -> Iterator[Progress]:

@@ -429,3 +429,14 @@ def test_get_copy_on_a_full_disk_leaves_nothing(tmp_path: Path, world: World) ->
         assert world.published() == before
     finally:
         subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+def test_warning_names_a_non_utf8_path_with_escapes(world: World) -> None:
+    """A name that is not UTF-8 is shown with \\x escapes, as everywhere else."""
+    folder = world.folder("odd", {"real.txt": "r"})
+    os.mkfifo(os.path.join(os.fsencode(folder), b"pipe-\xff"))
+    result = world.run(*_sync(folder))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"dsfs: warning: skipped {folder}/pipe-\\xff: a fifo (only files, directories and "
+        "symlinks are versioned)"]
