@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dsfs.engine.tree import IMPLIED_DIR_MODE, Tree, TreeResolver
+from dsfs.engine.tree import IMPLIED_DIR_MODE, Tree, TreeResolver, totals
 from dsfs.errors import IntegrityError
 from dsfs.format import manifest as mf
 from dsfs.format.manifest import DIR, FILE, REMOVED, SYMLINK, ChunkRef, Entry, Header
@@ -98,6 +98,21 @@ def test_single_version_with_implied_dirs_and_every_kind(repo: Repository) -> No
     assert source.children("top") == [] and source.children("nope") == []
     assert source.entry("")is not None and source.entry("").mtime_ns == 5
     assert source.totals() == (1, 2)
+
+
+def test_statfs_counts_agree_between_sources(repo: Repository) -> None:
+    """Both tree sources, and so statfs's f_files on every mount, count what
+    the version's stats count: files and symlinks (docs/semantics.md)."""
+    entries = [file("a/b/c.txt", chunks=3), folder("a", 0o40700), link("l", "a/b"),
+               file("top", 2), folder("empty"), link("a/dangling", "nowhere")]
+    tree = {e.path: e for e in entries}
+    stats = totals(tree)
+    header = publish(repo, entries)
+    header.stats = stats
+    memory = MemoryTreeSource(TreeResolver(repo).tree(header.id))
+    lmdb = open_tree_source(repo, header)
+    assert memory.totals() == lmdb.totals() == (stats["files"], stats["size"]) == (4, 40)
+    assert VersionFS(memory).statfs().files == VersionFS(lmdb).statfs().files == 4
 
 
 def test_merges_removals_and_replacements(repo: Repository) -> None:

@@ -33,7 +33,8 @@ class TreeSource(Protocol):
         change the list (sources may memoize it)."""
 
     def totals(self) -> tuple[int, int]:
-        """(number of entries, bytes of file content) of the whole tree."""
+        """(files and symlinks, bytes of file content) of the whole tree: the
+        version's ``files`` and ``size`` stats, which statfs reports."""
 
 
 class MemoryTreeSource:
@@ -52,7 +53,7 @@ class MemoryTreeSource:
         self._listings: dict[str, list[tuple[str, Entry]]] = {}
         files = sum(1 for e in tree.values() if e.kind in (FILE, SYMLINK))
         size = sum(e.size for e in tree.values() if e.kind == FILE)
-        self._totals = (files + sum(1 for e in tree.values() if e.kind == DIR) + 1, size)
+        self._totals = (files, size)  # as the header's stats (engine.tree.totals)
 
     @classmethod
     def for_version(cls, repo: Repository, header: Header) -> MemoryTreeSource:
