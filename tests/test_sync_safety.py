@@ -440,3 +440,25 @@ def test_warning_names_a_non_utf8_path_with_escapes(world: World) -> None:
     assert result.stderr.splitlines() == [
         f"dsfs: warning: skipped {folder}/pipe-\\xff: a fifo (only files, directories and "
         "symlinks are versioned)"]
+
+
+@pytest.mark.parametrize("where, message", [
+    ("build_tree", r"p/n now has a version, 1\.0\.0 \([0-9a-f]{32}\)"),
+    ("finish_version", r"another version of p/n was published at the same moment \(.*\)")])
+def test_first_syncs_of_a_new_dataset_with_require_latest(store_url: str, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          where: str, message: str) -> None:
+    """Two first versions at once: with --require-latest the second one fails
+    rather than becoming a second version without a parent."""
+    data, other = tmp_path / "data", tmp_path / "other"
+    for folder in (data, other):
+        folder.mkdir()
+        (folder / f"{folder.name}.txt").write_text(folder.name)
+    competitor = _race(monkeypatch, where, other)
+    result = CliRunner().invoke(cli, [*_sync(data), "--require-latest"])
+    assert result.exit_code == ConflictError.exit_code, result.stderr
+    assert re.fullmatch(rf"dsfs: error: {message}: nothing published \(--require-latest\)",
+                        result.stderr.strip()), result.stderr
+    from dsfs import Dataset
+
+    assert [h.id for h in Dataset.search("p", "n")] == [competitor[0]]

@@ -63,26 +63,24 @@ class LatestWatch:
         except NotFoundError:
             return None
 
-    def _parent_text(self) -> str:
-        if not self.parents:
-            return "no parent (a new dataset)"
-        parent = self.repo.header(self.parents[-1])
-        return f"the parent {parent.version} ({parent.id})"
-
     def check(self) -> None:
-        """With ``require_latest``: fail unless a parent is the latest version."""
+        """With ``require_latest``: fail unless a parent is the latest version
+        (or, for a new dataset, unless the dataset still has no version)."""
         if not self.require_latest:
             return
         latest = self._latest()
-        if latest is None and not self.parents:
+        if (latest.id in self.parents) if latest is not None else not self.parents:
             return
-        if latest is not None and latest.id in self.parents:
-            return
-        assert latest is not None  # parents exist, so the dataset has versions
-        raise ConflictError(
-            f"{self.project}/{self.name} {latest.version} ({latest.id}) is the latest "
-            f"version, not {self._parent_text()}: nothing published (--require-latest)"
-        )
+        dataset = f"{self.project}/{self.name}"
+        if latest is None:
+            wanted = "its parent is no longer visible"
+        elif not self.parents:
+            wanted = f"{dataset} now has a version, {latest.version} ({latest.id})"
+        else:
+            parent = self.repo.header(self.parents[-1])
+            wanted = (f"{dataset} {latest.version} ({latest.id}) is the latest version, "
+                      f"not the parent {parent.version} ({parent.id})")
+        raise ConflictError(f"{wanted}: nothing published (--require-latest)")
 
     @contextlib.contextmanager
     def publishing(self, explicit_version: bool) -> Iterator[bool]:
