@@ -13,6 +13,7 @@ cache and data directories stay writable), but bound by permission bits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -462,3 +463,53 @@ def test_first_syncs_of_a_new_dataset_with_require_latest(store_url: str, tmp_pa
     from dsfs import Dataset
 
     assert [h.id for h in Dataset.search("p", "n")] == [competitor[0]]
+
+
+def _stop_while_reading(process: subprocess.Popen[str], folder: Path,
+                        timeout: float = 60.0) -> bool:
+    """SIGSTOP ``process`` as soon as it has a file of ``folder`` open (it is
+    then hashing, past choosing its parent); False if it never did."""
+    import signal
+    import time
+
+    fds = Path(f"/proc/{process.pid}/fd")
+    deadline = time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            for fd in fds.iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd).startswith(f"{folder}/"):
+                        process.send_signal(signal.SIGSTOP)
+                        return True
+        time.sleep(0.0005)
+    return False
+
+
+def test_two_sync_processes_of_one_dataset(world: World) -> None:
+    """Row ``sync-concurrent`` with two real processes: A is stopped while it
+    hashes, B syncs to the end, A goes on.  Both versions stay, both children
+    of 1.0.0, and A warns that the parent is no longer the latest."""
+    import signal
+
+    mine = world.folder("mine", {"a.txt": "a"})
+    (mine / "big.bin").write_bytes(os.urandom(64 << 20))
+    theirs = world.folder("theirs", {"b.txt": "b"})
+    exe = Path(sys.executable).with_name("dsfs")
+    a = subprocess.Popen([str(exe), *_sync(mine)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, **world.env})
+    try:
+        if not _stop_while_reading(a, mine):
+            pytest.skip("the sync finished before it could be stopped while hashing")
+        world.run(*_sync(theirs), check=True)
+    finally:
+        a.send_signal(signal.SIGCONT)
+        out, err = a.communicate(timeout=300)
+    assert a.returncode == 0, err
+    rows = {r["version"]: r for r in json.loads(world.run("search", "--json").stdout)}
+    assert sorted(rows) == ["1.0.0", "1.0.1", "1.0.2"]
+    assert rows["1.0.1"]["parents"] == rows["1.0.2"]["parents"] == [rows["1.0.0"]["id"]]
+    assert out.strip().splitlines()[-1] == rows["1.0.2"]["id"]
+    assert re.fullmatch(
+        rf"dsfs: warning: the parent 1\.0\.0 \({rows['1.0.0']['id']}\) is no longer the "
+        rf"latest: 1\.0\.1 \({rows['1.0.1']['id']}\) was published while this ran; 1\.0\.2 "
+        r"is a child of 1\.0\.0 and does not hold its changes", err.strip()), err
