@@ -69,6 +69,7 @@ def main() -> None:
             print(f"seed {seed} failed:\n{lines[:4000]}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
+            print(f"seed {seed} passed", file=sys.stderr, flush=True)
 
     seeds = range(args.first_seed, args.first_seed + args.trials)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
