@@ -548,3 +548,88 @@ def test_full_disk_refuses_changes_before_they_happen(tiny_disk: Path,
         h.close()
     finally:
         overlay_upper.JOURNAL_STEP = saved
+
+
+def test_a_partly_copied_file_without_its_lower_entry_is_not_shown_as_zeros(
+        tmp_path: Path) -> None:
+    """A record of a partly copied file whose lower entry is gone cannot be
+    shown (its holes would read as zeros): it is skipped, its data kept."""
+    from dsfs.overlay.journal import File
+
+    h = Harness(tmp_path / "o", lower_model())
+    h.close()
+    upper = Upper(tmp_path / "o")
+    upper.open()
+    upper.load()
+    (tmp_path / "o" / "data" / "00000000000000aa").write_bytes(b"\0" * 100 + b"XYZ")
+    upper.save("0" * 32, "base", [File("d/a", "no/such/file", "00000000000000aa", 0o644, 1,
+                                       103, (0,), 103)])
+    upper.close()
+    upper = Upper(tmp_path / "o")
+    upper.open()
+    state = upper.load()
+    assert state is not None
+    fs = OverlayFS(h.source, upper)
+    report = fs.replay(state["records"])
+    assert [r.path for r, _why in report.skipped] == ["d/a"]
+    assert (tmp_path / "o" / "orphans" / "00000000000000aa").exists()
+    upper.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 1 << 30))
+def test_delta_sources_flatten_and_answer_like_the_applied_deltas(seed: int) -> None:
+    """Each commit's DeltaSource over the previous one is one layer over the
+    version, and answers exactly like the deltas applied to the tree."""
+    import random
+
+    from dsfs.engine.tree import apply_delta, make_delta
+    from dsfs.format.manifest import REMOVED
+    from dsfs.overlay.commit import _prune_removals
+    from dsfs.overlay.source import DeltaSource
+
+    rng = random.Random(seed)
+
+    def file(path: str) -> Entry:
+        return Entry(path, FILE, 1, stat.S_IFREG | 0o644, 1, f"xxh:{rng.random()}")
+
+    def folder(path: str) -> Entry:
+        return Entry(path, DIR, 0, stat.S_IFDIR | 0o755, 1)
+
+    tree = {"a": folder("a"), "a/x": file("a/x"), "a/b": folder("a/b"),
+            "a/b/y": file("a/b/y"), "c": file("c"), "e": folder("e")}
+    base = MemoryTreeSource(dict(tree))
+    layered: MemoryTreeSource | DeltaSource = base
+    seen = set(tree)
+    for _commit in range(rng.randint(1, 6)):
+        new = dict(tree)
+        for _change in range(rng.randint(1, 4)):
+            paths = sorted(new)
+            dirs = [""] + [p for p in paths if new[p].kind == DIR]
+            kind = rng.choice(["remove", "file", "dir", "replace"])
+            if kind == "remove" and paths:
+                gone = rng.choice(paths)
+                new = {p: e for p, e in new.items()
+                       if p != gone and not p.startswith(gone + "/")}
+            elif kind in ("file", "dir"):
+                parent = rng.choice(dirs)
+                path = (parent + "/" if parent else "") + rng.choice("abcxyz")
+                if path not in new:
+                    new[path] = file(path) if kind == "file" else folder(path)
+            elif kind == "replace" and paths:
+                path = rng.choice(paths)
+                new = {p: e for p, e in new.items() if not p.startswith(path + "/")}
+                new[path] = file(path) if new[path].kind == DIR else folder(path)
+        delta = _prune_removals(make_delta(tree, new))
+        assert apply_delta(tree, delta) == new
+        layered = DeltaSource(layered, delta, (0, 0))
+        assert layered.below is base  # one layer, however many commits
+        tree = new
+        seen |= set(tree)
+        for path in seen:
+            assert layered.entry(path) == tree.get(path), path
+        for path in [""] + [p for p, e in tree.items() if e.kind == DIR]:
+            want = sorted((p.rsplit("/", 1)[-1], e) for p, e in tree.items()
+                          if p != "" and p.rpartition("/")[0] == path)
+            assert layered.children(path) == want, path
+        assert all(e.kind != REMOVED for e in tree.values())
