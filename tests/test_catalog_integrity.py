@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -113,23 +114,69 @@ def break_json(data: bytes) -> bytes:
 # -- a small store -----------------------------------------------------------------
 
 
-def sync(run_dsfs, folder: Path, dataset: str) -> str:
+def sync(run_dsfs, folder: Path, dataset: str, *options: str) -> str:
     project, name = dataset.split("/")
-    result = run_dsfs("sync", str(folder), "-p", project, "-n", name, check=True)
+    result = run_dsfs(*options, "sync", str(folder), "-p", project, "-n", name, check=True)
     return result.stdout.strip().splitlines()[-1]
 
 
+#: One store of three versions per backend, built once and copied into each
+#: test's fresh store (building it costs three `dsfs sync`s).
+_TEMPLATES: dict[str, tuple[str, dict[str, str]]] = {}
+
+
+def _copy_store(source_url: str, target_url: str) -> None:
+    if not source_url.startswith("s3://"):
+        shutil.copytree(source_url, target_url)
+        return
+    from s3_support import make_client
+
+    src_bucket, src_prefix = _s3_location(source_url, "")
+    dst_bucket, dst_prefix = _s3_location(target_url, "")
+    client = make_client()
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=src_bucket,
+                                                                     Prefix=src_prefix):
+            for obj in page.get("Contents", []):
+                rest = obj["Key"][len(src_prefix):]
+                client.copy_object(Bucket=dst_bucket, Key=dst_prefix + rest,
+                                   CopySource={"Bucket": src_bucket, "Key": obj["Key"]})
+    finally:
+        client.close()
+
+
 @pytest.fixture
-def three_versions(run_dsfs, store_url: str, tmp_path: Path) -> dict[str, str]:
+def three_versions(run_dsfs, store_url: str, tmp_path_factory: pytest.TempPathFactory
+                   ) -> dict[str, str]:
     """proj/a 1.0.0, and proj/b 1.0.0 with its child proj/b 1.0.1."""
-    a, b = tmp_path / "a", tmp_path / "b"
-    make_tree(a, files=5, seed=1)
-    make_tree(b, files=6, seed=2)
-    ids = {"a": sync(run_dsfs, a, "proj/a"), "b0": sync(run_dsfs, b, "proj/b")}
-    (b / "new.txt").write_text("only in 1.0.1")
-    ids["b1"] = sync(run_dsfs, b, "proj/b")
-    assert len(set(ids.values())) == 3
-    return ids
+    kind = "s3" if store_url.startswith("s3://") else "local"
+    if kind not in _TEMPLATES:
+        root = tmp_path_factory.mktemp("template")
+        if kind == "s3":
+            from s3_support import make_client, new_bucket
+
+            client = make_client()
+            template_url = f"s3://{new_bucket(client)}/store"
+            client.close()
+        else:
+            template_url = str(root / "store")
+        a, b = root / "a", root / "b"
+        make_tree(a, files=5, seed=1)
+        make_tree(b, files=6, seed=2)
+
+        def sync_into(folder: Path, dataset: str) -> str:
+            # its own cache: every test starts with a cold one
+            return sync(run_dsfs, folder, dataset, "--store", template_url,
+                        "--cache-dir", str(root / "cache"))
+
+        ids = {"a": sync_into(a, "proj/a"), "b0": sync_into(b, "proj/b")}
+        (b / "new.txt").write_text("only in 1.0.1")
+        ids["b1"] = sync_into(b, "proj/b")
+        assert len(set(ids.values())) == 3
+        _TEMPLATES[kind] = (template_url, ids)
+    template_url, ids = _TEMPLATES[kind]
+    _copy_store(template_url, store_url)
+    return dict(ids)
 
 
 def manifest_key(version_id: str) -> str:
