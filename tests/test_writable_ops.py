@@ -65,10 +65,12 @@ def lower_source() -> MemoryTreeSource:
 
 @contextlib.contextmanager
 def writable_ops(upper_dir: Path) -> Iterator[WritableOperations]:
+    """The adapter over a fresh or existing upper layer (replayed as a mount does)."""
     upper = Upper(upper_dir)
     upper.open()
-    upper.load()
+    state = upper.load()
     fs = OverlayFS(lower_source(), upper)
+    fs.replay((state or {}).get("records", []))
     upper.save("0" * 32, "base", fs.records())
     try:
         yield WritableOperations(fs, MemoryReader(LOWER))
@@ -162,8 +164,12 @@ def test_create_write_read_rename_unlink(ops: WritableOperations) -> None:
     assert call(ops, "write", info.fh, 1, b"XY") == 2
     assert call(ops, "read", info.fh, 0, 4) == bytes([0]) + b"XY" + bytes([3])
     call(ops, "release", info.fh)
+    again = call(ops, "open", ino, os.O_RDONLY, None)
     call(ops, "unlink", d, b"moved.txt", None)
     assert call(ops, "lookup", d, b"moved.txt", None).st_ino == 0
+    assert call(ops, "getattr", ino, None).st_nlink == 0  # open, unlinked
+    assert call(ops, "read", again.fh, 0, 100) == b"hello"
+    call(ops, "release", again.fh)
     assert ops.fs.writers() == []
 
 
@@ -268,3 +274,116 @@ def test_unexpected_errors_are_eio_with_a_log_line_without_data(
     assert any("write" in m for m in messages), messages
     assert all(SECRET.decode() not in m for m in messages), messages
     call(ops, "release", fh)
+
+
+# -- POSIX attributes: owners, times, link counts, special files ---------------------------
+
+
+def ctx(uid: int, gid: int) -> Any:
+    """A request's context (pyfuse3's RequestContext cannot be made in Python)."""
+    return SimpleNamespace(uid=uid, gid=gid, pid=os.getpid(), umask=0o022)
+
+
+def owner_attr(uid: int = 0, gid: int = 0) -> Any:
+    attr = pyfuse3.EntryAttributes()
+    attr.st_uid, attr.st_gid = uid, gid
+    return attr
+
+
+def test_owners_are_kept_and_chown_follows_the_rules(tmp_path: Path) -> None:
+    with writable_ops(tmp_path / "o") as ops:
+        info, attr = call(ops, "create", ROOT_INO, b"theirs", stat.S_IFREG | 0o644,
+                          os.O_WRONLY, ctx(1000, 1001))
+        call(ops, "release", info.fh)
+        ino = attr.st_ino
+        assert (attr.st_uid, attr.st_gid) == (1000, 1001)  # the creator's
+        made = call(ops, "mkdir", ROOT_INO, b"dir", 0o2775, ctx(1000, 1001))
+        assert (made.st_uid, made.st_gid, made.st_mode & 0o7777) == (1000, 1001, 0o2775)
+        # a set-group-ID directory passes on its group (and the bit, to directories)
+        sub = call(ops, "mkdir", made.st_ino, b"sub", 0o755, ctx(2000, 2000))
+        assert (sub.st_uid, sub.st_gid) == (2000, 1001) and sub.st_mode & stat.S_ISGID
+        link = call(ops, "symlink", made.st_ino, b"l", b"target", ctx(2000, 2000))
+        assert (link.st_uid, link.st_gid) == (2000, 1001)
+        # root gives anything to anyone
+        out = call(ops, "setattr", ino, owner_attr(2000, 3000), fields(uid=True, gid=True),
+                   None, ctx(0, 0))
+        assert (out.st_uid, out.st_gid) == (2000, 3000)
+        # others may not give files away, nor take them
+        assert fuse_errno(ops, "setattr", ino, owner_attr(1000, 0), fields(uid=True), None,
+                          ctx(2000, 3000)) == errno.EPERM
+        assert fuse_errno(ops, "setattr", ino, owner_attr(1000, 0), fields(uid=True), None,
+                          ctx(1000, 1000)) == errno.EPERM
+        # the owner may change the group to one of its groups, not to another
+        out = call(ops, "setattr", ino, owner_attr(0, 3000), fields(gid=True), None,
+                   ctx(2000, 3000))
+        assert out.st_gid == 3000
+        assert fuse_errno(ops, "setattr", ino, owner_attr(0, 4321), fields(gid=True), None,
+                          ctx(2000, 3000)) == errno.EPERM
+        assert fuse_errno(ops, "setattr", ino, owner_attr(0, 1000), fields(gid=True), None,
+                          ctx(1000, 1000)) == errno.EPERM  # not the owner
+    with writable_ops(tmp_path / "o") as again:  # a remount keeps owners
+        theirs = again.fs.resolve("theirs")
+        assert (again.fs.attr(theirs).uid, again.fs.attr(theirs).gid) == (2000, 3000)
+        assert again.fs.attr(again.fs.resolve("dir/sub")).gid == 1001
+        assert again.fs.attr(again.fs.resolve("dir/l")).uid == 2000
+
+
+def test_times_ctime_moves_with_metadata_atime_is_kept(tmp_path: Path) -> None:
+    with writable_ops(tmp_path / "o") as ops:
+        fh, ino = new_file(ops, "f")
+        call(ops, "write", fh, 0, b"data")
+        call(ops, "release", fh)
+        before = call(ops, "getattr", ino, None)
+        assert before.st_ctime_ns >= before.st_mtime_ns
+        times = pyfuse3.EntryAttributes()
+        times.st_atime_ns, times.st_mtime_ns = 1_000_000_000, 2_000_000_000
+        out = call(ops, "setattr", ino, times, fields(atime=True, mtime=True), None, None)
+        assert (out.st_atime_ns, out.st_mtime_ns) == (1_000_000_000, 2_000_000_000)
+        assert out.st_ctime_ns >= before.st_ctime_ns  # utimens is a metadata change
+        mode = pyfuse3.EntryAttributes()
+        mode.st_mode = stat.S_IFREG | 0o600
+        chmod = call(ops, "setattr", ino, mode, fields(mode=True), None, None)
+        assert chmod.st_ctime_ns >= out.st_ctime_ns and chmod.st_mtime_ns == 2_000_000_000
+        call(ops, "rename", ROOT_INO, b"f", ROOT_INO, b"g", 0, None)
+        moved = call(ops, "getattr", ino, None)
+        assert moved.st_ctime_ns >= chmod.st_ctime_ns and moved.st_mtime_ns == 2_000_000_000
+        lower = call(ops, "getattr", ino_of(ops, "d/a.txt"), None)
+        assert lower.st_atime_ns == lower.st_ctime_ns == lower.st_mtime_ns  # a version's time
+    with writable_ops(tmp_path / "o") as again:
+        attr = again.fs.attr(again.fs.resolve("g"))
+        assert (attr.atime_ns, attr.mtime_ns) == (1_000_000_000, 2_000_000_000)
+        assert attr.ctime_ns is not None and attr.ctime_ns >= moved.st_ctime_ns
+
+
+def test_directory_link_counts(ops: WritableOperations) -> None:
+    d = ino_of(ops, "d")
+    call(ops, "opendir", d, None)  # its children are known from now on
+    assert call(ops, "getattr", d, None).st_nlink == 2  # two files, no subdirectory
+    call(ops, "mkdir", d, b"x", 0o755, None)
+    y = call(ops, "mkdir", d, b"y", 0o755, None)
+    assert y.st_nlink == 2
+    assert call(ops, "getattr", d, None).st_nlink == 4
+    call(ops, "rename", d, b"y", ROOT_INO, b"y", 0, None)
+    assert call(ops, "getattr", d, None).st_nlink == 3
+    call(ops, "rmdir", d, b"x", None)
+    assert call(ops, "getattr", d, None).st_nlink == 2
+    assert call(ops, "getattr", ROOT_INO, None).st_nlink == 4  # d, y
+
+
+@pytest.mark.parametrize("kind", [stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK])
+def test_special_files_are_kept_in_the_overlay(tmp_path: Path, kind: int) -> None:
+    rdev = os.makedev(1, 3) if kind in (stat.S_IFCHR, stat.S_IFBLK) else 0
+    with writable_ops(tmp_path / "o") as ops:
+        attr = call(ops, "mknod", ROOT_INO, b"node", kind | 0o640, rdev, ctx(1000, 1000))
+        assert stat.S_IFMT(attr.st_mode) == kind and attr.st_mode & 0o7777 == 0o640
+        assert (attr.st_rdev, attr.st_uid) == (rdev, 1000)
+        assert fuse_errno(ops, "mknod", ROOT_INO, b"node", kind | 0o640, rdev,
+                          None) == errno.EEXIST
+    with writable_ops(tmp_path / "o") as again:
+        attr2 = again.fs.attr(again.fs.resolve("node"))
+        assert (attr2.mode, attr2.rdev, attr2.uid) == (kind | 0o640, rdev, 1000)
+
+
+def test_hard_links_are_refused(ops: WritableOperations) -> None:
+    assert fuse_errno(ops, "link", ino_of(ops, "d/a.txt"), ROOT_INO, b"h",
+                      None) == errno.EPERM

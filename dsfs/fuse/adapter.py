@@ -159,13 +159,13 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     out.st_nlink = attr.nlink
     out.st_uid = attr.uid
     out.st_gid = attr.gid
-    out.st_rdev = 0
+    out.st_rdev = attr.rdev
     out.st_size = attr.size
     out.st_blksize = BLOCK_SIZE
     out.st_blocks = attr.blocks
-    out.st_atime_ns = attr.mtime_ns
+    out.st_atime_ns = attr.mtime_ns if attr.atime_ns is None else attr.atime_ns
     out.st_mtime_ns = attr.mtime_ns
-    out.st_ctime_ns = attr.mtime_ns
+    out.st_ctime_ns = attr.mtime_ns if attr.ctime_ns is None else attr.ctime_ns
     return out
 
 

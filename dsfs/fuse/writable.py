@@ -82,6 +82,20 @@ def attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     return entry_attributes(attr)
 
 
+def _groups(ctx: Any) -> set[int]:
+    """The calling process's groups (its primary one and the supplementary
+    ones from ``/proc``)."""
+    groups = {int(ctx.gid)}
+    try:
+        with open(f"/proc/{int(ctx.pid)}/status") as status:
+            for line in status:
+                if line.startswith("Groups:"):
+                    groups.update(int(g) for g in line.split()[1:])
+    except (OSError, ValueError, TypeError):
+        pass
+    return groups
+
+
 class Gate:
     """Changes pass one at a time or many at once; a commit stops them all."""
 
@@ -418,15 +432,43 @@ class WritableOperations(Operations):
             if size is not None and node.data is None and not stat.S_ISDIR(
                     self.fs.attr(node).mode):
                 await self._copy_up(node, keep=size)
+            uid = attr.st_uid if fields.update_uid else None
+            gid = attr.st_gid if fields.update_gid else None
+            if uid is not None or gid is not None:
+                self._may_chown(self.fs.attr(node), uid, gid, ctx)
             self.fs.setattr(
                 inode,
                 mode=attr.st_mode if fields.update_mode else None,
                 size=size,
                 mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
-                uid=attr.st_uid if fields.update_uid else None,
-                gid=attr.st_gid if fields.update_gid else None,
+                uid=uid,
+                gid=gid,
+                atime_ns=attr.st_atime_ns if fields.update_atime else None,
             )
             return attributes(self.fs.getattr(inode))
+
+    @staticmethod
+    def _may_chown(now: Attr, uid: int | None, gid: int | None, ctx: Any) -> None:
+        """chown's rules (the kernel checks them too, with ``default_permissions``):
+        root may give anything to anyone; others may not change the owner, and
+        may change the group of what they own to one of their groups only."""
+        caller = getattr(ctx, "uid", None)
+        if caller is None or caller == 0:
+            return
+        if uid is not None and uid != now.uid:
+            raise NotPermitted("only root may change the owner")
+        if gid is not None and gid != now.gid and (
+                caller != now.uid or gid not in _groups(ctx)):
+            raise NotPermitted("the group must be one of the owner's groups")
+
+    def _owner(self, parent_inode: int, ctx: Any) -> tuple[int, int] | None:
+        """Who owns what ``ctx``'s process creates in ``parent_inode``: the caller,
+        with the directory's group when it is set-group-ID."""
+        if ctx is None or getattr(ctx, "uid", None) is None:
+            return None
+        parent = self.fs.attr(self.fs.node(parent_inode))
+        gid = parent.gid if parent.mode & stat.S_ISGID else ctx.gid
+        return int(ctx.uid), int(gid)
 
     @guarded
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
@@ -434,7 +476,8 @@ class WritableOperations(Operations):
         text = fs_name(name)
         async with self.gate:
             try:
-                node = self.fs.create(parent_inode, text, mode, opening=True)
+                node = self.fs.create(parent_inode, text, mode, opening=True,
+                                      owner=self._owner(parent_inode, ctx))
             except BaseException:
                 self._drop_unhandled_writer(parent_inode, text)
                 raise
@@ -461,23 +504,29 @@ class WritableOperations(Operations):
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: Any = None) -> pyfuse3.EntryAttributes:
         text = fs_name(name)
-        if not stat.S_ISREG(mode):
-            raise NotPermitted("dsfs stores only files, directories and symlinks")
         async with self.gate:
-            return self._entry(self.fs.create(parent_inode, text, mode))
+            owner = self._owner(parent_inode, ctx)
+            if stat.S_ISREG(mode) or not stat.S_IFMT(mode):
+                return self._entry(self.fs.create(parent_inode, text, mode, owner=owner))
+            return self._entry(self.fs.special(parent_inode, text, mode, rdev, owner=owner))
 
     @guarded
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any = None
                     ) -> pyfuse3.EntryAttributes:
+        text = fs_name(name)
         async with self.gate:
-            return self._entry(self.fs.mkdir(parent_inode, fs_name(name), mode))
+            if self.fs.attr(self.fs.node(parent_inode)).mode & stat.S_ISGID:
+                mode |= stat.S_ISGID  # set-group-ID directories pass it on
+            return self._entry(self.fs.mkdir(parent_inode, text, mode,
+                                             owner=self._owner(parent_inode, ctx)))
 
     @guarded
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any = None
                       ) -> pyfuse3.EntryAttributes:
+        text = fs_name(name)
         async with self.gate:
-            return self._entry(self.fs.symlink(parent_inode, fs_name(name),
-                                               os.fsdecode(target)))
+            return self._entry(self.fs.symlink(parent_inode, text, os.fsdecode(target),
+                                               owner=self._owner(parent_inode, ctx)))
 
     def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
         """The reply to a request that gives the kernel a new reference to ``node``."""

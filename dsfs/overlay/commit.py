@@ -52,7 +52,7 @@ from dsfs.engine.versions import build_tree, new_header
 from dsfs.errors import ConflictError, DsfsError, NotFoundError, StoreError, UsageError
 from dsfs.format.digest import CHUNK_SIZE, file_hasher
 from dsfs.format.manifest import DIR, FILE, REMOVED, SYMLINK, Entry, Header
-from dsfs.overlay.fs import Node, OverlayFS, join
+from dsfs.overlay.fs import SPECIAL, Node, OverlayFS, join
 from dsfs.overlay.journal import Record
 from dsfs.overlay.upper import Upper
 from dsfs.report import Reporter
@@ -160,6 +160,8 @@ def collect(fs: OverlayFS) -> Regions:
                         stack.append(join(current, name))
 
     def new_subtree(node: Node, path: str) -> None:
+        if node.kind == SPECIAL:
+            return  # FIFOs, sockets and devices stay in the overlay: a version has none
         regions.new[path] = _node_entry(fs, node, path, regions)
         if node.kind != DIR:
             return

@@ -352,13 +352,14 @@ class OverlayFS:
         if node.kind == DIR:
             return Attr(node.ino, stat.S_IFDIR | node.mode, 0, node.mtime_ns,
                         self._dir_links(node), uid, gid, node.atime_ns, ctime)
+        links = 1 if self.attached(node) else 0  # unlinked, still open: 0 (fstat)
         if node.kind == SYMLINK:
-            return Attr(node.ino, stat.S_IFLNK | 0o777, node.size, node.mtime_ns, 1,
+            return Attr(node.ino, stat.S_IFLNK | 0o777, node.size, node.mtime_ns, links,
                         uid, gid, node.atime_ns, ctime)
         if node.kind == SPECIAL:
-            return Attr(node.ino, node.ftype | node.mode, 0, node.mtime_ns, 1, uid, gid,
+            return Attr(node.ino, node.ftype | node.mode, 0, node.mtime_ns, links, uid, gid,
                         node.atime_ns, ctime, node.rdev)
-        return Attr(node.ino, stat.S_IFREG | node.mode, node.size, node.mtime_ns, 1,
+        return Attr(node.ino, stat.S_IFREG | node.mode, node.size, node.mtime_ns, links,
                     uid, gid, node.atime_ns, ctime)
 
     @staticmethod

@@ -14,7 +14,14 @@ upper layer, and a record applied twice changes nothing.  Five kinds:
   with the bytes of lower entry ``lower`` (``data`` None) or of data file
   ``data``; with ``missing``, the data file except those blocks, whose bytes
   below ``lower_end`` are still the lower entry's;
-* ``Symlink(path, target, mtime_ns)``.
+* ``Symlink(path, target, mtime_ns)``;
+* ``Special(path, mode, rdev, mtime_ns)``: a FIFO, socket or device node
+  (``mode`` with its ``S_IFMT`` type bits).
+
+Every kind but ``Removed`` also carries the POSIX attributes a version does
+not store (``Meta``): owner ``uid``/``gid`` (None: the mounting user),
+``atime_ns`` and ``ctime_ns`` (None: the mtime).  They are written only when
+set, as ``"uid"``, ``"gid"``, ``"atime"``, ``"ctime"``.
 
 On disk each record is one JSON object (a line of the journal, an item of
 ``state.json``'s ``records``)::
@@ -25,6 +32,7 @@ On disk each record is one JSON object (a line of the journal, an item of
     {"op": "file",  "path": P, "lower": L | null, "data": ID | null, "mode": M,
                     "mtime": T, "size": S[, "missing": [B, ...], "lower_end": N]}
     {"op": "link",  "path": P, "target": T, "mtime": T}
+    {"op": "node",  "path": P, "mode": M, "rdev": R, "mtime": T}
 
 ``FORMAT`` 2.  Format 1 (``dsfs`` before the typed records) wrote ``p`` for
 ``path``, ``from`` for a file's ``lower`` and ``lend`` for ``lower_end``;
@@ -49,6 +57,19 @@ class BadRecord(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Meta:
+    """Owner and times a version does not store (None: the default)."""
+
+    uid: int | None = None
+    gid: int | None = None
+    atime_ns: int | None = None
+    ctime_ns: int | None = None
+
+
+NO_META = Meta()
+
+
+@dataclass(frozen=True, slots=True)
 class Removed:
     path: str
 
@@ -59,6 +80,7 @@ class Directory:
     lower: str | None
     mode: int
     mtime_ns: int
+    meta: Meta = NO_META
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +88,7 @@ class DirAttrs:
     path: str
     mode: int
     mtime_ns: int
+    meta: Meta = NO_META
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +101,7 @@ class File:
     size: int
     missing: tuple[int, ...] = ()
     lower_end: int = 0
+    meta: Meta = NO_META
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +109,36 @@ class Symlink:
     path: str
     target: str
     mtime_ns: int
+    meta: Meta = NO_META
 
 
-Record = Removed | Directory | DirAttrs | File | Symlink
+@dataclass(frozen=True, slots=True)
+class Special:
+    path: str
+    mode: int  # with the type bits (S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK)
+    rdev: int
+    mtime_ns: int
+    meta: Meta = NO_META
+
+
+Record = Removed | Directory | DirAttrs | File | Symlink | Special
+
+
+def _with_meta(out: dict[str, Any], meta: Meta) -> dict[str, Any]:
+    if meta is not NO_META:
+        for key, value in (("uid", meta.uid), ("gid", meta.gid), ("atime", meta.atime_ns),
+                           ("ctime", meta.ctime_ns)):
+            if value is not None:
+                out[key] = value
+    return out
+
+
+def _meta_of(value: dict[str, Any]) -> Meta:
+    if not any(k in value for k in ("uid", "gid", "atime", "ctime")):
+        return NO_META
+    got = [None if value.get(k) is None else int(value[k])
+           for k in ("uid", "gid", "atime", "ctime")]
+    return Meta(*got)
 
 
 def encode(record: Record) -> dict[str, Any]:
@@ -98,17 +149,20 @@ def encode(record: Record) -> dict[str, Any]:
                                "mtime": record.mtime_ns, "size": record.size}
         if record.missing:
             out["missing"], out["lower_end"] = list(record.missing), record.lower_end
-        return out
+        return _with_meta(out, record.meta)
     if isinstance(record, Removed):
         return {"op": "del", "path": record.path}
     if isinstance(record, Directory):
-        return {"op": "dir", "path": record.path, "lower": record.lower,
-                "mode": record.mode, "mtime": record.mtime_ns}
+        return _with_meta({"op": "dir", "path": record.path, "lower": record.lower,
+                           "mode": record.mode, "mtime": record.mtime_ns}, record.meta)
     if isinstance(record, DirAttrs):
-        return {"op": "dattr", "path": record.path, "mode": record.mode,
-                "mtime": record.mtime_ns}
-    return {"op": "link", "path": record.path, "target": record.target,
-            "mtime": record.mtime_ns}
+        return _with_meta({"op": "dattr", "path": record.path, "mode": record.mode,
+                           "mtime": record.mtime_ns}, record.meta)
+    if isinstance(record, Special):
+        return _with_meta({"op": "node", "path": record.path, "mode": record.mode,
+                           "rdev": record.rdev, "mtime": record.mtime_ns}, record.meta)
+    return _with_meta({"op": "link", "path": record.path, "target": record.target,
+                       "mtime": record.mtime_ns}, record.meta)
 
 
 def decode(value: Any) -> Record:
@@ -125,16 +179,20 @@ def decode(value: Any) -> Record:
             missing = tuple(int(b) for b in value.get("missing") or ())
             lower_end = int(value.get("lower_end", value.get("lend")) or 0) if missing else 0
             return File(path, lower, value.get("data") or None, int(value["mode"]),
-                        int(value["mtime"]), int(value.get("size", 0)), missing, lower_end)
+                        int(value["mtime"]), int(value.get("size", 0)), missing, lower_end,
+                        _meta_of(value))
         if op == "del":
             return Removed(path)
         if op == "dir":
             return Directory(path, value.get("lower"), int(value["mode"]),
-                             int(value["mtime"]))
+                             int(value["mtime"]), _meta_of(value))
         if op == "dattr":
-            return DirAttrs(path, int(value["mode"]), int(value["mtime"]))
+            return DirAttrs(path, int(value["mode"]), int(value["mtime"]), _meta_of(value))
         if op == "link":
-            return Symlink(path, str(value["target"]), int(value["mtime"]))
+            return Symlink(path, str(value["target"]), int(value["mtime"]), _meta_of(value))
+        if op == "node":
+            return Special(path, int(value["mode"]), int(value.get("rdev", 0)),
+                           int(value["mtime"]), _meta_of(value))
     except (KeyError, TypeError, ValueError) as exc:
         raise BadRecord(f"bad record {value!r}: {exc}") from None
     raise BadRecord(f"unknown record kind {op!r}")

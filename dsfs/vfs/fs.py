@@ -79,6 +79,11 @@ class Attr:
     nlink: int
     uid: int
     gid: int
+    #: None: the same as ``mtime_ns`` (a version stores one time)
+    atime_ns: int | None = None
+    ctime_ns: int | None = None
+    #: device number of a device node (writable mounts)
+    rdev: int = 0
 
     @property
     def blocks(self) -> int:
