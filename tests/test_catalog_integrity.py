@@ -256,6 +256,27 @@ def test_gc_never_collects_a_claimed_version(run_dsfs, store_url: str,
     assert check.returncode == 0, check.stderr
 
 
+def test_gc_reads_a_repaired_header_not_its_stale_cached_copy(
+        run_dsfs, store_url: str, three_versions: dict[str, str]) -> None:
+    """proj/b 1.0.0 is deleted but kept as the parent of 1.0.1.  1.0.1's header
+    is damaged (its parent id now names proj/a), read into the cache, then
+    repaired: gc must judge by the repaired header and keep 1.0.0."""
+    a, b0, b1 = three_versions["a"], three_versions["b0"], three_versions["b1"]
+    hidden = run_dsfs("delete", "--force", "proj/b@1.0.0")
+    assert hidden.returncode == 0 and "hid" in hidden.stdout, hidden.stdout + hidden.stderr
+    key = manifest_key(b1)
+    good = read_object(store_url, key)
+    assert good.count(b0.encode()) == 1
+    write_object(store_url, key, good.replace(b0.encode(), a.encode()))
+    run_dsfs("list", "proj/b@1.0.1")  # reads (and caches) the damaged header
+    write_object(store_url, key, good)
+    result = run_dsfs("gc", "--grace", "0")
+    assert result.returncode == 0, result.stderr
+    assert object_exists(store_url, manifest_key(b0)), result.stdout
+    check = run_dsfs("verify", "proj/b@1.0.1")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
 def test_gc_keeps_a_manifest_whose_header_is_unreadable(
         run_dsfs, store_url: str, three_versions: dict[str, str]) -> None:
     """With a header it cannot parse, gc cannot tell which parents the version

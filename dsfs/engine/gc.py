@@ -100,9 +100,10 @@ def _collect(repo: Repository, grace_seconds: float, dry_run: bool, reporter: Re
     claimed = claimed_ids(repo)
     headers = {}
     unreadable: list[str] = []
-    for version_id in manifest_infos:
+    catalog = cat.Catalog(repo)  # checks cached headers against the listed objects
+    for version_id, info in manifest_infos.items():
         try:
-            headers[version_id] = repo.header(version_id)
+            headers[version_id] = catalog.checked_header(version_id, info)
         except NotFoundError:
             continue  # deleted while we listed (by `dsfs delete`)
         except DsfsError as exc:
