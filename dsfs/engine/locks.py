@@ -266,8 +266,10 @@ class StoreLock:
         for lock in locks[:3]:
             try:
                 body = json.loads(self.store.get(lock.key))
-                who = (f"{body.get('purpose', '?')} on {body.get('host', '?')} "
-                       f"pid {body.get('pid', '?')}")
+                command = os.path.basename(str(body.get("command", "")))
+                who = (f"{body.get('purpose', '?')}"
+                       + (f" ({command})" if command else "")
+                       + f" on {body.get('host', '?')} pid {body.get('pid', '?')}")
             except (NotFoundError, ValueError, AttributeError):
                 who = "unknown holder"
             except DsfsError:
