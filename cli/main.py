@@ -61,7 +61,8 @@ def internal_error(exc: BaseException) -> NoReturn:
 
 #: errno values that say the machine (not dsfs) is the problem, for an OSError
 #: that no layer below turned into a DsfsError.
-_LOCAL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+_LOCAL_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                 errno.ENOTDIR, errno.EISDIR}
 
 
 def local_failure(exc: OSError) -> DsfsError | None:

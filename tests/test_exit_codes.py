@@ -141,3 +141,16 @@ def test_exit_codes_are_documented() -> None:
     help_text = subprocess.run([DSFS, "--help"], capture_output=True, text=True).stdout
     for code, meaning in EXIT_CODES.items():
         assert re.search(rf"^\s+{code}\s+{re.escape(meaning)}", help_text, re.M), code
+
+
+@pytest.mark.parametrize("variable", ["DSFS_DATA_DIR", "DSFS_CACHE_DIR"])
+def test_data_or_cache_dir_that_is_a_file(shared_dir: Path, published: dict,
+                                          variable: str) -> None:
+    a_file = shared_dir / "a-file"
+    a_file.write_text("not a directory\n")
+    env = {**published, variable: str(a_file)}
+    commands = [["create", "-p", "p", "-n", "other"]]
+    if variable == "DSFS_CACHE_DIR":
+        commands.append(["get", "p/n"])  # get needs no data directory
+    for args in commands:
+        assert_fails(dsfs(env, *args), LocalError.exit_code, str(a_file), "Not a directory")

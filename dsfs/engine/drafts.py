@@ -21,7 +21,7 @@ from typing import Any
 
 from dsfs import config
 from dsfs.engine.scan import SourceItem
-from dsfs.errors import AmbiguousError, ConflictError, NotFoundError
+from dsfs.errors import AmbiguousError, ConflictError, NotFoundError, local_os_error
 from dsfs.format.manifest import Header
 from dsfs.fsutil import write_atomic
 
@@ -72,11 +72,14 @@ def _path(draft_id: str) -> Path:
 def save(draft: Draft, make_current: bool = False) -> None:
     """Write the draft (and the current-draft pointer) durably: a draft is the
     only record of what the user added, so it must survive a crash."""
-    # ensure_ascii keeps undecodable file names (surrogate escapes) round-tripping.
-    write_atomic(_path(draft.header.id), json.dumps(draft.to_json()), durable=True)
-    if make_current:
-        write_atomic(config.data_dir() / "current_draft", draft.header.id + "\n",
-                     durable=True)
+    try:
+        # ensure_ascii keeps undecodable file names (surrogate escapes) round-tripping.
+        write_atomic(_path(draft.header.id), json.dumps(draft.to_json()), durable=True)
+        if make_current:
+            write_atomic(config.data_dir() / "current_draft", draft.header.id + "\n",
+                         durable=True)
+    except OSError as exc:
+        raise local_os_error(exc, config.data_dir(), "the data directory") from None
 
 
 def current_id() -> str | None:
@@ -128,8 +131,11 @@ def remove(draft_id: str) -> None:
 @contextlib.contextmanager
 def closing_lock(draft_id: str) -> Iterator[None]:
     """Exclusive right to close one draft; a second closer fails at once."""
-    drafts_dir().mkdir(parents=True, exist_ok=True)
-    fd = os.open(drafts_dir() / f"{draft_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        drafts_dir().mkdir(parents=True, exist_ok=True)
+        fd = os.open(drafts_dir() / f"{draft_id}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise local_os_error(exc, config.data_dir(), "the data directory") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -47,7 +47,7 @@ class LocalStore(Store):
 
     def _error(self, exc: OSError, op: str, key: str) -> Exception:
         """The typed error (``dsfs.store.base``) an OSError of ``op`` on ``key`` means."""
-        if isinstance(exc, FileNotFoundError | NotADirectoryError):
+        if isinstance(exc, FileNotFoundError | NotADirectoryError) and op == "read":
             return ObjectNotFoundError(f"{key} is not in the store {self.url}")
         if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
             return StoreAccessError(f"cannot {op} {key} in the store {self.url}: access "
