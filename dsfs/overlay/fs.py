@@ -352,7 +352,9 @@ class OverlayFS:
         if node.kind == DIR:
             return Attr(node.ino, stat.S_IFDIR | node.mode, 0, node.mtime_ns,
                         self._dir_links(node), uid, gid, node.atime_ns, ctime)
-        links = 1 if self.attached(node) else 0  # unlinked, still open: 0 (fstat)
+        # unlinked while open: 0 (fstat); only empty directories are ever removed, so
+        # a node below a removed one is no concern
+        links = 0 if node.parent is None else 1
         if node.kind == SYMLINK:
             return Attr(node.ino, stat.S_IFLNK | 0o777, node.size, node.mtime_ns, links,
                         uid, gid, node.atime_ns, ctime)
