@@ -164,6 +164,8 @@ ROWS = [
         r"dsfs: error: .*dangling: not a folder \(a dangling symlink to 'nowhere'\)"),
     Row("sync-symlink-loop", lambda w: _sync(_link_to(w, "loop", "loop")),
         InputError.exit_code, r"dsfs: error: .*loop: not a folder \(a symlink loop\)"),
+    Row("sync-empty-path", lambda w: _sync(""), InputError.exit_code,
+        r"dsfs: error: an empty path was given: name a folder \('\.' for the current one\)"),
     Row("sync-missing", lambda w: _sync(w.root / "nothere"), InputError.exit_code,
         r"dsfs: error: .*nothere: no such file or directory"),
     Row("sync-unreadable-dir", lambda w: _sync(_locked(w, 0)), InputError.exit_code,
@@ -213,6 +215,8 @@ ROWS = [
         r"directory"),
     Row("get-copy-file", lambda w: ["get", "p/n", "--copy", str(w.data / "a.txt")],
         InputError.exit_code, r"dsfs: error: .*a\.txt exists and is not a directory"),
+    Row("get-copy-empty-path", lambda w: ["get", "p/n", "--copy", ""], InputError.exit_code,
+        r"dsfs: error: an empty path was given for the copy: name a new or empty folder"),
     Row("get-copy-unwritable", lambda w: ["get", "p/n", "--copy", str(_readonly(w) / "copy")],
         InputError.exit_code, r"dsfs: error: cannot write .*/readonly/copy: Permission denied",
         no_dac=True),
@@ -513,3 +517,18 @@ def test_two_sync_processes_of_one_dataset(world: World) -> None:
         rf"dsfs: warning: the parent 1\.0\.0 \({rows['1.0.0']['id']}\) is no longer the "
         rf"latest: 1\.0\.1 \({rows['1.0.1']['id']}\) was published while this ran; 1\.0\.2 "
         r"is a child of 1\.0\.0 and does not hold its changes", err.strip()), err
+
+
+def test_sync_and_get_a_tree_deeper_than_the_recursion_limit(world: World) -> None:
+    """The scan walks with a stack: 1,100 nested directories are no internal error."""
+    deep = world.root / "deep"
+    path = deep
+    path.mkdir()
+    for _ in range(1100):  # os.makedirs itself recurses
+        path = path / "d"
+        path.mkdir()
+    (path / "f.txt").write_text("bottom")
+    world.run(*_sync(deep), check=True)
+    copy = world.root / "copy"
+    world.run("get", "p/n", "--copy", str(copy), check=True)
+    assert (copy / path.relative_to(deep) / "f.txt").read_text() == "bottom"

@@ -142,7 +142,7 @@ def get(app: AppContext, ref: Ref, copy_to: str | None) -> None:
     downloads and writes only what is not there yet.  A get that fails leaves
     no partial copy behind."""
     header = app.resolve(ref)
-    if copy_to:
+    if copy_to is not None:
         click.echo(materialize.mutable_copy(app.repo, header, copy_to, app.reporter))
     else:
         click.echo(materialize.local_copy(app.repo, header, app.reporter))

@@ -72,6 +72,8 @@ def mutable_copy(repo: Repository, header: Header, target: str,
     is as it was (absent, or empty) and the same command can simply be run
     again."""
     reporter = reporter or Reporter()
+    if not target:
+        raise InputError("an empty path was given for the copy: name a new or empty folder")
     path = Path(target).absolute()
     if path.exists():
         if not path.is_dir():

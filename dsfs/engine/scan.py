@@ -90,6 +90,15 @@ def _skip_special(reporter: Reporter, source: str, st: os.stat_result) -> None:
                   "(only files, directories and symlinks are versioned)")
 
 
+def _absolute(path: str) -> str:
+    """The absolute form of a path argument.  An empty one is refused: it
+    would mean the current directory, and ``sync "$UNSET"`` would then
+    publish whatever directory the command happened to run in."""
+    if not path:
+        raise InputError("an empty path was given: name a folder ('.' for the current one)")
+    return os.path.abspath(path)
+
+
 def resolve_folder(folder: str, reporter: Reporter) -> str:
     """The absolute directory that ``folder`` names, following a symlink.
 
@@ -99,7 +108,7 @@ def resolve_folder(folder: str, reporter: Reporter) -> str:
     symlink and every file as removed.  Anything that is not a folder in the
     end (a file, /dev/null, a dangling or looping link) is refused, since
     mirroring it would publish an empty tree."""
-    path = os.path.abspath(folder)
+    path = _absolute(folder)
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -148,10 +157,10 @@ def scan(
     a trailing slash (``LINK/``), which names the folder it points to."""
     reporter = reporter or Reporter()
     prefix = normalize_dataset_path(dataset_folder)
-    if source.endswith(("/", "/.")) and os.path.islink(os.path.abspath(source)):
+    if source.endswith(("/", "/.")) and os.path.islink(_absolute(source)):
         root = resolve_folder(source, reporter)
         return _scan_directory(root, prefix, wildcard, recursive, reporter)
-    source = os.path.abspath(source)
+    source = _absolute(source)
     try:
         top = os.lstat(source)
     except FileNotFoundError:
@@ -210,7 +219,12 @@ def _scan_directory(root: str, prefix: str, wildcard: str | None, recursive: boo
     if prefix:
         items.append(SourceItem(prefix, DIR, root, 0, top.st_mode, top.st_mtime_ns))
 
-    def walk(directory: str, rel: str) -> None:
+    # depth first with an explicit stack, not recursion: a tree may be nested
+    # deeper than Python's recursion limit
+    stack: list[tuple[str, str]] = [(root, "")]
+    while stack:
+        directory, rel = stack.pop()
+        subdirs: list[tuple[str, str]] = []
         for entry in _list(directory, reporter, is_root=not rel):
             entry_rel = f"{rel}/{entry.name}" if rel else entry.name
             st = _lstat(entry, reporter)
@@ -222,7 +236,7 @@ def _scan_directory(root: str, prefix: str, wildcard: str | None, recursive: boo
                 if wildcard is None:
                     items.append(SourceItem(_join(prefix, entry_rel), DIR, entry.path, 0,
                                             st.st_mode, st.st_mtime_ns))
-                walk(entry.path, entry_rel)
+                subdirs.append((entry.path, entry_rel))
                 continue
             if wildcard and not (fnmatch.fnmatch(entry.name, wildcard)
                                  or fnmatch.fnmatch(entry_rel, wildcard)):
@@ -232,6 +246,5 @@ def _scan_directory(root: str, prefix: str, wildcard: str | None, recursive: boo
                 _skip_special(reporter, entry.path, st)
             else:
                 items.append(item)
-
-    walk(root, "")
+        stack.extend(reversed(subdirs))
     return items
