@@ -41,14 +41,16 @@ class Chore:
         self.failures += 1
         reason = describe(exc)
         if self.failures == 1 or reason != self._last:
-            log.warning("%s failed: %s (retrying, backing off up to %.0f s; the mount "
-                        "keeps serving)", self.what, reason, self.longest)
+            # the chore in the template: the log's repeat filter groups by template
+            log.warning(self.what.replace("%", "%%") + " failed: %s (retrying, backing "
+                        "off up to %.0f s; the mount keeps serving)", reason, self.longest)
         self._last = reason
         return self.delay
 
     def succeeded(self) -> None:
         if self.failures:
-            log.info("%s works again after %d failed attempt(s)", self.what, self.failures)
+            log.info(self.what.replace("%", "%%") + " works again after %d failed "
+                     "attempt(s)", self.failures)
         self.failures = 0
         self._last = ""
 

@@ -162,9 +162,9 @@ class ChunkReader:
                     ticks += 1
                     if (ticks % 6 == 0 or self._unpruned) and _due(touching, ticks):
                         try:
-                            await trio.to_thread.run_sync(self.flush_access_times,
-                                                          limiter=self.limiter)
-                            touching.succeeded()
+                            if await trio.to_thread.run_sync(self.flush_access_times,
+                                                             limiter=self.limiter):
+                                touching.succeeded()
                         except Exception as exc:  # noqa: BLE001 - a chore outlives failures
                             touching.failed(exc)
                     if self.cache_size is not None and self._unpruned and _due(pruning, ticks):
@@ -198,11 +198,20 @@ class ChunkReader:
                 os.close(fd)
         self._fds.clear()
 
-    def flush_access_times(self) -> None:
+    def flush_access_times(self) -> bool:
+        """Record the chunks read since the last flush; False if there were none.
+        If the index cannot be written they are kept for the next attempt."""
         with self._touch_lock:
             touched, self._touched = self._touched, set()
-        if touched:
+        if not touched:
+            return False
+        try:
             self.cache.index.touch_chunks(id_to_bytes(c) for c in touched)
+        except BaseException:
+            with self._touch_lock:
+                self._touched |= touched
+            raise
+        return True
 
     # -- handles ---------------------------------------------------------------------
 
