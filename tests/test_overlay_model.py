@@ -486,6 +486,16 @@ def test_sync_deletes_only_what_was_retired_before_it(tmp_path: Path) -> None:
     assert upper.data_path(second).exists()  # its record was not covered
     upper.sync()
     assert not upper.data_path(second).exists()
+    # retired before the record that drops it is written: kept by a sync between
+    h.create("f3", 0o644, b"3")
+    third = h.fs.resolve("f3").data
+    assert third
+    upper.retire(third)
+    upper.sync()
+    assert upper.data_path(third).exists()
+    h.fs.mkdir(ROOT_INO, "any-record", 0o755)
+    upper.sync()
+    assert not upper.data_path(third).exists()
     h.close()
 
 

@@ -469,7 +469,8 @@ class OverlayFS:
             node.fd = None
         if self.attached(node) and node.lower is None:
             return  # a clean committed file with no lower entry yet: keep the bytes
-        self.upper.retire(node.data)
+        # unlinked (its removal is in the journal) or committed (in the version)
+        self.upper.retire(node.data, recorded=True)
         node.data = None
 
     def copy_up_plan(self, node: Node, keep: int | None) -> CopyUp | None:

@@ -118,7 +118,10 @@ class Upper:
         #: worker thread fsyncs it; ``_lock`` guards ``_retired``
         self._fd_lock = threading.Lock()
         self._lock = threading.Lock()
-        self._retired: list[str] = []
+        #: data files to delete, each with the number of appends after which
+        #: the record that dropped it is in the journal (see ``retire``)
+        self._retired: list[tuple[str, int]] = []
+        self._appends = 0
         #: the version an interrupted commit published, finished when this was opened
         self.recovered: str | None = None
         self._spares: deque[tuple[str, int]] = deque()  # (id, open fd), made ahead
@@ -197,7 +200,8 @@ class Upper:
             self._journal_fd, self.gen = fd, new
             self.journal_bytes = self._allocated = 0
             self._unsynced = False
-            retired, self._retired = self._retired, []
+            retired = [data_id for data_id, _after in self._retired]
+            self._retired = []
         self._allocate(JOURNAL_STEP)
         for stale in self.root.glob("journal.*"):
             if stale.name != f"journal.{self.gen}":
@@ -260,15 +264,15 @@ class Upper:
         if written != len(data):
             raise OSError(errno.ENOSPC, "the overlay's journal was written short")
         self.journal_bytes += written
+        self._appends += 1
         self._unsynced = True
 
     def sync(self) -> None:
-        """Make the journal durable, then delete the data files retired before
-        it began (whatever is retired meanwhile waits for the next sync: the
-        records that retired it may have missed this fsync)."""
+        """Make the journal durable, then delete the data files whose removal
+        records were written before the fsync began (one retired meanwhile,
+        or whose record is still to come, waits for the next sync)."""
         with self._fd_lock:
-            with self._lock:
-                retired, self._retired = self._retired, []
+            covered = self._appends  # records written so far: this fsync covers them
             fd = self._journal_fd
             if fd is not None and self._unsynced:
                 self._unsynced = False
@@ -276,10 +280,11 @@ class Upper:
                     os.fsync(fd)
                 except BaseException:
                     self._unsynced = True
-                    with self._lock:
-                        self._retired[:0] = retired
                     raise
-        self._delete(retired)
+        with self._lock:
+            ready = [data_id for data_id, after in self._retired if after <= covered]
+            self._retired = [(d, after) for d, after in self._retired if after > covered]
+        self._delete(ready)
 
     @property
     def unsynced(self) -> bool:
@@ -341,10 +346,13 @@ class Upper:
         """``data_path`` as a string, for the requests' system calls."""
         return self._data_prefix + data_id
 
-    def retire(self, data_id: str) -> None:
-        """Delete a data file once the journal that dropped it is durable."""
+    def retire(self, data_id: str, recorded: bool = False) -> None:
+        """Delete a data file once the journal that dropped it is durable: the
+        caller appends the record that drops it next, in the same step (or,
+        ``recorded``, did so already), so the file goes at the first sync whose
+        fsync began after that append, or at the next snapshot."""
         with self._lock:
-            self._retired.append(data_id)
+            self._retired.append((data_id, self._appends + (0 if recorded else 1)))
 
     def _delete(self, data_ids: list[str]) -> None:
         for data_id in data_ids:
