@@ -60,7 +60,7 @@ class World:
         if no_dac and os.geteuid() == 0:
             command = NO_DAC + command
         result = subprocess.run(command + list(args), capture_output=True, text=True,
-                                env={**os.environ, **self.env}, timeout=300)
+                                env={**os.environ, **self.env}, timeout=120)
         if check:
             assert result.returncode == 0, result.stderr
         return result
@@ -102,6 +102,19 @@ def _added_then(w: World, change: Callable[[Path], None]) -> list[str]:
     w.run("add", str(folder), check=True)
     change(folder)
     return ["close"]
+
+
+def _replace_by_link(folder: Path) -> None:
+    """A file swapped for a symlink out of the tree after ``add``: ``close``
+    must not follow it (it would store /etc/hostname's bytes)."""
+    (folder / "sub" / "y.txt").unlink()
+    os.symlink("/etc/hostname", folder / "sub" / "y.txt")
+
+
+def _replace_by_fifo(folder: Path) -> None:
+    """A file swapped for a fifo after ``add``: ``close`` used to wait forever."""
+    (folder / "sub" / "y.txt").unlink()
+    os.mkfifo(folder / "sub" / "y.txt")
 
 
 def _link_to(w: World, name: str, target: str) -> Path:
@@ -210,6 +223,12 @@ ROWS = [
         w, lambda f: (f / "sub" / "y.txt").unlink()), InputError.exit_code,
         r"dsfs: error: .*/added/sub/y\.txt was added but no longer exists: add it again "
         r"or remove it"),
+    Row("close-file-now-symlink", lambda w: _added_then(w, _replace_by_link), InputError.exit_code,
+        r"dsfs: error: .*/added/sub/y\.txt was added as a file but is now a symlink: add it "
+        r"again or remove it"),
+    Row("close-file-now-fifo", lambda w: _added_then(w, _replace_by_fifo), InputError.exit_code,
+        r"dsfs: error: .*/added/sub/y\.txt was added as a file but is now a fifo: add it "
+        r"again or remove it"),
     Row("get-copy-not-empty", lambda w: ["get", "p/n", "--copy", str(w.data)],
         InputError.exit_code, r"dsfs: error: .*/data is not empty: give a new or empty "
         r"directory"),

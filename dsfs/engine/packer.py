@@ -25,6 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from dsfs.engine import locks
+from dsfs.engine.scan import open_recorded_file
 from dsfs.errors import InputError
 from dsfs.format.digest import CHUNK_SIZE, chunk_id, file_hasher, id_to_bytes
 from dsfs.format.manifest import ChunkRef
@@ -87,7 +88,7 @@ class Packer:
         refs: list[PendingRef | ChunkRef] = []
         size = 0
         try:
-            with open(source, "rb", buffering=0) as f:
+            with open_recorded_file(source) as f:
                 st = os.fstat(f.fileno())
                 while True:
                     data = f.read(CHUNK_SIZE)

@@ -21,6 +21,7 @@ import fnmatch
 import os
 import stat
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from dsfs.errors import InputError, UsageError
 from dsfs.format.manifest import DIR, FILE, SYMLINK
@@ -70,6 +71,30 @@ def _readlink(source: str) -> str:
         return os.readlink(source)
     except OSError as exc:
         raise InputError(f"cannot read {source}: {exc.strerror}") from None
+
+
+def open_recorded_file(source: str) -> BinaryIO:
+    """Open a file that a scan recorded as a regular file, for reading.
+
+    Files are read later than they are scanned (at ``close``, or after the
+    whole tree is listed), and the path may have become something else
+    meanwhile: a symlink is not followed (that would read outside the tree)
+    and a fifo is not waited on (that would hang ``close`` forever); either
+    fails with ``InputError``.  OSErrors of the open are the caller's."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP:
+            raise
+        raise InputError(f"{source} was added as a file but is now a symlink: add it "
+                         "again or remove it") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise InputError(f"{source} was added as a file but is now {kind_name(mode)}: add "
+                         "it again or remove it")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb", buffering=0)
 
 
 def _item(path: str, source: str, st: os.stat_result) -> SourceItem | None:
