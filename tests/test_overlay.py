@@ -166,7 +166,7 @@ def test_status_rules_and_errno(dataset: dict) -> None:
         assert status["removed"] == [{"path": "docs/page3.txt", "kind": "file"}]
         assert status["modified"] == [{"path": "docs/page4.txt", "kind": "file"}]
         cases = [
-            (lambda: os.link(mnt / "docs" / "page0.txt", mnt / "hard"), errno.EPERM),
+            (lambda: os.link(mnt / "docs", mnt / "hard"), errno.EPERM),  # a directory
             (lambda: os.mkfifo(mnt / "docs"), errno.EEXIST),  # FIFOs: tests/test_posix.py
             (lambda: os.setxattr(mnt / "docs" / "page0.txt", "user.x", b"1"),
              errno.EOPNOTSUPP),

@@ -2,9 +2,10 @@
 
 Owners (``tar x`` and ``rsync -a`` as root keep them, ``chown`` follows the
 usual rules for other users through ``--allow-other``), atime and ctime,
-directory link counts, FIFOs, sockets and device nodes: each survives a
-remount, and a commit keeps what a version can hold (contents, modes,
-mtimes), not owners nor special files (docs/semantics.md, "Writable mounts").
+directory link counts, hard links, FIFOs, sockets and device nodes: each
+survives a remount, and a commit keeps what a version can hold (contents,
+modes, mtimes; a hard link as a second file), not owners nor special files
+(docs/semantics.md, "Writable mounts").
 """
 
 from __future__ import annotations
@@ -152,6 +153,19 @@ def test_times_link_counts_and_special_files(dataset: dict, tmp_path: Path) -> N
         os.chmod(f, 0o600)
         st2 = os.lstat(f)
         assert st2.st_ctime_ns > st.st_ctime_ns and st2.st_mtime_ns == st.st_mtime_ns
+        # hard links: one inode, shared content, either name renamed or removed
+        os.link(f, mnt / "f-link")
+        assert os.lstat(f).st_nlink == 2
+        assert os.lstat(mnt / "f-link").st_ino == os.lstat(f).st_ino
+        with open(mnt / "f-link", "r+") as through:
+            through.write("y")
+        assert f.read_text() == "y"
+        os.link(mnt / "lower" / "a.txt", mnt / "a-link")  # a file of the version
+        os.rename(mnt / "a-link", mnt / "a-moved")
+        assert os.lstat(mnt / "lower" / "a.txt").st_nlink == 2
+        assert (mnt / "a-moved").read_text() == "lower a\n"
+        os.unlink(mnt / "lower" / "a.txt")
+        assert os.lstat(mnt / "a-moved").st_nlink == 1
         # directories: 2 + subdirectories
         (mnt / "d" / "a").mkdir(parents=True)
         (mnt / "d" / "b").mkdir()
@@ -186,8 +200,13 @@ def test_times_link_counts_and_special_files(dataset: dict, tmp_path: Path) -> N
         assert os.lstat(mnt / "null").st_rdev == os.makedev(1, 3)
         assert os.lstat(mnt / "f.txt").st_atime_ns == 1_000_000_000_000_000_000
         assert os.lstat(mnt / "d").st_nlink == 3
+        assert os.lstat(mnt / "f-link").st_nlink == 2  # still one inode
+        assert os.lstat(mnt / "f-link").st_ino == os.lstat(mnt / "f.txt").st_ino
         child = run(env, "commit", str(mnt), "-m", "special", check=True).stdout.split()[-1]
         assert stat.S_ISSOCK(os.lstat(mnt / "sock").st_mode)  # still in the overlay
     ro = tmp_path / "ro"
     with mounted(env, child, ro):
-        assert sorted(os.listdir(ro)) == ["d", "f.txt", "lower"]  # no special files
+        # no special files; hard links are two files with the same content
+        assert sorted(os.listdir(ro)) == ["a-moved", "d", "f-link", "f.txt", "lower"]
+        assert (ro / "f-link").read_text() == (ro / "f.txt").read_text() == "y"
+        assert os.listdir(ro / "lower") == []

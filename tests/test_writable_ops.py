@@ -384,6 +384,42 @@ def test_special_files_are_kept_in_the_overlay(tmp_path: Path, kind: int) -> Non
         assert (attr2.mode, attr2.rdev, attr2.uid) == (kind | 0o640, rdev, 1000)
 
 
-def test_hard_links_are_refused(ops: WritableOperations) -> None:
-    assert fuse_errno(ops, "link", ino_of(ops, "d/a.txt"), ROOT_INO, b"h",
-                      None) == errno.EPERM
+def test_hard_links(tmp_path: Path) -> None:
+    with writable_ops(tmp_path / "o") as ops:
+        d = ino_of(ops, "d")
+        fh, ino = new_file(ops, "f")
+        call(ops, "write", fh, 0, b"shared")
+        call(ops, "release", fh)
+        linked = call(ops, "link", ino, d, b"g", None)
+        assert linked.st_ino == ino and linked.st_nlink == 2
+        info = call(ops, "open", ino_of(ops, "d/g"), os.O_RDWR, None)
+        call(ops, "write", info.fh, 0, b"SH")
+        call(ops, "release", info.fh)
+        mode = pyfuse3.EntryAttributes()
+        mode.st_mode = stat.S_IFREG | 0o600
+        call(ops, "setattr", ino, mode, fields(mode=True), None, None)
+        # a lower file is copied up (sparsely) first: the data file is its identity
+        lower = ino_of(ops, "d/b.bin")
+        assert call(ops, "link", lower, ROOT_INO, b"b2", None).st_nlink == 2
+        assert fuse_errno(ops, "link", d, ROOT_INO, b"dir2", None) == errno.EPERM
+        assert fuse_errno(ops, "link", ino, d, b"a.txt", None) == errno.EEXIST
+        call(ops, "rename", d, b"g", ROOT_INO, b"h", 0, None)
+        assert call(ops, "getattr", ino, None).st_nlink == 2
+    with writable_ops(tmp_path / "o") as again:  # a remount keeps them one inode
+        fs = again.fs
+        f, h = fs.resolve("f"), fs.resolve("h")
+        assert f is h and fs.attr(f).nlink == 2 and fs.attr(f).mode & 0o777 == 0o600
+        assert fs.resolve("b2") is fs.resolve("d/b.bin")
+        info = call(again, "open", f.ino, os.O_RDONLY, None)
+        assert call(again, "read", info.fh, 0, 100) == b"SHared"
+        call(again, "release", info.fh)
+        blob = call(again, "open", fs.resolve("b2").ino, os.O_RDONLY, None)
+        assert call(again, "read", blob.fh, 0, 10**6) == LOWER["d/b.bin"]
+        call(again, "release", blob.fh)
+        call(again, "unlink", ROOT_INO, b"f", None)
+        assert fs.attr(h).nlink == 1 and fs.path(h) == "h"
+        data = h.data
+    with writable_ops(tmp_path / "o") as third:
+        h = third.fs.resolve("h")
+        assert h.data == data and third.fs.attr(h).nlink == 1
+        assert third.fs.find(ROOT_INO, "f") is None

@@ -33,7 +33,7 @@ import pyfuse3
 import trio
 
 from dsfs.format.digest import CHUNK_SIZE
-from dsfs.format.manifest import Entry
+from dsfs.format.manifest import FILE, Entry
 from dsfs.fuse.adapter import (
     ERRNO,
     PASS_THROUGH,
@@ -536,8 +536,12 @@ class WritableOperations(Operations):
     @guarded
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any = None
                    ) -> pyfuse3.EntryAttributes:
-        fs_name(new_name)
-        raise NotPermitted("hard links are not stored")
+        text = fs_name(new_name)
+        async with self.gate:
+            node = self.fs.node(inode)
+            if node.kind == FILE and node.data is None:
+                await self._copy_up(node, keep=None)  # the data file is the identity
+            return self._entry(self.fs.link(inode, new_parent_inode, text))
 
     @guarded
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:

@@ -141,7 +141,8 @@ class Node:
     __slots__ = ("ino", "kind", "mode", "mtime_ns", "size", "lower", "data", "fd",
                  "target", "lower_dir", "children", "parent", "name", "dirty", "marked",
                  "opens", "writers", "digest", "version", "lookups", "held", "missing",
-                 "lower_end", "uid", "gid", "atime_ns", "ctime_ns", "ftype", "rdev", "nsub")
+                 "lower_end", "uid", "gid", "atime_ns", "ctime_ns", "ftype", "rdev", "nsub",
+                 "aliases")
 
     def __init__(self, ino: int, kind: str, mode: int, mtime_ns: int) -> None:
         self.ino = ino
@@ -178,6 +179,8 @@ class Node:
         self.rdev = 0  # SPECIAL: the device number
         #: directories: how many children are directories (None: count when asked)
         self.nsub: int | None = None
+        #: hard links: the names besides (parent, name), as (directory, name)
+        self.aliases: list[tuple[Node, str]] | None = None
 
 
 @dataclass
@@ -204,6 +207,8 @@ class OverlayFS:
         self._inodes: dict[int, Node] = {}
         self._next_ino = ROOT_INO
         self.root = self._new_root()
+        #: while replaying: the node each data file belongs to (hard links)
+        self._by_data: dict[str, Node] = {}
 
     # -- nodes ---------------------------------------------------------------------
 
@@ -354,7 +359,7 @@ class OverlayFS:
                         self._dir_links(node), uid, gid, node.atime_ns, ctime)
         # unlinked while open: 0 (fstat); only empty directories are ever removed, so
         # a node below a removed one is no concern
-        links = 0 if node.parent is None else 1
+        links = 0 if node.parent is None else 1 + len(node.aliases or ())
         if node.kind == SYMLINK:
             return Attr(node.ino, stat.S_IFLNK | 0o777, node.size, node.mtime_ns, links,
                         uid, gid, node.atime_ns, ctime)
@@ -607,7 +612,10 @@ class OverlayFS:
 
     def _attach(self, parent: Node, name: str, node: Node) -> None:
         self.children(parent)[name] = node
-        node.parent, node.name = parent, name
+        if node.parent is not None:  # another name of a hard-linked node
+            node.aliases = [*(node.aliases or ()), (parent, name)]
+        else:
+            node.parent, node.name = parent, name
         if node.kind == DIR:
             parent.nsub = None
         self._touch_dir(parent)
@@ -703,12 +711,54 @@ class OverlayFS:
         path = join(self.path(parent), name)
         self.upper.reserve(JOURNAL_MIN_REMOVE)
         node = self.children(parent).pop(name)
-        node.parent = None
+        self._unname(node, parent, name)
         if node.kind == DIR:
             parent.nsub = None
         self._touch_dir(parent)
-        self._forget_subtree(node)
+        if node.parent is None:  # its last name
+            self._forget_subtree(node)
+        else:
+            node.ctime_ns = time.time_ns()  # one link less
         self.upper.append([Removed(path)])
+
+    def _unname(self, node: Node, parent: Node, name: str) -> None:
+        """``node`` is no longer at ``name`` in ``parent`` (the caller took it out of
+        the children); a hard-linked node keeps its other names, and is detached
+        (``parent`` None) only when this was its last."""
+        if node.parent is parent and node.name == name:
+            if node.aliases:
+                node.parent, node.name = node.aliases.pop(0)
+            else:
+                node.parent = None
+        elif node.aliases and (parent, name) in node.aliases:
+            node.aliases.remove((parent, name))
+        if not node.aliases:
+            node.aliases = None
+
+    def names(self, node: Node) -> list[str]:
+        """Every path of ``node`` (more than one for a hard-linked file)."""
+        paths = [self.path(node)]
+        for parent, name in node.aliases or ():
+            paths.append(join(self.path(parent), name))
+        return paths
+
+    def link(self, ino: int, new_parent_ino: int, new_name: str) -> Node:
+        """Another name for a file, symlink or special file (a hard link; the
+        adapter copies a lower file up first: the name is the data file's)."""
+        node = self.node(ino)
+        if node.kind == DIR:
+            raise NotPermitted(f"{self.path(node)}: hard links to directories")
+        if node.parent is None:
+            raise NoEntry(f"inode {ino} has no name left")
+        if node.kind == FILE and node.data is None:
+            raise RuntimeError("copy up before linking")
+        parent = self.node(new_parent_ino)
+        self._free_name(parent, new_name)
+        self.upper.reserve()
+        self._attach(parent, new_name, node)
+        node.ctime_ns = time.time_ns()
+        self._changed(node)
+        return node
 
     def _forget_subtree(self, node: Node) -> None:
         """Data files of a removed node (and below) go once no handle uses them."""
@@ -749,18 +799,21 @@ class OverlayFS:
         old_path = join(self.path(old_parent), old_name)
         self.upper.reserve()
         del self.children(old_parent)[old_name]
+        self._unname(node, old_parent, old_name)
         if node.kind == DIR:
             old_parent.nsub = None
         node.ctime_ns = time.time_ns()  # a rename changes the inode's ctime
         self._touch_dir(old_parent)
         if target is not None:
-            target.parent = None
-            self._forget_subtree(target)
+            del self.children(new_parent)[new_name]
+            self._unname(target, new_parent, new_name)
+            if target.parent is None:
+                self._forget_subtree(target)
         self._attach(new_parent, new_name, node)
         node.dirty = True
         self._mark_path(node if node.kind == DIR else new_parent)
         records: list[Record] = [Removed(old_path)]
-        self._records_of(node, self.path(node), records)
+        self._records_of(node, join(self.path(new_parent), new_name), records)
         self.upper.append(records)
 
     def setattr(self, ino: int, mode: int | None = None, size: int | None = None,
@@ -827,7 +880,8 @@ class OverlayFS:
         node.digest = None
         if self.attached(node):
             records: list[Record] = []
-            self._records_of(node, self.path(node), records, deep=False)
+            for path in self.names(node):  # every name of a hard-linked node
+                self._records_of(node, path, records, deep=False)
             self.upper.append(records)
 
     # -- records ------------------------------------------------------------------------
@@ -907,12 +961,14 @@ class OverlayFS:
         if any(node.lookups or node.opens for node in self._inodes.values()):
             raise RuntimeError("replay() runs before the tree is served")
         report = Replayed()
+        self._by_data = {}
         for record in records:
             try:
                 self._apply(record)
                 report.applied += 1
             except (VfsError, OSError) as exc:
                 report.skipped.append((record, str(exc)))
+        self._by_data = {}
         live = self._live()
         self._inodes = {node.ino: node for node in live}
         named = self.data_ids()
@@ -976,18 +1032,34 @@ class OverlayFS:
         parent = self.resolve(posixpath.dirname(path))
         name = posixpath.basename(path)
         kids = self.children(parent)
+        linked = self._by_data.get(record.data) if isinstance(record, File) and \
+            record.data else None
+        if linked is not None and (linked.parent is None or not self.attached(linked)):
+            linked = None  # the data file's earlier name is gone: not a hard link
         made = self._node_of(record)  # before anything changes: it may not apply
+        if linked is not None and made is not None:
+            # the node that has this data file under another name (a hard link), or
+            # under this one (a newer record of it): it takes the record's content
+            for slot in ("mode", "mtime_ns", "size", "data", "lower", "lower_end",
+                         "missing"):
+                setattr(linked, slot, getattr(made, slot))
+            made = linked
         old = kids.pop(name, None)
         if old is not None:
-            old.parent = None
+            self._unname(old, parent, name)
         parent.nsub = None
         self._mark_path(parent)
         if made is None:
             return
         if not isinstance(record, Removed):
             self._set_meta(made, record.meta)
-        made.parent, made.name = parent, name
+        if made.parent is not None:  # another name of a hard-linked file
+            made.aliases = [*(made.aliases or ()), (parent, name)]
+        else:
+            made.parent, made.name = parent, name
         kids[name] = made
+        if isinstance(record, File) and record.data:
+            self._by_data[record.data] = made
         self._mark(made)
 
     def _node_of(self, record: Record) -> Node | None:
