@@ -102,7 +102,7 @@ class Harness:
         self.source = source_of(lower)
         self.upper: Upper
         self.fs: OverlayFS
-        self.reopen_count = 0
+        self.held: list[Node] = []  # files kept open for writing (a process's fds)
         self.open()
 
     def open(self) -> None:
@@ -119,6 +119,7 @@ class Harness:
     def crash(self) -> None:
         """What ``kill -9`` leaves: no snapshot, spares on disk, descriptors closed
         by the kernel (the lock with them)."""
+        self.held = []  # the kernel closes the dead process's files
         upper = self.upper
         upper._stopping = True
         upper._want_spares.set()
@@ -136,12 +137,31 @@ class Harness:
         self.open()
 
     def close(self) -> None:
+        self.release_held()
         self.upper.save("0" * 32, "base", self.fs.records())
         for node in self.fs.iter_nodes():
             if node.fd is not None:
                 os.close(node.fd)
                 node.fd = None
         self.upper.close()
+
+    def hold(self, path: str) -> None:
+        node = self.fs.open(self.fs.resolve(path).ino, True)
+        self.held.append(node)
+
+    def release_held(self) -> None:
+        for node in self.held:
+            self.fs.release(node, True)
+        self.held = []
+
+    def write_node(self, node: Node, offset: int, data: bytes) -> None:
+        """A write through an open handle (the file may have been unlinked)."""
+        if node.data is None or node.missing:
+            self._copy_up(node, None)
+            if node.fd is None:
+                node.fd = os.open(self.fs.upper.data_file(node.data or ""), os.O_RDWR)
+            self._fill(node, offset, offset + len(data), covered=True)
+        self.fs.write(node, offset, data)
 
     def reopen(self) -> None:
         self.close()
@@ -238,7 +258,8 @@ class Harness:
 
 # -- random histories ---------------------------------------------------------------------
 
-KINDS = ["create", "write", "write", "write", "truncate", "unlink", "rmdir", "mkdir",
+KINDS = ["hold", "write_held", "release",
+         "create", "write", "write", "write", "truncate", "unlink", "rmdir", "mkdir",
          "symlink", "rename", "rename", "chmod", "crash", "fill", "reopen"]
 NAMES = ["a", "b", "x", "n", "d", "e"]
 
@@ -277,6 +298,23 @@ def step(h: Harness, model: Model, op: tuple) -> None:
     elif kind == "reopen":
         h.reopen()
         assert h.tree() == model
+    elif kind == "hold":
+        path = pick(files, i)
+        if path is not None:
+            h.hold(path)
+    elif kind == "release":
+        h.release_held()
+    elif kind == "write_held":
+        node = h.held[i % len(h.held)] if h.held else None
+        if node is not None:
+            h.write_node(node, number, data)
+            if h.fs.attached(node):  # else: unlinked, only the handle sees it
+                path = h.fs.path(node)
+                old = bytearray(model[path][1])
+                if number > len(old) and data:
+                    old += b"\0" * (number - len(old))
+                old[number:number + len(data)] = data
+                model[path] = ("file", bytes(old), model[path][2])
     elif kind == "fill":
         h.fill()
     elif kind == "create":
