@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import s3_available
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -287,11 +288,11 @@ def readable(tree: dict[str, Node]) -> bool:
 class History:
     """A folder, a fresh local store and cache, and the versions published."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, store: str | None = None) -> None:
         self.base = base
         self.folder = base / "folder"
         self.folder.mkdir()
-        self.store, self.cache = str(base / "store"), str(base / "cache")
+        self.store, self.cache = store or str(base / "store"), str(base / "cache")
         self.repo = Repository.open(self.store, self.cache)
         self.copies = itertools.count()
 
@@ -344,8 +345,8 @@ class History:
         self.check_latest(tree)
 
 
-def run_history(base: Path, data: st.DataObject) -> None:
-    history = History(base)
+def run_history(base: Path, data: st.DataObject, store: str | None = None) -> None:
+    history = History(base, store)
     tree: dict[str, Node] = {}
     try:
         for _step in range(data.draw(st.integers(1, 3), label="steps")):
@@ -370,6 +371,17 @@ def scratch(tmp_path: Path, dsfs_env: dict[str, str]) -> Path:
 def test_get_gives_back_what_sync_and_close_published(scratch: Path,
                                                       data: st.DataObject) -> None:
     run_history(Path(tempfile.mkdtemp(dir=scratch)), data)
+
+
+@pytest.mark.skipif(not s3_available(), reason="no S3 endpoint (moto) available")
+@settings(max_examples=3, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data())
+def test_get_gives_back_what_sync_and_close_published_on_s3(scratch: Path, s3_store_url: str,
+                                                            data: st.DataObject) -> None:
+    """The same on S3 (moto), fewer examples: a fresh prefix for each."""
+    base = Path(tempfile.mkdtemp(dir=scratch))
+    run_history(base, data, f"{s3_store_url}/{base.name}")
 
 
 @pytest.fixture
