@@ -304,13 +304,15 @@ class OverlayFS:
 
     def _releasable(self, node: Node) -> bool:
         return (node.lookups == 0 and node.opens == 0 and node.data is None
-                and not node.dirty and (node.kind != DIR or node.children is None))
+                and not node.dirty and not node.aliases
+                and (node.kind != DIR or node.children is None))
 
     def _collapse(self, node: Node) -> bool:
         """Drop the children of an unchanged directory if nothing refers to them."""
         kids = node.children
         if (kids is None or node.marked or node.dirty or node.lower_dir is None or node.opens
-                or not all(self._releasable(k) for k in kids.values())):
+                or not all(self._releasable(k) and k.parent is node  # no hard link
+                           for k in kids.values())):
             return False
         for kid in kids.values():
             self._inodes.pop(kid.ino, None)
