@@ -240,10 +240,16 @@ def test_a_crashed_writer_blocks_gc_only_until_its_lock_is_stale(
     writer.kill()
     writer.wait()
     assert [i.key for i in seen.list("locks/")], "the killed writer left its lock"
-    env = _machine(tmp_path / "gc", store)
-    blocked = _run(["gc", "--grace", "0", "--wait", "0"], env)
-    assert blocked.returncode == 5, blocked.stderr
+    from dsfs.engine import gc
+    from dsfs.errors import ConflictError
+    from dsfs.repository import Repository
+
+    repo = Repository.open(store, str(tmp_path / "gc-cache"))
+    with pytest.raises(ConflictError, match="in use"):  # at once: the lock is fresh
+        gc.collect(repo, grace_seconds=0, wait_seconds=0)
+    repo.store.close()
     time.sleep(4.5)  # the lock is stale 3 s (its own timeout) after its last refresh
+    env = _machine(tmp_path / "gc", store)
     done = _run(["gc", "--grace", "0", "--wait", "0"], env)
     assert done.returncode == 0, done.stderr
     assert not list(seen.list("locks/"))
