@@ -119,14 +119,11 @@ def drop_cached_manifests(cache_root: Path) -> int:
 class Claim:
     """One claim object: ``names/<project>/<name>/<version>`` holding an id."""
 
+    key: str
     project: str
     name: str
     version: str
     version_id: str
-
-    @property
-    def key(self) -> str:
-        return claim_key(self.project, self.name, self.version)
 
 
 @dataclass
@@ -158,23 +155,13 @@ class Catalog:
 
     def claimed_versions(self, project: str, name: str) -> dict[str, str]:
         """version string → version id, for one dataset."""
-        prefix = claim_prefix(project, name)
-        found = {}
-        for info in self.repo.store.list(prefix):
-            rest = info.key[len(prefix) :]
-            if "/" in rest:
-                continue
-            try:
-                version_id = _claim_text(self.repo.store.get(info.key))
-            except NotFoundError:
-                continue  # deleted while we listed
-            found[unquote(rest)] = version_id
-        return found
+        return {c.version: c.version_id for c in self.claims(project, name)}
 
-    def claims(self) -> list[Claim]:
-        """Every claim in the store."""
+    def claims(self, project: str | None = None, name: str | None = None) -> list[Claim]:
+        """Every claim in the store, or those of one dataset."""
+        prefix = "names/" if project is None or name is None else claim_prefix(project, name)
         found = []
-        for info in self.repo.store.list("names/"):
+        for info in self.repo.store.list(prefix):
             parts = info.key[len("names/") :].split("/")
             if len(parts) != 3:
                 continue
@@ -182,8 +169,8 @@ class Catalog:
                 version_id = _claim_text(self.repo.store.get(info.key))
             except NotFoundError:
                 continue  # deleted while we listed
-            project, name, version = (unquote(p) for p in parts)
-            found.append(Claim(project, name, version, version_id))
+            decoded = [unquote(p) for p in parts]
+            found.append(Claim(info.key, decoded[0], decoded[1], decoded[2], version_id))
         return found
 
     def claimed_version_ids(self) -> set[str]:
@@ -383,7 +370,7 @@ class Catalog:
             return self._by_id(ref.id)
         if not ref.project or not ref.name:
             raise UsageError("name a version by id, or by --project and --name")
-        claims = self.claimed_versions(ref.project, ref.name)
+        claims = {c.version: c for c in self.claims(ref.project, ref.name)}
         if not claims:
             raise NotFoundError(
                 f"no dataset named {ref.project}/{ref.name} in {self.repo.store.url}"
@@ -400,7 +387,7 @@ class Catalog:
         for version in candidates:
             # A corrupt candidate is reported, not skipped: it may be the
             # version the user means.
-            header = self._claimed_header(Claim(ref.project, ref.name, version, claims[version]))
+            header = self._claimed_header(claims[version])
             if header is None:
                 continue  # deleted meanwhile
             header.tags = self.tags(header)
