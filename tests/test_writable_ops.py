@@ -368,6 +368,13 @@ def test_directory_link_counts(ops: WritableOperations) -> None:
     call(ops, "rmdir", d, b"x", None)
     assert call(ops, "getattr", d, None).st_nlink == 2
     assert call(ops, "getattr", ROOT_INO, None).st_nlink == 4  # d, y
+    call(ops, "mkdir", ROOT_INO, b"z", 0o755, None)
+    assert call(ops, "getattr", ROOT_INO, None).st_nlink == 5
+    call(ops, "rename", ROOT_INO, b"y", ROOT_INO, b"z", 0, None)  # over an empty directory
+    assert call(ops, "getattr", ROOT_INO, None).st_nlink == 4  # d, z
+    for i in range(300):  # the count is kept, not recounted per change
+        call(ops, "mkdir", d, f"s{i}".encode(), 0o755, None)
+        assert call(ops, "getattr", d, None).st_nlink == 3 + i
 
 
 @pytest.mark.parametrize("kind", [stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK])

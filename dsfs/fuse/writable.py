@@ -466,9 +466,10 @@ class WritableOperations(Operations):
         with the directory's group when it is set-group-ID."""
         if ctx is None or getattr(ctx, "uid", None) is None:
             return None
-        parent = self.fs.attr(self.fs.node(parent_inode))
-        gid = parent.gid if parent.mode & stat.S_ISGID else ctx.gid
-        return int(ctx.uid), int(gid)
+        parent = self.fs.node(parent_inode)  # not attr(): no link count needed here
+        if parent.mode & stat.S_ISGID:
+            return int(ctx.uid), self.fs.gid if parent.gid is None else parent.gid
+        return int(ctx.uid), int(ctx.gid)
 
     @guarded
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
@@ -515,7 +516,7 @@ class WritableOperations(Operations):
                     ) -> pyfuse3.EntryAttributes:
         text = fs_name(name)
         async with self.gate:
-            if self.fs.attr(self.fs.node(parent_inode)).mode & stat.S_ISGID:
+            if self.fs.node(parent_inode).mode & stat.S_ISGID:
                 mode |= stat.S_ISGID  # set-group-ID directories pass it on
             return self._entry(self.fs.mkdir(parent_inode, text, mode,
                                              owner=self._owner(parent_inode, ctx)))

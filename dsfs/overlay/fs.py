@@ -618,8 +618,8 @@ class OverlayFS:
             node.aliases = [*(node.aliases or ()), (parent, name)]
         else:
             node.parent, node.name = parent, name
-        if node.kind == DIR:
-            parent.nsub = None
+        if node.kind == DIR and parent.nsub is not None:
+            parent.nsub += 1  # kept exact: a count per change would be quadratic
         self._touch_dir(parent)
 
     def create(self, parent_ino: int, name: str, mode: int, opening: bool = False,
@@ -714,8 +714,8 @@ class OverlayFS:
         self.upper.reserve(JOURNAL_MIN_REMOVE)
         node = self.children(parent).pop(name)
         self._unname(node, parent, name)
-        if node.kind == DIR:
-            parent.nsub = None
+        if node.kind == DIR and parent.nsub is not None:
+            parent.nsub -= 1
         self._touch_dir(parent)
         if node.parent is None:  # its last name
             self._forget_subtree(node)
@@ -802,12 +802,14 @@ class OverlayFS:
         self.upper.reserve()
         del self.children(old_parent)[old_name]
         self._unname(node, old_parent, old_name)
-        if node.kind == DIR:
-            old_parent.nsub = None
+        if node.kind == DIR and old_parent.nsub is not None:
+            old_parent.nsub -= 1
         node.ctime_ns = time.time_ns()  # a rename changes the inode's ctime
         self._touch_dir(old_parent)
         if target is not None:
             del self.children(new_parent)[new_name]
+            if target.kind == DIR and new_parent.nsub is not None:
+                new_parent.nsub -= 1
             self._unname(target, new_parent, new_name)
             if target.parent is None:
                 self._forget_subtree(target)
