@@ -412,6 +412,15 @@ def test_hard_links(tmp_path: Path) -> None:
         assert fuse_errno(ops, "link", ino, d, b"a.txt", None) == errno.EEXIST
         call(ops, "rename", d, b"g", ROOT_INO, b"h", 0, None)
         assert call(ops, "getattr", ino, None).st_nlink == 2
+        # a rename over one name of another linked file: that file has a link less
+        other, other_ino = new_file(ops, "o1")
+        call(ops, "release", other)
+        call(ops, "link", other_ino, ROOT_INO, b"o2", None)
+        before = call(ops, "getattr", other_ino, None).st_ctime_ns
+        call(ops, "symlink", ROOT_INO, b"s", b"t", None)
+        call(ops, "rename", ROOT_INO, b"s", ROOT_INO, b"o2", 0, None)
+        after = call(ops, "getattr", other_ino, None)
+        assert after.st_nlink == 1 and after.st_ctime_ns > before
     with writable_ops(tmp_path / "o") as again:  # a remount keeps them one inode
         fs = again.fs
         f, h = fs.resolve("f"), fs.resolve("h")

@@ -813,6 +813,8 @@ class OverlayFS:
             self._unname(target, new_parent, new_name)
             if target.parent is None:
                 self._forget_subtree(target)
+            else:
+                target.ctime_ns = time.time_ns()  # a hard link less
         self._attach(new_parent, new_name, node)
         node.dirty = True
         self._mark_path(node if node.kind == DIR else new_parent)
