@@ -551,3 +551,40 @@ def test_sync_and_get_a_tree_deeper_than_the_recursion_limit(world: World) -> No
     copy = world.root / "copy"
     world.run("get", "p/n", "--copy", str(copy), check=True)
     assert (copy / path.relative_to(deep) / "f.txt").read_text() == "bottom"
+
+
+def test_store_failing_after_the_publish_is_a_warning(store_url: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check for concurrent versions runs after the claim: if the store
+    fails then, the version is published and the exit code must say success."""
+    from dsfs import catalog
+    from dsfs.errors import StoreUnavailableError
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("a")
+    versions.sync(Repository.open(), str(data), "p", "n")
+    (data / "b.txt").write_text("b")
+    published: list[bool] = []
+    real_finish, real_claims = versions.finish_version, catalog.Catalog.claimed_versions
+
+    def finish(*args, **kwargs):  # type: ignore[no-untyped-def]
+        result = real_finish(*args, **kwargs)
+        published.append(True)
+        return result
+
+    def claims(self, project: str, name: str) -> dict[str, str]:
+        if published:
+            raise StoreUnavailableError("the store went away")
+        return real_claims(self, project, name)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(versions, "finish_version", finish)
+        patched.setattr(catalog.Catalog, "claimed_versions", claims)
+        result = CliRunner().invoke(cli, _sync(data))
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.strip() == ("dsfs: warning: could not check for versions published "
+                                     "meanwhile: the store went away")
+    from dsfs import Dataset
+
+    assert Dataset.get(result.stdout.strip().splitlines()[-1]).version == "1.0.1"

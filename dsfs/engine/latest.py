@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from dsfs import catalog as cat
-from dsfs.errors import ConflictError, NotFoundError
+from dsfs.errors import ConflictError, DsfsError, NotFoundError
 from dsfs.format.manifest import Header
 from dsfs.report import Reporter
 from dsfs.repository import Repository
@@ -106,10 +106,21 @@ class LatestWatch:
 
     def report(self, published: Header | None, reporter: Reporter) -> None:
         """Warn when versions of the dataset appeared while this one was built:
-        the latest version then lacks some of the files that were given."""
+        the latest version then lacks some of the files that were given.
+        Best effort: the version is published already, so a store that fails
+        now is a warning, never an error that would suggest otherwise."""
+        try:
+            message = self._concurrent_message(published)
+        except DsfsError as exc:
+            reporter.warn(f"could not check for versions published meanwhile: {exc}")
+            return
+        if message:
+            reporter.warn(message)
+
+    def _concurrent_message(self, published: Header | None) -> str | None:
         others = self.newcomers(published)
         if not others:
-            return
+            return None
         order = sorted(others.items(), key=lambda kv: cat.version_sort_key(kv[0]))
         listed = ", ".join(f"{version} ({vid})" for version, vid in order)
         verb, its = ("was", "its") if len(others) == 1 else ("were", "their")
@@ -123,4 +134,4 @@ class LatestWatch:
         else:
             outcome = (f"{published.version} is a child of {parent.version} and does not "
                        f"hold {its} changes")
-        reporter.warn(f"{start}{listed} {verb} published while this ran; {outcome}")
+        return f"{start}{listed} {verb} published while this ran; {outcome}"
