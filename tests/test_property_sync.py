@@ -96,8 +96,8 @@ ENFORCED = can_enforce_permissions()
 
 # -- the model: relative path → node -------------------------------------------------
 
-FILE_MODES = [0o644, 0o600, 0o755, 0o444, 0o640, 0o4755 & 0o777]
-DIR_MODES = [0o755, 0o700, 0o750, 0o555]
+FILE_MODES = [0o644, 0o600, 0o755, 0o444, 0o640, 0o4755, 0o2755]
+DIR_MODES = [0o755, 0o700, 0o750, 0o555, 0o1777, 0o2755]
 UNREADABLE_FILE_MODES = [0o000, 0o200]
 UNREADABLE_DIR_MODES = [0o000, 0o300, 0o600]
 ODD_NAMES = ["a b", " lead", "trail ", "-rf", "--help", "-", "ünïcødé", "日本語", "😀",
