@@ -295,7 +295,8 @@ class Catalog:
             tags = json.loads(raw)["tags"]
             return [str(t) for t in tags]
         except (ValueError, KeyError, TypeError):
-            raise IntegrityError(f"tags object of {header.id} is malformed") from None
+            raise IntegrityError(f"tags object {tags_key(header.id)} in {self.repo.store.url} "
+                                 "is malformed") from None
 
     def set_tags(self, version_id: str, tags: list[str]) -> None:
         self.repo.store.put(tags_key(version_id), json.dumps({"tags": sorted(set(tags))}).encode())

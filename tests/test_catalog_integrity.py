@@ -235,6 +235,18 @@ def test_search_lists_the_rest_and_names_the_corrupt_object(
     assert f"versions/{b1}" in table.stderr
 
 
+def test_a_malformed_tags_object_hides_nothing_else(
+        run_dsfs, store_url: str, three_versions: dict[str, str]) -> None:
+    b1 = three_versions["b1"]
+    assert run_dsfs("tag", "proj/b@1.0.1", "--add", "gold").returncode == 0
+    write_object(store_url, f"tags/{b1}", b"{not json")
+    rows, result = search_rows(run_dsfs)
+    assert sorted(r[2] for r in rows) == sorted([three_versions["a"], three_versions["b0"]])
+    assert f"tags/{b1}" in result.stderr
+    listed = run_dsfs("list", "proj/b@1.0.1")
+    assert listed.returncode == INTEGRITY and f"tags/{b1}" in listed.stderr, listed.stderr
+
+
 def test_gc_never_collects_a_claimed_version(run_dsfs, store_url: str,
                                              three_versions: dict[str, str]) -> None:
     """A claimed manifest whose header lies about its version string is not an
