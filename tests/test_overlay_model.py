@@ -512,7 +512,8 @@ def test_sync_deletes_only_what_was_retired_before_it(tmp_path: Path) -> None:
     real_fsync = os.fsync
 
     def fsync_while_unlinking(fd: int) -> None:  # another request arrives meanwhile
-        h.fs.unlink(ROOT_INO, "f2")
+        if "f2" in h.fs.children(h.fs.root):
+            h.fs.unlink(ROOT_INO, "f2")
         real_fsync(fd)
 
     os_fsync, os.fsync = os.fsync, fsync_while_unlinking
@@ -681,3 +682,24 @@ def test_delta_sources_flatten_and_answer_like_the_applied_deltas(seed: int) -> 
                           if p != "" and p.rpartition("/")[0] == path)
             assert layered.children(path) == want, path
         assert all(e.kind != REMOVED for e in tree.values())
+
+
+def test_data_file_names_are_durable_before_the_journal_names_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data file made on the spot (no spare ready) gets its directory fsynced
+    by the next sync before the journal that names it is fsynced; so does a
+    new journal's name when a snapshot starts it."""
+    calls: list[tuple[str, object]] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(overlay_upper, "fsync_dir", lambda p: calls.append(("dir", Path(p))))
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(("fsync", fd)), real_fsync(fd))[1])
+    monkeypatch.setattr(overlay_upper, "SPARES", 0)  # every data file is made on the spot
+    h = Harness(tmp_path / "o", lower_model())
+    assert ("dir", tmp_path / "o") in calls  # the journal save() started
+    calls.clear()
+    h.create("new", 0o644, b"x")
+    h.upper.sync()
+    journal = ("fsync", h.upper._journal_fd)
+    assert ("dir", tmp_path / "o" / "data") in calls and journal in calls, calls
+    assert calls.index(("dir", tmp_path / "o" / "data")) < calls.index(journal), calls
+    h.close()

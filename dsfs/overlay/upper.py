@@ -37,7 +37,11 @@ Spare data files: creating a file is the costliest step of a ``create``
 request (an inode allocation that can take a millisecond on a busy disk), so
 a worker thread keeps up to ``SPARES`` empty data files created and open
 ahead of need, and ``new_data`` hands one out.  No record names a spare, so
-a crash leaves them to ``collect``; ``close`` deletes them.
+a crash leaves them to ``collect``; ``close`` deletes them.  Their names are
+made durable (the directory fsynced, once a batch) before they are handed
+out; a data file made on the spot is covered by the next sync, before the
+journal that names it: a power loss never leaves a record of a file whose
+name is gone.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from typing import Any
 
 from dsfs import config
 from dsfs.errors import ConflictError, IntegrityError, UsageError
-from dsfs.fsutil import write_atomic, write_json_atomic
+from dsfs.fsutil import fsync_dir, write_atomic, write_json_atomic
 from dsfs.overlay.journal import (
     FORMAT,
     READABLE_FORMATS,
@@ -75,6 +79,8 @@ SYNC_INTERVAL = 1.0
 COMPACT_BYTES = 32 << 20
 #: Empty data files kept ready for ``new_data`` (refilled below half).
 SPARES = 64
+#: Spares are made this many at a time, then their directory is fsynced once.
+SPARE_BATCH = 16
 #: Journal space allocated at a time; more is allocated when less than
 #: ``JOURNAL_LOW`` is left, and a change is refused (ENOSPC) when less than
 #: ``JOURNAL_MIN`` is left and no more can be had.
@@ -122,6 +128,7 @@ class Upper:
         #: the record that dropped it is in the journal (see ``retire``)
         self._retired: list[tuple[str, int]] = []
         self._appends = 0
+        self._names_unsynced = False  # data files made since data/ was last fsynced
         #: the version an interrupted commit published, finished when this was opened
         self.recovered: str | None = None
         self._spares: deque[tuple[str, int]] = deque()  # (id, open fd), made ahead
@@ -193,6 +200,7 @@ class Upper:
                      durable=True, mode=0o600)
         fd = os.open(self.root / f"journal.{new}",
                      os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        fsync_dir(self.root)  # the new journal's name, before records go into it
         with self._fd_lock, self._lock:
             if self._journal_fd is not None:
                 self._trim()
@@ -273,6 +281,9 @@ class Upper:
         or whose record is still to come, waits for the next sync)."""
         with self._fd_lock:
             covered = self._appends  # records written so far: this fsync covers them
+            if self._names_unsynced:  # data files the journal names must exist
+                self._names_unsynced = False
+                fsync_dir(self.data_dir)
             fd = self._journal_fd
             if fd is not None and self._unsynced:
                 self._unsynced = False
@@ -303,6 +314,7 @@ class Upper:
             spare = self._spares.popleft()
         except IndexError:
             spare = self._make_data()
+            self._names_unsynced = True  # the next sync makes its name durable
         if len(self._spares) < SPARES // 2:
             self._want_spares.set()
         return spare
@@ -319,11 +331,17 @@ class Upper:
             self._want_spares.wait()
             self._want_spares.clear()
             while not self._stopping and len(self._spares) < SPARES:
+                batch: list[tuple[str, int]] = []
                 try:
-                    self._spares.append(self._make_data())
+                    while len(batch) < SPARE_BATCH and len(self._spares) + len(batch) < SPARES:
+                        batch.append(self._make_data())
                 except OSError as exc:  # new_data makes its own; say why once
                     log.warning("could not create a spare data file: %s", exc)
                     break
+                finally:
+                    if batch:  # their names survive a power loss before they are used
+                        fsync_dir(self.data_dir)
+                        self._spares.extend(batch)
             if self._stopping:
                 return
 
