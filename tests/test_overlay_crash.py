@@ -486,6 +486,63 @@ def test_full_overlay_disk_keeps_serving(dataset: dict, tmp_path: Path) -> None:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
+def test_full_journal_refuses_changes_but_removals_work(dataset: dict,
+                                                       tmp_path: Path) -> None:
+    """A 1 MiB tmpfs: the journal gets only a small allocation, a file fills the
+    rest; then changes go on until the journal has no room, and the one that
+    finds none is refused with ENOSPC without happening; removing still works,
+    makes room again, and a kill -9 keeps exactly what succeeded."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                       check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here: {exc}")
+    mnt = tmp_path / "mnt"
+    args = ("--writable", "--overlay", str(disk / "o"))
+    made: list[str] = []
+    try:
+        with mounted(dataset["env"], dataset["id"], mnt, *args) as proc:
+            (mnt / "first").mkdir()  # allocates the journal's space while there is some
+            with pytest.raises(OSError) as full, open(mnt / "fill", "wb") as f:
+                for _ in range(100):
+                    f.write(b"z" * 65536)
+                    f.flush()
+            assert full.value.errno == errno.ENOSPC
+            with pytest.raises(OSError) as refused:
+                for i in range(20_000):
+                    name = f"dir-with-a-long-name-{i:05d}"
+                    os.mkdir(mnt / name)
+                    made.append(name)
+            assert refused.value.errno == errno.ENOSPC
+            assert len(made) > 50
+            assert not (mnt / f"dir-with-a-long-name-{len(made):05d}").exists()
+            assert len(os.listdir(mnt)) >= len(made)  # still serving
+            os.rmdir(mnt / made.pop())  # removals go on
+            os.unlink(mnt / "fill")
+            deadline = time.monotonic() + 10
+            while True:  # room again once the removal is durable (<= 1 s)
+                try:
+                    (mnt / "after").mkdir()
+                    break
+                except OSError as exc:
+                    assert exc.errno == errno.ENOSPC and time.monotonic() < deadline
+                    time.sleep(0.2)
+            kill(proc, dataset["env"], mnt)
+        log = (tmp_path / "mnt.stderr").read_text()
+        assert log.count("Traceback") == 0, log
+        assert log.count("is full") == 1, log  # one line for the episode
+        with mounted(dataset["env"], dataset["id"], mnt, *args):
+            names = set(os.listdir(mnt))
+            assert {"first", "after", *made} <= names
+            assert "fill" not in names
+            assert len([n for n in names if n.startswith("dir-with")]) == len(made)
+            dsfs(dataset, "discard", str(mnt))
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
 @pytest.mark.parametrize("seed", range(int(os.environ.get("DSFS_CRASH_TRIALS", "20"))))
 def test_random_crash_trial(dataset: dict, seed: int, tmp_path: Path) -> None:
     trial = Trial(seed=seed, env=dataset["env"], version=dataset["id"], src=dataset["src"],
