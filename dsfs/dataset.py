@@ -15,6 +15,7 @@ from typing import Any
 
 from dsfs import catalog as cat
 from dsfs.engine import drafts, materialize, verify, versions
+from dsfs.engine.latest import note_outdated_parent
 from dsfs.engine.tree import Changes, TreeResolver, compare
 from dsfs.errors import UsageError
 from dsfs.format.manifest import DIR, Entry, Header
@@ -115,9 +116,11 @@ class Dataset:
                                self.reporter)
 
     def finalize(self) -> versions.CloseResult:
-        """Upload what is new and publish the version (``dsfs close``)."""
+        """Upload what is new and publish the version (``dsfs close``), with a
+        note if its parent is no longer the latest version of the dataset."""
         result = versions.close(self.repo, self.id, self.reporter)
         self._header, self._draft = result.header, None
+        note_outdated_parent(self.repo, result.header, self.reporter)
         return result
 
     # -- reading a version ---------------------------------------------------------------

@@ -117,6 +117,14 @@ def _replace_by_fifo(folder: Path) -> None:
     os.mkfifo(folder / "sub" / "y.txt")
 
 
+def _outdated_draft(w: World) -> list[str]:
+    """A draft of a child of 1.0.0, and 1.0.1 published by a sync meanwhile."""
+    w.run("create", "-p", "p", "-n", "n", "--parents", "p/n", check=True)
+    w.run("add", str(w.folder("extra", {"e.txt": "e"})), check=True)
+    w.run(*_sync(w.folder("theirs", {"t.txt": "t"})), check=True)
+    return ["close"]
+
+
 def _link_to(w: World, name: str, target: str) -> Path:
     link = w.root / name
     os.symlink(target, link)
@@ -229,6 +237,10 @@ ROWS = [
     Row("close-file-now-fifo", lambda w: _added_then(w, _replace_by_fifo), InputError.exit_code,
         r"dsfs: error: .*/added/sub/y\.txt was added as a file but is now a fifo: add it "
         r"again or remove it"),
+    Row("close-parent-not-latest", lambda w: _outdated_draft(w), 0,
+        r"dsfs: note: the parent 1\.0\.0 \([0-9a-f]{32}\) is no longer the latest \(1\.0\.1, "
+        r"[0-9a-f]{32}\): 1\.0\.2 is a child of 1\.0\.0 and does not hold what was "
+        r"published since"),
     Row("get-copy-not-empty", lambda w: ["get", "p/n", "--copy", str(w.data)],
         InputError.exit_code, r"dsfs: error: .*/data is not empty: give a new or empty "
         r"directory"),

@@ -135,3 +135,28 @@ class LatestWatch:
             outcome = (f"{published.version} is a child of {parent.version} and does not "
                        f"hold {its} changes")
         return f"{start}{listed} {verb} published while this ran; {outcome}"
+
+
+def note_outdated_parent(repo: Repository, header: Header, reporter: Reporter) -> None:
+    """After ``close``: note, as ``dsfs commit`` does, when the draft's parent
+    was no longer the latest version of the dataset (someone published while
+    the draft was open), since the new version then lacks what they published.
+    Best effort, like ``LatestWatch.report``; a draft without parents was made
+    so on purpose and gets no note."""
+    if not header.parents:
+        return
+    try:
+        claims = cat.Catalog(repo).claimed_versions(header.project, header.name)
+        others = {version: vid for version, vid in claims.items() if vid != header.id}
+        if not others:
+            return
+        top = max(others, key=cat.version_sort_key)
+        if others[top] in header.parents:
+            return
+        parent = repo.header(header.parents[-1])
+    except DsfsError as exc:
+        reporter.warn(f"could not check for versions published meanwhile: {exc}")
+        return
+    reporter.note(f"the parent {parent.version} ({parent.id}) is no longer the latest "
+                  f"({top}, {others[top]}): {header.version} is a child of "
+                  f"{parent.version} and does not hold what was published since")
