@@ -14,10 +14,11 @@ immutable byte objects.  The engine relies on exactly these promises, and
   the object is shorter than the range).
 * ``list`` yields every object under a key prefix with its size and
   modification time (seconds since the epoch), in no particular order.
-  ``etag``, where a backend has one (S3), changes whenever the object is
-  rewritten, and ``list`` and ``stat`` report the same one; a backend without
-  one reports the same ``mtime`` from both.  Readers compare size and ``etag``
-  (else size and ``mtime``) to tell whether a cached copy is still current.
+  ``etag`` changes whenever the object is rewritten (S3's ETag; the inode
+  and change time of a local file), and ``list`` and ``stat`` report the
+  same one; a backend without one leaves it empty and reports the same
+  ``mtime`` from both.  Readers compare size and ``etag`` (else size and
+  ``mtime``) to tell whether a cached copy is still current.
 * ``delete`` of a missing key is not an error.
 * Failures raise typed errors, decided by the backend from error codes
   (errno, S3 code and status), never by matching message text; each message
@@ -71,7 +72,8 @@ class ObjectInfo:
     key: str
     size: int
     mtime: float
-    #: S3's ETag (without quotes); empty for backends without one.
+    #: Changes whenever the object is rewritten (S3: its ETag without quotes);
+    #: empty for backends without one.
     etag: str = ""
 
 

@@ -168,7 +168,7 @@ class LocalStore(Store):
                     continue  # deleted while we listed
                 except OSError as exc:
                     raise self._error(exc, "list", key) from None
-                yield ObjectInfo(key, st.st_size, st.st_mtime)
+                yield ObjectInfo(key, st.st_size, st.st_mtime, _etag(st))
 
     def stat(self, key: str) -> ObjectInfo | None:
         try:
@@ -177,4 +177,10 @@ class LocalStore(Store):
             return None
         except OSError as exc:
             raise self._error(exc, "stat", key) from None
-        return ObjectInfo(key, st.st_size, st.st_mtime)
+        return ObjectInfo(key, st.st_size, st.st_mtime, _etag(st))
+
+
+def _etag(st: os.stat_result) -> str:
+    """Changes when the file is replaced (a new inode) or written, truncated or
+    touched in place (the change time): what a cached copy is checked against."""
+    return f"{st.st_ino:x}-{st.st_ctime_ns:x}"
