@@ -272,6 +272,15 @@ def version_ids(dataset: dict) -> set[str]:
     return {v["id"] for v in json.loads(dsfs(dataset, "search", "--json").stdout)}
 
 
+#: The failing store's rule (dsfs/store/faulty.py) for each crash step.
+FAULTS = {
+    "manifest": "put_if_absent:versions/:kill",  # before the manifest is written
+    "claim": "put_if_absent:names/:kill",  # after the manifest, before the claim
+    "rebase": "put_if_absent:names/:kill-after",  # after the claim, before the rebase
+    "lost-reply": "put_if_absent:names/:lose-reply",  # the claim written, its reply lost
+}
+
+
 @pytest.mark.parametrize("step", ["manifest", "claim", "rebase", "lost-reply"])
 def test_commit_killed_at_each_step(dataset: dict, step: str) -> None:
     """A commit killed before the manifest, between manifest and claim, or after
@@ -280,7 +289,7 @@ def test_commit_killed_at_each_step(dataset: dict, step: str) -> None:
     mnt = dataset["base"] / f"mnt-crash-{step}"
     args = ("--writable", "--overlay", str(dataset["base"] / f"crash-{step}"))
     before = version_ids(dataset)
-    hooked = {**dataset["env"], "DSFS_TEST_COMMIT_CRASH": step}
+    hooked = {**dataset["env"], "DSFS_FAULTS": FAULTS[step]}
     with mounted(hooked, dataset["id"], mnt, *args) as proc:
         (mnt / "crash.txt").write_text(f"{step}\n")
         with open(mnt / "docs" / "page2.txt", "a") as f:

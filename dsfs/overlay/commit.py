@@ -23,20 +23,17 @@ asks the store again whether the claim is its own before reporting a failure
 (``settle``), and checks ``commit.json`` before every new commit, so a claim
 whose reply was lost never leads to a second, duplicate version.
 
-Crash tests: ``DSFS_TEST_COMMIT_CRASH`` set to ``manifest`` (before the
-manifest is written), ``claim`` (after the manifest, before the claim) or
-``rebase`` (after the claim, before the upper layer is emptied) makes the
-process SIGKILL itself there; ``lost-reply`` makes the claim's write raise
-after it succeeded.  Unset (always, outside tests) it does nothing.
+Crash tests need no hooks here: ``DSFS_FAULTS`` (``dsfs.store.faulty``) makes
+the mount's store kill the process before the manifest's write
+(``put_if_absent:versions/:kill``), before the claim
+(``put_if_absent:names/:kill``), right after it (``...:kill-after``), or lose
+the claim's reply (``...:lose-reply``).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import os
 import posixpath
-import signal
 import stat
 import time
 from dataclasses import dataclass, field
@@ -57,34 +54,6 @@ from dsfs.overlay.journal import Record
 from dsfs.overlay.upper import Upper
 from dsfs.report import Reporter
 from dsfs.repository import Repository
-
-#: Test hook: where a commit kills itself (see the module docstring).
-CRASH_ENV = "DSFS_TEST_COMMIT_CRASH"
-
-
-def crash_point(name: str) -> None:
-    """SIGKILL this process if the crash test asked for ``name``."""
-    if os.environ.get(CRASH_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-class _FaultyStore:
-    """The test hook's store: dies before the claim, or loses the claim's reply."""
-
-    def __init__(self, store: Any, claims: str) -> None:
-        self._store, self._claims = store, claims
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def put_if_absent(self, key: str, data: bytes) -> bool:
-        if not key.startswith(self._claims):
-            return bool(self._store.put_if_absent(key, data))
-        crash_point("claim")
-        written = bool(self._store.put_if_absent(key, data))
-        if os.environ.get(CRASH_ENV) == "lost-reply":
-            raise StoreError("the claim's reply was lost (test hook)")
-        return written
 
 
 class OutcomeUnknown(StoreError):
@@ -364,16 +333,10 @@ def build(repo: Repository, base: Header, regions: Regions, upper: Upper,
         attempts.append([version_id, version_text])
         upper.write_commit({"parent": base.id, "project": base.project, "name": base.name,
                             **position, "attempts": attempts})
-        crash_point("manifest")
 
-    publishing = repo
-    if os.environ.get(CRASH_ENV):
-        publishing = copy.copy(repo)
-        publishing.store = _FaultyStore(repo.store,  # type: ignore[assignment]
-                                        cat.claim_prefix(base.project, base.name))
     done = Committed(header, delta, new, changes.counts, packer.stats.bytes_uploaded, notice)
     try:
-        done.header = publish(publishing, header, manifest_entries, version is not None,
+        done.header = publish(repo, header, manifest_entries, version is not None,
                               remember)
     except Exception as exc:
         if not attempts:
@@ -386,7 +349,6 @@ def build(repo: Repository, base: Header, regions: Regions, upper: Upper,
         if published is None:
             raise
         done.header = published  # the claim got written; its reply did not come back
-    crash_point("rebase")
     return done
 
 
