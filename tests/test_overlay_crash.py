@@ -450,8 +450,7 @@ def test_kill_during_commit_rebase_is_not_an_edit(dataset: dict) -> None:
     mnt = base / "mnt-rebase"
     overlay = base / "rebase-overlay"
     args = ("--writable", "--overlay", str(overlay))
-    with mounted({**dataset["env"], "DSFS_FAULTS": "put_if_absent:names/:kill-after"},
-                 dataset["id"],
+    with mounted({**dataset["env"], "DSFS_TEST_COMMIT_CRASH": "rebase"}, dataset["id"],
                  mnt, *args) as proc:
         (mnt / "new.txt").write_text("new\n")
         first = dsfs(dataset, "commit", str(mnt), check=False)
