@@ -129,7 +129,10 @@ class Op:
 
     def _write(self, fd: int, held: list[int]) -> None:
         try:
-            os.pwrite(fd, self.data, self.offset)
+            if os.pwrite(fd, self.data, self.offset) != len(self.data):
+                # the mount died between the write's requests (the kernel splits a
+                # write that starts inside a page it does not cache)
+                raise OSError(SHORT, "short write")
         finally:
             if self.keep_open:
                 held.append(fd)
@@ -268,6 +271,8 @@ def kill(proc: subprocess.Popen, env: dict[str, str], mnt: Path) -> None:
 
 #: What a request answers once the mount process is dead.
 DEAD = (errno.ENOTCONN, errno.ECONNABORTED)
+#: Op.apply's answer to a write that wrote less than asked.
+SHORT = -5
 
 
 def in_flight_models(op: Op, model: Path, work: Path) -> list[Path]:
@@ -275,6 +280,8 @@ def in_flight_models(op: Op, model: Path, work: Path) -> list[Path]:
     not applied, applied, and for a create, the file opened (created or
     truncated) but not written."""
     out = [model]
+    if op.kind in ("write", "create"):
+        out.append(work / "model-prefix")  # made after the remount: see prefix_model
     after = work / "model-after"
     shutil.copytree(model, after, symlinks=True)
     op.apply(after, [])
@@ -285,6 +292,30 @@ def in_flight_models(op: Op, model: Path, work: Path) -> list[Path]:
         Op(op.kind, op.path, mode=op.mode).apply(opened, [])
         out.append(opened)
     return out
+
+
+def prefix_model(op: Op, model: Path, work: Path, shown: Path) -> None:
+    """For a write or create cut short: the model with as many of its bytes
+    written as the remounted file ``shown`` holds (a write the kernel split may
+    have been done in part, whether or not that part was answered)."""
+    target = work / "model-prefix"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(model, target, symlinks=True)
+    try:
+        got = shown.read_bytes()
+    except OSError:
+        return
+    k = 0
+    while (k < len(op.data) and op.offset + k < len(got)
+           and got[op.offset + k] == op.data[k]):
+        k += 1
+    flags = os.O_WRONLY | (os.O_CREAT | os.O_TRUNC if op.kind == "create" else 0)
+    with contextlib.suppress(OSError):
+        fd = os.open(target / op.path, flags, op.mode or 0o644)
+        try:
+            os.pwrite(fd, op.data[:k], op.offset)
+        finally:
+            os.close(fd)
 
 
 def run_trial(trial: Trial) -> None:
@@ -304,6 +335,7 @@ def run_trial(trial: Trial) -> None:
     delay = rng.uniform(0.0, 0.4)
     held: list[int] = []
     candidates = [model]
+    cut: Op | None = None
     with mounted(trial.env, trial.version, mnt, *args) as proc:
         killer = threading.Timer(delay, os.kill, (proc.pid, signal.SIGKILL))
         if timed:
@@ -312,9 +344,10 @@ def run_trial(trial: Trial) -> None:
             for _ in range(count):
                 op = random_op(rng, model)
                 got = op.apply(mnt, held)
-                if timed and got in DEAD:
+                if timed and (got in DEAD or got == SHORT):
                     trial.log.append(f"{op} -> {got} (killed)")
                     candidates = in_flight_models(op, model, trial.work)
+                    cut = op
                     break
                 want = op.apply(model, [])
                 trial.log.append(f"{op} -> {got}")
@@ -331,6 +364,8 @@ def run_trial(trial: Trial) -> None:
                     os.close(fd)
     history = f"seed {trial.seed}:\n" + "\n".join(trial.log)
     with mounted(trial.env, trial.version, mnt, *args):
+        if cut is not None and cut.kind in ("write", "create"):
+            prefix_model(cut, model, trial.work, mnt / cut.path)
         errors = []
         for candidate in candidates:
             try:
