@@ -169,3 +169,21 @@ def test_mount_with_a_cache_limit_larger_than_the_disk(tmp_path: Path, small_fs)
         for path in sorted(src_b.iterdir()):
             assert (mnt / path.name).read_bytes() == path.read_bytes(), path.name
     assert temporaries(cache / "chunks") == []
+
+
+def test_sync_into_a_full_local_store(tmp_path: Path, small_fs) -> None:
+    """A local store on a full disk: exit 11 naming the store, nothing published."""
+    store = small_fs("store", "2m")
+    env = {**env_for(tmp_path, tmp_path / "cache"), "DSFS_STORE": str(store / "s")}
+    result = run(env, "sync", str(make_dataset(tmp_path, "a", 3)), "-p", "p", "-n", "n")
+    assert_disk_full(result, store / "s")
+    assert run(env, "search", "--json", check=True).stdout.strip() in ("[]", "")
+    assert temporaries(store) == []
+
+
+def test_create_with_a_full_data_dir(tmp_path: Path, small_fs) -> None:
+    data = small_fs("data", "1m")
+    env = {**env_for(tmp_path, tmp_path / "cache"), "DSFS_DATA_DIR": str(data)}
+    fill(data)
+    assert_disk_full(run(env, "create", "-p", "p", "-n", "n"), data)
+    assert temporaries(data) == []
