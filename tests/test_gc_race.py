@@ -161,6 +161,11 @@ def _race_and_verify(store: str, work: Path, rounds: int) -> None:
     assert published >= rounds * WRITERS
     gc = result["gc"]
     assert gc["runs"] >= 1 and gc["packs_removed"] >= 1, gc  # gc did collect meanwhile
+    from dsfs.store import open_store
+
+    left = open_store(store)
+    assert not list(left.list("locks/")), "a finished writer or gc left its lock behind"
+    left.close()
 
 
 @pytest.mark.parametrize("kind", STORE_KINDS)
