@@ -364,9 +364,12 @@ class Hold:
                  reporter: Reporter | None = None, until_publish: bool = False) -> None:
         self._ident = id(repo.store)
         self._done = False
+        #: Whether this hold took the lock (no other hold of this process had it).
+        self.acquired = False
         with _registry:
             held = _held.get(self._ident)
             if held is None:
+                self.acquired = True
                 lock = StoreLock(repo.store, False, purpose)
                 lock.acquire(writer_wait_seconds() if wait_seconds is None else wait_seconds,
                              reporter)
@@ -442,7 +445,10 @@ def holding_shared(purpose: str) -> Callable[[Callable[Concatenate[Repository, P
         @functools.wraps(fn)
         def run(repo: Repository, *args: P.args, **kwargs: P.kwargs) -> T:
             with shared(repo, purpose):
-                return fn(repo, *args, **kwargs)
+                try:
+                    return fn(repo, *args, **kwargs)
+                finally:  # a packer whose publish never came (no changes, an error)
+                    end_holds_until_publish(repo)
         return run
     return decorate
 

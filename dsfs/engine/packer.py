@@ -10,10 +10,12 @@ uploaded by a few worker threads while hashing goes on; at most
 
 A packer holds a shared store lock (``dsfs.engine.locks``) from its creation
 to the end of the ``publish`` that follows in the same thread (or until it is
-aborted or dropped): a gc cannot delete a pack between the moment a chunk in
-it is chosen for reuse and the claim of the version that reuses it.  The
-record of the store's packs is read again once the lock is held, so no choice
-rests on a listing a gc made stale.
+aborted or dropped, or the ``locks.holding_shared`` function around it
+returns): a gc cannot delete a pack between the moment a chunk in it is
+chosen for reuse and the claim of the version that reuses it.  If the lock
+was not held already (by the command around it), the record of the store's
+packs is read again once it is, so no choice rests on a listing a gc made
+stale.
 """
 
 from __future__ import annotations
@@ -61,11 +63,12 @@ class Packer:
     def __init__(self, repo: Repository) -> None:
         self._hold = locks.Hold(repo, "close", until_publish=True)
         weakref.finalize(self, self._hold.release)
-        try:
-            repo.sync_pack_index()  # under the lock: no gc can make it stale now
-        except BaseException:
-            self._hold.release()
-            raise
+        if self._hold.acquired:  # the caller looked at the store's packs without it
+            try:
+                repo.sync_pack_index()  # under the lock: no gc can make it stale now
+            except BaseException:
+                self._hold.release()
+                raise
         self.repo = repo
         self.store_id = repo.store_id
         self.stats = PackStats()

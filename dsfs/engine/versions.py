@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from dsfs import catalog as cat
-from dsfs.engine import drafts
+from dsfs.engine import drafts, locks
 from dsfs.engine.drafts import Draft
 from dsfs.engine.latest import LatestWatch
 from dsfs.engine.packer import Packer, PackStats
@@ -221,6 +221,7 @@ def finish_version(repo: Repository, header: Header, base: Tree, tree: Tree,
     return CloseResult(published, changes.counts, packer.stats if packer else PackStats())
 
 
+@locks.holding_shared("close")
 def close(repo: Repository, draft_id: str | None = None,
           reporter: Reporter | None = None) -> CloseResult:
     """Hash, dedup, pack, upload and publish a draft."""
@@ -257,6 +258,7 @@ def _check_store(repo: Repository, draft: Draft) -> None:
         )
 
 
+@locks.holding_shared("close")
 def sync(repo: Repository, folder: str, project: str, name: str,
          parents: list[str] | None = None, version: str | None = None,
          tags: list[str] | None = None, description: str = "",
@@ -285,6 +287,7 @@ def sync(repo: Repository, folder: str, project: str, name: str,
     return result
 
 
+@locks.holding_shared("close")
 def squash(repo: Repository, version_ids: list[str], project: str, name: str,
            version: str | None = None, description: str = "") -> CloseResult:
     """A parentless snapshot holding the merged trees of ``version_ids``."""

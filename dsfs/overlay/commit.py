@@ -42,6 +42,7 @@ from typing import Any
 
 from dsfs import catalog as cat
 from dsfs import config
+from dsfs.engine import locks
 from dsfs.engine.publish import check_packs_exist, find_published, publish
 from dsfs.engine.scan import SourceItem
 from dsfs.engine.tree import MAX_CHAIN_DEPTH, Tree, TreeResolver, apply_delta, compare, make_delta
@@ -283,6 +284,7 @@ def _prune_removals(delta: list[Entry]) -> list[Entry]:
     return out
 
 
+@locks.holding_shared("commit")
 def build(repo: Repository, base: Header, regions: Regions, upper: Upper,
           message: str = "", version: str | None = None, tags: list[str] | None = None,
           reporter: Reporter | None = None) -> Committed:
