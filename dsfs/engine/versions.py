@@ -258,7 +258,7 @@ def _check_store(repo: Repository, draft: Draft) -> None:
         )
 
 
-@locks.holding_shared("close")
+@locks.holding_shared("sync")
 def sync(repo: Repository, folder: str, project: str, name: str,
          parents: list[str] | None = None, version: str | None = None,
          tags: list[str] | None = None, description: str = "",
@@ -287,7 +287,7 @@ def sync(repo: Repository, folder: str, project: str, name: str,
     return result
 
 
-@locks.holding_shared("close")
+@locks.holding_shared("squash")
 def squash(repo: Repository, version_ids: list[str], project: str, name: str,
            version: str | None = None, description: str = "") -> CloseResult:
     """A parentless snapshot holding the merged trees of ``version_ids``."""
