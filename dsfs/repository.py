@@ -7,11 +7,13 @@ the cache's record of which chunks the store holds up to date.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
 import secrets
 from pathlib import Path
+from typing import BinaryIO
 
 from dsfs import config
 from dsfs.cache.chunks import ChunkCache
@@ -135,6 +137,19 @@ class Repository:
         if memo:
             self._manifest_memo[version_id] = data
         return data
+
+    def open_manifest(self, version_id: str) -> BinaryIO:
+        """The manifest object as a file to stream from: its local copy, fetched
+        first if need be (for readers of big manifests, which should not hold
+        them in memory)."""
+        path = self._manifest_cache_path(version_id)
+        if version_id not in self._manifest_memo:
+            with contextlib.suppress(FileNotFoundError):
+                return open(path, "rb")  # noqa: SIM115 - the caller closes it
+        data = self.manifest_bytes(version_id, memo=False)  # fetched and cached
+        with contextlib.suppress(FileNotFoundError):
+            return open(path, "rb")  # noqa: SIM115 - the caller closes it
+        return io.BytesIO(data)
 
     def header(self, version_id: str) -> mf.Header:
         """A version's header, reading only the head of its manifest when the

@@ -45,7 +45,7 @@ Tables (all integers little-endian):
     One version's delta (its manifest's entries), grouped by directory.  The dir
     key is the xxh3-128 digest of the directory's path ("" for the root), which
     keeps keys within LMDB's 511 bytes; the names under one dir key come out of a
-    cursor in byte order.  An encoded entry (``dsfs.vfs.treeindex``) is
+    cursor in byte order.  An encoded entry (``dsfs.engine.treeindex``) is
     kind u8 | mode u32 | mtime ns i64 | size u64, then for a file: raw digest (16)
     | chunk count u32 | per chunk: raw chunk id (16) | raw pack id (16) |
     offset u64 | length u64; for a symlink: the target's bytes.
@@ -71,7 +71,7 @@ The four ``tree_*`` tables are keyed by version first, so forgetting a version
 is a range delete (``forget_tree_versions``), and ``clear_trees`` empties
 them all.  A version's records may point at an ancestor's (``tree_dirs``
 owners), so whoever forgets a version also forgets the versions that depend
-on it (``dsfs.vfs.treeindex.forget_trees`` decides which); a mount that is
+on it (``dsfs.engine.treeindex.forget_trees`` decides which); a mount that is
 running keeps its memo in memory and needs its records, so ``dsfs cache
 clear`` and ``prune`` leave the trees of mounted versions alone.
 """
@@ -346,6 +346,33 @@ class CacheIndex:
         if batch:
             flush()
 
+    def merge_tree_records(self, records: Iterable[tuple[bytes, bytes]],
+                           merge: Callable[[bytes, bytes], bytes],
+                           batch_size: int = 16 * BATCH) -> None:
+        """``merge_tree_delta`` for (whole key, record) pairs, in bigger
+        transactions, each sorted by key first (LMDB inserts in key order touch
+        fewer pages); the same idempotent ``merge`` rules."""
+        batch: list[tuple[bytes, bytes]] = []
+
+        def flush() -> None:
+            batch.sort(key=_first)  # stable: a key's records keep their order
+            with self._write(self._tree_deltas) as txn:
+                put, get = txn.put, txn.get
+                for key, value in batch:
+                    if not put(key, value, overwrite=False):
+                        old = get(key)
+                        assert old is not None  # put refused: the key is there
+                        put(key, merge(bytes(old), value))
+            batch.clear()
+
+        append = batch.append
+        for item in records:
+            append(item)
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+
     def finish_tree_delta(self, version_id: bytes, summary: bytes) -> None:
         """Mark a version's delta as completely indexed (see ``tree_versions``)."""
         with self._write(self._tree_versions) as txn:
@@ -456,6 +483,10 @@ class CacheIndex:
         with self._write(db) as txn:
             for key, value in items:
                 txn.put(key, value)
+
+
+def _first(item: tuple[bytes, bytes]) -> bytes:
+    return item[0]
 
 
 def _load_libc() -> ctypes.CDLL | None:
