@@ -35,7 +35,7 @@ from conftest import STORE_KINDS
 #: Rounds of the CI run per store kind (S3 through moto costs about three times
 #: as much); DSFS_GC_RACE_ROUNDS sets both.  The slow variant runs SLOW_ROUNDS.
 _ROUNDS = os.environ.get("DSFS_GC_RACE_ROUNDS")
-CI_ROUNDS = {"local": int(_ROUNDS or 2), "s3": int(_ROUNDS or 1)}
+CI_ROUNDS = {"local": int(_ROUNDS or 4), "s3": int(_ROUNDS or 1)}
 SLOW_ROUNDS = int(os.environ.get("DSFS_GC_RACE_SLOW_ROUNDS", "20"))
 WRITERS = 8
 
