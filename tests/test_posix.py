@@ -20,6 +20,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,17 @@ def owned_archive(path: Path) -> None:
                 tar.addfile(info, io.BytesIO(data))
 
 
-def test_owners_tar_rsync_chown_and_commit(dataset: dict, tmp_path: Path) -> None:
+@pytest.fixture
+def public() -> Iterator[Path]:
+    """A directory other users can reach (pytest's tmp_path is root's alone)."""
+    path = Path(tempfile.mkdtemp(prefix="dsfs-posix-", dir="/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_owners_tar_rsync_chown_and_commit(dataset: dict, tmp_path: Path,
+                                           public: Path) -> None:
     env = dataset["env"]
     archive = tmp_path / "owned.tar"
     owned_archive(archive)
@@ -87,10 +98,7 @@ def test_owners_tar_rsync_chown_and_commit(dataset: dict, tmp_path: Path) -> Non
     os.chown(native / "r" / "x.bin", 3001, 3002)
     os.chown(native / "r", 3003, 3004)
     os.utime(native / "r" / "x.bin", ns=(1_500_000_000_000_000_000, 1_500_000_000_000_000_000))
-    # other users must reach the mount point: not below pytest's private tmp_path
-    public = Path(tempfile.mkdtemp(prefix="dsfs-posix-", dir="/tmp"))
-    public.chmod(0o755)
-    mnt = public / "mnt"
+    mnt = public / "mnt"  # other users must reach it
     overlay = tmp_path / "ov"
     with mounted(env, dataset["id"], mnt, "--writable", "--allow-other", "--overlay",
                  str(overlay)):
@@ -134,7 +142,6 @@ def test_owners_tar_rsync_chown_and_commit(dataset: dict, tmp_path: Path) -> Non
         assert owner(ro / "t" / "two.txt") == (os.getuid(), os.getgid())
         assert (ro / "t" / "two.txt").read_text() == "t/two.txt\n"
         assert os.lstat(ro / "r" / "x.bin").st_mtime_ns == 1_500_000_000_000_000_000
-    shutil.rmtree(public)
 
 
 def test_times_link_counts_and_special_files(dataset: dict, tmp_path: Path) -> None:
