@@ -4,7 +4,7 @@ The two adapters (this module and ``dsfs.fuse.writable``) and the mount
 lifecycle (``dsfs.mount.lifecycle``) are the only importers of pyfuse3.  Each
 handler converts its arguments (names arrive as bytes: ``os.fsdecode`` here
 and nowhere else), calls one method of ``VersionFS`` (reads go to the
-``FileReader`` that owns store I/O), and converts the answer.
+``FileReader`` of ``dsfs.content`` that owns store I/O), and converts the answer.
 
 Errors: ``ERRNO`` is the one table from exception to errno.  Any exception
 outside it — a store or integrity failure after retries, or a bug — becomes
@@ -24,10 +24,11 @@ import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import pyfuse3
 
+from dsfs.content import FileReader
 from dsfs.errors import DsfsError
 from dsfs.vfs import (
     Attr,
@@ -35,7 +36,6 @@ from dsfs.vfs import (
     IsADirectory,
     NoEntry,
     NotADirectory,
-    OpenFile,
     ReadOnly,
     VersionFS,
 )
@@ -56,16 +56,6 @@ ERRNO: dict[type[BaseException], int] = {
 }
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
-
-
-class FileReader(Protocol):
-    """Whoever reads file contents (from the cache, fetching from the store)."""
-
-    def open(self, file: OpenFile) -> int: ...
-
-    async def read(self, fh: int, offset: int, size: int) -> bytes: ...
-
-    def release(self, fh: int) -> None: ...
 
 
 #: OSError numbers a writable mount passes through to the caller as they are: the

@@ -29,6 +29,7 @@ from typing import Any
 
 import trio
 
+from dsfs.chore import Chore, describe
 from dsfs.errors import (
     ConflictError,
     DiskFullError,
@@ -41,7 +42,6 @@ from dsfs.errors import (
 from dsfs.format.manifest import Header
 from dsfs.fuse.writable import WritableOperations
 from dsfs.mount import table
-from dsfs.mount.chore import Chore, describe
 from dsfs.overlay import commit as oc
 from dsfs.overlay.fs import OverlayFS
 from dsfs.overlay.source import DeltaSource

@@ -9,7 +9,7 @@ that it failed; a process that dies before reporting is a failure too.
 
 Nothing is mounted before the version is resolved, its manifest chain loaded
 and the mount point checked, so bad input fails early with a clear error and
-no mount.  Store I/O happens in worker threads (``dsfs.mount.reader``).
+no mount.  Store I/O happens in worker threads (``dsfs.content.reader``).
 """
 
 from __future__ import annotations
@@ -22,21 +22,23 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyfuse3
 import trio
 
+from dsfs.cache.chunks import ChunkCache
+from dsfs.chore import describe
+from dsfs.content import ChunkReader
 from dsfs.errors import ConflictError, DsfsError, InputError, LocalError
 from dsfs.format.manifest import Header
 from dsfs.fuse import Operations
 from dsfs.fuse.writable import WritableOperations
 from dsfs.logutil import rate_limit_repeats
-from dsfs.mount import table
-from dsfs.mount.chore import describe
+from dsfs.mount import cachectl, table
 from dsfs.mount.control import Session, socket_name
-from dsfs.mount.reader import ChunkReader
 from dsfs.overlay.commit import open_upper
 from dsfs.overlay.fs import OverlayFS
 from dsfs.overlay.upper import Upper
@@ -47,6 +49,20 @@ log = logging.getLogger("dsfs.mount")
 
 #: Concurrent FUSE request handlers.
 MAX_TASKS = 64
+
+
+@dataclass
+class CacheLimit:
+    """A mount's cache size limit, kept by ``cachectl`` (``dsfs.content.CacheLimit``)."""
+
+    cache: ChunkCache
+    limit: int
+
+    def prune(self, protect: set[str]) -> tuple[int, int]:
+        return cachectl.prune(self.cache, self.limit, protect)
+
+    def when_full(self, protect: Callable[[], Iterable[str]]) -> None:
+        cachectl.evict_when_full(self.cache, protect)
 
 
 def check_mountpoint(mountpoint: str | os.PathLike[str]) -> str:
@@ -118,7 +134,8 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
         if overlay is not None:
             upper, header, records, notice = open_upper(repo, header, overlay)
         source = open_tree_source(repo, header)
-        reader = ChunkReader(repo.cache, repo.store, cache_size=cache_size)
+        reader = ChunkReader(repo.cache, repo.store, limit=None if cache_size is None
+                             else CacheLimit(repo.cache, cache_size))
         ops: Operations
         if upper is not None:
             session = _writable(repo, header, source, upper, records, reader, path)

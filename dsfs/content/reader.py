@@ -1,6 +1,9 @@
 """File contents for a mount: chunks from the shared cache, fetched on a miss.
 
-``ChunkReader`` serves ``read(fh, offset, size)`` for the FUSE adapter:
+``ChunkReader`` serves ``read(fh, offset, size)`` for the FUSE adapters and
+the overlay (the ``FileReader`` protocol).  It sits below both: it touches the
+cache and the store, never a FUSE type or the mount; the mount passes in its
+cache size limit (``CacheLimit``) and runs ``run`` in its nursery.
 
 * A chunk is used only once verified: a cached chunk file is hashed the first
   time this process uses it (a corrupt one is discarded and fetched again,
@@ -31,16 +34,17 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import trio
 
 from dsfs.cache.chunks import ChunkCache
+from dsfs.chore import Chore, describe
 from dsfs.errors import DiskFullError, DsfsError, LocalError, StoreError
 from dsfs.format.digest import chunk_id, id_to_bytes
 from dsfs.format.manifest import ChunkRef
-from dsfs.mount import cachectl
-from dsfs.mount.chore import Chore, describe
 from dsfs.store.base import Store
 from dsfs.vfs import OpenFile, Slice
 
@@ -72,6 +76,33 @@ SCAN_PACKS = 256
 #: a sequential reader then sends requests of up to 1 MiB instead of 128 KiB,
 #: an eighth of the requests for the same bytes.
 READAHEAD_KB = 1024
+
+
+class FileReader(Protocol):
+    """Whoever reads file contents (from the cache, fetching from the store)."""
+
+    def open(self, file: OpenFile) -> int: ...
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes: ...
+
+    def release(self, fh: int) -> None: ...
+
+
+class CacheLimit(Protocol):
+    """A size limit on the shared cache and the eviction that keeps it (the
+    mount's, over ``dsfs.mount.cachectl``)."""
+
+    #: The most bytes the cache may take.
+    limit: int
+
+    def prune(self, protect: set[str]) -> tuple[int, int]:
+        """Evict until the cache fits, never a chunk in ``protect`` (in a worker
+        thread); (chunks removed, bytes freed)."""
+        ...
+
+    def when_full(self, protect: Callable[[], Iterable[str]]) -> None:
+        """Make a fetch that meets a full disk evict (not ``protect()``) and retry."""
+        ...
 
 
 def raise_readahead(mountpoint: str, kib: int = READAHEAD_KB) -> bool:
@@ -117,11 +148,12 @@ class ChunkReader:
     """Reads file contents through the cache; one instance per mount."""
 
     def __init__(self, cache: ChunkCache, store: Store, workers: int = WORKERS,
-                 readahead: int = READAHEAD_CHUNKS, cache_size: int | None = None) -> None:
+                 readahead: int = READAHEAD_CHUNKS, limit: CacheLimit | None = None) -> None:
         self.cache = cache
         self.store = store
         self.readahead = readahead
-        self.cache_size = cache_size
+        self.limit = limit
+        self.cache_size = None if limit is None else limit.limit
         self.limiter = trio.CapacityLimiter(workers)
         #: Where the mount is, if the reader should raise its readahead.
         self.mountpoint: str | None = None
@@ -139,9 +171,9 @@ class ChunkReader:
         self._touch_lock = threading.Lock()
         self._nursery: trio.Nursery | None = None
         self.fetches = 0
-        self._unpruned = 0 if cache_size is None else 1  # bytes fetched since the last prune
-        if cache_size is not None:  # a disk smaller than the limit: evict and retry
-            cachectl.evict_when_full(cache, lambda: {*self._inflight, *self._fds})
+        self._unpruned = 0 if limit is None else 1  # bytes fetched since the last prune
+        if limit is not None:  # a disk smaller than the limit: evict and retry
+            limit.when_full(lambda: {*self._inflight, *self._fds})
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -178,12 +210,12 @@ class ChunkReader:
                 self._nursery = None
 
     async def _prune(self) -> None:
-        assert self.cache_size is not None
+        assert self.limit is not None
         protect = set(self._inflight)
         for handle in list(self._handles.values()):
             protect.update(r.chunk_id for r in handle.file.entry.chunks)
         removed, freed = await trio.to_thread.run_sync(
-            cachectl.prune, self.cache, self.cache_size, protect, limiter=self.limiter)
+            self.limit.prune, protect, limiter=self.limiter)
         if removed:
             log.info("evicted %d chunk(s), %d bytes, to keep the cache under %d bytes",
                      removed, freed, self.cache_size)

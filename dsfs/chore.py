@@ -1,5 +1,7 @@
 """Background chores of a mount that must outlive their failures.
 
+(Below every layer: the reader, the overlay and the mount all run chores.)
+
 A mount runs a few tasks beside the FUSE loop: the overlay journal's fsync
 and compaction, the reader's access-time flushes and cache eviction, the
 control socket's ``accept``.  In one trio nursery with ``pyfuse3.main``, an
