@@ -8,7 +8,8 @@
 #
 # System packages: fuse3 (fusermount3, /dev/fuse), libfuse3-dev and pkg-config
 # (to build pyfuse3), python3-venv, rsync; with the test extra also git and
-# sqlite3, which the tests run inside mounts.  Needs root or sudo for those;
+# sqlite3, which the tests run inside mounts, strace and e2fsprogs for the
+# durability and fault tests.  Needs root or sudo for those;
 # skipped when they are already present.
 set -euo pipefail
 
@@ -27,6 +28,9 @@ command -v rsync >/dev/null 2>&1 || need+=(rsync)
 if [[ ",$extras," == *,test,* ]]; then
     command -v git >/dev/null 2>&1 || need+=(git)
     command -v sqlite3 >/dev/null 2>&1 || need+=(sqlite3)
+    # durability tests trace fsyncs; fault tests shut down an ext4 loop image
+    command -v strace >/dev/null 2>&1 || need+=(strace)
+    command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 fi
 if [ ${#need[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
