@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 #: Lowest first.  A module may import any module of its own rank or a lower one.
 LAYERS: list[tuple[str, ...]] = [
-    ("dsfs.errors", "dsfs.config", "dsfs.fsutil", "dsfs.report", "dsfs.logutil", "dsfs.chore"),
+    ("dsfs.errors", "dsfs.config", "dsfs.fsutil", "dsfs.report", "dsfs.logutil", "dsfs.chore",
+     "dsfs.flight"),
     ("dsfs.format",),
     ("dsfs.store",),
     ("dsfs.cache",),

@@ -14,7 +14,8 @@ cache size limit (``CacheLimit``) and runs ``run`` in its nursery.
 * Store I/O and hashing run in worker threads under one
   ``trio.CapacityLimiter``, so a slow fetch blocks only the readers waiting
   for that chunk.  Concurrent readers of one chunk share one fetch
-  (``_inflight``: there is no ``await`` between the check and the insert).
+  (``_inflight``, a ``dsfs.flight.SingleFlight``; a failed fetch fails its
+  waiters too, a cancelled one makes a waiter fetch).
 * A failed fetch is retried with back-off; after the last attempt the read
   fails (the adapter answers EIO and logs), and the next read tries again.
 * A read of a chunk this process has verified is served at once (``pread``,
@@ -35,7 +36,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -43,6 +44,7 @@ import trio
 from dsfs.cache.chunks import ChunkCache
 from dsfs.chore import Chore, describe
 from dsfs.errors import DiskFullError, DsfsError, LocalError, StoreError
+from dsfs.flight import SingleFlight
 from dsfs.format.digest import chunk_id, id_to_bytes
 from dsfs.format.manifest import ChunkRef
 from dsfs.store.base import Store
@@ -138,12 +140,6 @@ class _Handle:
     ahead_of: str = ""
 
 
-@dataclass
-class _Fetch:
-    done: trio.Event = field(default_factory=trio.Event)
-    error: BaseException | None = None
-
-
 class ChunkReader:
     """Reads file contents through the cache; one instance per mount."""
 
@@ -160,7 +156,7 @@ class ChunkReader:
         self._handles: dict[int, _Handle] = {}
         self._next_fh = 1
         self._verified: set[str] = set()
-        self._inflight: dict[str, _Fetch] = {}
+        self._inflight: SingleFlight[str] = SingleFlight()
         #: Where recent fetches ended, per pack (``_scan_window``).
         self._pack_ends: OrderedDict[str, list[int]] = OrderedDict()
         self._fds: OrderedDict[str, int] = OrderedDict()
@@ -359,13 +355,9 @@ class ChunkReader:
         same ranged read (``_scan_window``)."""
         cid = ref.chunk_id
         while cid not in self._verified:
-            pending = self._inflight.get(cid)
-            if pending is not None:
+            if await self._inflight.join(cid):
                 # another task's fetch: ours if it was for this chunk, or a
                 # neighbour's window that holds it (then checked on the next turn)
-                await pending.done.wait()
-                if pending.error is not None:
-                    raise pending.error
                 continue
             if ref.length <= INLINE_VERIFY and self._verify_inline(ref):
                 self._verified.add(cid)
@@ -374,25 +366,15 @@ class ChunkReader:
 
     async def _fetch(self, ref: ChunkRef, file: OpenFile | None) -> None:
         """Fetch ``ref`` (and its scan window) in a worker thread; waiters of any
-        chunk of the window wait on the same event."""
-        cid = ref.chunk_id
+        chunk of the window wait for this one fetch."""
         window = self._scan_window(ref, file) if file is not None else []
-        pending = _Fetch()
-        for member in (ref, *window):
-            self._inflight[member.chunk_id] = pending
         self._note_range(ref, window)
-        try:
+
+        async def load() -> None:
             await trio.to_thread.run_sync(self._load, ref, window, limiter=self.limiter)
-            self._verified.add(cid)
-        except BaseException as exc:
-            # waiters get the failure, but never another task's cancellation
-            pending.error = exc if isinstance(exc, Exception) else StoreError(
-                f"fetch of chunk {cid} was interrupted")
-            raise
-        finally:
-            for member in (ref, *window):
-                del self._inflight[member.chunk_id]
-            pending.done.set()
+            self._verified.add(ref.chunk_id)
+
+        await self._inflight.lead(load, *(member.chunk_id for member in (ref, *window)))
 
     def _note_range(self, ref: ChunkRef, window: list[ChunkRef]) -> None:
         """Remember where this fetch ends in its pack (the next miss just after it

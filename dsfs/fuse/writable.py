@@ -32,6 +32,7 @@ from typing import Any, cast
 import pyfuse3
 import trio
 
+from dsfs.flight import SingleFlight
 from dsfs.format.digest import CHUNK_SIZE
 from dsfs.format.manifest import FILE, Entry
 from dsfs.fuse.adapter import (
@@ -160,8 +161,8 @@ class WritableOperations(Operations):
         self._handles: dict[int, _Handle] = {}
         self._listings: dict[int, tuple[int, _Listing]] = {}
         self._next_fh = 1
-        self._copying: dict[int, trio.Event] = {}
-        self._filling: dict[tuple[int, int], trio.Event] = {}  # (inode, block)
+        self._copying: SingleFlight[int] = SingleFlight()  # inode
+        self._filling: SingleFlight[tuple[int, int]] = SingleFlight()  # (inode, block)
 
     def invalidate_names(self, parent_inode: int, names: Iterable[str]) -> None:
         """Make the kernel forget ``names`` under ``parent_inode`` (the tree
@@ -357,22 +358,20 @@ class WritableOperations(Operations):
     async def _copy_up(self, node: Node, keep: int | None) -> None:
         """Bring ``node``'s bytes into the upper layer (its first ``keep`` bytes)."""
         while node.data is None:
-            pending = self._copying.get(node.ino)
-            if pending is not None:
-                await pending.wait()
+            if await self._copying.join(node.ino):
                 continue
             plan = self.fs.copy_up_plan(node, keep)
             if plan is None:
                 return
-            done = self._copying[node.ino] = trio.Event()
-            try:
-                self.fs.copy_up_done(plan)  # sparse: blocks are fetched by _fill
-            except BaseException:
-                self.fs.copy_up_failed(plan)
-                raise
-            finally:
-                del self._copying[node.ino]
-                done.set()
+
+            async def copy(plan: Any = plan) -> None:
+                try:
+                    self.fs.copy_up_done(plan)  # sparse: blocks are fetched by _fill
+                except BaseException:
+                    self.fs.copy_up_failed(plan)
+                    raise
+
+            await self._copying.lead(copy, node.ino)
 
     async def _fill(self, node: Node, start: int, end: int, covered: bool = False) -> None:
         """Copy the lower bytes of the missing blocks overlapping [start, end) into
@@ -383,18 +382,15 @@ class WritableOperations(Operations):
                 return
             block, lo, hi = spans[0]
             key = (node.ino, block)
-            pending = self._filling.get(key)
-            if pending is not None:
-                await pending.wait()
+            if await self._filling.join(key):
                 continue
-            done = self._filling[key] = trio.Event()
-            try:
+
+            async def fill(block: int = block, lo: int = lo, hi: int = hi) -> None:
                 if hi > lo:
                     await self._fetch_into(node, lo, hi)
                 self.fs.block_filled(node, block)
-            finally:
-                del self._filling[key]
-                done.set()
+
+            await self._filling.lead(fill, key)
 
     async def _fetch_into(self, node: Node, lo: int, hi: int) -> None:
         assert node.lower is not None and node.data is not None
