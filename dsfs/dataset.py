@@ -11,14 +11,15 @@ The CLI is a thin layer over this class and ``dsfs.engine``.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Iterator
 from typing import Any
 
 from dsfs import catalog as cat
-from dsfs.engine import drafts, materialize, verify, versions
+from dsfs.engine import drafts, materialize, treewalk, verify, versions
 from dsfs.engine.latest import note_outdated_parent
 from dsfs.engine.tree import Changes, TreeResolver, compare
 from dsfs.errors import UsageError
-from dsfs.format.manifest import DIR, Entry, Header
+from dsfs.format.manifest import Entry, Header
 from dsfs.report import Reporter
 from dsfs.repository import Repository
 
@@ -169,9 +170,25 @@ class Dataset:
 
     def list_files(self, dataset_path: str | None = None) -> list[str]:
         """Paths of the files and symlinks of this version, optionally matching a glob."""
-        self._final_header()
-        return sorted(p for p, e in self._tree().items() if e.kind != DIR
-                      and (dataset_path is None or fnmatch.fnmatchcase(p, dataset_path)))
+        return [e.path for e in self.iter_files()
+                if dataset_path is None or fnmatch.fnmatchcase(e.path, dataset_path)]
+
+    def iter_files(self) -> Iterator[Entry]:
+        """The files and symlinks of this version in path order, streamed from
+        the cache's tree index (bounded memory at any size)."""
+        return treewalk.iter_files(treewalk.open_tree(self.repo, self._final_header()))
+
+    def iter_own_changes(self) -> Iterator[treewalk.Row]:
+        """``own_changes`` as (path, old, new) rows in path order, streamed when
+        the version has at most one parent."""
+        rows = treewalk.own_changes(self.repo, self._final_header())
+        if rows is not None:
+            return rows
+        changes = self.own_changes()
+        merged: list[treewalk.Row] = [(e.path, None, e) for e in changes.added]
+        merged += [(e.path, e, None) for e in changes.removed]
+        merged += [(new.path, old, new) for old, new in changes.modified]
+        return iter(sorted(merged, key=lambda row: row[0]))
 
     def entries(self) -> dict[str, Entry]:
         self._final_header()
@@ -179,7 +196,9 @@ class Dataset:
 
     def own_changes(self) -> Changes:
         """What this version changed relative to its (merged) parents."""
-        self._final_header()
+        rows = treewalk.own_changes(self.repo, self._final_header())
+        if rows is not None:
+            return treewalk.changes(rows)
         resolver = TreeResolver(self.repo)
         return compare(resolver.merged(self.parents), resolver.tree(self.id))
 

@@ -8,8 +8,10 @@ import click
 
 from dsfs.catalog import Catalog, Ref
 from dsfs.dataset import Dataset
+from dsfs.engine import treewalk
 from dsfs.engine.tree import TreeResolver, compare
 from dsfs.errors import IntegrityError, NotFoundError
+from dsfs.format.manifest import Header
 
 from ..context import AppContext, pass_app, ref_options
 from ..output import safe_path
@@ -31,7 +33,7 @@ def lineage_lines(app: AppContext, version_id: str) -> list[str]:
             return f"{vid[:12]}  (manifest missing)"
         except IntegrityError as exc:
             return f"{vid[:12]}  (corrupt: {exc})"
-        counts = compare(resolver.merged(header.parents), resolver.tree(vid)).counts
+        counts = _own_counts(header)
         if vid not in claimed:
             state = "  [deleted]"
         elif not catalog.is_visible(header):
@@ -40,6 +42,15 @@ def lineage_lines(app: AppContext, version_id: str) -> list[str]:
             state = ""
         return (f"{header.project}/{header.name} {header.version}  {vid[:12]}  "
                 f"+{counts['added']} -{counts['removed']} ~{counts['modified']}{state}")
+
+    def _own_counts(header: Header) -> dict[str, int]:
+        rows = treewalk.own_changes(repo, header)  # streamed: one parent at most
+        if rows is None:
+            return compare(resolver.merged(header.parents), resolver.tree(header.id)).counts
+        counts = {"added": 0, "removed": 0, "modified": 0}
+        for _path, old, new in rows:
+            counts["added" if old is None else "removed" if new is None else "modified"] += 1
+        return counts
 
     def walk(vid: str, prefix: str, last: bool, top: bool) -> None:
         connector = "" if top else ("└── " if last else "├── ")

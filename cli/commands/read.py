@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import fnmatch
+import json
+from collections.abc import Iterator
 from typing import Any
 
 import click
 
 from dsfs.catalog import Catalog, Ref
 from dsfs.dataset import Dataset
-from dsfs.engine import drafts, materialize
-from dsfs.engine.tree import TreeResolver, compare
-from dsfs.format.manifest import DIR, REMOVED
+from dsfs.engine import drafts, materialize, treewalk
+from dsfs.format.manifest import REMOVED, Entry
 
 from ..context import AppContext, parse_ref_text, pass_app, ref_options, split_multi
 from ..output import human_size, print_json, safe_path
@@ -72,30 +73,42 @@ def search(app: AppContext, project: str | None, name: str | None, tags: tuple[s
 def list_(app: AppContext, ref: Ref, modified: bool, pattern: str | None, as_json: bool) -> None:
     """List the files of a version."""
     ds = _dataset(app, ref)
-    rows: list[dict[str, Any]] = []
+    rows: Iterator[dict[str, Any]]
     if modified:
-        changes = ds.own_changes()
-        for e in changes.added:
-            rows.append({"path": e.path, "change": "added", "type": e.kind, "size": e.size})
-        for _old, e in changes.modified:
-            rows.append({"path": e.path, "change": "modified", "type": e.kind, "size": e.size})
-        for e in changes.removed:
-            rows.append({"path": e.path, "change": "removed", "type": REMOVED, "size": 0})
+        rows = (_change_row(path, old, new) for path, old, new in ds.iter_own_changes())
     else:
-        for path, e in sorted(ds.entries().items()):
-            if e.kind != DIR:
-                rows.append({"path": path, "type": e.kind, "size": e.size,
-                             "digest": e.digest, "target": e.target})
+        rows = ({"path": e.path, "type": e.kind, "size": e.size, "digest": e.digest,
+                 "target": e.target} for e in ds.iter_files())
     if pattern:
-        rows = [r for r in rows if fnmatch.fnmatchcase(r["path"], pattern)]
-    rows.sort(key=lambda r: r["path"])
+        rows = (r for r in rows if fnmatch.fnmatchcase(r["path"], pattern))
+    # rows come in path order, streamed: nothing holds the whole listing
     if as_json:
-        print_json(rows)
+        _print_json_rows(rows)
         return
     for r in rows:
         prefix = f"{r['change'][0].upper()} " if modified else ""
         suffix = f" -> {safe_path(r['target'])}" if r.get("target") else ""
         click.echo(f"{prefix}{r['size']:>12}  {safe_path(r['path'])}{suffix}")
+
+
+def _change_row(path: str, old: Entry | None, new: Entry | None) -> dict[str, Any]:
+    if old is None:
+        assert new is not None
+        return {"path": path, "change": "added", "type": new.kind, "size": new.size}
+    if new is None:
+        return {"path": path, "change": "removed", "type": REMOVED, "size": 0}
+    return {"path": path, "change": "modified", "type": new.kind, "size": new.size}
+
+
+def _print_json_rows(rows: Iterator[dict[str, Any]]) -> None:
+    """``print_json(list(rows))``, written one row at a time."""
+    first = True
+    for row in rows:
+        text = json.dumps(row, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+        click.echo(("[\n" if first else ",\n") + "\n".join(
+            "  " + line for line in text.split("\n")), nl=False)
+        first = False
+    click.echo("[]" if first else "\n]")
 
 
 @click.command()
@@ -111,8 +124,10 @@ def diff(app: AppContext, ref_a: str, ref_b: str, as_json: bool) -> None:
     catalog = Catalog(app.repo)
     a = catalog.resolve(parse_ref_text(ref_a))
     b = catalog.resolve(parse_ref_text(ref_b))
-    resolver = TreeResolver(app.repo)
-    changes = compare(resolver.tree(a.id), resolver.tree(b.id))
+    # streamed from the cache's tree index: directories the two versions share
+    # are skipped whole; only the changed entries are held
+    changes = treewalk.changes(treewalk.diff(treewalk.open_tree(app.repo, a),
+                                             treewalk.open_tree(app.repo, b)))
     if as_json:
         print_json({"added": [e.path for e in changes.added],
                     "removed": [e.path for e in changes.removed],

@@ -18,15 +18,17 @@ manifest names them as a parent; and so are partial uploads of killed writers.
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 import time
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from dsfs import catalog as cat
 from dsfs.engine import locks
 from dsfs.errors import DsfsError, IntegrityError, NotFoundError, UsageError
 from dsfs.format import manifest as mf
-from dsfs.format.manifest import FILE
+from dsfs.format import rawentries
 from dsfs.format.pack import pack_id_from_key
 from dsfs.report import Reporter
 from dsfs.repository import Repository
@@ -63,13 +65,14 @@ def claimed_ids(repo: Repository) -> set[str]:
 
 
 def _references(repo: Repository, version_id: str) -> set[str]:
-    """Packs a manifest references, read without trusting its header."""
+    """Packs a manifest references, read without trusting its header (streamed
+    from the manifest's local copy: bounded memory at any size)."""
     try:
-        data = repo.manifest_bytes(version_id, memo=False)
-    except IntegrityError:
-        data = repo.store.get(mf.manifest_key(version_id))  # a bad header: the entries
-    return {ref.pack_id for entry in mf.iter_entries(data) if entry.kind == FILE
-            for ref in entry.chunks}
+        source: BinaryIO = repo.open_manifest(version_id)
+    except IntegrityError:  # a bad header: the entries
+        source = io.BytesIO(repo.store.get(mf.manifest_key(version_id)))
+    with source:
+        return rawentries.pack_ids(source)
 
 
 def collect(repo: Repository, grace_seconds: float, dry_run: bool = False,

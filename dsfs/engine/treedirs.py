@@ -140,6 +140,19 @@ class LmdbTreeSource:
     def totals(self) -> tuple[int, int]:
         return self._totals
 
+    @property
+    def exact_sharing(self) -> bool:
+        """True when every delta of the chain was indexed with ``TOUCHED``
+        marks, so that ``dir_record`` owners compare subtrees (see there)."""
+        return all(info.exact for info in self.graph.values())
+
+    def dir_record(self, path: str) -> DirRecord | None:
+        """Where the resolved listing of directory ``path`` lives (None: not a
+        directory).  Two versions whose records name the same form and owner
+        have the same listing there, and the same tree below it: a version
+        shares a listing only when its delta has nothing below the directory."""
+        return self._dir(self.vid, path)
+
     # -- listings ---------------------------------------------------------------
 
     def _read(self, records: int) -> None:

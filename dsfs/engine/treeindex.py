@@ -36,7 +36,13 @@ _FILE = struct.Struct("<16sI")  # digest, chunk count
 _CHUNK = struct.Struct("<16s16sQQ")  # chunk id, pack id, offset, length
 
 #: ``tree_deltas`` record flags.
-CUT, IMPLIED, HAS_ENTRY = 1, 2, 4
+#: ``TOUCHED``: the delta removes something below this path (a record of its
+#: own, so that the directory's listing counts as changed: two versions that
+#: share a directory's resolved listing then have the same tree below it).
+CUT, IMPLIED, HAS_ENTRY, TOUCHED = 1, 2, 4, 8
+#: Ends a ``tree_versions`` summary written with ``TOUCHED`` marks (indexes
+#: made before have none: their versions' directories are not compared by owner).
+MARKS_REMOVALS = 2
 _SUMMARY = struct.Struct("<QqBB")  # entries, newest mtime, snapshot, parent count
 
 #: Longest name a key can hold: LMDB's 511-byte keys less version id and dir key.
@@ -149,19 +155,23 @@ class VersionInfo:
     parents: tuple[bytes, ...]
     snapshot: bool
     newest_mtime: int
+    #: Indexed with ``TOUCHED`` marks: a directory it shares (the same
+    #: ``tree_dirs`` owner) with another such version is the same below too.
+    exact: bool = False
 
 
 def _summary(entries: int, newest: int, header: Header) -> bytes:
     parents = [bytes.fromhex(p) for p in header.parents]
     return (_SUMMARY.pack(entries, newest, header.snapshot, len(parents))
-            + b"".join(parents))
+            + b"".join(parents) + bytes([MARKS_REMOVALS]))
 
 
 def _info(summary: bytes) -> VersionInfo:
     _entries, newest, snapshot, count = _SUMMARY.unpack_from(summary)
     start = _SUMMARY.size
     parents = tuple(summary[start + 16 * i: start + 16 * (i + 1)] for i in range(count))
-    return VersionInfo(parents, bool(snapshot), newest)
+    exact = summary[start + 16 * count: start + 16 * count + 1] == bytes([MARKS_REMOVALS])
+    return VersionInfo(parents, bool(snapshot), newest, exact)
 
 
 _FILE1 = struct.Struct("<BBIqQ16sI16s16sQQ")  # flags + head + file + one chunk
@@ -184,6 +194,7 @@ def index_version(repo: Repository, header: Header) -> VersionInfo:
         # order, so the recent ones are the ones that repeat; a miss only
         # repeats an idempotent mark.
         marked: OrderedDict[str, None] = OrderedDict()
+        touched: OrderedDict[str, None] = OrderedDict()  # the same, for removals
         last_parent, last_key = None, b""
         entries, newest = 0, 0
         cut_file, has = HAS_ENTRY | CUT, HAS_ENTRY
@@ -231,6 +242,13 @@ def index_version(repo: Repository, header: Header) -> VersionInfo:
                                     *(_CHUNK.pack(*ch) for ch in chunks)])
                         elif kind == "x":
                             yield key, _CUT_RECORD
+                            while parent and parent not in marked and parent not in touched:
+                                touched[parent] = None
+                                if len(touched) > 4096:
+                                    touched.popitem(last=False)
+                                up, _, dname = parent.rpartition("/")
+                                yield vid + dir_key(up) + raw_name(dname), _TOUCHED_RECORD
+                                parent = up
                             continue
                         elif kind == "d":
                             raw.check_attrs(e)
@@ -266,6 +284,7 @@ def index_version(repo: Repository, header: Header) -> VersionInfo:
 
 _IMPLIED_RECORD = bytes([IMPLIED])
 _CUT_RECORD = bytes([CUT])
+_TOUCHED_RECORD = bytes([TOUCHED])
 
 
 def load_graph(repo: Repository, header: Header) -> dict[bytes, VersionInfo]:

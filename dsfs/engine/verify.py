@@ -9,6 +9,7 @@ import stat
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
+from dsfs.engine import treewalk
 from dsfs.engine.tree import TreeResolver
 from dsfs.errors import DsfsError
 from dsfs.format.digest import CHUNK_SIZE, chunk_id, file_hasher
@@ -20,21 +21,25 @@ from dsfs.repository import Repository
 VERIFY_THREADS = 8
 
 
+#: Chunk references checked per round: the memory a round holds is about this
+#: many references and the paths of their files.
+WINDOW_CHUNKS = 20_000
+
+
 def verify_store(repo: Repository, header: Header, reporter: Reporter | None = None
                  ) -> list[str]:
-    """Re-read and re-hash every chunk the version references, from the store."""
+    """Re-read and re-hash every chunk the version references, from the store.
+
+    Streams the tree (``treewalk.iter_files``) and checks its chunks a window
+    of ``WINDOW_CHUNKS`` references at a time, grouped by pack, in threads: a
+    chunk shared by several files of one window is read once (one shared by
+    files of two windows, twice)."""
     reporter = reporter or Reporter()
-    tree = TreeResolver(repo).tree(header.id)
-    users: dict[str, list[str]] = defaultdict(list)
-    by_pack: dict[str, dict[str, ChunkRef]] = defaultdict(dict)
-    for entry in tree.values():
-        if entry.kind == FILE:
-            for ref in entry.chunks:
-                users[ref.chunk_id].append(entry.path)
-                by_pack[ref.pack_id][ref.chunk_id] = ref
+    source = treewalk.open_tree(repo, header)
     problems: list[str] = []
 
-    def check_pack(item: tuple[str, dict[str, ChunkRef]]) -> list[str]:
+    def check_pack(item: tuple[str, dict[str, ChunkRef]],
+                   users: dict[str, list[str]]) -> list[str]:
         pack_id, refs = item
         found = []
         for ref in sorted(refs.values(), key=lambda r: r.offset):
@@ -48,13 +53,31 @@ def verify_store(repo: Repository, header: Header, reporter: Reporter | None = N
                     found.append(f"{path}: chunk {ref.chunk_id} in pack {pack_id} is corrupt")
         return found
 
-    total = sum(len(r) for r in by_pack.values())
-    with reporter.progress("verifying chunks", total) as progress, \
+    total = int(header.stats.get("files", 0))
+    with reporter.progress("verifying files", total) as progress, \
             ThreadPoolExecutor(max_workers=VERIFY_THREADS) as pool:
-        for (_pack, refs), found in zip(by_pack.items(),
-                                        pool.map(check_pack, by_pack.items()), strict=True):
-            problems.extend(found)
-            progress.advance(len(refs))
+        users: dict[str, list[str]] = defaultdict(list)
+        by_pack: dict[str, dict[str, ChunkRef]] = defaultdict(dict)
+        refs = files = 0
+
+        def check_window() -> None:
+            for found in pool.map(lambda item: check_pack(item, users), by_pack.items()):
+                problems.extend(found)
+            progress.advance(files)
+
+        for entry in treewalk.iter_files(source):
+            files += 1
+            if entry.kind != FILE:
+                continue
+            for ref in entry.chunks:
+                users[ref.chunk_id].append(entry.path)
+                by_pack[ref.pack_id][ref.chunk_id] = ref
+            refs += len(entry.chunks)
+            if refs >= WINDOW_CHUNKS:
+                check_window()
+                users, by_pack = defaultdict(list), defaultdict(dict)
+                refs = files = 0
+        check_window()
     return sorted(problems)
 
 

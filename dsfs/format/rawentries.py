@@ -175,3 +175,30 @@ def _decode(lines: bytes) -> list[RawEntry]:
         return _BATCH.decode(b"[" + b",".join(parts) + b"]")
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise IntegrityError(f"manifest entries are corrupt: {exc}") from None
+
+
+def check_entry(e: RawEntry) -> None:
+    """Every check ``entry_from_json`` makes, without building the ``Entry``."""
+    entry_path(e)
+    kind = e.t
+    if kind == "x":
+        return
+    if kind not in ("f", "d", "l"):
+        raise _bad(e, f"unknown kind {kind!r}")
+    check_attrs(e)
+    if kind == "f":
+        file_digests(e)
+    elif kind == "l":
+        symlink_target(e)
+
+
+def pack_ids(source: BinaryIO) -> set[str]:
+    """The pack ids a manifest's file entries reference, every entry checked;
+    streamed (``source`` as for ``iter_raw_batches``)."""
+    found: set[str] = set()
+    for batch in iter_raw_batches(source):
+        for e in batch:
+            check_entry(e)
+            if e.t == "f" and e.c:
+                found.update(c[1] for c in e.c)
+    return found

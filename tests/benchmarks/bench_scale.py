@@ -36,9 +36,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_mount import DSFS, fuse_process, open_repo, publish_version, seed_entries  # noqa: E402
+from bench_mount import (  # noqa: E402
+    DSFS,
+    fuse_process,
+    open_repo,
+    publish_version,
+    seed_entries,
+)
 
 
 def run(command: list[str], env: dict[str, str], results: dict, label: str,
@@ -121,19 +128,18 @@ def bench_synthetic(args: argparse.Namespace, base: Path, env: dict[str, str],
     def dsfs(*a: str) -> None:
         subprocess.run([DSFS, *a], env={**os.environ, **env}, check=True, capture_output=True)
 
-    seeds = seed_entries(dsfs, base, env)
+    seed_entries(dsfs, base, env)
     for count in args.synthetic:
         label = f"n{count}"
-        repo = open_repo(env)
         start = time.perf_counter()
-        entries = (replace(seeds[i % len(seeds)], path=f"m{i // 100_000:03d}/"
-                           f"d{(i // 1000) % 100:02d}/f{i:08d}") for i in range(count))
-        header = publish_version(repo, label, list(entries))
+        # Published by a child process: this one stays small, because a
+        # command's ru_maxrss (from wait4) includes the RSS of the process that
+        # forked it (vfork, then exec), which for 10M entries held here is GBs.
+        ids = subprocess.run([sys.executable, __file__, "--publish-synthetic", str(count)],
+                             env={**os.environ, **env}, check=True, capture_output=True,
+                             text=True).stdout.split()
+        header, child = SimpleNamespace(id=ids[0]), SimpleNamespace(id=ids[1])
         results[f"{label}_publish_s"] = round(time.perf_counter() - start, 3)
-        changed = [replace(seeds[(i + 1) % len(seeds)], path=f"m000/d00/f{i:08d}")
-                   for i in range(10)]
-        child = publish_version(repo, label, changed, parents=[header.id], depth=2)
-        del repo
         run([DSFS, "list", header.id], env, results, f"{label}_list")
         run([DSFS, "diff", header.id, child.id], env, results, f"{label}_diff")
         run([DSFS, "verify", header.id], env, results, f"{label}_verify_store")
@@ -153,7 +159,45 @@ def bench_synthetic(args: argparse.Namespace, base: Path, env: dict[str, str],
                 results[f"{big}_{command}_rss_mib"] / results[f"{small}_{command}_rss_mib"], 2)
 
 
+class _Synthetic:
+    """``count`` entries made on the fly (re-iterable: ``publish`` reads them twice)."""
+
+    def __init__(self, seeds: list, count: int) -> None:
+        self.seeds, self.count = seeds, count
+
+    def __iter__(self) -> Iterator:
+        seeds = self.seeds
+        return (replace(seeds[i % len(seeds)], path=f"m{i // 100_000:03d}/"
+                        f"d{(i // 1000) % 100:02d}/f{i:08d}") for i in range(self.count))
+
+
+def publish_synthetic(count: int) -> None:
+    """Publish a synthetic version of ``count`` files and a child changing 10;
+    print their ids (run as a child process, see ``bench_synthetic``)."""
+    from dsfs.catalog import Catalog, Ref
+    from dsfs.engine.publish import publish
+    from dsfs.engine.tree import TreeResolver
+    from dsfs.engine.versions import new_header
+
+    env = {k: os.environ[k] for k in ("DSFS_STORE", "DSFS_DATA_DIR", "DSFS_CACHE_DIR")}
+    repo = open_repo(env)
+    seed = Catalog(repo).resolve(Ref(project="bench", name="seed"))
+    seeds = sorted((e for e in TreeResolver(repo).tree(seed.id).values() if e.kind == "file"),
+                   key=lambda e: e.path)
+    header = new_header(repo, "bench", f"n{count}")
+    header.stats = {"files": count,
+                    "size": sum(seeds[i % len(seeds)].size for i in range(count))}
+    header = publish(repo, header, _Synthetic(seeds, count), False)  # type: ignore[arg-type]
+    changed = [replace(seeds[(i + 1) % len(seeds)], path=f"m000/d00/f{i:08d}")
+               for i in range(10)]
+    child = publish_version(repo, f"n{count}", changed, parents=[header.id], depth=2)
+    print(header.id, child.id)
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--publish-synthetic"]:
+        publish_synthetic(int(sys.argv[2]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=200_000)
     parser.add_argument("--per-dir", type=int, default=1000)
