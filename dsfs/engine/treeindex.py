@@ -199,18 +199,23 @@ def index_version(repo: Repository, header: Header) -> VersionInfo:
         entries, newest = 0, 0
         cut_file, has = HAS_ENTRY | CUT, HAS_ENTRY
         chunk_id, pack_id = raw.CHUNK_ID.match, raw.PACK_ID.match
-        bad_part, fromhex = raw.BAD_PART.search, bytes.fromhex
+        fromhex = bytes.fromhex
+        new_parent = False
         pack_one, pack_head = _FILE1.pack, _FLAGS_HEAD.pack
         with repo.open_manifest(header.id) as source:
             for batch in raw.iter_raw_batches(source):
                 for e in batch:
                     path = e.p
-                    if (path is None or not path or path[0] == "/" or "\x00" in path
-                            or len(path) > 4096 or bad_part(path)):
+                    # the common case in plain string tests; anything odd (a
+                    # component starting with a dot, pb, ...) is checked fully
+                    if (path is None or not path or path[0] in "/." or "/." in path
+                            or "//" in path or path[-1] == "/" or "\x00" in path
+                            or len(path) > 4096):
                         path = raw.entry_path(e)  # pb, or raises
                     parent, _, name = path.rpartition("/")
                     if parent != last_parent:
                         last_parent, last_key = parent, vid + dir_key(parent)
+                        new_parent = True
                     try:
                         nb = name.encode("utf-8", "surrogateescape")
                     except UnicodeEncodeError:
@@ -267,6 +272,9 @@ def index_version(repo: Repository, header: Header) -> VersionInfo:
                     if mtime > newest:  # type: ignore[operator]
                         newest = mtime  # type: ignore[assignment]
                     yield key, value
+                    if not new_parent:
+                        continue  # this directory's ancestors are marked already
+                    new_parent = False
                     while parent and parent not in marked:
                         marked[parent] = None
                         if len(marked) > 4096:
