@@ -15,7 +15,7 @@ pyfuse3 = pytest.importorskip("pyfuse3", reason="pyfuse3 is not installed")
 trio = pytest.importorskip("trio", reason="trio is not installed")
 
 from dsfs.errors import IntegrityError, NotFoundError, StoreError  # noqa: E402
-from dsfs.fuse import ERRNO, TIMEOUT, Operations  # noqa: E402
+from dsfs.fuse import ERRNO, TIMEOUT, ReadOnlyOperations  # noqa: E402
 from dsfs.vfs import (  # noqa: E402
     Attr,
     FsStats,
@@ -89,14 +89,14 @@ class FakeReader:
         pass
 
 
-def call(ops: Operations, name: str, *args: Any) -> Any:
+def call(ops: ReadOnlyOperations, name: str, *args: Any) -> Any:
     async def go() -> Any:
         return await getattr(ops, name)(*args)
 
     return trio.run(go)
 
 
-def fuse_errno(ops: Operations, name: str, *args: Any) -> int:
+def fuse_errno(ops: ReadOnlyOperations, name: str, *args: Any) -> int:
     with pytest.raises(pyfuse3.FUSEError) as info:
         call(ops, name, *args)
     return info.value.errno
@@ -129,7 +129,7 @@ READ_OPS = [
 @pytest.mark.parametrize("name, args", READ_OPS)
 def test_each_error_maps_to_its_errno(error: BaseException, code: int, name: str,
                                       args: tuple) -> None:
-    ops = Operations(FakeVfs(error), FakeReader())  # type: ignore[arg-type]
+    ops = ReadOnlyOperations(FakeVfs(error), FakeReader())  # type: ignore[arg-type]
     assert fuse_errno(ops, name, *args) == code
 
 
@@ -139,7 +139,7 @@ def test_errno_table_is_complete() -> None:
 
 
 def test_read_errors(caplog: pytest.LogCaptureFixture) -> None:
-    ops = Operations(FakeVfs(), FakeReader(StoreError("store down")))  # type: ignore[arg-type]
+    ops = ReadOnlyOperations(FakeVfs(), FakeReader(StoreError("store down")))  # type: ignore[arg-type]
     with caplog.at_level(logging.ERROR, logger="dsfs.fuse"):
         assert fuse_errno(ops, "read", 7, 0, 10) == errno.EIO
     assert "store down" in caplog.text
@@ -147,7 +147,7 @@ def test_read_errors(caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_unexpected_error_is_logged_with_traceback(caplog: pytest.LogCaptureFixture) -> None:
-    ops = Operations(FakeVfs(ZeroDivisionError("oops")), FakeReader())  # type: ignore[arg-type]
+    ops = ReadOnlyOperations(FakeVfs(ZeroDivisionError("oops")), FakeReader())  # type: ignore[arg-type]
     with caplog.at_level(logging.ERROR, logger="dsfs.fuse"):
         assert fuse_errno(ops, "getattr", 5, None) == errno.EIO
     assert "ZeroDivisionError" in caplog.text
@@ -155,13 +155,13 @@ def test_unexpected_error_is_logged_with_traceback(caplog: pytest.LogCaptureFixt
 
 
 def test_missing_name_is_a_cached_negative_entry() -> None:
-    ops = Operations(FakeVfs(NoEntry("x")), FakeReader())  # type: ignore[arg-type]
+    ops = ReadOnlyOperations(FakeVfs(NoEntry("x")), FakeReader())  # type: ignore[arg-type]
     attrs = call(ops, "lookup", 1, b"missing", None)
     assert attrs.st_ino == 0 and attrs.entry_timeout == TIMEOUT
 
 
 def test_attributes_and_timeouts() -> None:
-    ops = Operations(FakeVfs(), FakeReader())  # type: ignore[arg-type]
+    ops = ReadOnlyOperations(FakeVfs(), FakeReader())  # type: ignore[arg-type]
     attrs = call(ops, "lookup", 1, "naïve".encode(), None)
     assert attrs.st_ino == 5 and attrs.st_size == 10 and attrs.st_mtime_ns == 123
     assert attrs.entry_timeout == TIMEOUT and attrs.attr_timeout == TIMEOUT
@@ -169,7 +169,7 @@ def test_attributes_and_timeouts() -> None:
 
 
 def test_open_keeps_cache_and_refuses_writes() -> None:
-    ops = Operations(FakeVfs(), FakeReader())  # type: ignore[arg-type]
+    ops = ReadOnlyOperations(FakeVfs(), FakeReader())  # type: ignore[arg-type]
     info = call(ops, "open", 5, os.O_RDONLY, None)
     assert info.fh == 7 and info.keep_cache
     for flags in (os.O_WRONLY, os.O_RDWR, os.O_RDONLY | os.O_TRUNC, os.O_WRONLY | os.O_APPEND):
@@ -178,12 +178,12 @@ def test_open_keeps_cache_and_refuses_writes() -> None:
 
 
 def test_flush_is_enosys_so_the_kernel_stops_sending_it() -> None:
-    ops = Operations(FakeVfs(), FakeReader())  # type: ignore[arg-type]
+    ops = ReadOnlyOperations(FakeVfs(), FakeReader())  # type: ignore[arg-type]
     assert fuse_errno(ops, "flush", 7) == errno.ENOSYS
 
 
 def test_getxattr_has_no_attributes() -> None:
-    ops = Operations(FakeVfs(), FakeReader())  # type: ignore[arg-type]
+    ops = ReadOnlyOperations(FakeVfs(), FakeReader())  # type: ignore[arg-type]
     assert fuse_errno(ops, "getxattr", 5, b"user.x", None) == pyfuse3.ENOATTR
 
 
@@ -202,11 +202,11 @@ def test_getxattr_has_no_attributes() -> None:
     ("removexattr", (5, b"user.x", None)),
 ])
 def test_every_change_is_erofs(name: str, args: tuple) -> None:
-    ops = Operations(FakeVfs(), FakeReader())  # type: ignore[arg-type]
+    ops = ReadOnlyOperations(FakeVfs(), FakeReader())  # type: ignore[arg-type]
     assert fuse_errno(ops, name, *args) == errno.EROFS
 
 
 def test_access_for_writing_is_erofs() -> None:
-    ops = Operations(FakeVfs(), FakeReader())  # type: ignore[arg-type]
+    ops = ReadOnlyOperations(FakeVfs(), FakeReader())  # type: ignore[arg-type]
     assert call(ops, "access", 5, os.R_OK, None) is True
     assert fuse_errno(ops, "access", 5, os.W_OK, None) == errno.EROFS

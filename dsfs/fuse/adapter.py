@@ -1,20 +1,19 @@
-"""The pyfuse3 adapter: kernel requests in, one vfs call, attributes or errno out.
+"""What the two pyfuse3 adapters share: the errno boundary and the plumbing.
 
-The two adapters (this module and ``dsfs.fuse.writable``) and the mount
-lifecycle (``dsfs.mount.lifecycle``) are the only importers of pyfuse3.  Each
-handler converts its arguments (names arrive as bytes: ``os.fsdecode`` here
-and nowhere else), calls one method of ``VersionFS`` (reads go to the
-``FileReader`` of ``dsfs.content`` that owns store I/O), and converts the answer.
+The adapters are siblings over ``BaseOperations``: ``ReadOnlyOperations``
+(``dsfs.fuse.readonly``, one version through ``VersionFS``) and
+``WritableOperations`` (``dsfs.fuse.writable``, a version and its overlay
+through ``OverlayFS``).  They and the mount lifecycle (``dsfs.mount``) are the
+only importers of pyfuse3.  Each handler converts its arguments (names arrive
+as bytes: ``os.fsdecode`` in the adapters and nowhere else), calls down one
+layer (file contents come from the ``FileReader`` of ``dsfs.content`` that owns
+store I/O), and converts the answer.
 
-Errors: ``ERRNO`` is the one table from exception to errno.  Any exception
-outside it — a store or integrity failure after retries, or a bug — becomes
-EIO and a log line; pyfuse3 would end the mount on anything but
-``FUSEError``, so nothing else escapes a handler.  Every operation that would
-change the tree answers EROFS.
-
-The tree never changes while mounted, so entries and attributes carry long
-kernel timeouts, missing names are cached negatively, and files open with
-``keep_cache`` so that a second read is served by the page cache.
+Errors: ``ERRNO`` is the one table from exception to errno (a writable mount
+adds the overlay's).  Any exception outside it — a store or integrity failure
+after retries, or a bug — becomes EIO and a log line; pyfuse3 would end the
+mount on anything but ``FUSEError``, so every handler is wrapped by ``guard``
+and nothing else escapes.
 """
 
 from __future__ import annotations
@@ -32,17 +31,18 @@ from dsfs.content import FileReader
 from dsfs.errors import DsfsError
 from dsfs.vfs import (
     Attr,
+    FsStats,
     InvalidArgument,
     IsADirectory,
     NoEntry,
     NotADirectory,
     ReadOnly,
-    VersionFS,
 )
 
 log = logging.getLogger("dsfs.fuse")
 
-#: Seconds the kernel may cache entries and attributes: the tree is immutable.
+#: Seconds the kernel may cache entries and attributes: every change to a tree
+#: passes through its mount (a read-only one has none), so the kernel's view stays right.
 TIMEOUT = 24 * 3600.0
 BLOCK_SIZE = 128 * 1024
 
@@ -159,7 +159,7 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     return out
 
 
-def _negative_entry() -> pyfuse3.EntryAttributes:
+def negative_entry() -> pyfuse3.EntryAttributes:
     """A lookup answer meaning "no such name", which the kernel may cache."""
     out = pyfuse3.EntryAttributes()
     out.st_ino = 0
@@ -167,157 +167,42 @@ def _negative_entry() -> pyfuse3.EntryAttributes:
     return out
 
 
-def _read_only() -> pyfuse3.FUSEError:
-    return pyfuse3.FUSEError(errno.EROFS)
+def statvfs(stats: FsStats, free: int = 0, avail: int = 0, ffree: int = 0
+            ) -> pyfuse3.StatvfsData:
+    """A ``statfs`` answer: the tree's ``stats`` and the free blocks and inodes
+    (none on a read-only version)."""
+    out = pyfuse3.StatvfsData()
+    out.f_bsize = stats.block_size
+    out.f_frsize = stats.block_size
+    out.f_blocks = stats.blocks
+    out.f_bfree = free
+    out.f_bavail = avail
+    out.f_files = stats.files + ffree
+    out.f_ffree = ffree
+    out.f_favail = ffree
+    out.f_namemax = stats.name_max
+    return out
 
 
-class Operations(pyfuse3.Operations):
-    """The read-only file system of one version."""
+class BaseOperations(pyfuse3.Operations):
+    """The plumbing both adapters share: the reader of file contents, file
+    handle numbers, and the requests they answer alike."""
 
     supports_dot_lookup = True
     enable_writeback_cache = False
 
-    def __init__(self, vfs: VersionFS, reader: FileReader) -> None:
+    def __init__(self, reader: FileReader) -> None:
         super().__init__()
-        self.vfs = vfs
         self.reader = reader
+        self._next_fh = 1
 
-    # -- reading the tree --------------------------------------------------------
-
-    @guarded
-    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
-                     ) -> pyfuse3.EntryAttributes:
-        try:
-            return entry_attributes(self.vfs.lookup(parent_inode, os.fsdecode(name)))
-        except NoEntry:
-            return _negative_entry()
-
-    @guarded
-    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
-        return entry_attributes(self.vfs.getattr(inode))
-
-    @guarded
-    async def readlink(self, inode: int, ctx: Any = None) -> bytes:
-        return os.fsencode(self.vfs.readlink(inode))
-
-    @guarded
-    async def opendir(self, inode: int, ctx: Any = None) -> int:
-        self.vfs.opendir(inode)
-        return inode
-
-    @guarded
-    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        for name, attr, next_id in self.vfs.readdir(fh, start_id):
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry_attributes(attr),
-                                         next_id):
-                break
-
-    @guarded
-    async def releasedir(self, fh: int) -> None:
-        return None
-
-    @guarded
-    async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
-        stats = self.vfs.statfs()
-        out = pyfuse3.StatvfsData()
-        out.f_bsize = stats.block_size
-        out.f_frsize = stats.block_size
-        out.f_blocks = stats.blocks
-        out.f_bfree = 0
-        out.f_bavail = 0
-        out.f_files = stats.files
-        out.f_ffree = 0
-        out.f_favail = 0
-        out.f_namemax = stats.name_max
-        return out
-
-    @guarded
-    async def access(self, inode: int, mode: int, ctx: Any = None) -> bool:
-        self.vfs.access(inode, bool(mode & os.W_OK))
-        return True
-
-    @guarded
-    async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
-        self.vfs.getattr(inode)
-        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
-
-    @guarded
-    async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
-        self.vfs.getattr(inode)
-        return []
-
-    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
-        return None  # inodes live as long as the mount: nothing to release
-
-    # -- reading files -------------------------------------------------------------
-
-    @guarded
-    async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
-        file = self.vfs.open(inode, writing=bool(flags & _WRITE_FLAGS))
-        return pyfuse3.FileInfo(fh=self.reader.open(file), keep_cache=True)
-
-    @guarded
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        return await self.reader.read(fh, off, size)
-
-    @guarded
-    async def release(self, fh: int) -> None:
-        self.reader.release(fh)
+    def _fh(self) -> int:
+        """A new file or directory handle number."""
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
 
     async def flush(self, fh: int) -> None:
         # Nothing to do on close; ENOSYS once makes the kernel stop sending
-        # FLUSH (one request less per file read) and report success itself.
+        # FLUSH (one request less per file closed) and report success itself.
         raise pyfuse3.FUSEError(errno.ENOSYS)
-
-    @guarded
-    async def fsync(self, fh: int, datasync: bool) -> None:
-        return None
-
-    @guarded
-    async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        return None
-
-    # -- changes: a read-only version refuses them all --------------------------------
-
-    async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None,
-                      ctx: Any = None) -> pyfuse3.EntryAttributes:
-        raise _read_only()
-
-    async def write(self, fh: int, off: int, buf: bytes) -> int:
-        raise _read_only()
-
-    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
-                     ctx: Any = None) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        raise _read_only()
-
-    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
-                    ctx: Any = None) -> pyfuse3.EntryAttributes:
-        raise _read_only()
-
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any = None
-                    ) -> pyfuse3.EntryAttributes:
-        raise _read_only()
-
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any = None
-                      ) -> pyfuse3.EntryAttributes:
-        raise _read_only()
-
-    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any = None
-                   ) -> pyfuse3.EntryAttributes:
-        raise _read_only()
-
-    async def unlink(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
-        raise _read_only()
-
-    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
-        raise _read_only()
-
-    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
-                     name_new: bytes, flags: int, ctx: Any = None) -> None:
-        raise _read_only()
-
-    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any = None) -> None:
-        raise _read_only()
-
-    async def removexattr(self, inode: int, name: bytes, ctx: Any = None) -> None:
-        raise _read_only()

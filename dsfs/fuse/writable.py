@@ -27,21 +27,23 @@ import os
 import stat
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import pyfuse3
 import trio
 
+from dsfs.content import FileReader
 from dsfs.flight import SingleFlight
 from dsfs.format.digest import CHUNK_SIZE
 from dsfs.format.manifest import FILE, Entry
 from dsfs.fuse.adapter import (
     ERRNO,
     PASS_THROUGH,
-    FileReader,
-    Operations,
+    BaseOperations,
     entry_attributes,
     guard,
+    negative_entry,
+    statvfs,
 )
 from dsfs.overlay.fs import (
     NAME_MAX,
@@ -53,11 +55,6 @@ from dsfs.overlay.fs import (
     OverlayFS,
 )
 from dsfs.vfs import Attr, NoEntry, OpenFile
-
-#: Seconds the kernel may cache entries and attributes.  Every change passes
-#: through this mount, so the kernel's view stays right; a commit changes nothing
-#: visible and a discard invalidates the top-level names it replaces.
-TIMEOUT = 24 * 3600.0
 
 log = logging.getLogger("dsfs.fuse.writable")
 
@@ -148,19 +145,18 @@ class _Listing:
     items: list[tuple[str, Attr]] = field(default_factory=list)
 
 
-class WritableOperations(Operations):
-    """The merged, writable tree of a version and its overlay."""
-
-    enable_writeback_cache = False
+class WritableOperations(BaseOperations):
+    """The merged, writable tree of a version and its overlay.  The kernel may
+    cache entries and attributes as long as on a read-only mount (``TIMEOUT``):
+    every change passes through this mount, a commit changes nothing visible
+    and a discard invalidates the top-level names it replaces."""
 
     def __init__(self, fs: OverlayFS, reader: FileReader) -> None:
-        # every handler of the read-only path is replaced below: no VersionFS here
-        super().__init__(cast(Any, fs), reader)
+        super().__init__(reader)
         self.fs = fs
         self.gate = Gate()
         self._handles: dict[int, _Handle] = {}
         self._listings: dict[int, tuple[int, _Listing]] = {}
-        self._next_fh = 1
         self._copying: SingleFlight[int] = SingleFlight()  # inode
         self._filling: SingleFlight[tuple[int, int]] = SingleFlight()  # (inode, block)
 
@@ -173,11 +169,6 @@ class WritableOperations(Operations):
             with contextlib.suppress(OSError):
                 pyfuse3.invalidate_entry(parent_inode, os.fsencode(name))
 
-    def _fh(self) -> int:
-        fh = self._next_fh
-        self._next_fh += 1
-        return fh
-
     # -- the tree ---------------------------------------------------------------------
 
     @guarded
@@ -185,10 +176,7 @@ class WritableOperations(Operations):
                      ) -> pyfuse3.EntryAttributes:
         attr = self.fs.find(parent_inode, fs_name(name))
         if attr is None:
-            out = pyfuse3.EntryAttributes()
-            out.st_ino = 0
-            out.entry_timeout = TIMEOUT
-            return out
+            return negative_entry()
         self.fs.remember(attr.ino)
         return attributes(attr)
 
@@ -232,17 +220,7 @@ class WritableOperations(Operations):
     async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
         stats = self.fs.statfs()
         free, avail, ffree = self.fs.statvfs_free()
-        out = pyfuse3.StatvfsData()
-        out.f_bsize = stats.block_size
-        out.f_frsize = stats.block_size
-        out.f_blocks = stats.blocks
-        out.f_bfree = free
-        out.f_bavail = avail
-        out.f_files = stats.files + ffree
-        out.f_ffree = ffree
-        out.f_favail = ffree
-        out.f_namemax = stats.name_max
-        return out
+        return statvfs(stats, free, avail, ffree)
 
     @guarded
     async def access(self, inode: int, mode: int, ctx: Any = None) -> bool:
@@ -342,14 +320,10 @@ class WritableOperations(Operations):
             self.reader.release(handle.reader_fh)
         self.fs.release(handle.node, handle.writing)
 
-    async def flush(self, fh: int) -> None:
-        # nothing to do at close: ENOSYS tells the kernel not to send flush again
-        raise pyfuse3.FUSEError(errno.ENOSYS)
-
     @guarded
     async def fsync(self, fh: int, datasync: bool) -> None:
         handle = self._handles.get(fh)
-        self.fs.fsync(handle.node if handle else None)
+        self.fs.fsync(handle.node if handle else None, datasync)
 
     @guarded
     async def fsyncdir(self, fh: int, datasync: bool) -> None:

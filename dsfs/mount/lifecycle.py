@@ -34,7 +34,7 @@ from dsfs.chore import describe
 from dsfs.content import ChunkReader
 from dsfs.errors import ConflictError, DsfsError, InputError, LocalError
 from dsfs.format.manifest import Header
-from dsfs.fuse import Operations
+from dsfs.fuse import BaseOperations, ReadOnlyOperations
 from dsfs.fuse.writable import WritableOperations
 from dsfs.logutil import rate_limit_repeats
 from dsfs.mount import cachectl, table
@@ -136,12 +136,12 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
         source = open_tree_source(repo, header)
         reader = ChunkReader(repo.cache, repo.store, limit=None if cache_size is None
                              else CacheLimit(repo.cache, cache_size))
-        ops: Operations
+        ops: BaseOperations
         if upper is not None:
             session = _writable(repo, header, source, upper, records, reader, path)
             ops = session.ops
         else:
-            ops = Operations(VersionFS(source), reader)
+            ops = ReadOnlyOperations(VersionFS(source), reader)
         # From the moment the kernel shows the mount, a SIGTERM must unmount
         # cleanly; until trio's receiver takes over, remember it here.
         for signum in _STOP_SIGNALS:

@@ -1,0 +1,168 @@
+"""The read-only adapter: kernel requests in, one ``VersionFS`` call,
+attributes or errno out (the shared base: ``dsfs.fuse.adapter``).
+
+Every operation that would change the tree answers EROFS.  The tree never
+changes while mounted, so entries and attributes carry long kernel timeouts,
+missing names are cached negatively, and files open with ``keep_cache`` so
+that a second read is served by the page cache.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import pyfuse3
+
+from dsfs.content import FileReader
+from dsfs.fuse.adapter import (
+    ERRNO,
+    BaseOperations,
+    entry_attributes,
+    guard,
+    negative_entry,
+    statvfs,
+)
+from dsfs.vfs import NoEntry, VersionFS
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
+
+guarded = guard(ERRNO)
+
+
+def _read_only() -> pyfuse3.FUSEError:
+    return pyfuse3.FUSEError(errno.EROFS)
+
+
+class ReadOnlyOperations(BaseOperations):
+    """The read-only file system of one version."""
+
+    def __init__(self, vfs: VersionFS, reader: FileReader) -> None:
+        super().__init__(reader)
+        self.vfs = vfs
+
+    # -- reading the tree --------------------------------------------------------
+
+    @guarded
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
+                     ) -> pyfuse3.EntryAttributes:
+        try:
+            return entry_attributes(self.vfs.lookup(parent_inode, os.fsdecode(name)))
+        except NoEntry:
+            return negative_entry()
+
+    @guarded
+    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        return entry_attributes(self.vfs.getattr(inode))
+
+    @guarded
+    async def readlink(self, inode: int, ctx: Any = None) -> bytes:
+        return os.fsencode(self.vfs.readlink(inode))
+
+    @guarded
+    async def opendir(self, inode: int, ctx: Any = None) -> int:
+        self.vfs.opendir(inode)
+        return inode
+
+    @guarded
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        for name, attr, next_id in self.vfs.readdir(fh, start_id):
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry_attributes(attr),
+                                         next_id):
+                break
+
+    @guarded
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    @guarded
+    async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
+        return statvfs(self.vfs.statfs())
+
+    @guarded
+    async def access(self, inode: int, mode: int, ctx: Any = None) -> bool:
+        self.vfs.access(inode, bool(mode & os.W_OK))
+        return True
+
+    @guarded
+    async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        self.vfs.getattr(inode)
+        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+
+    @guarded
+    async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
+        self.vfs.getattr(inode)
+        return []
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        return None  # inodes live as long as the mount: nothing to release
+
+    # -- reading files -------------------------------------------------------------
+
+    @guarded
+    async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+        file = self.vfs.open(inode, writing=bool(flags & _WRITE_FLAGS))
+        return pyfuse3.FileInfo(fh=self.reader.open(file), keep_cache=True)
+
+    @guarded
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        return await self.reader.read(fh, off, size)
+
+    @guarded
+    async def release(self, fh: int) -> None:
+        self.reader.release(fh)
+
+    @guarded
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        return None
+
+    @guarded
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        return None
+
+    # -- changes: a read-only version refuses them all --------------------------------
+
+    async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None,
+                      ctx: Any = None) -> pyfuse3.EntryAttributes:
+        raise _read_only()
+
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        raise _read_only()
+
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any = None) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        raise _read_only()
+
+    async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+                    ctx: Any = None) -> pyfuse3.EntryAttributes:
+        raise _read_only()
+
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any = None
+                    ) -> pyfuse3.EntryAttributes:
+        raise _read_only()
+
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any = None
+                      ) -> pyfuse3.EntryAttributes:
+        raise _read_only()
+
+    async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any = None
+                   ) -> pyfuse3.EntryAttributes:
+        raise _read_only()
+
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
+        raise _read_only()
+
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:
+        raise _read_only()
+
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: Any = None) -> None:
+        raise _read_only()
+
+    async def setxattr(self, inode: int, name: bytes, value: bytes, ctx: Any = None) -> None:
+        raise _read_only()
+
+    async def removexattr(self, inode: int, name: bytes, ctx: Any = None) -> None:
+        raise _read_only()
