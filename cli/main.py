@@ -16,6 +16,7 @@ from dsfs.errors import EXIT_CODES, DiskFullError, DsfsError, local_os_error
 
 from .commands import build, cache, inspect, maintain, mount, overlay, read
 from .context import AppContext
+from .output import safe_path
 
 EPILOG = "\b\nExit codes:\n" + "\n".join(
     f"  {code:>3}  {text}" for code, text in {**EXIT_CODES, 130: "interrupted"}.items()
@@ -29,7 +30,7 @@ class DsfsGroup(click.Group):
         try:
             return super().invoke(ctx)
         except DsfsError as exc:
-            click.echo(f"dsfs: error: {exc}", err=True)
+            click.echo(f"dsfs: error: {one_line(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("dsfs: interrupted; rerun the command to finish", err=True)
@@ -45,10 +46,17 @@ class DsfsGroup(click.Group):
             else:
                 if os.environ.get("DSFS_DEBUG"):
                     traceback.print_exc()
-                click.echo(f"dsfs: error: {error}", err=True)
+                click.echo(f"dsfs: error: {one_line(str(error))}", err=True)
                 sys.exit(error.exit_code)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             internal_error(exc)
+
+
+def one_line(message: str) -> str:
+    """An error as one printable line: a path's undecodable bytes as \\x escapes,
+    a newline or carriage return inside a name escaped, so the message stays
+    one line and never fails to print."""
+    return safe_path(message).replace("\n", "\\n").replace("\r", "\\r")
 
 
 def internal_error(exc: BaseException) -> NoReturn:
