@@ -1,15 +1,11 @@
 """The pyfuse3 adapter of a writable mount: kernel requests in, one
-``OverlayFS`` call, attributes or errno out.
+``OverlayFS`` call, attributes or errno out (the shared base:
+``dsfs.fuse.adapter``; its read-only sibling: ``dsfs.fuse.readonly``).
 
-Reads of files still in the lower layer go to the ``ChunkReader`` (as in the
-read-only adapter); upper files are read and written with ``pread`` and
-``pwrite`` on their data file.  The first change to a lower file copies it
-up lazily: a sparse data file of the surviving size, whose blocks (the
-store's chunks) stay the lower file's until a write touches them; a write
-fetches only the blocks it touches and does not wholly replace (an append
-fetches at most the last one; ``O_TRUNC`` and truncations fetch nothing).
-Reads of a partly copied file take each piece from where it is.  Status and
-commit fill the remaining blocks first (``fill_all``).
+File contents, copy-up and block fill are the overlay's (``dsfs.overlay.blocks``:
+reads of lower and partly copied files go through the content reader; the
+first change to a lower file copies it up, sparse, and a write fills only the
+blocks it touches).
 
 Every request that changes the tree passes the ``Gate``: a commit closes it,
 waits for the changes in flight to finish, and opens it again once the child
@@ -33,9 +29,7 @@ import pyfuse3
 import trio
 
 from dsfs.content import FileReader
-from dsfs.flight import SingleFlight
-from dsfs.format.digest import CHUNK_SIZE
-from dsfs.format.manifest import FILE, Entry
+from dsfs.format.manifest import FILE
 from dsfs.fuse.adapter import (
     ERRNO,
     PASS_THROUGH,
@@ -45,6 +39,7 @@ from dsfs.fuse.adapter import (
     negative_entry,
     statvfs,
 )
+from dsfs.overlay.blocks import Blocks, Opened
 from dsfs.overlay.fs import (
     NAME_MAX,
     OVERLAY_ERRNO,
@@ -54,7 +49,7 @@ from dsfs.overlay.fs import (
     NotSupported,
     OverlayFS,
 )
-from dsfs.vfs import Attr, NoEntry, OpenFile
+from dsfs.vfs import Attr, NoEntry
 
 log = logging.getLogger("dsfs.fuse.writable")
 
@@ -133,14 +128,6 @@ class Gate:
 
 
 @dataclass
-class _Handle:
-    node: Node
-    writing: bool
-    reader_fh: int | None = None
-    reader_entry: Entry | None = None
-
-
-@dataclass
 class _Listing:
     items: list[tuple[str, Attr]] = field(default_factory=list)
 
@@ -154,11 +141,10 @@ class WritableOperations(BaseOperations):
     def __init__(self, fs: OverlayFS, reader: FileReader) -> None:
         super().__init__(reader)
         self.fs = fs
+        self.blocks = Blocks(fs, reader)
         self.gate = Gate()
-        self._handles: dict[int, _Handle] = {}
+        self._handles: dict[int, Opened] = {}
         self._listings: dict[int, tuple[int, _Listing]] = {}
-        self._copying: SingleFlight[int] = SingleFlight()  # inode
-        self._filling: SingleFlight[tuple[int, int]] = SingleFlight()  # (inode, block)
 
     def invalidate_names(self, parent_inode: int, names: Iterable[str]) -> None:
         """Make the kernel forget ``names`` under ``parent_inode`` (the tree
@@ -262,7 +248,7 @@ class WritableOperations(BaseOperations):
                 node = self.fs.open(inode, writing)
                 try:
                     if flags & os.O_TRUNC:
-                        await self._copy_up(node, keep=0)
+                        await self.blocks.copy_up(node, keep=0)
                         self.fs.setattr(inode, size=0)
                 except BaseException:
                     self.fs.release(node, writing)
@@ -270,55 +256,25 @@ class WritableOperations(BaseOperations):
         else:
             node = self.fs.open(inode, writing)
         fh = self._fh()
-        self._handles[fh] = _Handle(node, writing)
+        self._handles[fh] = Opened(node, writing)
         return pyfuse3.FileInfo(fh=fh)
 
     @read_guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        handle = self._handles[fh]
-        node = handle.node
-        if node.data is not None and node.fd is not None:
-            if not node.missing:
-                return os.pread(node.fd, size, off)
-            parts = []
-            for lower, start, end in self.fs.read_plan(node, off, size):
-                if lower:
-                    parts.append(await self._read_lower(handle, start, end - start))
-                else:
-                    parts.append(os.pread(node.fd, end - start, start))
-            return b"".join(parts)
-        return await self._read_lower(handle, off, size)
-
-    async def _read_lower(self, handle: _Handle, off: int, size: int) -> bytes:
-        node = handle.node
-        entry = node.lower
-        if entry is None:
-            return b""
-        if handle.reader_entry is not entry:
-            if handle.reader_fh is not None:
-                self.reader.release(handle.reader_fh)
-            handle.reader_fh = self.reader.open(OpenFile(node.ino, entry))
-            handle.reader_entry = entry
-        assert handle.reader_fh is not None
-        return await self.reader.read(handle.reader_fh, off, size)
+        return await self.blocks.read(self._handles[fh], off, size)
 
     @guarded
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         node = self._handles[fh].node
         async with self.gate:
-            if node.data is None or node.missing:  # not (wholly) in the upper layer yet
-                await self._copy_up(node, keep=None)
-                await self._fill(node, off, off + len(buf), covered=True)
+            await self.blocks.prepare_write(node, off, off + len(buf))
             return self.fs.write(node, off, buf)
 
     @guarded
     async def release(self, fh: int) -> None:
-        handle = self._handles.pop(fh, None)
-        if handle is None:
-            return
-        if handle.reader_fh is not None:
-            self.reader.release(handle.reader_fh)
-        self.fs.release(handle.node, handle.writing)
+        opened = self._handles.pop(fh, None)
+        if opened is not None:
+            self.blocks.close(opened)
 
     @guarded
     async def fsync(self, fh: int, datasync: bool) -> None:
@@ -328,68 +284,6 @@ class WritableOperations(BaseOperations):
     @guarded
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
         self.fs.fsync(None)
-
-    async def _copy_up(self, node: Node, keep: int | None) -> None:
-        """Bring ``node``'s bytes into the upper layer (its first ``keep`` bytes)."""
-        while node.data is None:
-            if await self._copying.join(node.ino):
-                continue
-            plan = self.fs.copy_up_plan(node, keep)
-            if plan is None:
-                return
-
-            async def copy(plan: Any = plan) -> None:
-                try:
-                    self.fs.copy_up_done(plan)  # sparse: blocks are fetched by _fill
-                except BaseException:
-                    self.fs.copy_up_failed(plan)
-                    raise
-
-            await self._copying.lead(copy, node.ino)
-
-    async def _fill(self, node: Node, start: int, end: int, covered: bool = False) -> None:
-        """Copy the lower bytes of the missing blocks overlapping [start, end) into
-        the data file (with ``covered``, not those a write replaces whole)."""
-        while True:
-            spans = self.fs.missing_blocks(node, start, end, covered)
-            if not spans:
-                return
-            block, lo, hi = spans[0]
-            key = (node.ino, block)
-            if await self._filling.join(key):
-                continue
-
-            async def fill(block: int = block, lo: int = lo, hi: int = hi) -> None:
-                if hi > lo:
-                    await self._fetch_into(node, lo, hi)
-                self.fs.block_filled(node, block)
-
-            await self._filling.lead(fill, key)
-
-    async def _fetch_into(self, node: Node, lo: int, hi: int) -> None:
-        assert node.lower is not None and node.data is not None
-        fd = node.fd if node.fd is not None else os.open(
-            self.fs.upper.data_path(node.data), os.O_WRONLY | os.O_CLOEXEC)
-        rfh = self.reader.open(OpenFile(node.ino, node.lower))
-        try:
-            offset = lo
-            while offset < hi:
-                data = await self.reader.read(rfh, offset, min(CHUNK_SIZE, hi - offset))
-                if not data:
-                    raise OSError(errno.EIO, f"lower file ended at {offset}, not {hi}")
-                os.pwrite(fd, data, offset)
-                offset += len(data)
-        finally:
-            self.reader.release(rfh)
-            if fd != node.fd:
-                os.close(fd)
-
-    async def fill_all(self) -> None:
-        """Fetch every block still missing from partly copied files (status and
-        commit hash whole data files)."""
-        for node in self.fs.iter_nodes():
-            if node.missing and node.data is not None:
-                await self._fill(node, 0, node.lower_end)
 
     # -- changes ----------------------------------------------------------------------
 
@@ -401,7 +295,7 @@ class WritableOperations(BaseOperations):
             size = attr.st_size if fields.update_size else None
             if size is not None and node.data is None and not stat.S_ISDIR(
                     self.fs.attr(node).mode):
-                await self._copy_up(node, keep=size)
+                await self.blocks.copy_up(node, keep=size)
             uid = attr.st_uid if fields.update_uid else None
             gid = attr.st_gid if fields.update_gid else None
             if uid is not None or gid is not None:
@@ -453,7 +347,7 @@ class WritableOperations(BaseOperations):
                 self._drop_unhandled_writer(parent_inode, text)
                 raise
             fh = self._fh()
-            self._handles[fh] = _Handle(node, True)
+            self._handles[fh] = Opened(node, True)
             self.fs.remember(node.ino)
             return pyfuse3.FileInfo(fh=fh), attributes(self.fs.attr(node))
 
@@ -511,7 +405,7 @@ class WritableOperations(BaseOperations):
         async with self.gate:
             node = self.fs.node(inode)
             if node.kind == FILE and node.data is None:
-                await self._copy_up(node, keep=None)  # the data file is the identity
+                await self.blocks.copy_up(node, keep=None)  # the data file is the identity
             return self._entry(self.fs.link(inode, new_parent_inode, text))
 
     @guarded

@@ -78,7 +78,7 @@ class Session:
 
     async def status(self) -> dict[str, Any]:
         async with self.ops.gate.hold():
-            await self.ops.fill_all()
+            await self.ops.blocks.fill_all()
             regions = oc.collect(self.fs)
             result = await trio.to_thread.run_sync(oc.status, regions)
         return {"ok": True, "version_id": self.header.id, "version": self.header.version,
@@ -90,7 +90,7 @@ class Session:
             self.upper.sync()
             done = await self._earlier_attempt()
             if done is None:
-                await self.ops.fill_all()
+                await self.ops.blocks.fill_all()
                 regions = oc.collect(self.fs)
                 try:
                     done = await trio.to_thread.run_sync(
