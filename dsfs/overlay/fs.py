@@ -21,7 +21,9 @@ for one path).  Each operation first asks the upper layer for journal room
 (``Upper.reserve``: ENOSPC before anything changes), then changes the tree,
 then appends the records of what it changed to the journal
 (``dsfs.overlay.upper``); ``records()`` describes the whole upper layer (the
-snapshot), walking only directories marked as holding changes.
+snapshot), walking only directories marked as holding changes.  Writes and
+truncates of a file already changed append nothing: its data file holds its
+bytes, size and mtime, which a replay reads from it (see ``setattr``).
 
 A mount rebuilds the tree with ``replay(records)``: each record is applied
 in order, nodes it replaces are dropped (nobody has referred to them yet), a
@@ -126,6 +128,10 @@ OVERLAY_ERRNO: dict[type[BaseException], int] = {
     NameTooLong: errno.ENAMETOOLONG,
     Busy: errno.EBUSY,
 }
+
+#: How far from the clock a truncate's mtime may be for it to need no record
+#: (the kernel's "now", computed a moment before the request reaches us).
+QUIET_MTIME_NS = 1_000_000_000
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -592,9 +598,17 @@ class OverlayFS:
             self._changed(node)
         return written
 
-    def fsync(self, node: Node | None) -> None:
+    def fsync(self, node: Node | None, datasync: bool = False) -> None:
+        """Make ``node``'s bytes and every recorded change durable.  With
+        ``datasync`` (fdatasync, msync) the data file is fdatasynced: its bytes
+        and size, not its mtime (POSIX asks no more of fdatasync).  The journal
+        is fsynced only when a record was appended since its last fsync, and
+        ``data/`` only when a data file was made since (``Upper.sync``)."""
         if node is not None and node.fd is not None:
-            os.fsync(node.fd)
+            if datasync:
+                os.fdatasync(node.fd)
+            else:
+                os.fsync(node.fd)
         self.upper.sync()
 
     # -- changing the tree ---------------------------------------------------------------
@@ -837,6 +851,24 @@ class OverlayFS:
                 and gid is None and (mode is None or node.kind == SYMLINK
                                      or mode & 0o7777 == node.mode):
             return node  # nothing changes (rsync sets a new file's mode once more)
+        now = time.time_ns()
+        # A truncate of a changed file needs no record, as a write needs none:
+        # a remount reads the size and mtime from the data file (``_node_of``),
+        # which ftruncate and utime change before this request returns.  So
+        # after kill -9 the truncate is kept (the data file's inode outlives
+        # the process), and after a power loss it is kept or lost together with
+        # the file's bytes, as writes are; an fsync covers it either way (the
+        # data file's fsync/fdatasync makes its size durable).  Only when
+        # nothing else changes: not the mode, owner or atime, not a partly
+        # copied file (its missing blocks and ``lower_end`` are in the record),
+        # not a file whose first change this is (``dirty``: no record of its
+        # data file yet), and an mtime that is "now" (the kernel's ftruncate
+        # and O_TRUNC send that), so the ctime a remount shows (the mtime, see
+        # ``attr``) is the one shown now: ``ctime_ns`` is left as recorded.
+        quiet = (size is not None and mode is None and uid is None and gid is None
+                 and atime_ns is None and node.kind == FILE and node.dirty
+                 and node.data is not None and not node.missing
+                 and (mtime_ns is None or abs(mtime_ns - now) < QUIET_MTIME_NS))
         self.upper.reserve()
         if size is not None:
             if node.kind == DIR:
@@ -844,10 +876,12 @@ class OverlayFS:
             assert node.data is not None, "copy up first"
             if node.fd is not None:
                 os.ftruncate(node.fd, size)
-                node.mtime_ns = os.fstat(node.fd).st_mtime_ns
+                if mtime_ns is None:  # else set below, on the data file too
+                    node.mtime_ns = os.fstat(node.fd).st_mtime_ns
             else:
                 os.truncate(self.upper.data_path(node.data), size)
-                node.mtime_ns = os.stat(self.upper.data_path(node.data)).st_mtime_ns
+                if mtime_ns is None:
+                    node.mtime_ns = os.stat(self.upper.data_path(node.data)).st_mtime_ns
             node.size = size
             node.version += 1
             if node.missing:  # bytes cut off are gone from the lower side too
@@ -863,13 +897,17 @@ class OverlayFS:
             node.gid = None if gid == self.gid else gid
         if atime_ns is not None:
             node.atime_ns = atime_ns
-        node.ctime_ns = time.time_ns()
+        if not quiet:
+            node.ctime_ns = now
         if mtime_ns is not None:
             node.mtime_ns = mtime_ns
             if node.fd is not None:
                 os.utime(node.fd, ns=(mtime_ns, mtime_ns))
             elif node.data is not None:
                 os.utime(self.upper.data_file(node.data), ns=(mtime_ns, mtime_ns))
+        if quiet:
+            node.digest = None
+            return node
         if node.kind == DIR:
             self._mark_path(node)
             node.dirty = True

@@ -19,7 +19,9 @@ at the next snapshot.
 Write order (why a crash loses nothing): a change is written to the journal
 before the request that made it returns (the page cache outlives a killed
 process; the journal is fsynced every ``SYNC_INTERVAL`` seconds, on ``fsync``
-requests and on unmount, which bounds what a power loss can take).  A
+requests and on unmount, which bounds what a power loss can take; an fsync
+finds nothing to do when no record was appended since the last one, as after
+writes and truncates of a file already changed: its data file holds those).  A
 snapshot is written to a temporary file, fsynced and renamed over
 ``state.json`` with ``gen`` one higher; only then is the old journal removed,
 so a crash between the two leaves a journal the new snapshot ignores.  Data
