@@ -141,13 +141,13 @@ def test_a_diff_of_a_child_reads_only_the_directories_it_changed(tmp_path: Path)
     old, new = treewalk.open_tree(repo, base), treewalk.open_tree(repo, child)
     listed: list[str] = []
     for source in (old, new):
-        original = source.children
+        original = source.walk_children
 
         def spy(path: str, original=original) -> list[tuple[str, Entry]]:  # noqa: ANN001
             listed.append(path)
             return original(path)
 
-        source.children = spy  # type: ignore[method-assign]
+        source.walk_children = spy  # type: ignore[method-assign]
     rows = list(treewalk.diff(old, new))
     assert [(p, o is not None, n is not None) for p, o, n in rows] == [
         ("d7/f3", True, True), ("d9/f1", True, False)]

@@ -186,7 +186,14 @@ class LmdbTreeSource:
         rec = self.index.tree_delta_record(record.owner, key, raw)
         return None if rec is None else entry_of_record(rec)
 
-    def _listing(self, record: DirRecord, path: str) -> _Listing:
+    def walk_children(self, path: str) -> list[tuple[str, Entry]]:
+        """``children`` for a walk that lists each directory once: the listing
+        is not kept in the LRU (which would pin scattered objects in memory
+        while millions of others come and go)."""
+        record = self._dir(self.vid, path)
+        return [] if record is None else self._listing(record, path, memo=False)[1]
+
+    def _listing(self, record: DirRecord, path: str, memo: bool = True) -> _Listing:
         key = (record.form, record.owner, path)
         cached = self._listings.get(key)
         if cached is not None:
@@ -202,6 +209,8 @@ class LmdbTreeSource:
         if any(items[i][0] >= items[i + 1][0] for i in range(len(items) - 1)):
             items.sort(key=lambda item: item[0])
         listing = ([name for name, _ in items], items)
+        if not memo:
+            return listing
         self._listings[key] = listing
         self._listed += len(items)
         while self._listed > self._max_listed and len(self._listings) > 1:

@@ -68,7 +68,7 @@ def _steps(listing: list[tuple[str, Entry]]) -> list[tuple[str, Entry, bool]]:
 def iter_entries(source: LmdbTreeSource, path: str = "") -> Iterator[Entry]:
     """Every entry below ``path``, directories too, in the order of
     ``sorted(tree)`` (``a``, ``a.txt``, ``a/x``)."""
-    stack = [iter(_steps(source.children(path)))]
+    stack = [iter(_steps(source.walk_children(path)))]
     while stack:
         step = next(stack[-1], None)
         if step is None:
@@ -76,7 +76,7 @@ def iter_entries(source: LmdbTreeSource, path: str = "") -> Iterator[Entry]:
             continue
         _key, entry, descend = step
         if descend:
-            stack.append(iter(_steps(source.children(entry.path))))
+            stack.append(iter(_steps(source.walk_children(entry.path))))
         else:
             yield entry
 
@@ -109,8 +109,8 @@ def _merged(a: LmdbTreeSource, b: LmdbTreeSource, path: str) -> list[Row]:
         ra, rb = a.dir_record(path), b.dir_record(path)
         if ra is not None and rb is not None and (ra.form, ra.owner) == (rb.form, rb.owner):
             return []
-    left = _ordered(a.children(path))
-    right = _ordered(b.children(path))
+    left = _ordered(a.walk_children(path))
+    right = _ordered(b.walk_children(path))
     rows: list[Row] = []
     i = j = 0
     while i < len(left) or j < len(right):
@@ -131,7 +131,7 @@ def _merged(a: LmdbTreeSource, b: LmdbTreeSource, path: str) -> list[Row]:
 
 def _one_side(source: LmdbTreeSource, path: str, old: bool) -> list[Row]:
     return [(e.path, e, None) if old else (e.path, None, e)
-            for _name, e in _ordered(source.children(path))]
+            for _name, e in _ordered(source.walk_children(path))]
 
 
 def diff(a: LmdbTreeSource, b: LmdbTreeSource) -> Iterator[Row]:
