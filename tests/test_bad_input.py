@@ -156,7 +156,7 @@ def test_entry_below_symlink_is_refused(store_url: str, tmp_path: Path) -> None:
     below = mf.Entry("link/planted", mf.DIR, 0, 0o40755, 0)
     repo.store.put(mf.manifest_key(header.id), mf.encode(header, [link, below]))
     repo.store.put(claim_key("evil", "n", "1.0.0"), header.id.encode())
-    with pytest.raises(IntegrityError, match="below 'link'"):
+    with pytest.raises(IntegrityError, match="below"):  # the tree index's words
         Dataset.get(header.id).get_local_copy()
     assert not (tmp_path / "planted").exists()
 

@@ -134,6 +134,7 @@ def test_cache_stats_and_prune_count_index_copies_and_temporaries(tmp_path: Path
     env = env_for(tmp_path, cache)
     run(env, "sync", str(make_dataset(tmp_path, "a", 6)), "-p", "p", "-n", "n", check=True)
     run(env, "get", "p/n", check=True)
+    run(env, "prefetch", "p/n", check=True)  # get makes no chunk files: the copy is the cache
     stale = cache / "chunks" / "00" / ".tmp-deadbeef"
     stale.parent.mkdir(parents=True, exist_ok=True)
     stale.write_bytes(bytes(MiB))
