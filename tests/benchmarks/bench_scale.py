@@ -57,8 +57,12 @@ def run(command: list[str], env: dict[str, str], results: dict, label: str,
     # a reader thread per pipe would do; the outputs here are small or go to
     # files, so read stdout to EOF first, then reap with wait4 for the rusage
     assert proc.stdout is not None and proc.stderr is not None
-    out = proc.stdout.read()
-    err = proc.stderr.read()
+    # keep only the tail: a parent holding 3M lines of list output would raise
+    # the RSS floor of every later command (ru_maxrss counts the forker's RSS)
+    out = b""
+    while chunk := proc.stdout.read(1 << 16):
+        out = (out + chunk)[-(1 << 16):]
+    err = proc.stderr.read()[-(1 << 16):]
     _pid, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     results[f"{label}_s"] = round(time.perf_counter() - start, 3)
