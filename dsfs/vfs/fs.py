@@ -14,7 +14,7 @@ nothing by remembering).  The root is inode 1.
 Attributes follow the manifest: sizes and mtimes as stored, permission bits
 with every write bit cleared, the mounting user as owner.  A read is planned
 here (which chunk slices cover a byte range) and carried out by whoever owns
-the store I/O (``dsfs.mount.reader``), so this module never blocks on a store.
+the store I/O (``dsfs.content.reader``), so this module never blocks on a store.
 
 Errors are the classes below; the FUSE adapter maps each to one errno.
 """
@@ -113,7 +113,7 @@ class OpenFile:
     ``neighbours``, when the vfs can tell, yields the chunks of the files that
     follow this one in its directory (name order): ``close`` packs a directory
     in that order, so they are the pack's next bytes, and a reader scanning the
-    directory reads them next (see ``dsfs.mount.reader``).
+    directory reads them next (see ``dsfs.content.reader``).
     """
 
     __slots__ = ("entry", "ino", "_starts", "neighbours")
