@@ -350,6 +350,29 @@ class StoreLock:
 _registry = threading.RLock()
 #: id(store) -> [lock, number of holds]
 _held: dict[int, list] = {}
+#: Holds whose release a weakref finalizer asked for (see ``release_later``).
+_deferred: list[Hold] = []
+
+
+def release_later(hold: Hold) -> None:
+    """Release ``hold`` soon, without waiting: for weakref finalizers.  They run
+    wherever the garbage collector happens to run, for example inside a thread
+    that ``Thread.start`` is still starting for a caller who holds ``_registry``
+    (a lock's refresh thread): waiting for ``_registry`` there deadlocks both.
+    The next user of the registry performs the release (``list.append`` needs
+    no lock)."""
+    _deferred.append(hold)
+    if _registry.acquire(blocking=False):  # nobody else has it: release now
+        try:
+            _drain_deferred()
+        finally:
+            _registry.release()
+
+
+def _drain_deferred() -> None:
+    """Perform the releases finalizers asked for; the caller holds ``_registry``."""
+    while _deferred:
+        _deferred.pop().release()
 #: (id(store), thread id) -> holds that end with the next publish in that thread
 _until_publish: dict[tuple[int, int], list[Hold]] = {}
 
@@ -367,6 +390,7 @@ class Hold:
         #: Whether this hold took the lock (no other hold of this process had it).
         self.acquired = False
         with _registry:
+            _drain_deferred()
             held = _held.get(self._ident)
             if held is None:
                 self.acquired = True
@@ -392,10 +416,22 @@ class Hold:
             if held[1] == 0:
                 del _held[self._ident]
                 held[0].release()
+        if _deferred:  # a finalizer found the registry taken meanwhile
+            release_later_pending()
+
+
+def release_later_pending() -> None:
+    """Perform finalizers' releases if the registry is free (never waits)."""
+    if _registry.acquire(blocking=False):
+        try:
+            _drain_deferred()
+        finally:
+            _registry.release()
 
 
 def end_holds_until_publish(repo: Repository) -> None:
     with _registry:
+        _drain_deferred()
         holds = _until_publish.pop((id(repo.store), threading.get_ident()), [])
     for hold in holds:
         hold.release()
@@ -405,6 +441,7 @@ def end_holds_until_publish(repo: Repository) -> None:
 def _release_all() -> None:
     """A process that ends normally never leaves its locks behind."""
     with _registry:
+        _deferred.clear()  # every lock is released below anyway
         locks = [held[0] for held in _held.values()]
         _held.clear()
     for lock in locks:

@@ -62,7 +62,7 @@ class PackStats:
 class Packer:
     def __init__(self, repo: Repository) -> None:
         self._hold = locks.Hold(repo, "close", until_publish=True)
-        weakref.finalize(self, self._hold.release)
+        weakref.finalize(self, locks.release_later, self._hold)
         if self._hold.acquired:  # the caller looked at the store's packs without it
             try:
                 repo.sync_pack_index()  # under the lock: no gc can make it stale now
