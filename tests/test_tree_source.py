@@ -288,7 +288,7 @@ def test_random_histories_match_the_resolver(repo: Repository, seed: int) -> Non
 
 def test_forgetting_trees_takes_dependents_and_spares_what_mounts_use(
         repo: Repository) -> None:
-    from dsfs.vfs.treeindex import forget_trees
+    from dsfs.engine.treeindex import forget_trees
 
     base = publish(repo, [file("a/f"), file("b/g", 2)])
     child = publish(repo, [file("a/h", 3)], [base.id])

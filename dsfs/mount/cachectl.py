@@ -34,13 +34,13 @@ from pathlib import Path
 from dsfs.cache.chunks import ChunkCache
 from dsfs.cache.index import index_dir
 from dsfs.engine.tree import TreeResolver
+from dsfs.engine.treeindex import forget_trees
 from dsfs.errors import NotFoundError, UsageError
 from dsfs.format.digest import bytes_to_id, chunk_id
 from dsfs.format.manifest import FILE, ChunkRef, Header
 from dsfs.fsutil import TMP_PREFIX
 from dsfs.mount import table
 from dsfs.repository import Repository
-from dsfs.vfs.treeindex import forget_trees
 
 log = logging.getLogger("dsfs.cache")
 

@@ -6,6 +6,7 @@ and statfs for one version; a ``TreeSource`` supplies the tree (a mount uses
 adapter (``dsfs.fuse``) is the only caller that speaks to the kernel.
 """
 
+from dsfs.engine.treedirs import LmdbTreeSource, open_tree_source
 from dsfs.vfs.fs import (
     ROOT_INO,
     Attr,
@@ -20,7 +21,6 @@ from dsfs.vfs.fs import (
     VersionFS,
     VfsError,
 )
-from dsfs.vfs.lmdbsource import LmdbTreeSource, open_tree_source
 from dsfs.vfs.source import MemoryTreeSource, TreeSource
 
 __all__ = [
