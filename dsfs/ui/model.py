@@ -203,7 +203,8 @@ class Page:
         return self.start + len(self.rows)
 
 
-def page_of(rows: Iterator, start: int, size: int = PAGE) -> Page:
+def page_of(rows: Iterator, start: int, size: int | None = None) -> Page:
+    size = size or PAGE
     got = list(itertools.islice(rows, start, start + size + 1))
     return Page(got[:size], start, len(got) > size)
 
@@ -237,7 +238,7 @@ def folder(repo: Repository, header: Header, path: str, start: int
     if entry is None or entry.kind != DIR:
         raise NotFoundError(f"no folder {path!r} in version {header.id}")
     listing = source.children(path)
-    return len(listing), listing[start:start + PAGE]
+    return len(listing), listing[start:start + PAGE]  # PAGE read at call time (tests)
 
 
 def entry(repo: Repository, header: Header, path: str) -> Entry:
