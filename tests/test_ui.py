@@ -11,10 +11,13 @@ from __future__ import annotations
 import html
 import os
 import re
+import shutil
+import struct
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,6 +344,115 @@ def test_dsfs_ui_serves_on_loopback_and_prints_its_url(demo: Demo) -> None:
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code == 405
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+# -- a real browser ----------------------------------------------------------------------
+
+def _browser() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _pixels(png_bytes: bytes) -> tuple[int, int, list[bytes]]:
+    """Width, height and RGB(A) rows of an 8-bit PNG (as Chromium writes them)."""
+    assert png_bytes[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, width = 8, b"", 0
+    height = depth = color = 0
+    while pos < len(png_bytes):
+        length, kind = struct.unpack(">I4s", png_bytes[pos:pos + 8])
+        data = png_bytes[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            width, height, depth, color = struct.unpack(">IIBB", data[:10])
+        elif kind == b"IDAT":
+            idat += data
+        pos += 12 + length
+    assert depth == 8 and color in (2, 6), (depth, color)
+    bpp = 3 if color == 2 else 4
+    raw, stride = zlib.decompress(idat), width * bpp
+    rows: list[bytes] = []
+    prev = bytearray(stride)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            left = line[i - bpp] if i >= bpp else 0
+            up, corner = prev[i], prev[i - bpp] if i >= bpp else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 255
+            elif kind == 2:
+                line[i] = (line[i] + up) & 255
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 255
+            elif kind == 4:
+                p = left + up - corner
+                pa, pb, pc = abs(p - left), abs(p - up), abs(p - corner)
+                pred = left if pa <= pb and pa <= pc else up if pb <= pc else corner
+                line[i] = (line[i] + pred) & 255
+        rows.append(bytes(line) if bpp == 3 else bytes(
+            b for j in range(0, stride, 4) for b in line[j:j + 3]))
+        prev = line
+    return width, height, rows
+
+
+def _count_colour(rows: list[bytes], rgb: tuple[int, int, int]) -> int:
+    needle = bytes(rgb)
+    return sum(sum(1 for i in range(0, len(row), 3) if row[i:i + 3] == needle) for row in rows)
+
+
+def test_in_a_real_browser(demo: Demo, tmp_path: Path) -> None:
+    """Headless Chromium loads the lineage page and a version page served by
+    ``dsfs ui``: the DOM it built holds the graph and the content table, and
+    the screenshot shows the graph's boxes.  The screenshots are written to
+    $DSFS_TEST_ARTIFACTS (default: this test's temporary folder)."""
+    local_only(demo)
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no chromium here (packaging/install.sh installs Debian's where it can)")
+    artefacts = Path(os.environ.get("DSFS_TEST_ARTIFACTS") or tmp_path)
+    artefacts.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([str(DSFS), "ui", "--port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **demo.env})
+
+    def chromium(*args: str) -> str:
+        result = subprocess.run(
+            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             f"--user-data-dir={tmp_path / 'profile'}", "--no-first-run", *args],
+            capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        lineage_url = url.rstrip("/") + dataset_path()
+        dom = chromium("--dump-dom", lineage_url)
+        graph = re.search(r'<svg[^>]*class="lineage".*?</svg>', dom, re.S)
+        assert graph is not None, dom[:2000]
+        assert graph.group(0).count('<g class="node') == len(demo.ids)
+        assert graph.group(0).count('class="edge') == 6
+        shot = artefacts / "ui-lineage.png"
+        chromium("--window-size=1100,800", f"--screenshot={shot}", lineage_url)
+        width, height, rows = _pixels(shot.read_bytes())
+        assert (width, height) == (1100, 800)
+        # the boxes of the graph are drawn: their fills cover many pixels
+        assert _count_colour(rows, (0xEE, 0xF4, 0xFF)) > 5 * 150 * 30   # versions
+        assert _count_colour(rows, (0xF2, 0xF2, 0xF2)) > 150 * 30       # the deleted one
+
+        version_url = url.rstrip("/") + f"/v/{demo.ids['1.0.1']}"
+        dom = chromium("--dump-dom", version_url)
+        table = re.search(r'<table class="contents">.*?</table>', dom, re.S)
+        assert table is not None
+        names = re.findall(r'<td class="path"><a [^>]*>([^<]*)</a>', table.group(0))
+        assert "data/" in names and "json/" in names and "&lt;script&gt;alert(1)&lt;/" in names
+        assert dom.count('class="plot') >= 3 and "<img src=\"data:image/png" in dom
+        chromium("--window-size=1100,2400", f"--screenshot={artefacts / 'ui-version.png'}",
+                 version_url)
+        assert (artefacts / "ui-version.png").stat().st_size > 20_000
     finally:
         proc.terminate()
         proc.wait(timeout=30)
