@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("dsfs.overlay",),
     ("dsfs.fuse",),
     ("dsfs.mount",),
+    ("dsfs.ui",),
     ("dsfs", "dsfs.__main__", "dsfs_cli"),
 ]
 
@@ -45,6 +46,7 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "lmdb": ("dsfs.cache",),
     "pyfuse3": ("dsfs.fuse", "dsfs.mount"),
     "click": ("dsfs_cli",),
+    "jinja2": ("dsfs.ui.render",),
 }
 
 
