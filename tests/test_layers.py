@@ -35,6 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("dsfs.overlay",),
     ("dsfs.fuse",),
     ("dsfs.mount", "dsfs.fsspec"),
+    ("dsfs.ui",),
     ("dsfs", "dsfs.__main__", "dsfs_cli"),
 ]
 
@@ -46,6 +47,7 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "pyfuse3": ("dsfs.fuse", "dsfs.mount"),
     "click": ("dsfs_cli",),
     "fsspec": ("dsfs.fsspec.filesystem",),
+    "jinja2": ("dsfs.ui.render",),
 }
 
 
