@@ -173,7 +173,8 @@ def test_version_page_header_changes_contents_stats_previews(demo: Demo) -> None
     assert "wsgiref/" not in contents
     # statistics: three SVG plots, the folder plot naming top-level folders
     assert text.count('<svg xmlns="http://www.w3.org/2000/svg" class="plot') == 3
-    assert re.search(r'bytes per top-level folder.*>data<', text, re.S)
+    assert re.search(r'bytes and files per top-level folder.*>data<', text, re.S)
+    assert re.search(r'>[0-9.]+ KiB · 1[0-9] files<', text)  # data/ holds 12 files
     assert ">.py<" in text and ">.png<" in text
     # previews of the first files of each kind, read through the cache
     assert re.search(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+"', text)
