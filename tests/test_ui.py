@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from conftest import STORE_KINDS
 from ui_demo import HOSTILE_PATH, build, png
 
@@ -33,6 +34,7 @@ from dsfs.repository import Repository
 from dsfs.store import open_store
 from dsfs.ui import model, walk
 from dsfs.ui.app import App
+from dsfs_cli.main import cli
 
 DSFS = Path(sys.executable).with_name("dsfs")
 
@@ -101,9 +103,10 @@ def demo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
            "DSFS_STORE": url}
 
     def dsfs(*args: str) -> str:
-        result = subprocess.run([str(DSFS), "-q", *args], capture_output=True, text=True,
-                                env={**os.environ, **env}, timeout=300)
-        assert result.returncode == 0, result.stderr
+        # the CLI in this process (the same code as the dsfs command, without
+        # a Python start-up per command)
+        result = CliRunner().invoke(cli, ["-q", *args], env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
         return result.stdout
 
     ids = build(dsfs, base / "work", hostile=True)
