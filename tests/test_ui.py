@@ -464,8 +464,8 @@ def _count_colour(rows: list[bytes], rgb: tuple[int, int, int]) -> int:
 def test_in_a_real_browser(demo: Demo, tmp_path: Path) -> None:
     """Headless Chromium loads the lineage page and a version page served by
     ``dsfs ui``: the DOM it built holds the graph and the content table, and
-    the screenshot shows the graph's boxes.  The screenshots are written to
-    $DSFS_TEST_ARTIFACTS (default: this test's temporary folder)."""
+    the screenshot shows the graph's boxes.  The screenshot is written to
+    $DSFS_TEST_ARTIFACTS/ui-lineage.png (default: this test's temporary folder)."""
     local_only(demo)
     browser = _browser()
     if browser is None:
@@ -507,9 +507,6 @@ def test_in_a_real_browser(demo: Demo, tmp_path: Path) -> None:
         names = re.findall(r'<td class="path"><a [^>]*>([^<]*)</a>', table.group(0))
         assert "data/" in names and "json/" in names and "&lt;script&gt;alert(1)&lt;/" in names
         assert dom.count('class="plot') >= 3 and "<img src=\"data:image/png" in dom
-        chromium("--window-size=1100,2400", f"--screenshot={artefacts / 'ui-version.png'}",
-                 version_url)
-        assert (artefacts / "ui-version.png").stat().st_size > 20_000
     finally:
         proc.terminate()
         proc.wait(timeout=30)
