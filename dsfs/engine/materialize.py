@@ -34,16 +34,17 @@ import secrets
 import shutil
 import struct
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
-from dsfs.engine import copywriter, treewalk
+from dsfs.engine import copywriter, parts, treewalk
 from dsfs.engine.copywriter import Job
 from dsfs.engine.treedirs import LmdbTreeSource
 from dsfs.engine.treeindex import KIND_DIR, KIND_FILE, KIND_SYMLINK
 from dsfs.errors import DiskFullError, DsfsError, InputError, local_os_error
 from dsfs.format.digest import bytes_to_id
-from dsfs.format.manifest import Header
+from dsfs.format.manifest import Entry, Header
 from dsfs.report import Progress, Reporter
 from dsfs.repository import Repository
 
@@ -59,23 +60,53 @@ def copies_dir(repo: Repository) -> Path:
     return repo.cache_root / "copies"
 
 
-def local_copy(repo: Repository, header: Header, reporter: Reporter | None = None) -> Path:
-    """Path of a complete read-only copy of the version, built if needed."""
+def part_bounds(source: LmdbTreeSource, part: tuple[int, int] | None
+                ) -> Callable[[bytes], bool] | None:
+    """Which files and symlinks (by path) a copy of share ``part=(K, N)``
+    holds (``dsfs.engine.parts``); None: all.  A share is a contiguous run of
+    paths in path order, so it is kept as its first and last path (two
+    streamed passes over the files, nothing held)."""
+    if part is None:
+        return None
+    first = last = None
+    for entry in parts.select(lambda: treewalk.iter_files(source), _weight, *part):
+        if first is None:
+            first = entry.path
+        last = entry.path
+    if first is None or last is None:
+        return lambda _path: False
+
+    def within(path: bytes) -> bool:
+        return first <= path.decode("utf-8", "surrogateescape") <= last
+
+    return within
+
+
+def _weight(entry: Entry) -> int:
+    return entry.size
+
+
+def local_copy(repo: Repository, header: Header, reporter: Reporter | None = None,
+               part: tuple[int, int] | None = None) -> Path:
+    """Path of a complete read-only copy of the version (or of one part of
+    it: ``part=(K, N)``, kept as ``<id>.part-K-of-N``), built if needed."""
     reporter = reporter or Reporter()
     root = copies_dir(repo)
-    final = root / header.id
-    marker = root / f"{header.id}.complete"
+    name = header.id if part is None else f"{header.id}.part-{part[0]}-of-{part[1]}"
+    final = root / name
+    marker = root / f"{name}.complete"
     if marker.exists() and final.is_dir():
         with contextlib.suppress(OSError):
             os.utime(marker)  # its last use, for `cache prune`'s LRU order
         return final
     root.mkdir(parents=True, exist_ok=True)
     source = treewalk.open_tree(repo, header)
-    building = root / f".building-{header.id}-{secrets.token_hex(4)}"
+    building = root / f".building-{name}-{secrets.token_hex(4)}"
     try:
         try:
             count = write_tree(repo, source, building, reporter, read_only=True,
-                               reuse=_earlier_copy(repo, source))
+                               reuse=_earlier_copy(repo, source),
+                               keep=part_bounds(source, part))
         except OSError as exc:
             raise local_os_error(exc, root, "the cache") from None
         if final.exists():
@@ -89,7 +120,8 @@ def local_copy(repo: Repository, header: Header, reporter: Reporter | None = Non
 
 
 def complete_copies(repo: Repository) -> dict[str, float]:
-    """Version id -> last use (its marker's mtime) of every complete copy."""
+    """Name (a version id, or ``<id>.part-K-of-N``) -> last use (its
+    marker's mtime) of every complete copy."""
     found: dict[str, float] = {}
     root = copies_dir(repo)
     with contextlib.suppress(FileNotFoundError):
@@ -107,8 +139,8 @@ def _earlier_copy(repo: Repository, source: LmdbTreeSource
     """A complete copy to hard-link unchanged files from: the nearest ancestor
     of the version that has one, else the copy used last; (its tree, its
     path prefix), or None."""
-    copies = complete_copies(repo)
-    copies.pop(source.vid.hex(), None)
+    copies = {vid: used for vid, used in complete_copies(repo).items()
+              if len(vid) == 32 and vid != source.vid.hex()}  # whole copies only
     if not copies:
         return None
     chosen = None
@@ -132,13 +164,15 @@ def _earlier_copy(repo: Repository, source: LmdbTreeSource
 
 
 def mutable_copy(repo: Repository, header: Header, target: str,
-                 reporter: Reporter | None = None) -> Path:
+                 reporter: Reporter | None = None, part: tuple[int, int] | None = None,
+                 overwrite: bool = False) -> Path:
     """Write the version into ``target`` (new or empty), with writable files.
 
     All or nothing: if the copy fails (a pack missing from the store, a full
     disk, Ctrl-C), everything written so far is removed again, so the target
     is as it was (absent, or empty) and the same command can simply be run
-    again."""
+    again.  ``overwrite`` first empties an existing target folder (ClearML's
+    ``overwrite``): its old contents are gone even if the copy then fails."""
     reporter = reporter or Reporter()
     if not target:
         raise InputError("an empty path was given for the copy: name a new or empty folder")
@@ -146,12 +180,16 @@ def mutable_copy(repo: Repository, header: Header, target: str,
     if path.exists():
         if not path.is_dir():
             raise InputError(f"{path} exists and is not a directory")
-        if any(path.iterdir()):
-            raise InputError(f"{path} is not empty: give a new or empty directory")
+        if overwrite:
+            _empty_folder(path)
+        elif any(path.iterdir()):
+            raise InputError(f"{path} is not empty: give a new or empty directory "
+                             "(or overwrite it)")
     source = treewalk.open_tree(repo, header)
+    keep = part_bounds(source, part)
     created = _first_missing(path)
     try:
-        write_tree(repo, source, path, reporter, read_only=False)
+        write_tree(repo, source, path, reporter, read_only=False, keep=keep)
     except OSError as exc:
         _undo_copy(path, created, reporter)
         raise _target_error(exc, path) from None
@@ -159,6 +197,19 @@ def mutable_copy(repo: Repository, header: Header, target: str,
         _undo_copy(path, created, reporter)
         raise
     return path
+
+
+def _empty_folder(path: Path) -> None:
+    try:
+        for child in list(path.iterdir()):
+            if child.is_dir() and not child.is_symlink():
+                remove_copy(child)
+            else:
+                child.unlink()
+    except OSError as exc:
+        raise _target_error(exc, path) from None
+    if any(path.iterdir()):
+        raise InputError(f"could not empty {path} to overwrite it")
 
 
 def _target_error(exc: OSError, target: Path) -> DsfsError:
@@ -212,7 +263,8 @@ def remove_copy(path: Path) -> None:
 
 
 def write_tree(repo: Repository, source: LmdbTreeSource, root: Path, reporter: Reporter,
-               read_only: bool, reuse: tuple[LmdbTreeSource, bytes] | None = None) -> int:
+               read_only: bool, reuse: tuple[LmdbTreeSource, bytes] | None = None,
+               keep: Callable[[bytes], bool] | None = None) -> int:
     """Create every entry of a version's tree below ``root``; return how many
     files were written or linked.
 
@@ -268,6 +320,9 @@ def write_tree(repo: Repository, source: LmdbTreeSource, root: Path, reporter: R
                 earlier = _earlier_listing(source, reuse, dir_path)
                 for name, encoded in listing:
                     kind = encoded[0]
+                    if keep is not None and kind != KIND_DIR and not keep(
+                            dir_path + b"/" + name if dir_path else name):
+                        continue
                     path = dir_prefix + name
                     if kind == KIND_FILE:
                         if earlier is not None and _link(earlier, name, encoded, path):
