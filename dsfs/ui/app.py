@@ -240,11 +240,13 @@ class App:
 
 
 def _plots(stats: Stats) -> dict[str, str]:
-    folders = [(k, b) for k, _f, b in stats.top("folders")]
-    exts = [(k, b) for k, _f, b in stats.top("extensions")]
+    def rows(table: str) -> list[tuple[str, float, str]]:
+        return [(key, size, f"{svg.human_size(size)} · {files:,} files")
+                for key, files, size in stats.top(table)]
+
     counts, labels = stats.histogram()
     return {
-        "folders": svg.bars(folders, "bytes per top-level folder", svg.human_size),
-        "extensions": svg.bars(exts, "bytes per extension", svg.human_size),
+        "folders": svg.bars(rows("folders"), "bytes and files per top-level folder"),
+        "extensions": svg.bars(rows("extensions"), "bytes and files per extension"),
         "histogram": svg.histogram(counts, labels, "files by size"),
     }
