@@ -4,7 +4,7 @@
 #
 #   bash packaging/install.sh            # system packages + .venv with dsfs
 #   DSFS_VENV=/opt/dsfs bash packaging/install.sh
-#   DSFS_EXTRAS=test,s3,mount,ui         # extras to install (this is the default)
+#   DSFS_EXTRAS=test,s3,mount,ui,fsspec  # extras to install (this is the default)
 #
 # System packages: fuse3 (fusermount3, /dev/fuse), libfuse3-dev and pkg-config
 # (to build pyfuse3), python3-venv, rsync; with the test extra also git and
@@ -16,7 +16,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${DSFS_VENV:-$here/.venv}
-extras=${DSFS_EXTRAS:-test,s3,mount,ui}
+extras=${DSFS_EXTRAS:-test,s3,mount,ui,fsspec}
 python=${PYTHON:-python3}
 
 need=()

@@ -25,6 +25,7 @@ from dsfs.engine.treedirs import LmdbTreeSource
 from dsfs.errors import DsfsError, NotFoundError
 from dsfs.format.manifest import DIR, FILE, Entry, Header
 from dsfs.repository import Repository
+from dsfs.ui import walk
 from dsfs.ui.svg import Node
 
 PAGE = 100
@@ -68,6 +69,24 @@ def parse_dataset_key(key: str) -> tuple[str, str]:
 
 
 @dataclass
+class Catalogue:
+    """What the store holds, read once for several pages: every visible
+    version's header (tags as currently set) and the ids of all claimed
+    versions (a version not among them is deleted)."""
+
+    headers: list[Header]
+    claimed: set[str]
+
+    @classmethod
+    def read(cls, repo: Repository) -> Catalogue:
+        catalog = Catalog(repo)
+        return cls(catalog.visible_headers(), catalog.claimed_version_ids())
+
+    def of(self, project: str, name: str) -> list[Header]:
+        return [h for h in self.headers if (h.project, h.name) == (project, name)]
+
+
+@dataclass
 class DatasetRow:
     project: str
     name: str
@@ -98,10 +117,10 @@ def matches(row: DatasetRow, query: str) -> bool:
     return True
 
 
-def datasets(repo: Repository, query: str = "") -> dict[str, list[DatasetRow]]:
+def datasets(known: Catalogue, query: str = "") -> dict[str, list[DatasetRow]]:
     """Datasets by project (both sorted), filtered by ``query``."""
     rows: dict[tuple[str, str], DatasetRow] = {}
-    for header in Catalog(repo).visible_headers():
+    for header in known.headers:
         key = (header.project, header.name)
         if key not in rows:
             rows[key] = DatasetRow(header.project, header.name, dataset_key(*key))
@@ -127,13 +146,12 @@ def counts_text(header: Header) -> str:
     return f"+{s.get('added', 0)} -{s.get('removed', 0)} ~{s.get('modified', 0)}"
 
 
-def lineage(repo: Repository, project: str, name: str,
+def lineage(repo: Repository, known: Catalogue, project: str, name: str,
             current: str | None = None) -> list[Node]:
     """The dataset's versions and every ancestor they have (deleted ones, and
     versions of other datasets, marked), as graph nodes."""
-    catalog = Catalog(repo)
-    claimed = catalog.claimed_version_ids()
-    own = [h for h in catalog.visible_headers() if (h.project, h.name) == (project, name)]
+    claimed = known.claimed
+    own = known.of(project, name)
     if not own:
         raise NotFoundError(f"no dataset {project}/{name}")
     nodes: dict[str, Node] = {}
@@ -176,8 +194,7 @@ class VersionInfo:
     squashed_from: list[str]
 
 
-def version(repo: Repository, version_id: str) -> VersionInfo:
-    catalog = Catalog(repo)
+def version(repo: Repository, known: Catalogue, version_id: str) -> VersionInfo:
     header = repo.header(check_id(version_id))
     parents: list[Header | None] = []
     for p in header.parents:
@@ -185,60 +202,62 @@ def version(repo: Repository, version_id: str) -> VersionInfo:
             parents.append(repo.header(p))
         except DsfsError:
             parents.append(None)
-    deleted = header.id not in catalog.claimed_version_ids()
-    tags = header.tags if deleted else catalog.tags(header)
+    deleted = header.id not in known.claimed
+    current = [h.tags for h in known.headers if h.id == header.id]
+    tags = current[0] if current else header.tags
     return VersionInfo(header, tags, deleted, parents, squash_sources(header))
 
 
 @dataclass
 class Page:
-    """One page of a long list: ``rows``, where it starts, whether more follow."""
+    """One page of a long list in path order: ``rows`` after the cursor
+    ``after`` (the last path of the page before; "" for the first page)."""
 
     rows: list
-    start: int
+    after: str
     more: bool
 
     @property
-    def next_start(self) -> int:
-        return self.start + len(self.rows)
+    def next_after(self) -> str:
+        return self.rows[-1][0] if self.rows else self.after
 
 
-def page_of(rows: Iterator, start: int, size: int | None = None) -> Page:
-    size = size or PAGE
-    got = list(itertools.islice(rows, start, start + size + 1))
-    return Page(got[:size], start, len(got) > size)
+def page_of(rows: Iterator, after: str, size: int | None = None) -> Page:
+    got = list(itertools.islice(rows, (size or PAGE) + 1))
+    return Page(got[:size or PAGE], after, len(got) > (size or PAGE))
 
 
 def tree(repo: Repository, header: Header) -> LmdbTreeSource:
     return treewalk.open_tree(repo, header)
 
 
-def changes(repo: Repository, header: Header, against: str | None, start: int
+def changes(repo: Repository, header: Header, against: str | None, after: str
             ) -> tuple[str | None, Page]:
     """What ``header`` changed against one of its parents (the first unless
-    ``against`` names another); everything added for a version without one."""
+    ``against`` names another); every file added for a version without one.
+    One page, from the first path after ``after``."""
     if not header.parents:
-        files = treewalk.iter_files(tree(repo, header))
-        return None, page_of(((e.path, None, e) for e in files), start)
+        files = walk.files_after(tree(repo, header), after)
+        return None, page_of(((e.path, None, e) for e in files), after)
     parent = against if against in header.parents else header.parents[0]
-    rows = treewalk.diff(tree(repo, repo.header(parent)), tree(repo, header))
-    return parent, page_of(rows, start)
+    rows = walk.diff_after(tree(repo, repo.header(parent)), tree(repo, header), after)
+    return parent, page_of(rows, after)
 
 
-def diff(repo: Repository, a: Header, b: Header, start: int) -> Page:
-    return page_of(treewalk.diff(tree(repo, a), tree(repo, b)), start)
+def diff(repo: Repository, a: Header, b: Header, after: str) -> Page:
+    return page_of(walk.diff_after(tree(repo, a), tree(repo, b), after), after)
 
 
-def folder(repo: Repository, header: Header, path: str, start: int
-           ) -> tuple[int, list[tuple[str, Entry]]]:
-    """(number of entries, one page of them) of folder ``path``; NotFound if
-    the version has no such folder."""
+def folder(repo: Repository, header: Header, path: str, start: str
+           ) -> tuple[int, list[tuple[str, Entry]], str | None]:
+    """(number of entries, one page of them from the name ``start`` on, where
+    the next page starts or None) of folder ``path``; NotFound if the version
+    has no such folder.  Reads and decodes only the page."""
     source = tree(repo, header)
-    entry = source.entry(path)
-    if entry is None or entry.kind != DIR:
+    found = source.entry(path)
+    if found is None or found.kind != DIR:
         raise NotFoundError(f"no folder {path!r} in version {header.id}")
-    listing = source.children(path)
-    return len(listing), listing[start:start + PAGE]  # PAGE read at call time (tests)
+    return walk.folder_page(source, path, start, PAGE)
 
 
 def entry(repo: Repository, header: Header, path: str) -> Entry:
@@ -328,7 +347,7 @@ def first_previews(repo: Repository, header: Header) -> list[Preview]:
     """Previews of the first files (in path order) of kinds worth showing."""
     out: list[Preview] = []
     per_kind: dict[str, int] = {}
-    files = treewalk.iter_files(tree(repo, header))
+    files = walk.files_after(tree(repo, header))
     for entry in itertools.islice(files, PREVIEW_SCAN):
         if not previewable(entry):
             continue
