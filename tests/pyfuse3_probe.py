@@ -3,7 +3,7 @@ tests of dsfs's pyfuse3 patch (``tests/test_pyfuse3_patch.py``) and the null
 round-trip benchmark.  Run as a script:
 
     python tests/pyfuse3_probe.py MOUNTPOINT [--no-open] [--no-opendir]
-        [--readdirplus on|off|auto] [--cache-readdir] [--no-atomic-trunc]
+        [--readdirplus on|off|auto] [--cache-readdir] [--no-atomic-trunc] [--null]
 
 The tree: ``/a`` (a small writable file), ``/slow`` (a read waits until
 ``/go`` is looked up), ``/dir`` (three files), ``/go``, ``/stats``.  Reading
@@ -11,6 +11,8 @@ The tree: ``/a`` (a small writable file), ``/slow`` (a read waits until
 ``/stats`` itself not counted), the inode or handle each read and write
 received, the ``plus`` flag of each listing, and how often a trio task that
 sleeps 1 ms ran (``ticks``) — it must keep running however busy the loop is.
+With ``--null`` the kernel may not cache the root's attributes, so each
+``stat`` of the mount point is a GETATTR round trip (bench_fuseloop.py).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ class Probe(pyfuse3.Operations):
         out = pyfuse3.EntryAttributes()
         out.st_ino = ino
         out.entry_timeout = out.attr_timeout = 3600
+        if ino == ROOT and self.args.null:
+            out.attr_timeout = 0
         if ino in (ROOT, DIR):
             out.st_mode = stat.S_IFDIR | 0o755
             out.st_nlink = 2
@@ -158,7 +162,8 @@ async def ticker(probe: Probe) -> None:
 
 async def serve(probe: Probe) -> None:
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(ticker, probe)
+        if not probe.args.null:  # a quiet loop for the round-trip benchmark
+            nursery.start_soon(ticker, probe)
         if PATCHED:
             await pyfuse3.main(min_tasks=2, max_tasks=16, yield_every=probe.args.yield_every)
         else:
@@ -175,6 +180,7 @@ def main() -> None:
     parser.add_argument("--no-atomic-trunc", action="store_true")
     parser.add_argument("--readdirplus", default="on", choices=["on", "off", "auto"])
     parser.add_argument("--yield-every", type=int, default=32)
+    parser.add_argument("--null", action="store_true")
     args = parser.parse_args()
     probe = Probe(args)
     options = {"fsname=probe", "subtype=probe"}
