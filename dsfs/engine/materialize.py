@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from dsfs.engine import treewalk
+from dsfs.engine import parts, treewalk
 from dsfs.engine.packranges import plan_ranges, read_ranges
 from dsfs.errors import DiskFullError, DsfsError, InputError, IntegrityError, local_os_error
 from dsfs.format.digest import CHUNK_SIZE, id_to_bytes
@@ -61,17 +61,46 @@ def copies_dir(repo: Repository) -> Path:
     return repo.cache_root / "copies"
 
 
-def local_copy(repo: Repository, header: Header, reporter: Reporter | None = None) -> Path:
-    """Path of a complete read-only copy of the version, built if needed."""
+def part_entries(repo: Repository, header: Header,
+                 part: tuple[int, int] | None = None) -> Iterator[Entry]:
+    """The version's entries in path order; with ``part=(K, N)`` only the
+    files and symlinks of share K of N (``dsfs.engine.parts``) and every
+    directory."""
+    source = treewalk.open_tree(repo, header)
+    if part is None:
+        return treewalk.iter_entries(source)
+    chosen = parts.select(lambda: treewalk.iter_files(source), _weight, *part)
+    return _merge_dirs(treewalk.iter_entries(source), chosen)
+
+
+def _weight(entry: Entry) -> int:
+    return entry.size
+
+
+def _merge_dirs(entries: Iterator[Entry], chosen: Iterator[Entry]) -> Iterator[Entry]:
+    wanted = next(chosen, None)
+    for entry in entries:
+        if entry.kind == DIR:
+            yield entry
+        elif wanted is not None and entry.path == wanted.path:
+            yield entry
+            wanted = next(chosen, None)
+
+
+def local_copy(repo: Repository, header: Header, reporter: Reporter | None = None,
+               part: tuple[int, int] | None = None) -> Path:
+    """Path of a complete read-only copy of the version (or of one part of
+    it: ``part=(K, N)``, kept as ``<id>.part-K-of-N``), built if needed."""
     reporter = reporter or Reporter()
     root = copies_dir(repo)
-    final = root / header.id
-    marker = root / f"{header.id}.complete"
+    name = header.id if part is None else f"{header.id}.part-{part[0]}-of-{part[1]}"
+    final = root / name
+    marker = root / f"{name}.complete"
     if marker.exists() and final.is_dir():
         return final
     root.mkdir(parents=True, exist_ok=True)
-    entries = treewalk.iter_entries(treewalk.open_tree(repo, header))
-    building = root / f".building-{header.id}-{secrets.token_hex(4)}"
+    entries = part_entries(repo, header, part)
+    building = root / f".building-{name}-{secrets.token_hex(4)}"
 
     def record(files: list[Entry]) -> None:
         # recorded under the final name as batches finish (bounded memory); a
@@ -99,13 +128,15 @@ def local_copy(repo: Repository, header: Header, reporter: Reporter | None = Non
 
 
 def mutable_copy(repo: Repository, header: Header, target: str,
-                 reporter: Reporter | None = None) -> Path:
+                 reporter: Reporter | None = None, part: tuple[int, int] | None = None,
+                 overwrite: bool = False) -> Path:
     """Write the version into ``target`` (new or empty), with writable files.
 
     All or nothing: if the copy fails (a pack missing from the store, a full
     disk, Ctrl-C), everything written so far is removed again, so the target
     is as it was (absent, or empty) and the same command can simply be run
-    again."""
+    again.  ``overwrite`` first empties an existing target folder (ClearML's
+    ``overwrite``): its old contents are gone even if the copy then fails."""
     reporter = reporter or Reporter()
     if not target:
         raise InputError("an empty path was given for the copy: name a new or empty folder")
@@ -113,9 +144,12 @@ def mutable_copy(repo: Repository, header: Header, target: str,
     if path.exists():
         if not path.is_dir():
             raise InputError(f"{path} exists and is not a directory")
-        if any(path.iterdir()):
-            raise InputError(f"{path} is not empty: give a new or empty directory")
-    entries = treewalk.iter_entries(treewalk.open_tree(repo, header))
+        if overwrite:
+            _empty_folder(path)
+        elif any(path.iterdir()):
+            raise InputError(f"{path} is not empty: give a new or empty directory "
+                             "(or overwrite it)")
+    entries = part_entries(repo, header, part)
     created = _first_missing(path)
     try:
         write_tree(repo, entries, path, reporter, read_only=False, reuse=False)
@@ -126,6 +160,19 @@ def mutable_copy(repo: Repository, header: Header, target: str,
         _undo_copy(path, created, reporter)
         raise
     return path
+
+
+def _empty_folder(path: Path) -> None:
+    try:
+        for child in list(path.iterdir()):
+            if child.is_dir() and not child.is_symlink():
+                remove_copy(child)
+            else:
+                child.unlink()
+    except OSError as exc:
+        raise _target_error(exc, path) from None
+    if any(path.iterdir()):
+        raise InputError(f"could not empty {path} to overwrite it")
 
 
 def _target_error(exc: OSError, target: Path) -> DsfsError:
