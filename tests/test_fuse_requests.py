@@ -130,6 +130,11 @@ def test_writable_mount_requests(tmp_path: Path, dataset: tuple[dict[str, str], 
         rsync = counted(log, lambda: subprocess.run(
             ["rsync", "-a", f"{files}/", f"{mnt}/copy/"], check=True))
         assert (mnt / "copy" / "f07").read_bytes() == b"x" * 100
+        # open(O_TRUNC) then a short write leaves only the new bytes (the kernel
+        # truncates in OPEN, or by a SETATTR of its own without ATOMIC_O_TRUNC)
+        trunc = counted(log, lambda: write_file(mnt / "copy" / "f07", b"yz"))
+        assert read_file(mnt / "copy" / "f07") == b"yz"
+        assert "GETATTR" not in trunc and trunc["WRITE"] == 1, trunc
     # without default_permissions the kernel fetches no attributes for a create
     assert "GETATTR" not in create, create
     assert create["CREATE"] == 1 and create["WRITE"] == 1, create
