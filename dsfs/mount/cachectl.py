@@ -34,6 +34,7 @@ from pathlib import Path
 
 from dsfs.cache.chunks import ChunkCache
 from dsfs.cache.index import index_dir
+from dsfs.engine import materialize
 from dsfs.engine.tree import TreeResolver
 from dsfs.engine.treeindex import forget_trees
 from dsfs.errors import NotFoundError, UsageError
@@ -333,8 +334,13 @@ def verify(cache: ChunkCache, progress: Callable[[int], None] | None = None
     return len(cids), bad
 
 
-def prefetch_refs(repo: Repository, header: Header, paths: Iterable[str]) -> list[ChunkRef]:
-    """Chunk refs of the files at or below ``paths`` (all files when none)."""
+def prefetch_refs(repo: Repository, header: Header, paths: Iterable[str],
+                  part: tuple[int, int] | None = None) -> list[ChunkRef]:
+    """Chunk refs of the files at or below ``paths`` (all files when none), or
+    of share ``part`` = (K, N) of the files (``dsfs.engine.parts``)."""
+    if part is not None:
+        return [ref for entry in materialize.part_entries(repo, header, part)
+                if entry.kind == FILE for ref in entry.chunks]
     tree = TreeResolver(repo).tree(header.id)
     wanted = [p.strip("/") for p in paths]
     wanted = [posixpath.normpath(p) for p in wanted if p]
