@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import os
+import random
 import re
 import shutil
 import struct
@@ -27,9 +28,10 @@ import pytest
 from conftest import STORE_KINDS
 from ui_demo import HOSTILE_PATH, build, png
 
+from dsfs.engine import treewalk
 from dsfs.repository import Repository
 from dsfs.store import open_store
-from dsfs.ui import model
+from dsfs.ui import model, walk
 from dsfs.ui.app import App
 
 DSFS = Path(sys.executable).with_name("dsfs")
@@ -171,7 +173,8 @@ def test_version_page_header_changes_contents_stats_previews(demo: Demo) -> None
     assert "wsgiref/" not in contents
     # statistics: three SVG plots, the folder plot naming top-level folders
     assert text.count('<svg xmlns="http://www.w3.org/2000/svg" class="plot') == 3
-    assert re.search(r'bytes per top-level folder.*>data<', text, re.S)
+    assert re.search(r'bytes and files per top-level folder.*>data<', text, re.S)
+    assert re.search(r'>[0-9.]+ KiB · 1[0-9] files<', text)  # data/ holds 12 files
     assert ">.py<" in text and ">.png<" in text
     # previews of the first files of each kind, read through the cache
     assert re.search(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+"', text)
@@ -203,18 +206,36 @@ def test_folders_and_changes_are_paged(demo: Demo, monkeypatch: pytest.MonkeyPat
         assert body is not None
         return re.findall(r'<td class="path"><a [^>]*>([^<]*)</a>', body.group(0))
 
-    every = []
-    for start in range(0, 200, 7):
-        got = names(f"dir=email&d={start}", "contents")
-        every += got
-        if len(got) < 7:
+    every: list[str] = []
+    query = "dir=email"
+    for _ in range(100):
+        every += names(query, "contents")
+        page = client.get(f"/v/{vid}", query)
+        more = re.search(r'<a href="([^"]*)" rel="next-entries">', page.text)
+        if more is None:
             break
+        query = html.unescape(more.group(1)).split("?", 1)[1]
     listing = [n for n, _e in model.tree(demo.repo(), demo.repo().header(vid)).children("email")]
     assert [n.rstrip("/") for n in every] == listing and len(listing) > 14
-    first, second = names("c=0", "changes"), names("c=7", "changes")
-    assert len(first) == len(second) == 7 and first[-1] < second[0]
-    page = client.get(f"/v/{vid}", "c=7")
-    assert f'href="/v/{vid}?c=14"' in html.unescape(page.text)
+    # changes: follow the "next" links (a cursor: the last path shown) to the end
+    repo = demo.repo()
+    header = repo.header(vid)
+    expected = [e.path for e in treewalk.iter_files(model.tree(repo, header))]
+    seen: list[str] = []
+    query = ""
+    for _ in range(200):
+        page = client.get(f"/v/{vid}", query)
+        body = re.search(r'<table class="changes">.*?</table>', page.text, re.S)
+        assert body is not None
+        got = [html.unescape(p) for p in
+               re.findall(r'<td class="path"><a [^>]*>([^<]*)</a>', body.group(0))]
+        assert 0 < len(got) <= 7
+        seen += got
+        more = re.search(r'<a href="([^"]*)" rel="next">', page.text)
+        if more is None:
+            break
+        query = html.unescape(more.group(1)).split("?", 1)[1]
+    assert seen == expected and len(expected) > 14
 
 
 def test_diff_of_any_two_versions(demo: Demo) -> None:
@@ -226,6 +247,38 @@ def test_diff_of_any_two_versions(demo: Demo) -> None:
     assert re.search(r'class="removed".*wsgiref/', page.text)
     assert client.get("/diff", "a=demo/stdlib@9.9.9&b=demo/stdlib").status == 404
     assert client.get("/diff", "a=demo/stdlib").status == 400
+
+
+@pytest.mark.parametrize("batch", [2, 3, 512])
+def test_cursor_walks_agree_with_the_engine(demo: Demo, batch: int,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """``walk.files_after`` and ``walk.diff_after`` give the engine's rows
+    (``treewalk``) from any cursor: paths of the trees, and paths between them;
+    with listings read 3 records at a time, too."""
+    local_only(demo)
+    monkeypatch.setattr(walk, "BATCH", batch)
+    repo = demo.repo()
+    headers = [repo.header(vid) for vid in demo.ids.values()]
+    rng = random.Random(7)
+    for a in headers:
+        files = list(treewalk.iter_files(model.tree(repo, a)))
+        assert list(walk.files_after(model.tree(repo, a))) == files
+        paths = [e.path for e in files]
+        cursors = rng.sample(paths, 8) + [p + "/" for p in rng.sample(paths, 3)] + [
+            "", "json", "json/", "json0", "data/z", "~", "<", "data/a", "data/a.txt",
+            "data/a/", "data/a-b.txt", "data/a/x.txt"]
+        for after in cursors:
+            assert [e.path for e in walk.files_after(model.tree(repo, a), after)] == [
+                p for p in paths if p > after], after
+        for b in headers:
+            rows = list(treewalk.diff(model.tree(repo, a), model.tree(repo, b)))
+            assert list(walk.diff_after(model.tree(repo, a), model.tree(repo, b))) == rows
+            for after in [rows[len(rows) // 2][0]] if rows else []:
+                assert list(walk.diff_after(model.tree(repo, a), model.tree(repo, b), after)
+                            ) == [r for r in rows if r[0] > after]
+            for after in rng.sample(cursors, 4):
+                assert list(walk.diff_after(model.tree(repo, a), model.tree(repo, b), after)
+                            ) == [r for r in rows if r[0] > after], after
 
 
 def test_names_are_escaped_everywhere(demo: Demo) -> None:

@@ -79,6 +79,10 @@ def add_data(tree: Path, hostile: bool) -> None:
         hostile_file.write_text("<b>not bold</b>\n")
         (tree / "<img src=x onerror=alert(2)>").mkdir(exist_ok=True)
         (tree / "<img src=x onerror=alert(2)>" / "a.txt").write_text("x\n")
+        # names that sort around a folder's: "a-b" and "a.txt" come before "a/x"
+        (data / "a").mkdir(exist_ok=True)
+        for name in ("a/x.txt", "a/y", "a.txt", "a-b.txt", "a0", "a/.hidden", "A.txt"):
+            (data / name).write_text(name + "\n")
 
 
 def build(dsfs: Callable[..., str], work: Path, full: bool = False,

@@ -552,16 +552,41 @@ class CacheIndex:
         """(name, encoded entry) of a stored listing, in name order."""
         return self._prefix_items(self._tree_listings, version_id + dir_key)
 
-    def _prefix_items(self, db: lmdb._Database, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    def tree_listing_range(self, version_id: bytes, dir_key: bytes, start: bytes, limit: int,
+                           delta: bool) -> list[tuple[bytes, bytes]]:
+        """At most ``limit`` (name, value) of one directory's stored listing
+        (``delta``: its delta records) whose names are ``start`` or later, in
+        name order: one page of a big directory without reading all of it."""
+        db = self._tree_deltas if delta else self._tree_listings
+        return self._prefix_items(db, version_id + dir_key, start, limit)
+
+    def tree_listing_size(self, version_id: bytes, dir_key: bytes, delta: bool) -> int:
+        """How many records one directory's stored listing (``delta``: its delta
+        records) holds; reads keys only."""
+        prefix = version_id + dir_key
+        count = 0
+        with self.env.begin(db=self._tree_deltas if delta else self._tree_listings) as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(prefix):
+                for key in cursor.iternext(keys=True, values=False):
+                    if key[:len(prefix)] != prefix:
+                        break
+                    count += 1
+        return count
+
+    def _prefix_items(self, db: lmdb._Database, prefix: bytes, start: bytes = b"",
+                      limit: int | None = None) -> list[tuple[bytes, bytes]]:
         out = []
         cut = len(prefix)
         with self.env.begin(db=db) as txn:
             cursor = txn.cursor()
-            if cursor.set_range(prefix):
+            if cursor.set_range(prefix + start):
                 for key, value in cursor:
                     if key[:cut] != prefix:
                         break
                     out.append((bytes(key[cut:]), bytes(value)))
+                    if limit is not None and len(out) >= limit:
+                        break
         return out
 
     def _put_all(self, db: lmdb._Database, items: Iterable[tuple[bytes, bytes]]) -> None:

@@ -148,7 +148,7 @@ class App:
             return self.raw(parts[1], query.get("path", ""))
         if parts == ["diff"]:
             return html(self.diff(query.get("a", ""), query.get("b", ""),
-                                  _int(query.get("start"))))
+                                  query.get("after", "")))
         raise NotFoundError(f"no page {path!r}")
 
     # -- pages -------------------------------------------------------------------------
@@ -175,11 +175,10 @@ class App:
         info = model.version(self.repo, version_id)
         header = info.header
         against_q = query.get("against") or None
-        against, changes = model.changes(self.repo, header, against_q,
-                                         _int(query.get("c")))
+        against, changes = model.changes(self.repo, header, against_q, query.get("c", ""))
         dir_q = query.get("dir", "").strip("/")
-        dir_start = _int(query.get("d"))
-        total, rows = model.folder(self.repo, header, dir_q, dir_start)
+        dir_start = query.get("d", "")
+        total, rows, dir_next = model.folder(self.repo, header, dir_q, dir_start)
         crumbs, acc = [], []
         for part in dir_q.split("/") if dir_q else []:
             acc.append(part)
@@ -189,8 +188,8 @@ class App:
                   if (h.project, h.name) == (header.project, header.name) and h.id != header.id]
         return self.page(
             "version.html", info=info, against=against, against_q=against_q, changes=changes,
-            changes_q=changes.start, dir_q=dir_q, dir_start=dir_start, crumbs=crumbs,
-            folder_total=total, folder_rows=rows, folder_start=dir_start, stats=stats,
+            changes_q=changes.after, dir_q=dir_q, dir_start=dir_start, crumbs=crumbs,
+            folder_total=total, folder_rows=rows, folder_next=dir_next, stats=stats,
             stats_error=stats_error, plots=_plots(stats) if stats else {},
             previews=model.first_previews(self.repo, header), others=others[::-1],
             refresh=STATS_REFRESH if stats is None and not stats_error else 0)
@@ -232,27 +231,22 @@ class App:
             self.repo.cache.fetch(self.repo.store, [ref])
             yield self.repo.cache.read(ref.chunk_id)
 
-    def diff(self, a_text: str, b_text: str, start: int) -> str:
+    def diff(self, a_text: str, b_text: str, after: str = "") -> str:
         if not a_text or not b_text:
             raise UsageError("a diff needs two versions: /diff?a=REF&b=REF")
         catalog = Catalog(self.repo)
         a, b = catalog.resolve(parse_ref(a_text)), catalog.resolve(parse_ref(b_text))
-        return self.page("diff.html", a=a, b=b, page=model.diff(self.repo, a, b, start))
-
-
-def _int(text: str | None) -> int:
-    try:
-        return max(0, int(text or 0))
-    except ValueError:
-        return 0
+        return self.page("diff.html", a=a, b=b, page=model.diff(self.repo, a, b, after))
 
 
 def _plots(stats: Stats) -> dict[str, str]:
-    folders = [(k, b) for k, _f, b in stats.top("folders")]
-    exts = [(k, b) for k, _f, b in stats.top("extensions")]
+    def rows(table: str) -> list[tuple[str, float, str]]:
+        return [(key, size, f"{svg.human_size(size)} · {files:,} files")
+                for key, files, size in stats.top(table)]
+
     counts, labels = stats.histogram()
     return {
-        "folders": svg.bars(folders, "bytes per top-level folder", svg.human_size),
-        "extensions": svg.bars(exts, "bytes per extension", svg.human_size),
+        "folders": svg.bars(rows("folders"), "bytes and files per top-level folder"),
+        "extensions": svg.bars(rows("extensions"), "bytes and files per extension"),
         "histogram": svg.histogram(counts, labels, "files by size"),
     }

@@ -49,8 +49,8 @@ class Links:
     def raw(self, version_id: str, path: str) -> str | None:
         return None if self.static else f"/v/{version_id}/raw" + _query({"path": path})
 
-    def diff(self, a: str, b: str, start: int = 0) -> str | None:
-        return None if self.static else "/diff" + _query({"a": a, "b": b, "start": start})
+    def diff(self, a: str, b: str, after: str = "") -> str | None:
+        return None if self.static else "/diff" + _query({"a": a, "b": b, "after": after})
 
     def static_file(self, name: str) -> str:
         return name if self.static else f"/static/{name}"

@@ -25,6 +25,7 @@ from dsfs.engine.treedirs import LmdbTreeSource
 from dsfs.errors import DsfsError, NotFoundError
 from dsfs.format.manifest import DIR, FILE, Entry, Header
 from dsfs.repository import Repository
+from dsfs.ui import walk
 from dsfs.ui.svg import Node
 
 PAGE = 100
@@ -192,53 +193,54 @@ def version(repo: Repository, version_id: str) -> VersionInfo:
 
 @dataclass
 class Page:
-    """One page of a long list: ``rows``, where it starts, whether more follow."""
+    """One page of a long list in path order: ``rows`` after the cursor
+    ``after`` (the last path of the page before; "" for the first page)."""
 
     rows: list
-    start: int
+    after: str
     more: bool
 
     @property
-    def next_start(self) -> int:
-        return self.start + len(self.rows)
+    def next_after(self) -> str:
+        return self.rows[-1][0] if self.rows else self.after
 
 
-def page_of(rows: Iterator, start: int, size: int | None = None) -> Page:
-    size = size or PAGE
-    got = list(itertools.islice(rows, start, start + size + 1))
-    return Page(got[:size], start, len(got) > size)
+def page_of(rows: Iterator, after: str, size: int | None = None) -> Page:
+    got = list(itertools.islice(rows, (size or PAGE) + 1))
+    return Page(got[:size or PAGE], after, len(got) > (size or PAGE))
 
 
 def tree(repo: Repository, header: Header) -> LmdbTreeSource:
     return treewalk.open_tree(repo, header)
 
 
-def changes(repo: Repository, header: Header, against: str | None, start: int
+def changes(repo: Repository, header: Header, against: str | None, after: str
             ) -> tuple[str | None, Page]:
     """What ``header`` changed against one of its parents (the first unless
-    ``against`` names another); everything added for a version without one."""
+    ``against`` names another); every file added for a version without one.
+    One page, from the first path after ``after``."""
     if not header.parents:
-        files = treewalk.iter_files(tree(repo, header))
-        return None, page_of(((e.path, None, e) for e in files), start)
+        files = walk.files_after(tree(repo, header), after)
+        return None, page_of(((e.path, None, e) for e in files), after)
     parent = against if against in header.parents else header.parents[0]
-    rows = treewalk.diff(tree(repo, repo.header(parent)), tree(repo, header))
-    return parent, page_of(rows, start)
+    rows = walk.diff_after(tree(repo, repo.header(parent)), tree(repo, header), after)
+    return parent, page_of(rows, after)
 
 
-def diff(repo: Repository, a: Header, b: Header, start: int) -> Page:
-    return page_of(treewalk.diff(tree(repo, a), tree(repo, b)), start)
+def diff(repo: Repository, a: Header, b: Header, after: str) -> Page:
+    return page_of(walk.diff_after(tree(repo, a), tree(repo, b), after), after)
 
 
-def folder(repo: Repository, header: Header, path: str, start: int
-           ) -> tuple[int, list[tuple[str, Entry]]]:
-    """(number of entries, one page of them) of folder ``path``; NotFound if
-    the version has no such folder."""
+def folder(repo: Repository, header: Header, path: str, start: str
+           ) -> tuple[int, list[tuple[str, Entry]], str | None]:
+    """(number of entries, one page of them from the name ``start`` on, where
+    the next page starts or None) of folder ``path``; NotFound if the version
+    has no such folder.  Reads and decodes only the page."""
     source = tree(repo, header)
-    entry = source.entry(path)
-    if entry is None or entry.kind != DIR:
+    found = source.entry(path)
+    if found is None or found.kind != DIR:
         raise NotFoundError(f"no folder {path!r} in version {header.id}")
-    listing = source.children(path)
-    return len(listing), listing[start:start + PAGE]  # PAGE read at call time (tests)
+    return walk.folder_page(source, path, start, PAGE)
 
 
 def entry(repo: Repository, header: Header, path: str) -> Entry:
@@ -328,7 +330,7 @@ def first_previews(repo: Repository, header: Header) -> list[Preview]:
     """Previews of the first files (in path order) of kinds worth showing."""
     out: list[Preview] = []
     per_kind: dict[str, int] = {}
-    files = treewalk.iter_files(tree(repo, header))
+    files = walk.files_after(tree(repo, header))
     for entry in itertools.islice(files, PREVIEW_SCAN):
         if not previewable(entry):
             continue

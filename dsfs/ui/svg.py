@@ -144,18 +144,17 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def bars(rows: Sequence[tuple[str, float]], title: str,
-         fmt: Callable[[float], str] = lambda v: f"{v:,.0f}") -> str:
-    """A horizontal bar chart: one bar per (label, value)."""
-    label_w, bar_w, row_h = 190, 260, 20
+def bars(rows: Sequence[tuple[str, float, str]], title: str) -> str:
+    """A horizontal bar chart: one bar per (label, value, text shown beside it)."""
+    label_w, bar_w, row_h = 190, 240, 20
     height = 28 + row_h * max(len(rows), 1) + 6
-    width = label_w + bar_w + 110
-    top = max((v for _l, v in rows), default=0) or 1
+    width = label_w + bar_w + 170
+    top = max((v for _l, v, _t in rows), default=0) or 1
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" width="{width}" '
            f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
            f'aria-label="{esc(title)}">',
            f'<text x="4" y="16" font-size="13" font-weight="bold">{esc(title)}</text>']
-    for i, (label, value) in enumerate(rows):
+    for i, (label, value, text) in enumerate(rows):
         y = 28 + i * row_h
         w = max(1, round(bar_w * value / top)) if value else 0
         out.append(f'<text x="{label_w - 6}" y="{y + 14}" font-size="12" text-anchor="end">'
@@ -163,7 +162,7 @@ def bars(rows: Sequence[tuple[str, float]], title: str,
                    f'<rect class="bar" x="{label_w}" y="{y + 3}" width="{w}" height="{row_h - 6}"'
                    f' fill="#4c6ef5"/>'
                    f'<text x="{label_w + w + 6}" y="{y + 14}" font-size="11" fill="#444">'
-                   f'{esc(fmt(value))}</text>')
+                   f'{esc(text)}</text>')
     if not rows:
         out.append('<text x="4" y="42" font-size="12" fill="#777">no files</text>')
     out.append("</svg>")
