@@ -278,6 +278,15 @@ class CacheIndex:
             for digest in digests:
                 txn.delete(digest)
 
+    def has_any_chunk(self) -> bool:
+        with self.env.begin(db=self._chunks) as txn:
+            return bool(txn.stat(self._chunks)["entries"])
+
+    def cached_chunks(self, digests: Iterable[bytes]) -> set[bytes]:
+        """Which of ``digests`` the chunk table holds (one transaction)."""
+        with self.env.begin(db=self._chunks) as txn:
+            return {d for d in digests if txn.get(d) is not None}
+
     def iter_chunks(self) -> Iterator[tuple[bytes, int, int]]:
         """(digest, size, last access) of every indexed chunk."""
         with self.env.begin(db=self._chunks) as txn:
