@@ -20,8 +20,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from dsfs.engine import materialize, parts
-from dsfs.format.manifest import FILE, ChunkRef, Entry
+from dsfs.engine import parts, treewalk
+from dsfs.format.manifest import FILE, ChunkRef, Entry, Header
+from dsfs.repository import Repository
 
 if TYPE_CHECKING:  # only for the annotation: dataset imports this module
     from dsfs.dataset import Dataset
@@ -80,9 +81,15 @@ def _size(entry: Entry) -> int:
     return entry.size
 
 
-def part_refs(dataset: Dataset, part: tuple[int, int]) -> list[ChunkRef]:
+def part_files(repo: Repository, header: Header, part: tuple[int, int]) -> Iterator[Entry]:
+    """The files and symlinks of share ``part`` = (K, N), in path order."""
+    source = treewalk.open_tree(repo, header)
+    return parts.select(lambda: treewalk.iter_files(source), _size, *part)
+
+
+def part_refs(repo: Repository, header: Header, part: tuple[int, int]) -> list[ChunkRef]:
     """The chunks of the files of share ``part`` = (K, N)."""
-    return [ref for entry in materialize.part_entries(dataset.repo, dataset.header, part)
+    return [ref for entry in part_files(repo, header, part)
             if entry.kind == FILE for ref in entry.chunks]
 
 
@@ -90,9 +97,9 @@ def prefetch_part(dataset: Dataset, part: tuple[int, int],
                   progress: Callable[[int], None] | None = None) -> int:
     repo = dataset.repo
     try:
-        return repo.cache.fetch(repo.store, part_refs(dataset, part), progress)
+        return repo.cache.fetch(repo.store, part_refs(repo, dataset.header, part), progress)
     finally:
         repo.cache.flush_counters()
 
 
-__all__ = ["Shard", "part_refs", "prefetch_part"]
+__all__ = ["Shard", "part_files", "part_refs", "prefetch_part"]

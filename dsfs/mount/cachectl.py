@@ -34,7 +34,6 @@ from pathlib import Path
 
 from dsfs.cache.chunks import ChunkCache
 from dsfs.cache.index import index_dir
-from dsfs.engine import materialize
 from dsfs.engine.tree import TreeResolver
 from dsfs.engine.treeindex import forget_trees
 from dsfs.errors import NotFoundError, UsageError
@@ -43,6 +42,7 @@ from dsfs.format.manifest import FILE, ChunkRef, Header
 from dsfs.fsutil import TMP_PREFIX
 from dsfs.mount import table
 from dsfs.repository import Repository
+from dsfs.shard import part_refs
 
 log = logging.getLogger("dsfs.cache")
 
@@ -339,8 +339,7 @@ def prefetch_refs(repo: Repository, header: Header, paths: Iterable[str],
     """Chunk refs of the files at or below ``paths`` (all files when none), or
     of share ``part`` = (K, N) of the files (``dsfs.engine.parts``)."""
     if part is not None:
-        return [ref for entry in materialize.part_entries(repo, header, part)
-                if entry.kind == FILE for ref in entry.chunks]
+        return part_refs(repo, header, part)
     tree = TreeResolver(repo).tree(header.id)
     wanted = [p.strip("/") for p in paths]
     wanted = [posixpath.normpath(p) for p in wanted if p]
