@@ -23,6 +23,7 @@ from dsfs.errors import UsageError
 from dsfs.format.manifest import Entry, Header
 from dsfs.report import Reporter
 from dsfs.repository import Repository
+from dsfs.shard import Shard
 
 
 class Dataset:
@@ -188,6 +189,12 @@ class Dataset:
             files = parts.select(self.iter_files, lambda e: e.size, *share)
         return [e.path for e in files
                 if dataset_path is None or fnmatch.fnmatchcase(e.path, dataset_path)]
+
+    def shard(self, index: int, count: int) -> Shard:
+        """Worker ``index``'s share of ``count`` (from 0): stable, disjoint,
+        balanced by bytes (``dsfs.shard``; the split of ``get --part``)."""
+        self._final_header()
+        return Shard(self, index, count)
 
     def iter_files(self) -> Iterator[Entry]:
         """The files and symlinks of this version in path order, streamed from
