@@ -242,6 +242,7 @@ def test_folders_and_changes_are_paged(demo: Demo, monkeypatch: pytest.MonkeyPat
 
 
 def test_diff_of_any_two_versions(demo: Demo) -> None:
+    local_only(demo)
     client = demo.client()
     page = client.get("/diff", "a=demo/stdlib@1.0.0&b=" + demo.ids["1.0.4"])
     assert page.status == 200, page.text
@@ -287,6 +288,7 @@ def test_cursor_walks_agree_with_the_engine(demo: Demo, batch: int,
 def test_names_are_escaped_everywhere(demo: Demo) -> None:
     """A file named ``<script>alert(1)</script>`` (a folder ``<script>alert(1)<``
     holding ``script>``) and a folder ``<img src=x onerror=alert(2)>`` show as text."""
+    local_only(demo)
     client = demo.client()
     vid = demo.ids["1.0.1"]
     pages = [client.get(f"/v/{vid}"), client.get(f"/v/{vid}", "dir=<script>alert(1)<"),
