@@ -18,6 +18,21 @@ from .completion import complete_name, complete_project, complete_ref, complete_
 from .output import TerminalReporter
 
 
+class FullHelpGroup(click.Group):
+    """A group whose command list shows each command's whole first sentence
+    (click would cut it with "...")."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 @dataclass
 class AppContext:
     store: str | None

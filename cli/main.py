@@ -15,8 +15,8 @@ from dsfs import __version__, config
 from dsfs.errors import EXIT_CODES, DiskFullError, DsfsError, LocalError, local_os_error
 
 from . import completion
-from .commands import build, cache, inspect, maintain, mount, overlay, read
-from .context import AppContext
+from .commands import build, cache, inspect, maintain, mount, overlay, read, ui
+from .context import AppContext, FullHelpGroup
 from .output import safe_path
 
 EPILOG = "\b\nExit codes:\n" + "\n".join(
@@ -64,23 +64,11 @@ def hoist_global_options(args: list[str]) -> list[str]:
     return front + rest
 
 
-class DsfsGroup(click.Group):
+class DsfsGroup(FullHelpGroup):
     """Turns every expected failure into one line and its documented exit code."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, hoist_global_options(args))
-
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        """The command list with each command's whole first sentence (click
-        would cut it with "...")."""
-        rows = []
-        for name in self.list_commands(ctx):
-            command = self.get_command(ctx, name)
-            if command is not None and not command.hidden:
-                rows.append((name, command.get_short_help_str(limit=10_000)))
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -194,7 +182,7 @@ def cli(ctx: click.Context, store: str | None, cache_dir: str | None, quiet: boo
     ctx.obj = AppContext(store, cache_dir, quiet)
 
 
-for module in (build, read, inspect, maintain, mount, overlay, cache, completion):
+for module in (build, read, inspect, maintain, mount, overlay, cache, ui, completion):
     for command in module.COMMANDS:
         cli.add_command(command)
 

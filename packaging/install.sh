@@ -4,18 +4,19 @@
 #
 #   bash packaging/install.sh            # system packages + .venv with dsfs
 #   DSFS_VENV=/opt/dsfs bash packaging/install.sh
-#   DSFS_EXTRAS=test,s3,mount            # extras to install (this is the default)
+#   DSFS_EXTRAS=test,s3,mount,ui,fsspec  # extras to install (this is the default)
 #
 # System packages: fuse3 (fusermount3, /dev/fuse), libfuse3-dev and pkg-config
 # (to build pyfuse3), python3-venv, rsync; with the test extra also git and
 # sqlite3, which the tests run inside mounts, strace and e2fsprogs for the
-# durability and fault tests.  Needs root or sudo for those;
+# durability and fault tests, and chromium (where the system has it) for the
+# web UI's headless-browser test.  Needs root or sudo for those;
 # skipped when they are already present.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${DSFS_VENV:-$here/.venv}
-extras=${DSFS_EXTRAS:-test,s3,mount}
+extras=${DSFS_EXTRAS:-test,s3,mount,ui,fsspec}
 python=${PYTHON:-python3}
 
 need=()
@@ -32,6 +33,12 @@ if [[ ",$extras," == *,test,* ]]; then
     command -v strace >/dev/null 2>&1 || need+=(strace)
     command -v mkfs.ext4 >/dev/null 2>&1 || need+=(e2fsprogs)
 fi
+# the web UI's browser test: Debian's chromium, where the package exists
+want_chromium=""
+if [[ ",$extras," == *,test,* ]] && ! command -v chromium >/dev/null 2>&1 \
+        && command -v apt-get >/dev/null 2>&1; then
+    want_chromium=1
+fi
 if [ ${#need[@]} -gt 0 ]; then
     if ! command -v apt-get >/dev/null 2>&1; then
         echo "install.sh: please install ${need[*]} with your system's package manager" >&2
@@ -42,6 +49,18 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "install.sh: installing system packages: ${need[*]}" >&2
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ -n "$want_chromium" ]; then
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    [ ${#need[@]} -gt 0 ] || $sudo apt-get update -qq || true
+    if apt-cache show chromium >/dev/null 2>&1; then
+        echo "install.sh: installing chromium (the web UI's browser test)" >&2
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null \
+            || echo "install.sh: chromium did not install; the browser test will be skipped" >&2
+    else
+        echo "install.sh: no chromium package here; the browser test will be skipped" >&2
+    fi
 fi
 
 if [ ! -x "$venv/bin/python" ]; then

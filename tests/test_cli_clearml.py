@@ -197,6 +197,7 @@ def test_help_lines_are_never_cut(invoke) -> None:
     text = invoke("--help")
     commands = text[text.index("Commands:"):text.index("Exit codes:")]
     assert "..." not in commands
+    assert "..." not in invoke("cache", "--help").split("Commands:")[1]
     assert "Add files or folders to a draft (a folder's contents, not the folder itself)." \
         in " ".join(text.split())
 

@@ -12,11 +12,18 @@ from dsfs.errors import StoreError, UsageError
 from dsfs.mount import cachectl
 
 from ..completion import complete_ref
-from ..context import AppContext, build_ref, json_option, pass_app, ref_option_set
+from ..context import (
+    AppContext,
+    FullHelpGroup,
+    build_ref,
+    json_option,
+    pass_app,
+    ref_option_set,
+)
 from ..output import human_size, print_json
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def cache() -> None:
     """Inspect and manage the shared chunk cache ($DSFS_CACHE_DIR)."""
 
@@ -34,7 +41,8 @@ def stats(app: AppContext, as_json: bool) -> None:
            "limit": limit, "index_bytes": found.index_bytes,
            "copies_bytes": found.copies_bytes, "temp_files": found.temp_files,
            "temp_bytes": found.temp_bytes, "total_bytes": found.total_bytes,
-           "oldest_access": found.oldest_access, "newest_access": found.newest_access}
+           "oldest_access": found.oldest_access, "newest_access": found.newest_access,
+           **{name: found.counters.get(name, 0) for name in cachectl.COUNTERS}}
     if as_json:
         print_json(row)
         return
@@ -46,6 +54,11 @@ def stats(app: AppContext, as_json: bool) -> None:
         click.echo(f"temporary files: {found.temp_files} ({human_size(found.temp_bytes)})")
     click.echo(f"total:   {human_size(found.total_bytes)}")
     click.echo(f"limit:   {human_size(limit) if limit else 'none'}")
+    counts = found.counters
+    click.echo(f"fetched: {counts.get('gets', 0)} GET(s), "
+               f"{human_size(counts.get('fetched_bytes', 0))} "
+               f"({counts.get('span_fetches', 0)} whole pack(s)); "
+               f"read: {human_size(counts.get('read_bytes', 0))} (since the last clear)")
     if found.oldest_access:
         when = time.localtime(found.oldest_access)
         click.echo(f"oldest access: {time.strftime('%Y-%m-%d %H:%M', when)}")
@@ -81,7 +94,8 @@ def prune(app: AppContext, size_text: str | None) -> None:
 @cache.command()
 @pass_app
 def clear(app: AppContext) -> None:
-    """Remove every cached chunk, manifest and memoized version tree.
+    """Remove every cached chunk, manifest and memoized version tree, and
+    reset the counters of GETs and bytes.
 
     Version trees are kept while a dsfs mount is running."""
     removed, freed = cachectl.clear(app.repo.cache)

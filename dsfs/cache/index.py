@@ -69,6 +69,19 @@ Tables (all integers little-endian):
     parent's listing with the version's changes); written before the
     ``tree_dirs`` record that points at it.
 
+``counters``
+    key: ASCII name (``gets``, ``fetched_bytes``, ``read_bytes``, ``span_fetches``)
+    value: u64, a running total since the cache was made or its counters cleared
+    What the fetch path did, summed over every process (``dsfs cache stats``);
+    processes add their counts in batches.
+
+``pack_misses``
+    key: raw pack id (16)
+    value: misses u32 | first miss of the current run, seconds since the epoch u64
+    Cold reads of lone chunks that landed in a pack, over every process, for
+    the pack span policy (``dsfs.content.spans``); a run older than the
+    policy's window starts again at one, a pack fetched whole is removed.
+
 The four ``tree_*`` tables are keyed by version first, so forgetting a version
 is a range delete (``forget_tree_versions``), and ``clear_trees`` empties
 them all.  A version's records may point at an ancestor's (``tree_dirs``
@@ -100,6 +113,7 @@ _CHUNK = struct.Struct("<QQ")
 _LOCATION = struct.Struct("<16sQQ")
 _COUNT = struct.Struct("<Q")
 _COPY_KEY = struct.Struct("<16sIq")
+_MISSES = struct.Struct("<IQ")
 
 #: Puts per write transaction when indexing trees: one transaction per put costs
 #: a commit each; a thousand amortize it (about 84,000 puts a second here).
@@ -114,6 +128,19 @@ _MADV_DONTNEED = 4
 
 _envs: dict[str, lmdb.Environment] = {}
 _envs_lock = threading.Lock()
+#: Environments a parent process opened before a fork: a child must not use
+#: them (LMDB forbids it), nor close them; it opens its own.
+_inherited: list[lmdb.Environment] = []
+
+
+def _forget_inherited_envs() -> None:
+    global _envs_lock
+    _inherited.extend(_envs.values())
+    _envs.clear()
+    _envs_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_envs)
 
 
 def _open_env(path: Path) -> lmdb.Environment:
@@ -179,6 +206,8 @@ class CacheIndex:
         self._tree_deltas = self.env.open_db(b"tree_deltas")
         self._tree_dirs = self.env.open_db(b"tree_dirs")
         self._tree_listings = self.env.open_db(b"tree_listings")
+        self._counters = self.env.open_db(b"counters")
+        self._pack_misses = self.env.open_db(b"pack_misses")
 
     @contextlib.contextmanager
     def _write(self, db: lmdb._Database | None = None) -> Iterator[lmdb.Transaction]:
@@ -246,6 +275,43 @@ class CacheIndex:
         with self._write() as txn:
             txn.drop(self._chunks, delete=False)
             txn.drop(self._copies, delete=False)
+
+    # -- counters and pack misses --------------------------------------------
+
+    def add_counters(self, deltas: dict[str, int]) -> None:
+        """Add to the running totals of the ``counters`` table."""
+        with self._write(self._counters) as txn:
+            for name, delta in deltas.items():
+                if delta:
+                    old = txn.get(name.encode())
+                    total = _COUNT.unpack(old)[0] if old is not None else 0
+                    txn.put(name.encode(), _COUNT.pack(total + delta))
+
+    def counters(self) -> dict[str, int]:
+        with self.env.begin(db=self._counters) as txn:
+            return {bytes(k).decode(): _COUNT.unpack(v)[0] for k, v in txn.cursor()}
+
+    def clear_counters(self) -> None:
+        with self._write() as txn:
+            txn.drop(self._counters, delete=False)
+            txn.drop(self._pack_misses, delete=False)
+
+    def note_pack_miss(self, pack_id: bytes, window: float) -> int:
+        """Count one more cold lone read in a pack; return the misses of its
+        current run (a run whose first miss is older than ``window`` seconds
+        starts again)."""
+        now = int(time.time())
+        with self._write(self._pack_misses) as txn:
+            old = txn.get(pack_id)
+            count, first = _MISSES.unpack(old) if old is not None else (0, now)
+            if now - first > window:
+                count, first = 0, now
+            txn.put(pack_id, _MISSES.pack(count + 1, first))
+        return count + 1
+
+    def forget_pack_misses(self, pack_id: bytes) -> None:
+        with self._write(self._pack_misses) as txn:
+            txn.delete(pack_id)
 
     # -- what a store holds --------------------------------------------------
 
@@ -472,16 +538,41 @@ class CacheIndex:
         """(name, encoded entry) of a stored listing, in name order."""
         return self._prefix_items(self._tree_listings, version_id + dir_key)
 
-    def _prefix_items(self, db: lmdb._Database, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    def tree_listing_range(self, version_id: bytes, dir_key: bytes, start: bytes, limit: int,
+                           delta: bool) -> list[tuple[bytes, bytes]]:
+        """At most ``limit`` (name, value) of one directory's stored listing
+        (``delta``: its delta records) whose names are ``start`` or later, in
+        name order: one page of a big directory without reading all of it."""
+        db = self._tree_deltas if delta else self._tree_listings
+        return self._prefix_items(db, version_id + dir_key, start, limit)
+
+    def tree_listing_size(self, version_id: bytes, dir_key: bytes, delta: bool) -> int:
+        """How many records one directory's stored listing (``delta``: its delta
+        records) holds; reads keys only."""
+        prefix = version_id + dir_key
+        count = 0
+        with self.env.begin(db=self._tree_deltas if delta else self._tree_listings) as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(prefix):
+                for key in cursor.iternext(keys=True, values=False):
+                    if key[:len(prefix)] != prefix:
+                        break
+                    count += 1
+        return count
+
+    def _prefix_items(self, db: lmdb._Database, prefix: bytes, start: bytes = b"",
+                      limit: int | None = None) -> list[tuple[bytes, bytes]]:
         out = []
         cut = len(prefix)
         with self.env.begin(db=db) as txn:
             cursor = txn.cursor()
-            if cursor.set_range(prefix):
+            if cursor.set_range(prefix + start):
                 for key, value in cursor:
                     if key[:cut] != prefix:
                         break
                     out.append((bytes(key[cut:]), bytes(value)))
+                    if limit is not None and len(out) >= limit:
+                        break
         return out
 
     def _put_all(self, db: lmdb._Database, items: Iterable[tuple[bytes, bytes]]) -> None:

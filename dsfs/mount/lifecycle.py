@@ -32,6 +32,7 @@ import trio
 from dsfs.cache.chunks import ChunkCache
 from dsfs.chore import describe
 from dsfs.content import ChunkReader
+from dsfs.content.spans import span_policy
 from dsfs.errors import ConflictError, DsfsError, InputError, LocalError
 from dsfs.format.manifest import Header
 from dsfs.fuse import BaseOperations, ReadOnlyOperations
@@ -135,7 +136,8 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
             upper, header, records, notice = open_upper(repo, header, overlay)
         source = open_tree_source(repo, header)
         reader = ChunkReader(repo.cache, repo.store, limit=None if cache_size is None
-                             else CacheLimit(repo.cache, cache_size))
+                             else CacheLimit(repo.cache, cache_size),
+                             spans=span_policy(source.totals()[1], repo.cache.root, cache_size))
         ops: BaseOperations
         if upper is not None:
             session = _writable(repo, header, source, upper, records, reader, path)

@@ -37,7 +37,7 @@ On disk each record is one JSON object (a line of the journal, an item of
 ``FORMAT`` 2.  Format 1 (``dsfs`` before the typed records) wrote ``p`` for
 ``path``, ``from`` for a file's ``lower`` and ``lend`` for ``lower_end``;
 ``decode`` reads both.  Nothing here touches the disk: ``dsfs.overlay.upper``
-writes the lines, ``dsfs.overlay.fs`` makes and replays the records.
+writes the lines, ``dsfs.overlay.records`` makes and replays the records.
 """
 
 from __future__ import annotations
