@@ -33,6 +33,7 @@ from dsfs.errors import NotFoundError, UsageError
 from dsfs.format.manifest import DIR, FILE, Entry, Header
 from dsfs.report import Reporter
 from dsfs.repository import Repository
+from dsfs.shard import Shard
 
 PathArg = str | os.PathLike[str]
 
@@ -514,6 +515,12 @@ class Dataset:
         else:
             entries = (new for _path, _old, new in self.iter_own_changes() if new is not None)
         return len({ref.chunk_id for e in entries for ref in e.chunks})
+
+    def shard(self, index: int, count: int) -> Shard:
+        """Worker ``index``'s share of ``count`` (from 0): stable, disjoint,
+        balanced by bytes (``dsfs.shard``; the split of ``get --part``)."""
+        self._final_header()
+        return Shard(self, index, count)
 
     def iter_files(self) -> Iterator[Entry]:
         """The files and symlinks of this version in path order, streamed from

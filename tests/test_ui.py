@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from conftest import STORE_KINDS
 from ui_demo import HOSTILE_PATH, build, png
 
@@ -33,6 +34,7 @@ from dsfs.repository import Repository
 from dsfs.store import open_store
 from dsfs.ui import model, walk
 from dsfs.ui.app import App
+from dsfs_cli.main import cli
 
 DSFS = Path(sys.executable).with_name("dsfs")
 
@@ -101,9 +103,10 @@ def demo(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
            "DSFS_STORE": url}
 
     def dsfs(*args: str) -> str:
-        result = subprocess.run([str(DSFS), "-q", *args], capture_output=True, text=True,
-                                env={**os.environ, **env}, timeout=300)
-        assert result.returncode == 0, result.stderr
+        # the CLI in this process (the same code as the dsfs command, without
+        # a Python start-up per command)
+        result = CliRunner().invoke(cli, ["-q", *args], env=env, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
         return result.stdout
 
     ids = build(dsfs, base / "work", hostile=True)
@@ -461,8 +464,8 @@ def _count_colour(rows: list[bytes], rgb: tuple[int, int, int]) -> int:
 def test_in_a_real_browser(demo: Demo, tmp_path: Path) -> None:
     """Headless Chromium loads the lineage page and a version page served by
     ``dsfs ui``: the DOM it built holds the graph and the content table, and
-    the screenshot shows the graph's boxes.  The screenshots are written to
-    $DSFS_TEST_ARTIFACTS (default: this test's temporary folder)."""
+    the screenshot shows the graph's boxes.  The screenshot is written to
+    $DSFS_TEST_ARTIFACTS/ui-lineage.png (default: this test's temporary folder)."""
     local_only(demo)
     browser = _browser()
     if browser is None:
@@ -504,9 +507,6 @@ def test_in_a_real_browser(demo: Demo, tmp_path: Path) -> None:
         names = re.findall(r'<td class="path"><a [^>]*>([^<]*)</a>', table.group(0))
         assert "data/" in names and "json/" in names and "&lt;script&gt;alert(1)&lt;/" in names
         assert dom.count('class="plot') >= 3 and "<img src=\"data:image/png" in dom
-        chromium("--window-size=1100,2400", f"--screenshot={artefacts / 'ui-version.png'}",
-                 version_url)
-        assert (artefacts / "ui-version.png").stat().st_size > 20_000
     finally:
         proc.terminate()
         proc.wait(timeout=30)

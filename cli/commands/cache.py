@@ -8,6 +8,7 @@ import time
 import click
 
 from dsfs.catalog import drop_cached_manifests
+from dsfs.engine import parts
 from dsfs.errors import StoreError, UsageError
 from dsfs.mount import cachectl
 
@@ -135,12 +136,19 @@ def verify_(app: AppContext, as_json: bool) -> None:
 @click.command()
 @click.argument("words", nargs=-1, metavar="REF [PATH ...]", shell_complete=complete_ref)
 @ref_option_set
+@click.option("--part", type=int, metavar="K",
+              help="Only share K (from 0) of --num-parts: one training worker's files.")
+@click.option("--num-parts", type=int, metavar="N",
+              help="Split the files into N shares balanced by bytes (as get --part).")
 @json_option
 @pass_app
 def prefetch(app: AppContext, words: tuple[str, ...], project: str | None, name: str | None,
-             version_: str | None, tag: str | None, as_json: bool) -> None:
-    """Fill the cache with a version's files (all, or those at or below PATHs),
-    in parallel, so that a later mount or get reads locally."""
+             version_: str | None, tag: str | None, part: int | None,
+             num_parts: int | None, as_json: bool) -> None:
+    """Fill the cache with a version's files (all, those at or below PATHs, or
+    one worker's share with --part/--num-parts), in parallel, so that a later
+    mount, get or dsfs:// reader reads locally."""
+    share = parts.check_part(part, num_parts, part_name="--part", num_name="--num-parts")
     # With --project/--name every word is a PATH; otherwise the first is the REF.
     named = bool(project or name)
     ref = build_ref(None if named else (words[0] if words else None),
@@ -148,7 +156,9 @@ def prefetch(app: AppContext, words: tuple[str, ...], project: str | None, name:
     paths = words if named else words[1:]
     header = app.resolve(ref)
     repo = app.repo
-    refs = cachectl.prefetch_refs(repo, header, paths)
+    if share is not None and paths:
+        raise UsageError("give PATHs or --part/--num-parts, not both")
+    refs = cachectl.prefetch_refs(repo, header, paths, share)
     missing = {r.chunk_id: r for r in refs if not repo.cache.has(r.chunk_id)}
     total = sum(r.length for r in missing.values())
     lock = threading.Lock()
@@ -157,13 +167,16 @@ def prefetch(app: AppContext, words: tuple[str, ...], project: str | None, name:
             with lock:
                 bar.advance(amount)
 
+        started = time.monotonic()
         fetched = cachectl.prefetch(repo, list(missing.values()), advance)
+        took = max(time.monotonic() - started, 1e-6)
     if as_json:
         print_json({"id": header.id, "chunks_wanted": len(refs), "chunks_fetched": len(missing),
-                    "bytes_downloaded": fetched})
+                    "bytes_downloaded": fetched, "seconds": round(took, 3)})
     elif not app.quiet:
         click.echo(f"{len(refs)} chunk(s) wanted, {len(missing)} fetched "
-                   f"({human_size(fetched)} downloaded)")
+                   f"({human_size(fetched)} downloaded in {took:.1f} s, "
+                   f"{human_size(int(fetched / took))}/s)")
 
 
 COMMANDS = [cache, prefetch]

@@ -113,6 +113,6 @@ class BlockingReader:
                 stop = self._stop
                 trio.from_thread.run_sync(stop.set, trio_token=self._token)
                 if self._thread is not None:
-                    self._thread.join()
+                    self._thread.join(timeout=30)
             self._token = self._reader = self._stop = self._thread = None
             self._pid = -1

@@ -186,6 +186,13 @@ class LmdbTreeSource:
         rec = self.index.tree_delta_record(record.owner, key, raw)
         return None if rec is None else entry_of_record(rec)
 
+    def raw_children(self, path: str) -> list[tuple[bytes, bytes]]:
+        """(name as bytes, encoded entry) of each child of directory ``path``,
+        in the order of the names' bytes, nothing decoded (``get`` hands the
+        encoded entries to its writers as they are)."""
+        record = self._dir(self.vid, path)
+        return [] if record is None else self._raw_listing(record, path)
+
     def walk_children(self, path: str) -> list[tuple[str, Entry]]:
         """``children`` for a walk that lists each directory once: the listing
         is not kept in the LRU (which would pin scattered objects in memory

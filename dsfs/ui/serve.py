@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dsfs.catalog import Catalog
 from dsfs.errors import LocalError
 from dsfs.fsutil import write_atomic
 from dsfs.repository import Repository
@@ -72,12 +71,12 @@ def export(repo: Repository, folder: Path,
     for name, data in app.static.items():
         put(name, data)
     put("index.html", app.index())
-    headers = Catalog(repo).visible_headers()
-    datasets = sorted({(h.project, h.name) for h in headers})
+    known = app.catalogue()
+    datasets = sorted({(h.project, h.name) for h in known.headers})
     versions: dict[str, None] = {}
     for project, name in datasets:
         put(app.links.dataset(project, name), app.dataset(project, name))
-        for node in model.lineage(repo, project, name):
+        for node in model.lineage(repo, known, project, name):
             if node.state != "missing":
                 versions[node.id] = None
     for vid in versions:
