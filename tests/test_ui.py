@@ -388,6 +388,18 @@ def test_export_writes_linked_static_pages(demo: Demo, tmp_path: Path) -> None:
     assert 'class="plot' in version and "data:image/png;base64," in version
 
 
+def test_export_below_a_file_is_one_line_and_exit_10(demo: Demo, tmp_path: Path) -> None:
+    local_only(demo)
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    result = subprocess.run([str(DSFS), "ui", "--export", str(target / "site")],
+                            capture_output=True, text=True, env={**os.environ, **demo.env},
+                            timeout=300)
+    assert result.returncode == 10, result.stderr
+    assert result.stderr == f"dsfs: error: cannot write {target / 'site'}: Not a directory\n"
+    assert target.read_text() == "x"
+
+
 def test_dsfs_ui_serves_on_loopback_and_prints_its_url(demo: Demo) -> None:
     local_only(demo)
     proc = subprocess.Popen([str(DSFS), "ui", "--port", "0"], stdout=subprocess.PIPE,
