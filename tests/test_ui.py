@@ -410,10 +410,18 @@ def test_dsfs_ui_serves_on_loopback_and_prints_its_url(demo: Demo) -> None:
 # -- a real browser ----------------------------------------------------------------------
 
 def _browser() -> str | None:
+    """A Chromium that runs here (Ubuntu's chromium-browser may be a wrapper
+    around a snap that is not installed: it is then skipped too)."""
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
         if found:
-            return found
+            try:
+                ok = subprocess.run([found, "--version"], capture_output=True,
+                                    timeout=60).returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                ok = False
+            if ok:
+                return found
     return None
 
 
