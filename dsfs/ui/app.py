@@ -261,7 +261,7 @@ class App:
 
 def _plots(stats: Stats) -> dict[str, str]:
     def rows(table: str) -> list[tuple[str, float, str]]:
-        return [(key, size, f"{svg.human_size(size)} · {files:,} files")
+        return [(key, size, f"{svg.human_size(size)} · {files:,} file{'' if files == 1 else 's'}")
                 for key, files, size in stats.top(table)]
 
     counts, labels = stats.histogram()
