@@ -498,7 +498,7 @@ def test_format_1_overlays_are_read(tmp_path: Path) -> None:
     assert tree["new/f"] == ("file", b"x" * 20, 0o600)
     assert tree["s"] == ("link", "t")
     h.close()
-    assert json.loads((root / "state.json").read_text())["format"] == 2
+    assert json.loads((root / "state.json").read_text())["format"] == 3
     (root / "state.json").write_text(json.dumps({**state, "format": 9}))
     with pytest.raises(Exception, match="format 9"):
         Harness(root, lower_model())

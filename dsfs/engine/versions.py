@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from dsfs import catalog as cat
-from dsfs.engine import drafts, locks, treewalk
+from dsfs.engine import attributes, drafts, locks, treewalk
 from dsfs.engine.drafts import Draft
 from dsfs.engine.latest import LatestWatch
 from dsfs.engine.packer import Packer, PackStats
@@ -33,12 +33,11 @@ from dsfs.repository import Repository
 
 
 def _check_name(value: str, what: str) -> str:
-    value = value.strip()
-    if not value:
-        raise UsageError(f"{what} may not be empty")
-    if "\x00" in value or "\n" in value:
-        raise UsageError(f"{what} may not contain NUL or newline characters")
-    return value
+    return cat.check_word(value, what, slash=what != "name")
+
+
+def check_tags(tags: list[str] | None) -> list[str]:
+    return sorted({cat.check_word(t, "tag") for t in tags or []})
 
 
 def new_header(
@@ -65,7 +64,7 @@ def new_header(
         name=name,
         version=version,
         parents=[repo.header(p).id for p in parents or []],
-        tags=sorted(set(tags or [])),
+        tags=check_tags(tags),
         description=description,
     )
 
@@ -87,12 +86,19 @@ def create(
 
 
 def add_files(draft: Draft, paths: list[str], dataset_folder: str = "",
-              wildcard: str | None = None, recursive: bool = True,
+              wildcard: str | list[str] | None = None, recursive: bool = True,
               reporter: Reporter | None = None) -> int:
-    """Record local files for the draft; returns how many entries were added."""
+    """Record local files for the draft; returns how many entries were added.
+    Several wildcards: the files that match any of them."""
     items: list[SourceItem] = []
+    wildcards = [wildcard] if wildcard is None or isinstance(wildcard, str) else wildcard
+    seen: set[str] = set()
     for path in paths:
-        items.extend(scan(path, dataset_folder, wildcard, recursive, reporter))
+        for pattern in wildcards:
+            for item in scan(path, dataset_folder, pattern, recursive, reporter):
+                if item.path not in seen:
+                    seen.add(item.path)
+                    items.append(item)
     draft.add_items(items)
     drafts.save(draft)
     return sum(1 for i in items if i.kind != DIR)
@@ -151,6 +157,12 @@ def _desired_tree(base: Tree, draft: Draft, reporter: Reporter) -> dict[str, Ent
                 del desired[path]
             sweep_below(desired, dirs)  # type: ignore[arg-type]
     return desired
+
+
+def preview(repo: Repository, draft: Draft) -> dict[str, Entry | SourceItem]:
+    """What the draft's tree will be, without hashing: its parents' merged
+    tree with the draft's operations applied (local files as scanned)."""
+    return _desired_tree(TreeResolver(repo).merged(draft.header.parents), draft, Reporter())
 
 
 def build_tree(
@@ -250,6 +262,26 @@ def close(repo: Repository, draft_id: str | None = None,
     return result
 
 
+@locks.holding_shared("upload")
+def upload(repo: Repository, draft_id: str | None = None,
+           reporter: Reporter | None = None) -> PackStats:
+    """Hash, pack and upload what the draft adds, without publishing it
+    (ClearML's ``upload()``); ``close`` then uploads nothing again.  The packs
+    are unreferenced until the version is published, so a ``gc`` after the
+    grace period (24 h by default) may remove them: close the draft before."""
+    reporter = reporter or Reporter()
+    draft = drafts.load(draft_id)
+    with drafts.closing_lock(draft.header.id):
+        draft = drafts.load(draft.header.id)
+        _check_store(repo, draft)
+        base = TreeResolver(repo).merged(draft.header.parents)
+        desired = _desired_tree(base, draft, reporter)
+        trust = bool(draft.ops) and all(op.get("trust_mtime") for op in draft.ops
+                                        if op["op"] != "remove")
+        _tree, packer = build_tree(repo, base, desired, reporter, trust_mtime=trust)
+    return packer.stats
+
+
 def _check_store(repo: Repository, draft: Draft) -> None:
     if draft.store_id != repo.store_id.hex():
         raise UsageError(
@@ -318,7 +350,7 @@ def squash(repo: Repository, version_ids: list[str], project: str, name: str,
 def set_tags(repo: Repository, header: Header, add: list[str], remove: list[str]) -> list[str]:
     catalog = cat.Catalog(repo)
     tags = set(catalog.tags(header))
-    tags |= set(add)
+    tags |= set(check_tags(add))
     unknown = [t for t in remove if t not in tags]
     if unknown:
         raise NotFoundError(f"version {header.id} has no tag {unknown[0]!r}")
@@ -342,6 +374,7 @@ def delete(repo: Repository, header: Header, force: bool = False) -> str:
     if children:
         return (f"hid {header.id}; its manifest stays because {len(children)} version(s) "
                 "are built on it")
+    attributes.delete_metadata(repo, header.id)
     repo.store.delete(manifest_key(header.id))
     repo.forget_manifest(header.id)
     return f"deleted {header.id}; run 'dsfs gc' to free its data"

@@ -42,6 +42,7 @@ from dsfs.format.manifest import FILE, ChunkRef, Header
 from dsfs.fsutil import TMP_PREFIX
 from dsfs.mount import table
 from dsfs.repository import Repository
+from dsfs.shard import part_refs
 
 log = logging.getLogger("dsfs.cache")
 
@@ -333,8 +334,12 @@ def verify(cache: ChunkCache, progress: Callable[[int], None] | None = None
     return len(cids), bad
 
 
-def prefetch_refs(repo: Repository, header: Header, paths: Iterable[str]) -> list[ChunkRef]:
-    """Chunk refs of the files at or below ``paths`` (all files when none)."""
+def prefetch_refs(repo: Repository, header: Header, paths: Iterable[str],
+                  part: tuple[int, int] | None = None) -> list[ChunkRef]:
+    """Chunk refs of the files at or below ``paths`` (all files when none), or
+    of share ``part`` = (K, N) of the files (``dsfs.engine.parts``)."""
+    if part is not None:
+        return part_refs(repo, header, part)
     tree = TreeResolver(repo).tree(header.id)
     wanted = [p.strip("/") for p in paths]
     wanted = [posixpath.normpath(p) for p in wanted if p]

@@ -133,8 +133,9 @@ class Contents(Records):
 
     def block_filled(self, node: Node, block: int) -> None:
         """The data file now holds ``block``'s lower bytes.  They are made durable
-        before the journal says so: a power loss must not leave a record
-        without missing blocks over a data file whose holes read as zeros."""
+        before the journal says so, and so is the data file's name: a power
+        loss must not leave a record without missing blocks over a data file
+        whose holes read as zeros, or that is gone."""
         if not node.missing or block not in node.missing:
             return
         self.upper.reserve()
@@ -147,6 +148,7 @@ class Contents(Records):
                 os.fdatasync(fd)
             finally:
                 os.close(fd)
+        self.upper.make_names_durable()
         node.missing.discard(block)
         if not node.missing:
             node.missing, node.lower = None, None

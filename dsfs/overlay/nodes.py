@@ -152,8 +152,6 @@ class Inodes:
         self._inodes: dict[int, Node] = {}
         self._next_ino = ROOT_INO
         self.root = self._new_root()
-        #: while replaying: the node each data file belongs to (hard links)
-        self._by_data: dict[str, Node] = {}
 
     # -- nodes ---------------------------------------------------------------------
 

@@ -61,6 +61,12 @@ class Replayed:
 class Records(Inodes):
     """Records of the tree's changes, and the tree rebuilt from records."""
 
+    #: while replaying: the node each data file belongs to (hard links), and the
+    #: data files a power loss left short or gone, with the size and mtime their
+    #: latest record gives (see ``_node_of``)
+    _by_data: dict[str, Node]
+    _short: dict[str, tuple[int, int]]
+
     def _changed(self, node: Node) -> None:
         """Record ``node``'s new value (nothing for an unlinked node)."""
         self._mark(node)
@@ -144,7 +150,7 @@ class Records(Inodes):
         if any(node.lookups or node.opens for node in self._inodes.values()):
             raise RuntimeError("replay() runs before the tree is served")
         report = Replayed()
-        self._by_data = {}
+        self._by_data, self._short = {}, {}
         for record in records:
             try:
                 self._apply(record)
@@ -154,6 +160,10 @@ class Records(Inodes):
         self._by_data = {}
         live = self._live()
         self._inodes = {node.ino: node for node in live}
+        for node in live:
+            if node.data is not None and node.data in self._short:
+                self._repair(node.data, *self._short[node.data])
+        self._short = {}
         named = self.data_ids()
         for record, _why in report.skipped:
             if isinstance(record, File) and record.data and record.data not in named:
@@ -245,6 +255,21 @@ class Records(Inodes):
             self._by_data[record.data] = made
         self._mark(made)
 
+    def _repair(self, data_id: str, size: int, mtime_ns: int) -> None:
+        """Make a data file what its latest record says a power loss cannot
+        have changed: there (a power loss kept the journal but not the file's
+        name in ``data/``: an empty file) and, partly copied, at least the
+        record's size (the copy-up's ftruncate was lost: the lower bytes of
+        the missing blocks must still show)."""
+        fd = os.open(self.upper.data_file(data_id), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
+                     0o600)
+        try:
+            if os.fstat(fd).st_size < size:
+                os.ftruncate(fd, size)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+        finally:
+            os.close(fd)
+
     def _node_of(self, record: Record) -> Node | None:
         """A new node for ``record`` (None for a removal)."""
         if isinstance(record, Removed):
@@ -279,24 +304,23 @@ class Records(Inodes):
                 # its holes would read as zeros: keep the data file, not the path
                 raise NotReplayable(f"{record.path}: partly copied from {record.lower!r}, "
                                     f"which the lower layer lacks")
-        data_path = self.upper.data_file(record.data)
-        try:
-            st = os.stat(data_path)
-        except FileNotFoundError:
-            # only possible after a power loss that kept the journal but not the
-            # file's creation: an empty file (its lower blocks still show)
-            fd = os.open(data_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            try:
-                if record.missing:
-                    os.ftruncate(fd, record.size)
-                st = os.fstat(fd)
-            finally:
-                os.close(fd)
         node = self._new_node(FILE, record.mode, record.mtime_ns)
         node.data = record.data
         # the data file's size and mtime are the truth: writes to a changed file
-        # add no record (the data file holds them)
-        node.size, node.mtime_ns = st.st_size, st.st_mtime_ns
+        # add no record (the data file holds them); the file is as it is now, after
+        # every record of it, so a repair waits until the last one (``replay``)
+        try:
+            st = os.stat(self.upper.data_file(record.data))
+            size, mtime_ns, gone = st.st_size, st.st_mtime_ns, False
+        except FileNotFoundError:
+            size, mtime_ns, gone = 0, record.mtime_ns, True
+        least = record.size if record.missing else 0
+        if gone or size < least:
+            size, mtime_ns = max(size, least), record.mtime_ns
+            self._short[record.data] = (size, mtime_ns)
+        else:
+            self._short.pop(record.data, None)
+        node.size, node.mtime_ns = size, mtime_ns
         if lower is not None:
             node.lower, node.lower_end = lower, min(record.lower_end, lower.size)
             node.missing = {b for b in record.missing if b * BLOCK < node.lower_end} or None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ HEADERS = [
 _HEX = re.compile(r"^[0-9a-fA-F]{1,32}$")
 #: Refresh period (seconds) of a version page whose statistics are on their way.
 STATS_REFRESH = 3
+#: How long (seconds) the list of versions read from the store serves further
+#: pages: on S3 it costs a few LISTs and a GET per version's tags.
+CATALOGUE_SECONDS = 10.0
 
 StartResponse = Callable[..., Any]
 
@@ -91,6 +95,14 @@ class App:
         self.jobs = jobs or StatsJobs(repo.store.url, repo.cache_root)
         self.allowed_hosts = allowed_hosts
         self.static = static_files()
+        self._catalogue: tuple[float, model.Catalogue] | None = None
+
+    def catalogue(self) -> model.Catalogue:
+        """The store's versions, re-read when older than CATALOGUE_SECONDS."""
+        now = time.monotonic()
+        if self._catalogue is None or now - self._catalogue[0] > CATALOGUE_SECONDS:
+            self._catalogue = (now, model.Catalogue.read(self.repo))
+        return self._catalogue[1]
 
     # -- WSGI --------------------------------------------------------------------------
 
@@ -158,21 +170,31 @@ class App:
                       counts=model.counts_text, page_size=model.PAGE, **context)
 
     def index(self, query: str = "") -> str:
-        return self.page("index.html", projects=model.datasets(self.repo, query), query=query)
+        return self.page("index.html", projects=model.datasets(self.catalogue(), query),
+                         query=query)
 
     def dataset(self, project: str, name: str, current: str | None = None) -> str:
-        nodes = model.lineage(self.repo, project, name, current)
+        known = self.catalogue()
+        nodes = model.lineage(self.repo, known, project, name, current)
         graph = svg.lineage(nodes, lambda vid: self.links.version(vid))
-        versions = [h for h in Catalog(self.repo).visible_headers()
-                    if (h.project, h.name) == (project, name)]
+        versions = known.of(project, name)
         return self.page("dataset.html", project=project, name=name, graph=graph,
                          versions=versions)
 
     def _header(self, text: str) -> Header:
         return self.repo.header(model.check_id(text))
 
+    def _resolve(self, text: str) -> Header:
+        """A version named as on the command line; a whole id is read from the
+        local copy of its manifest (as the version pages do), no store round trip."""
+        text = text.strip().lower() if _HEX.match(text.strip()) else text
+        if len(text) == 32 and _HEX.match(text):
+            return self._header(text)
+        return Catalog(self.repo).resolve(parse_ref(text))
+
     def version(self, version_id: str, query: dict[str, str]) -> str:
-        info = model.version(self.repo, version_id)
+        known = self.catalogue()
+        info = model.version(self.repo, known, version_id)
         header = info.header
         against_q = query.get("against") or None
         against, changes = model.changes(self.repo, header, against_q, query.get("c", ""))
@@ -184,8 +206,7 @@ class App:
             acc.append(part)
             crumbs.append((part, "/".join(acc)))
         stats, stats_error = self._stats(header)
-        others = [h for h in Catalog(self.repo).visible_headers()
-                  if (h.project, h.name) == (header.project, header.name) and h.id != header.id]
+        others = [h for h in known.of(header.project, header.name) if h.id != header.id]
         return self.page(
             "version.html", info=info, against=against, against_q=against_q, changes=changes,
             changes_q=changes.after, dir_q=dir_q, dir_start=dir_start, crumbs=crumbs,
@@ -201,7 +222,7 @@ class App:
         return self.jobs.get(self.repo, header), ""
 
     def file(self, version_id: str, path: str) -> str:
-        info = model.version(self.repo, version_id)
+        info = model.version(self.repo, self.catalogue(), version_id)
         entry = model.entry(self.repo, info.header, path)
         if entry.kind == DIR:
             raise NotFoundError(f"{path!r} is a folder")
@@ -234,14 +255,13 @@ class App:
     def diff(self, a_text: str, b_text: str, after: str = "") -> str:
         if not a_text or not b_text:
             raise UsageError("a diff needs two versions: /diff?a=REF&b=REF")
-        catalog = Catalog(self.repo)
-        a, b = catalog.resolve(parse_ref(a_text)), catalog.resolve(parse_ref(b_text))
+        a, b = self._resolve(a_text), self._resolve(b_text)
         return self.page("diff.html", a=a, b=b, page=model.diff(self.repo, a, b, after))
 
 
 def _plots(stats: Stats) -> dict[str, str]:
     def rows(table: str) -> list[tuple[str, float, str]]:
-        return [(key, size, f"{svg.human_size(size)} · {files:,} files")
+        return [(key, size, f"{svg.human_size(size)} · {files:,} file{'' if files == 1 else 's'}")
                 for key, files, size in stats.top(table)]
 
     counts, labels = stats.histogram()

@@ -69,6 +69,24 @@ def parse_dataset_key(key: str) -> tuple[str, str]:
 
 
 @dataclass
+class Catalogue:
+    """What the store holds, read once for several pages: every visible
+    version's header (tags as currently set) and the ids of all claimed
+    versions (a version not among them is deleted)."""
+
+    headers: list[Header]
+    claimed: set[str]
+
+    @classmethod
+    def read(cls, repo: Repository) -> Catalogue:
+        catalog = Catalog(repo)
+        return cls(catalog.visible_headers(), catalog.claimed_version_ids())
+
+    def of(self, project: str, name: str) -> list[Header]:
+        return [h for h in self.headers if (h.project, h.name) == (project, name)]
+
+
+@dataclass
 class DatasetRow:
     project: str
     name: str
@@ -99,10 +117,10 @@ def matches(row: DatasetRow, query: str) -> bool:
     return True
 
 
-def datasets(repo: Repository, query: str = "") -> dict[str, list[DatasetRow]]:
+def datasets(known: Catalogue, query: str = "") -> dict[str, list[DatasetRow]]:
     """Datasets by project (both sorted), filtered by ``query``."""
     rows: dict[tuple[str, str], DatasetRow] = {}
-    for header in Catalog(repo).visible_headers():
+    for header in known.headers:
         key = (header.project, header.name)
         if key not in rows:
             rows[key] = DatasetRow(header.project, header.name, dataset_key(*key))
@@ -128,13 +146,12 @@ def counts_text(header: Header) -> str:
     return f"+{s.get('added', 0)} -{s.get('removed', 0)} ~{s.get('modified', 0)}"
 
 
-def lineage(repo: Repository, project: str, name: str,
+def lineage(repo: Repository, known: Catalogue, project: str, name: str,
             current: str | None = None) -> list[Node]:
     """The dataset's versions and every ancestor they have (deleted ones, and
     versions of other datasets, marked), as graph nodes."""
-    catalog = Catalog(repo)
-    claimed = catalog.claimed_version_ids()
-    own = [h for h in catalog.visible_headers() if (h.project, h.name) == (project, name)]
+    claimed = known.claimed
+    own = known.of(project, name)
     if not own:
         raise NotFoundError(f"no dataset {project}/{name}")
     nodes: dict[str, Node] = {}
@@ -177,8 +194,7 @@ class VersionInfo:
     squashed_from: list[str]
 
 
-def version(repo: Repository, version_id: str) -> VersionInfo:
-    catalog = Catalog(repo)
+def version(repo: Repository, known: Catalogue, version_id: str) -> VersionInfo:
     header = repo.header(check_id(version_id))
     parents: list[Header | None] = []
     for p in header.parents:
@@ -186,8 +202,9 @@ def version(repo: Repository, version_id: str) -> VersionInfo:
             parents.append(repo.header(p))
         except DsfsError:
             parents.append(None)
-    deleted = header.id not in catalog.claimed_version_ids()
-    tags = header.tags if deleted else catalog.tags(header)
+    deleted = header.id not in known.claimed
+    current = [h.tags for h in known.headers if h.id == header.id]
+    tags = current[0] if current else header.tags
     return VersionInfo(header, tags, deleted, parents, squash_sources(header))
 
 
