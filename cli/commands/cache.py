@@ -70,26 +70,30 @@ def stats(app: AppContext, as_json: bool) -> None:
               help=f"Shrink to this size (e.g. 20G) [default: ${cachectl.SIZE_ENV}].")
 @pass_app
 def prune(app: AppContext, size_text: str | None) -> None:
-    """Evict least recently used chunks until the cache fits SIZE; forget the
-    memoized trees of versions the store no longer holds."""
+    """Evict least recently used chunks and `dsfs get` copies until the cache
+    fits SIZE; forget the memoized trees and cached manifests of versions the
+    store no longer holds.  `get --copy` folders are never touched."""
     limit = cachectl.parse_size(size_text) if size_text else cachectl.default_limit()
     if limit is None:
         raise UsageError(f"give --size or set ${cachectl.SIZE_ENV}")
-    removed, freed = cachectl.prune(app.repo.cache, limit)
+    removed, freed = cachectl.prune(app.repo.cache, limit, copies=True)
     if not app.quiet:
-        click.echo(f"removed {removed} chunk(s), {human_size(freed)}")
+        click.echo(f"removed {removed} chunk(s) and `dsfs get` copies, {human_size(freed)}")
     left = cachectl.stats(app.repo.cache)
     if left.total_bytes > limit:
         click.echo(f"the cache still takes {human_size(left.total_bytes)}: its index "
-                   f"({human_size(left.index_bytes)}) and `dsfs get` copies "
-                   f"({human_size(left.copies_bytes)}) are not evicted", err=True)
+                   f"({human_size(left.index_bytes)}) is not evicted", err=True)
     try:
         forgotten = cachectl.forget_gone_trees(app.repo)
+        manifests = cachectl.forget_gone_manifests(app.repo)
     except StoreError as exc:
         click.echo(f"version trees not checked (store unreachable: {exc})", err=True)
     else:
         if forgotten and not app.quiet:
             click.echo(f"forgot the trees of {forgotten} version(s) gone from the store")
+        if manifests and not app.quiet:
+            click.echo(f"removed {manifests} cached manifest file(s) of versions gone "
+                       "from the store")
 
 
 @cache.command()
