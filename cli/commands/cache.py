@@ -8,6 +8,7 @@ import time
 import click
 
 from dsfs.catalog import drop_cached_manifests
+from dsfs.engine import prefetch as prefetch_plan
 from dsfs.errors import StoreError, UsageError
 from dsfs.mount import cachectl
 
@@ -109,11 +110,16 @@ def verify_(app: AppContext) -> None:
 @click.command()
 @click.argument("words", nargs=-1, metavar="REF [PATH ...]")
 @ref_option_set
+@click.option("--dry-run", is_flag=True,
+              help="Only count what would be fetched; fetch nothing.")
 @pass_app
 def prefetch(app: AppContext, words: tuple[str, ...], project: str | None, name: str | None,
-             version_: str | None, tag: str | None) -> None:
+             version_: str | None, tag: str | None, dry_run: bool) -> None:
     """Fill the cache with a version's files (all, or those at or below PATHs),
-    in parallel, so that a later mount or get reads locally."""
+    in parallel, so that a later mount or get reads locally.
+
+    The tree is streamed and fetched a window of chunks at a time (bounded
+    memory at any size)."""
     # With --project/--name every word is a PATH; otherwise the first is the REF.
     named = bool(project or name)
     ref = build_ref(None if named else (words[0] if words else None),
@@ -121,17 +127,26 @@ def prefetch(app: AppContext, words: tuple[str, ...], project: str | None, name:
     paths = words if named else words[1:]
     header = app.resolve(ref)
     repo = app.repo
-    refs = cachectl.prefetch_refs(repo, header, paths)
-    missing = {r.chunk_id: r for r in refs if not repo.cache.has(r.chunk_id)}
-    total = sum(r.length for r in missing.values())
+    wanted = missing = size = 0
+    for window in prefetch_plan.windows(repo, header, paths):  # first pass: the total
+        wanted += window.wanted
+        missing += len(window.missing)
+        size += sum(r.length for r in window.missing)
+    if dry_run:
+        click.echo(f"{wanted} chunk(s) wanted, {missing} not cached ({human_size(size)}); "
+                   "nothing fetched (--dry-run)")
+        return
     lock = threading.Lock()
-    with app.reporter.progress("prefetch", total, "B") as bar:
+    fetched = count = 0
+    with app.reporter.progress("prefetch", size, "B") as bar:
         def advance(amount: int) -> None:
             with lock:
                 bar.advance(amount)
 
-        fetched = cachectl.prefetch(repo, list(missing.values()), advance)
-    click.echo(f"{len(refs)} chunk(s) wanted, {len(missing)} fetched "
+        for window in prefetch_plan.windows(repo, header, paths):
+            count += len(window.missing)
+            fetched += cachectl.prefetch(repo, window.missing, advance)
+    click.echo(f"{wanted} chunk(s) wanted, {count} fetched "
                f"({human_size(fetched)} downloaded)")
 
 
