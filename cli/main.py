@@ -14,7 +14,7 @@ import click
 from dsfs import __version__, config
 from dsfs.errors import EXIT_CODES, DiskFullError, DsfsError, local_os_error
 
-from .commands import build, cache, inspect, maintain, mount, overlay, read
+from .commands import build, cache, inspect, maintain, mount, overlay, read, ui
 from .context import AppContext
 from .output import safe_path
 
@@ -121,7 +121,7 @@ def cli(ctx: click.Context, store: str | None, cache_dir: str | None, quiet: boo
     ctx.obj = AppContext(store, cache_dir, quiet)
 
 
-for module in (build, read, inspect, maintain, mount, overlay, cache):
+for module in (build, read, inspect, maintain, mount, overlay, cache, ui):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -6,6 +6,8 @@ chunk cache; without it, the XDG cache directory.  ``DSFS_DATA_DIR`` holds the
 local state that belongs to no store object (drafts, the current draft).
 ``DSFS_SETTLE_SECONDS`` is how long a writable mount's commit keeps asking
 the store whether a claim whose write failed got written after all.
+``DSFS_SPAN_AFTER``, ``DSFS_SPAN_SECONDS`` and ``DSFS_SPAN_SHARE`` set the
+pack span policy of readers (``dsfs.content.spans``).
 """
 
 from __future__ import annotations
@@ -61,3 +63,28 @@ def mount_key(mountpoint: str) -> str:
     """A short stable name for a mount point: names its state file, log, control
     socket and default overlay, so every layer that needs it derives it here."""
     return hashlib.sha256(mountpoint.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+
+
+#: Cold lone reads in one pack after which a reader fetches the whole pack
+#: (``DSFS_SPAN_AFTER``; 0 turns spans off), the seconds such a run of
+#: misses counts for (``DSFS_SPAN_SECONDS``), and the share of the cache
+#: limit (or of the cache disk's free space) a version may fill for its
+#: readers to fetch whole packs (``DSFS_SPAN_SHARE``).
+SPAN_AFTER = 2
+SPAN_SECONDS = 600.0
+SPAN_SHARE = 0.5
+
+
+def _number(var: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(var, ""))
+    except ValueError:
+        return default
+    return value if value >= 0 else default
+
+
+def span_settings() -> tuple[int, float, float]:
+    """(misses before a whole-pack fetch, seconds a run counts, cache share)."""
+    return (int(_number("DSFS_SPAN_AFTER", SPAN_AFTER)),
+            _number("DSFS_SPAN_SECONDS", SPAN_SECONDS),
+            _number("DSFS_SPAN_SHARE", SPAN_SHARE))

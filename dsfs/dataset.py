@@ -11,17 +11,19 @@ The CLI is a thin layer over this class and ``dsfs.engine``.
 from __future__ import annotations
 
 import fnmatch
+import os
 from collections.abc import Iterator
 from typing import Any
 
 from dsfs import catalog as cat
-from dsfs.engine import drafts, materialize, treewalk, verify, versions
+from dsfs.engine import drafts, materialize, parts, treewalk, verify, versions
 from dsfs.engine.latest import note_outdated_parent
 from dsfs.engine.tree import Changes, TreeResolver
 from dsfs.errors import UsageError
 from dsfs.format.manifest import Entry, Header
 from dsfs.report import Reporter
 from dsfs.repository import Repository
+from dsfs.shard import Shard
 
 
 class Dataset:
@@ -102,9 +104,11 @@ class Dataset:
             raise UsageError(f"version {self.id} is final; create a child version to change it")
         return self._draft
 
-    def add_files(self, path: str | list[str], wildcard: str | None = None,
+    def add_files(self, path: str | os.PathLike[str] | list[str | os.PathLike[str]],
+                  wildcard: str | None = None,
                   dataset_path: str | None = None, recursive: bool = True) -> int:
-        paths = [path] if isinstance(path, str) else list(path)
+        paths = [os.fspath(path)] if isinstance(path, (str, os.PathLike)) else [
+            os.fspath(p) for p in path]
         return versions.add_files(self._require_draft(), paths, dataset_path or "", wildcard,
                                   recursive, self.reporter)
 
@@ -155,23 +159,42 @@ class Dataset:
     def _tree(self) -> dict[str, Entry]:
         return TreeResolver(self.repo).tree(self.id)
 
-    def get_local_copy(self) -> str:
-        """Path of a read-only copy, built from the shared cache (cheap when done before)."""
-        return str(materialize.local_copy(self.repo, self._final_header(), self.reporter))
+    def get_local_copy(self, part: int | None = None, num_parts: int | None = None) -> str:
+        """Path of a read-only copy, built from the shared cache (cheap when done
+        before); with ``part``/``num_parts`` only that share of the files
+        (``dsfs.engine.parts``; parts are numbered from 0)."""
+        share = parts.check_part(part, num_parts)
+        return str(materialize.local_copy(self.repo, self._final_header(), self.reporter,
+                                          part=share))
 
-    def get_mutable_local_copy(self, target_folder: str) -> str:
+    def get_mutable_local_copy(self, target_folder: str, overwrite: bool = False,
+                               part: int | None = None, num_parts: int | None = None) -> str:
+        share = parts.check_part(part, num_parts)
         return str(materialize.mutable_copy(self.repo, self._final_header(), target_folder,
-                                            self.reporter))
+                                            self.reporter, part=share, overwrite=overwrite))
 
     def _final_header(self) -> Header:
         if self._draft is not None:
             raise UsageError(f"version {self.id} is a draft: finalize it first")
         return self._header
 
-    def list_files(self, dataset_path: str | None = None) -> list[str]:
-        """Paths of the files and symlinks of this version, optionally matching a glob."""
-        return [e.path for e in self.iter_files()
+    def list_files(self, dataset_path: str | None = None, part: int | None = None,
+                   num_parts: int | None = None) -> list[str]:
+        """Paths of the files and symlinks of this version, optionally matching a
+        glob; with ``part``/``num_parts`` only that share (``dsfs.engine.parts``)."""
+        share = parts.check_part(part, num_parts)
+        if share is None:
+            files: Iterator[Entry] = self.iter_files()
+        else:
+            files = parts.select(self.iter_files, lambda e: e.size, *share)
+        return [e.path for e in files
                 if dataset_path is None or fnmatch.fnmatchcase(e.path, dataset_path)]
+
+    def shard(self, index: int, count: int) -> Shard:
+        """Worker ``index``'s share of ``count`` (from 0): stable, disjoint,
+        balanced by bytes (``dsfs.shard``; the split of ``get --part``)."""
+        self._final_header()
+        return Shard(self, index, count)
 
     def iter_files(self) -> Iterator[Entry]:
         """The files and symlinks of this version in path order, streamed from

@@ -21,19 +21,37 @@ FILES = 3000
 
 
 class CountingStore:
-    """The real store, counting its reads."""
+    """The real store, counting its reads in a log file (``get`` reads in
+    worker processes forked from the test; each appends its own lines)."""
 
-    def __init__(self, inner: Store) -> None:
+    def __init__(self, inner: Store, log: Path) -> None:
         self.inner = inner
-        self.ranges: list[tuple[str, int, int]] = []
-        self.gets: list[str] = []
+        self.log = log
+        log.write_text("")
+
+    def _note(self, line: str) -> None:
+        with open(self.log, "a") as f:  # O_APPEND: lines from processes do not mix
+            f.write(line + "\n")
+
+    @property
+    def ranges(self) -> list[tuple[str, int, int]]:
+        rows = [line.split() for line in self.log.read_text().splitlines()]
+        return [(r[1], int(r[2]), int(r[3])) for r in rows if r[0] == "range"]
+
+    @property
+    def gets(self) -> list[str]:
+        rows = [line.split() for line in self.log.read_text().splitlines()]
+        return [r[1] for r in rows if r[0] == "get"]
+
+    def clear(self) -> None:
+        self.log.write_text("")
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
-        self.ranges.append((key, offset, length))
+        self._note(f"range {key} {offset} {length}")
         return self.inner.get_range(key, offset, length)
 
     def get(self, key: str) -> bytes:
-        self.gets.append(key)
+        self._note(f"get {key}")
         return self.inner.get(key)
 
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
@@ -77,7 +95,7 @@ def test_get_copy_from_grouped_ranges_is_exact(published, tmp_path: Path) -> Non
     repo = Repository.open()
     packs = {info.key for info in repo.store.list("packs/")}
     assert len(packs) >= 5
-    counting = CountingStore(repo.store)
+    counting = CountingStore(repo.store, tmp_path / "reads.log")
     repo.store = counting  # type: ignore[assignment]
     target = materialize.mutable_copy(repo, header, str(tmp_path / "copy"))
     assert _contents(target) == _contents(src)
@@ -88,7 +106,7 @@ def test_get_copy_from_grouped_ranges_is_exact(published, tmp_path: Path) -> Non
     # no chunk file was made for the copy
     assert not any(repo.cache.index.iter_chunks())
 
-    counting.ranges.clear()
+    counting.clear()
     copy = materialize.local_copy(repo, header)  # the read-only copy of `get`
     assert {k: v[0] for k, v in _contents(copy).items()} == {
         k: v[0] for k, v in _contents(src).items()}

@@ -30,11 +30,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("dsfs.repository",),
     ("dsfs.catalog",),
     ("dsfs.engine",),
-    ("dsfs.dataset", "dsfs.vfs"),
+    ("dsfs.dataset", "dsfs.shard", "dsfs.vfs"),
     ("dsfs.content",),
     ("dsfs.overlay",),
     ("dsfs.fuse",),
-    ("dsfs.mount",),
+    ("dsfs.mount", "dsfs.fsspec"),
+    ("dsfs.ui",),
     ("dsfs", "dsfs.__main__", "dsfs_cli"),
 ]
 
@@ -45,6 +46,8 @@ OWNERS: dict[str, tuple[str, ...]] = {
     "lmdb": ("dsfs.cache",),
     "pyfuse3": ("dsfs.fuse", "dsfs.mount"),
     "click": ("dsfs_cli",),
+    "fsspec": ("dsfs.fsspec.filesystem",),
+    "jinja2": ("dsfs.ui.render",),
 }
 
 

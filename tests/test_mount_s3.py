@@ -70,9 +70,11 @@ def scan_names() -> list[str]:
 
 
 def test_lone_reads_fetch_their_own_bytes_only(s3_dataset: dict, tmp_path: Path) -> None:
+    """Without the pack span policy (tests/test_spans.py checks it), reads that
+    do not follow each other fetch their own bytes."""
     proxy, src = s3_dataset["proxy"], s3_dataset["src"]
     mp = tmp_path / "m"
-    with mounted(fresh(s3_dataset, tmp_path), s3_dataset["id"], mp):
+    with mounted({**fresh(s3_dataset, tmp_path), "DSFS_SPAN_AFTER": "0"}, s3_dataset["id"], mp):
         gets, down = pack_traffic(proxy)
         for name in ("scan/f030.bin", "scan/f050.bin", "other/alone.bin", "scan/f010.bin"):
             assert (mp / name).read_bytes() == (src / name).read_bytes()

@@ -15,7 +15,8 @@ import pytest
 
 from dsfs.format.manifest import DIR, FILE, SYMLINK, Entry
 from dsfs.overlay import commit as oc
-from dsfs.overlay.fs import Exists, NotEmpty, NotSupported, OverlayFS
+from dsfs.overlay.fs import OverlayFS
+from dsfs.overlay.nodes import Exists, NotEmpty, NotSupported
 from dsfs.overlay.source import DeltaSource
 from dsfs.overlay.upper import SPARES, Upper
 from dsfs.vfs import ROOT_INO, InvalidArgument, MemoryTreeSource
@@ -175,7 +176,7 @@ def test_forgotten_nodes_are_released(tmp_path: Path) -> None:
 def test_partial_copy_up_keeps_untouched_blocks_below(tmp_path: Path) -> None:
     """A copied-up file is sparse: blocks no write touched stay the lower
     entry's, through a truncation and a remount."""
-    from dsfs.overlay.fs import BLOCK
+    from dsfs.overlay.nodes import BLOCK
 
     size = 2 * BLOCK + 10
     tree = lower_tree(big=0, huge=size)

@@ -36,9 +36,11 @@ from hypothesis import strategies as st
 
 from dsfs.format.digest import file_hasher
 from dsfs.format.manifest import DIR, FILE, SYMLINK, Entry
-from dsfs.overlay import fs as overlay_fs
+from dsfs.overlay import contents as overlay_contents
+from dsfs.overlay import records as overlay_records
 from dsfs.overlay import upper as overlay_upper
-from dsfs.overlay.fs import Node, OverlayFS
+from dsfs.overlay.fs import OverlayFS
+from dsfs.overlay.nodes import Node
 from dsfs.overlay.upper import Upper
 from dsfs.vfs import ROOT_INO, MemoryTreeSource
 
@@ -85,12 +87,16 @@ def source_of(model: Model) -> MemoryTreeSource:
 
 @contextlib.contextmanager
 def small_blocks() -> Iterator[None]:
-    saved = overlay_fs.BLOCK
-    overlay_fs.BLOCK = BLOCK
+    # the modules that compute with the block size (nodes.BLOCK is their default)
+    modules = (overlay_contents, overlay_records)
+    saved = [module.BLOCK for module in modules]
+    for module in modules:
+        module.BLOCK = BLOCK
     try:
         yield
     finally:
-        overlay_fs.BLOCK = saved
+        for module, value in zip(modules, saved, strict=True):
+            module.BLOCK = value
 
 
 class Harness:
@@ -492,7 +498,7 @@ def test_format_1_overlays_are_read(tmp_path: Path) -> None:
     assert tree["new/f"] == ("file", b"x" * 20, 0o600)
     assert tree["s"] == ("link", "t")
     h.close()
-    assert json.loads((root / "state.json").read_text())["format"] == 2
+    assert json.loads((root / "state.json").read_text())["format"] == 3
     (root / "state.json").write_text(json.dumps({**state, "format": 9}))
     with pytest.raises(Exception, match="format 9"):
         Harness(root, lower_model())

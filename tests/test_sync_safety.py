@@ -347,7 +347,7 @@ def test_interrupted_get_copy_leaves_nothing(store_url: str, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C while the files are written: the files written so far go too."""
     from dsfs import Dataset
-    from dsfs.engine import materialize
+    from dsfs.engine import copywriter
 
     data = tmp_path / "data"
     for i in range(10):
@@ -355,7 +355,7 @@ def test_interrupted_get_copy_leaves_nothing(store_url: str, tmp_path: Path,
         (data / "d" / f"f{i}").write_bytes(b"x" * i)
     version = versions.sync(Repository.open(), str(data), "p", "n").header
     written = []
-    real = materialize._write_file
+    real = copywriter.write_file
 
     def interrupted(*args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         if len(written) == 5:
@@ -363,7 +363,7 @@ def test_interrupted_get_copy_leaves_nothing(store_url: str, tmp_path: Path,
         real(*args, **kwargs)
         written.append(args[1])
 
-    monkeypatch.setattr(materialize, "_write_file", interrupted)
+    monkeypatch.setattr(copywriter, "write_file", interrupted)
     target = tmp_path / "copy"
     with pytest.raises(KeyboardInterrupt):
         Dataset.get(version.id).get_mutable_local_copy(str(target))

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import click
 
 from dsfs.catalog import drop_cached_manifests
+from dsfs.engine import parts
 from dsfs.engine import prefetch as prefetch_plan
 from dsfs.errors import StoreError, UsageError
+from dsfs.format.manifest import FILE
 from dsfs.mount import cachectl
+from dsfs.shard import part_files
 
 from ..context import AppContext, build_ref, pass_app, ref_option_set
 from ..output import human_size, print_json
@@ -34,7 +38,8 @@ def stats(app: AppContext, as_json: bool) -> None:
            "limit": limit, "index_bytes": found.index_bytes,
            "copies_bytes": found.copies_bytes, "temp_files": found.temp_files,
            "temp_bytes": found.temp_bytes, "total_bytes": found.total_bytes,
-           "oldest_access": found.oldest_access, "newest_access": found.newest_access}
+           "oldest_access": found.oldest_access, "newest_access": found.newest_access,
+           **{name: found.counters.get(name, 0) for name in cachectl.COUNTERS}}
     if as_json:
         print_json(row)
         return
@@ -46,6 +51,11 @@ def stats(app: AppContext, as_json: bool) -> None:
         click.echo(f"temporary files: {found.temp_files} ({human_size(found.temp_bytes)})")
     click.echo(f"total:   {human_size(found.total_bytes)}")
     click.echo(f"limit:   {human_size(limit) if limit else 'none'}")
+    counts = found.counters
+    click.echo(f"fetched: {counts.get('gets', 0)} GET(s), "
+               f"{human_size(counts.get('fetched_bytes', 0))} "
+               f"({counts.get('span_fetches', 0)} whole pack(s)); "
+               f"read: {human_size(counts.get('read_bytes', 0))} (since the last clear)")
     if found.oldest_access:
         when = time.localtime(found.oldest_access)
         click.echo(f"oldest access: {time.strftime('%Y-%m-%d %H:%M', when)}")
@@ -80,7 +90,8 @@ def prune(app: AppContext, size_text: str | None) -> None:
 @cache.command()
 @pass_app
 def clear(app: AppContext) -> None:
-    """Remove every cached chunk, manifest and memoized version tree.
+    """Remove every cached chunk, manifest and memoized version tree, and
+    reset the counters of GETs and bytes.
 
     Version trees are kept while a dsfs mount is running."""
     removed, freed = cachectl.clear(app.repo.cache)
@@ -110,16 +121,23 @@ def verify_(app: AppContext) -> None:
 @click.command()
 @click.argument("words", nargs=-1, metavar="REF [PATH ...]")
 @ref_option_set
+@click.option("--part", type=int, metavar="K",
+              help="Only share K (from 0) of --num-parts: one training worker's files.")
+@click.option("--num-parts", type=int, metavar="N",
+              help="Split the files into N shares balanced by bytes (as get --part).")
 @click.option("--dry-run", is_flag=True,
               help="Only count what would be fetched; fetch nothing.")
 @pass_app
 def prefetch(app: AppContext, words: tuple[str, ...], project: str | None, name: str | None,
-             version_: str | None, tag: str | None, dry_run: bool) -> None:
-    """Fill the cache with a version's files (all, or those at or below PATHs),
-    in parallel, so that a later mount or get reads locally.
+             version_: str | None, tag: str | None, part: int | None,
+             num_parts: int | None, dry_run: bool) -> None:
+    """Fill the cache with a version's files (all, those at or below PATHs, or
+    one worker's share with --part/--num-parts), in parallel, so that a later
+    mount, get or dsfs:// reader reads locally.
 
     The tree is streamed and fetched a window of chunks at a time (bounded
     memory at any size)."""
+    share = parts.check_part(part, num_parts, part_name="--part", num_name="--num-parts")
     # With --project/--name every word is a PATH; otherwise the first is the REF.
     named = bool(project or name)
     ref = build_ref(None if named else (words[0] if words else None),
@@ -127,8 +145,18 @@ def prefetch(app: AppContext, words: tuple[str, ...], project: str | None, name:
     paths = words if named else words[1:]
     header = app.resolve(ref)
     repo = app.repo
+    if share is not None and paths:
+        raise UsageError("give PATHs or --part/--num-parts, not both")
+
+    def windows() -> Iterator[prefetch_plan.Window]:
+        if share is None:
+            return prefetch_plan.windows(repo, header, paths)
+        return prefetch_plan.chunk_windows(
+            repo, (r for e in part_files(repo, header, share) if e.kind == FILE
+                   for r in e.chunks))
+
     wanted = missing = size = 0
-    for window in prefetch_plan.windows(repo, header, paths):  # first pass: the total
+    for window in windows():  # a first pass for the total
         wanted += window.wanted
         missing += len(window.missing)
         size += sum(r.length for r in window.missing)
@@ -143,11 +171,14 @@ def prefetch(app: AppContext, words: tuple[str, ...], project: str | None, name:
             with lock:
                 bar.advance(amount)
 
-        for window in prefetch_plan.windows(repo, header, paths):
+        started = time.monotonic()
+        for window in windows():
             count += len(window.missing)
             fetched += cachectl.prefetch(repo, window.missing, advance)
+        took = max(time.monotonic() - started, 1e-6)
     click.echo(f"{wanted} chunk(s) wanted, {count} fetched "
-               f"({human_size(fetched)} downloaded)")
+               f"({human_size(fetched)} downloaded in {took:.1f} s, "
+               f"{human_size(int(fetched / took))}/s)")
 
 
 COMMANDS = [cache, prefetch]

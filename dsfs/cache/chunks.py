@@ -8,12 +8,19 @@ fsynced: every reader verifies a chunk against its digest before its first use
 found, removed and fetched again — an fsync per chunk would cost far more on
 the cold-read path than it protects.  A chunk found corrupt on read is removed
 and reported, never returned.
+
+``fetch_pack`` reads a whole pack with one GET and caches every sound chunk
+in it (the pack span policy of ``dsfs.content.spans``); processes that want
+the same pack at once take turns on a lock file, ``<cache>/locks/<pack id>``,
+so the pack is fetched once.  Every fetch is counted (GETs, bytes) in memory
+and added to the index's ``counters`` table by ``flush_counters``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import threading
 from collections import defaultdict
@@ -25,7 +32,7 @@ from dsfs.cache.index import CacheIndex, index_dir
 from dsfs.errors import DiskFullError, IntegrityError, local_os_error
 from dsfs.format.digest import chunk_id, id_to_bytes
 from dsfs.format.manifest import ChunkRef
-from dsfs.format.pack import pack_key
+from dsfs.format.pack import pack_key, read_index
 from dsfs.fsutil import TMP_PREFIX, write_temp
 from dsfs.store.base import Store
 
@@ -49,6 +56,15 @@ def _fetch_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+def _forget_inherited_pool() -> None:
+    """A pool's threads do not survive a fork: the child starts its own."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_pool)
+
+
 class ChunkCache:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -64,10 +80,42 @@ class ChunkCache:
                                       str(self.chunk_dir))
         except OSError as exc:
             raise local_os_error(exc, root, "the cache directory") from None
+        #: What this process fetched and read, not yet added to the index.
+        self._counts: dict[str, int] = defaultdict(int)
+        self._counts_lock = threading.Lock()
         fresh = not (index_dir(root) / "data.mdb").exists()
         self.index = CacheIndex(index_dir(root))
         if fresh and any(self.chunk_dir.iterdir()):
             self.rebuild_index()  # the index is derived data: a lost one is re-made
+
+    # -- counters ------------------------------------------------------------
+
+    def count(self, **deltas: int) -> None:
+        """Add to this process's counts (``gets``, ``fetched_bytes``,
+        ``read_bytes``, ``span_fetches``)."""
+        with self._counts_lock:
+            for name, delta in deltas.items():
+                self._counts[name] += delta
+
+    def flush_counters(self) -> None:
+        """Add this process's counts to the index (kept if that fails)."""
+        with self._counts_lock:
+            counts, self._counts = self._counts, defaultdict(int)
+        if not any(counts.values()):
+            return
+        try:
+            self.index.add_counters(counts)
+        except BaseException:
+            self.count(**counts)
+            raise
+
+    def counters(self) -> dict[str, int]:
+        """Totals over every process, with this one's unflushed counts."""
+        totals = self.index.counters()
+        with self._counts_lock:
+            for name, value in self._counts.items():
+                totals[name] = totals.get(name, 0) + value
+        return totals
 
     def chunk_path(self, cid: str) -> Path:
         hexpart = cid.split(":", 1)[1]
@@ -180,6 +228,7 @@ class ChunkCache:
             start = group[0].offset
             end = group[-1].offset + group[-1].length
             blob = store.get_range(pack_key(pack_id), start, end - start)
+            self.count(gets=1, fetched_bytes=len(blob))
             for ref in group:
                 data = blob[ref.offset - start : ref.offset - start + ref.length]
                 if chunk_id(data) != ref.chunk_id:
@@ -215,6 +264,49 @@ class ChunkCache:
                 self._discard_staged(staged)
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def fetch_pack(self, store: Store, wanted: ChunkRef) -> int:
+        """Cache every sound chunk of ``wanted``'s pack, read whole with one GET;
+        return the bytes downloaded (0 when another process fetched it while
+        this one waited for the pack's lock).  A chunk that does not match its
+        digest is left out; IntegrityError only if ``wanted`` is one of them
+        (or the pack's index is unreadable)."""
+        locks = self.root / "locks"
+        try:
+            locks.mkdir(exist_ok=True)
+            fd = os.open(locks / wanted.pack_id, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise local_os_error(exc, self.root, "the cache") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if self.has(wanted.chunk_id):
+                return 0
+            blob = store.get(pack_key(wanted.pack_id))
+            self.count(gets=1, fetched_bytes=len(blob), span_fetches=1)
+            view = memoryview(blob)
+            staged: list[tuple[str, int, Path, Path]] = []
+            sound = False
+            try:
+                for entry in read_index(blob):
+                    if self.has(entry.chunk_id):
+                        continue
+                    data = bytes(view[entry.offset:entry.offset + entry.length])
+                    if chunk_id(data) != entry.chunk_id:
+                        continue  # its own read will fail; the others stay sound
+                    staged.append((entry.chunk_id, entry.length,
+                                   *self._stage(entry.chunk_id, data)))
+                    sound = sound or entry.chunk_id == wanted.chunk_id
+                if not sound:
+                    raise IntegrityError(
+                        f"chunk {wanted.chunk_id} in pack {wanted.pack_id} of the store is "
+                        "corrupt (its bytes do not match its digest)")
+                self._commit(staged)
+            except BaseException:
+                self._discard_staged(staged)
+                raise
+            return len(blob)
+        finally:
+            os.close(fd)  # releases the lock
 
     def rebuild_index(self) -> int:
         """Re-create the chunk table from the chunk files; return how many."""

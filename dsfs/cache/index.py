@@ -69,6 +69,19 @@ Tables (all integers little-endian):
     parent's listing with the version's changes); written before the
     ``tree_dirs`` record that points at it.
 
+``counters``
+    key: ASCII name (``gets``, ``fetched_bytes``, ``read_bytes``, ``span_fetches``)
+    value: u64, a running total since the cache was made or its counters cleared
+    What the fetch path did, summed over every process (``dsfs cache stats``);
+    processes add their counts in batches.
+
+``pack_misses``
+    key: raw pack id (16)
+    value: misses u32 | first miss of the current run, seconds since the epoch u64
+    Cold reads of lone chunks that landed in a pack, over every process, for
+    the pack span policy (``dsfs.content.spans``); a run older than the
+    policy's window starts again at one, a pack fetched whole is removed.
+
 The four ``tree_*`` tables are keyed by version first, so forgetting a version
 is a range delete (``forget_tree_versions``), and ``clear_trees`` empties
 them all.  A version's records may point at an ancestor's (``tree_dirs``
@@ -88,6 +101,7 @@ import os
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -100,6 +114,7 @@ _CHUNK = struct.Struct("<QQ")
 _LOCATION = struct.Struct("<16sQQ")
 _COUNT = struct.Struct("<Q")
 _COPY_KEY = struct.Struct("<16sIq")
+_MISSES = struct.Struct("<IQ")
 
 #: Puts per write transaction when indexing trees: one transaction per put costs
 #: a commit each; a thousand amortize it (about 84,000 puts a second here).
@@ -114,6 +129,27 @@ _MADV_DONTNEED = 4
 
 _envs: dict[str, lmdb.Environment] = {}
 _envs_lock = threading.Lock()
+#: Every ``CacheIndex`` of this process, to reopen in a forked child.
+_indexes: weakref.WeakSet[CacheIndex] = weakref.WeakSet()
+
+
+def _reopen_after_fork() -> None:
+    """In a forked child (a data loader's worker): LMDB forbids using the
+    parent's environments, so close the inherited ones (closing touches only
+    this process's reader slots and file handles) and reopen every index."""
+    global _envs_lock
+    inherited = list(_envs.values())
+    _envs.clear()
+    _envs_lock = threading.Lock()
+    for env in inherited:
+        with contextlib.suppress(Exception):
+            env.close()
+    for index in list(_indexes):
+        with contextlib.suppress(Exception):
+            index._open()
+
+
+os.register_at_fork(after_in_child=_reopen_after_fork)
 
 
 def _open_env(path: Path) -> lmdb.Environment:
@@ -170,7 +206,12 @@ class CacheIndex:
     """Typed access to the cache's LMDB tables."""
 
     def __init__(self, directory: Path) -> None:
-        self.env = _open_env(directory)
+        self.directory = directory
+        self._open()
+        _indexes.add(self)
+
+    def _open(self) -> None:
+        self.env = _open_env(self.directory)
         self._chunks = self.env.open_db(b"chunks")
         self._store_chunks = self.env.open_db(b"store_chunks")
         self._store_packs = self.env.open_db(b"store_packs")
@@ -179,6 +220,8 @@ class CacheIndex:
         self._tree_deltas = self.env.open_db(b"tree_deltas")
         self._tree_dirs = self.env.open_db(b"tree_dirs")
         self._tree_listings = self.env.open_db(b"tree_listings")
+        self._counters = self.env.open_db(b"counters")
+        self._pack_misses = self.env.open_db(b"pack_misses")
 
     @contextlib.contextmanager
     def _write(self, db: lmdb._Database | None = None) -> Iterator[lmdb.Transaction]:
@@ -235,6 +278,15 @@ class CacheIndex:
             for digest in digests:
                 txn.delete(digest)
 
+    def has_any_chunk(self) -> bool:
+        with self.env.begin(db=self._chunks) as txn:
+            return bool(txn.stat(self._chunks)["entries"])
+
+    def cached_chunks(self, digests: Iterable[bytes]) -> set[bytes]:
+        """Which of ``digests`` the chunk table holds (one transaction)."""
+        with self.env.begin(db=self._chunks) as txn:
+            return {d for d in digests if txn.get(d) is not None}
+
     def iter_chunks(self) -> Iterator[tuple[bytes, int, int]]:
         """(digest, size, last access) of every indexed chunk."""
         with self.env.begin(db=self._chunks) as txn:
@@ -246,6 +298,43 @@ class CacheIndex:
         with self._write() as txn:
             txn.drop(self._chunks, delete=False)
             txn.drop(self._copies, delete=False)
+
+    # -- counters and pack misses --------------------------------------------
+
+    def add_counters(self, deltas: dict[str, int]) -> None:
+        """Add to the running totals of the ``counters`` table."""
+        with self._write(self._counters) as txn:
+            for name, delta in deltas.items():
+                if delta:
+                    old = txn.get(name.encode())
+                    total = _COUNT.unpack(old)[0] if old is not None else 0
+                    txn.put(name.encode(), _COUNT.pack(total + delta))
+
+    def counters(self) -> dict[str, int]:
+        with self.env.begin(db=self._counters) as txn:
+            return {bytes(k).decode(): _COUNT.unpack(v)[0] for k, v in txn.cursor()}
+
+    def clear_counters(self) -> None:
+        with self._write() as txn:
+            txn.drop(self._counters, delete=False)
+            txn.drop(self._pack_misses, delete=False)
+
+    def note_pack_miss(self, pack_id: bytes, window: float) -> int:
+        """Count one more cold lone read in a pack; return the misses of its
+        current run (a run whose first miss is older than ``window`` seconds
+        starts again)."""
+        now = int(time.time())
+        with self._write(self._pack_misses) as txn:
+            old = txn.get(pack_id)
+            count, first = _MISSES.unpack(old) if old is not None else (0, now)
+            if now - first > window:
+                count, first = 0, now
+            txn.put(pack_id, _MISSES.pack(count + 1, first))
+        return count + 1
+
+    def forget_pack_misses(self, pack_id: bytes) -> None:
+        with self._write(self._pack_misses) as txn:
+            txn.delete(pack_id)
 
     # -- what a store holds --------------------------------------------------
 
@@ -472,16 +561,41 @@ class CacheIndex:
         """(name, encoded entry) of a stored listing, in name order."""
         return self._prefix_items(self._tree_listings, version_id + dir_key)
 
-    def _prefix_items(self, db: lmdb._Database, prefix: bytes) -> list[tuple[bytes, bytes]]:
+    def tree_listing_range(self, version_id: bytes, dir_key: bytes, start: bytes, limit: int,
+                           delta: bool) -> list[tuple[bytes, bytes]]:
+        """At most ``limit`` (name, value) of one directory's stored listing
+        (``delta``: its delta records) whose names are ``start`` or later, in
+        name order: one page of a big directory without reading all of it."""
+        db = self._tree_deltas if delta else self._tree_listings
+        return self._prefix_items(db, version_id + dir_key, start, limit)
+
+    def tree_listing_size(self, version_id: bytes, dir_key: bytes, delta: bool) -> int:
+        """How many records one directory's stored listing (``delta``: its delta
+        records) holds; reads keys only."""
+        prefix = version_id + dir_key
+        count = 0
+        with self.env.begin(db=self._tree_deltas if delta else self._tree_listings) as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(prefix):
+                for key in cursor.iternext(keys=True, values=False):
+                    if key[:len(prefix)] != prefix:
+                        break
+                    count += 1
+        return count
+
+    def _prefix_items(self, db: lmdb._Database, prefix: bytes, start: bytes = b"",
+                      limit: int | None = None) -> list[tuple[bytes, bytes]]:
         out = []
         cut = len(prefix)
         with self.env.begin(db=db) as txn:
             cursor = txn.cursor()
-            if cursor.set_range(prefix):
+            if cursor.set_range(prefix + start):
                 for key, value in cursor:
                     if key[:cut] != prefix:
                         break
                     out.append((bytes(key[cut:]), bytes(value)))
+                    if limit is not None and len(out) >= limit:
+                        break
         return out
 
     def _put_all(self, db: lmdb._Database, items: Iterable[tuple[bytes, bytes]]) -> None:

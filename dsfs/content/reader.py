@@ -24,7 +24,12 @@ cache size limit (``CacheLimit``) and runs ``run`` in its nursery.
   next ``readahead`` chunks fetched in the background (started once per
   chunk it enters).  The kernel's own readahead for the mount is raised to
   ``READAHEAD_KB`` (as root), so such a reader sends 1 MiB requests.
-* Chunk accesses are recorded for LRU eviction in batches, off the hot path.
+* A cold lone read may fetch its whole pack: once reads land across a pack
+  (a shuffled epoch), the pack span policy (``dsfs.content.spans``) has
+  the pack fetched with one GET and the following reads served from the
+  cache; a window that fails is retried as the one chunk.
+* Chunk accesses are recorded for LRU eviction in batches, off the hot path,
+  and so are the bytes read (the cache's counters, ``dsfs cache stats``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import trio
 
 from dsfs.cache.chunks import ChunkCache
 from dsfs.chore import Chore, describe
+from dsfs.content.spans import NO_SPANS, SpanPolicy
 from dsfs.errors import DiskFullError, DsfsError, LocalError, StoreError
 from dsfs.flight import SingleFlight
 from dsfs.format.digest import chunk_id, id_to_bytes
@@ -144,9 +150,13 @@ class ChunkReader:
     """Reads file contents through the cache; one instance per mount."""
 
     def __init__(self, cache: ChunkCache, store: Store, workers: int = WORKERS,
-                 readahead: int = READAHEAD_CHUNKS, limit: CacheLimit | None = None) -> None:
+                 readahead: int = READAHEAD_CHUNKS, limit: CacheLimit | None = None,
+                 spans: SpanPolicy = NO_SPANS) -> None:
         self.cache = cache
         self.store = store
+        self.spans = spans
+        #: Bytes served since the counters were last flushed.
+        self._read_bytes = 0
         self.readahead = readahead
         self.limit = limit
         self.cache_size = None if limit is None else limit.limit
@@ -188,7 +198,8 @@ class ChunkReader:
                 while True:
                     await trio.sleep(TICK)
                     ticks += 1
-                    if (ticks % 6 == 0 or self._unpruned) and _due(touching, ticks):
+                    if (ticks % 6 == 0 or self._unpruned or self._read_bytes) and _due(
+                            touching, ticks):
                         try:
                             if await trio.to_thread.run_sync(self.flush_access_times,
                                                              limiter=self.limiter):
@@ -227,8 +238,13 @@ class ChunkReader:
         self._fds.clear()
 
     def flush_access_times(self) -> bool:
-        """Record the chunks read since the last flush; False if there were none.
-        If the index cannot be written they are kept for the next attempt."""
+        """Record the chunks read since the last flush (and the counters of
+        bytes read and fetched); False if there were none.  If the index cannot
+        be written they are kept for the next attempt."""
+        read, self._read_bytes = self._read_bytes, 0
+        if read:
+            self.cache.count(read_bytes=read)
+        self.cache.flush_counters()
         with self._touch_lock:
             touched, self._touched = self._touched, set()
         if not touched:
@@ -275,6 +291,7 @@ class ChunkReader:
                 parts.append(await self._read_slice(piece.ref, piece.start, piece.end, file))
             data = b"".join(parts) if len(parts) != 1 else parts[0]
         handle.next_offset = offset + len(data)
+        self._read_bytes += len(data)
         if handle.sequential and self.readahead and slices and self._nursery is not None:
             last = slices[-1].ref.chunk_id
             if last != handle.ahead_of:  # once per chunk, not once per request
@@ -453,6 +470,8 @@ class ChunkReader:
             self.cache.discard([cid])
         elif self.cache.has(cid):
             self.cache.discard([cid])  # indexed but its file is gone
+        if not window and self.spans.enabled and self._span(ref):
+            return
         delays = (0.0, *RETRY_DELAYS)
         for attempt, delay in enumerate(delays, 1):
             time.sleep(delay)
@@ -460,6 +479,7 @@ class ChunkReader:
                 fetched = self.cache.fetch(self.store, [ref, *(window or ())])
                 self.fetches += 1
                 self._unpruned += fetched
+                self._flush_counters()
                 return
             except DsfsError as exc:
                 if attempt == len(delays):
@@ -473,3 +493,30 @@ class ChunkReader:
                 # the next attempts fetch this chunk alone: a neighbour that is
                 # corrupt in the store must not fail the read of a sound file
                 window = None
+
+    def _span(self, ref: ChunkRef) -> bool:
+        """In a worker thread: count a cold lone read in ``ref``'s pack and, when
+        it is the policy's ``after``-th, fetch the whole pack; whether ``ref``
+        is now cached.  A span that fails leaves the chunk to the usual fetch."""
+        raw = bytes.fromhex(ref.pack_id)
+        try:
+            if self.cache.index.note_pack_miss(raw, self.spans.seconds) < self.spans.after:
+                return False
+            fetched = self.cache.fetch_pack(self.store, ref)
+            self.cache.index.forget_pack_misses(raw)
+        except DsfsError as exc:
+            log.info("whole-pack fetch for chunk %s failed, fetching the chunk: %s",
+                     ref.chunk_id, exc)
+            return False
+        self.fetches += 1
+        self._unpruned += fetched
+        self._flush_counters()
+        return True
+
+    def _flush_counters(self) -> None:
+        """Add the counts of a fetch to the index at once (a loader's worker may
+        be killed rather than closed)."""
+        try:
+            self.cache.flush_counters()
+        except DsfsError as exc:  # counts are kept for the next flush
+            log.debug("counters not recorded: %s", exc)

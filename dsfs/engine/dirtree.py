@@ -68,7 +68,7 @@ class VersionTree:
         self.source = source
 
     def listing(self, node: Any) -> Listing:
-        return self.source.raw_children(node)
+        return self.source.dir_listing(node)
 
 
 def open_version_tree(repo: Repository, header: Header) -> VersionTree:

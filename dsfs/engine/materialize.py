@@ -32,60 +32,81 @@ import json
 import os
 import secrets
 import shutil
-import threading
+import struct
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
-from dsfs.engine import treewalk
-from dsfs.engine.packranges import plan_ranges, read_ranges
-from dsfs.errors import DiskFullError, DsfsError, InputError, IntegrityError, local_os_error
-from dsfs.format.digest import CHUNK_SIZE, id_to_bytes
-from dsfs.format.manifest import DIR, FILE, SYMLINK, ChunkRef, Entry, Header
+from dsfs.engine import copywriter, parts, treewalk
+from dsfs.engine.copywriter import Job
+from dsfs.engine.treedirs import LmdbTreeSource
+from dsfs.engine.treeindex import KIND_DIR, KIND_FILE, KIND_SYMLINK
+from dsfs.errors import DiskFullError, DsfsError, InputError, local_os_error
+from dsfs.format.digest import bytes_to_id
+from dsfs.format.manifest import Entry, Header
 from dsfs.report import Progress, Reporter
 from dsfs.repository import Repository
 
-_WRITE_BITS = 0o222
-_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_HEAD = struct.Struct("<BIqQ")  # kind, mode, mtime ns, size (treeindex's entry head)
+_HEAD_SIZE = _HEAD.size
 #: Files are written in batches of consecutive paths: at most this many files...
 BATCH_FILES = 1024
 #: ... and this many bytes (a bigger file is a batch of its own, read in steps).
-BATCH_BYTES = 16 * 1024 * 1024
-#: Threads writing batches (file creation is mostly system calls, which run
-#: outside the GIL).
-WRITERS = 4
+BATCH_BYTES = copywriter.BIG_FILE
 
 
 def copies_dir(repo: Repository) -> Path:
     return repo.cache_root / "copies"
 
 
-def local_copy(repo: Repository, header: Header, reporter: Reporter | None = None) -> Path:
-    """Path of a complete read-only copy of the version, built if needed."""
+def part_bounds(source: LmdbTreeSource, part: tuple[int, int] | None
+                ) -> Callable[[bytes], bool] | None:
+    """Which files and symlinks (by path) a copy of share ``part=(K, N)``
+    holds (``dsfs.engine.parts``); None: all.  A share is a contiguous run of
+    paths in path order, so it is kept as its first and last path (two
+    streamed passes over the files, nothing held)."""
+    if part is None:
+        return None
+    first = last = None
+    for entry in parts.select(lambda: treewalk.iter_files(source), _weight, *part):
+        if first is None:
+            first = entry.path
+        last = entry.path
+    if first is None or last is None:
+        return lambda _path: False
+
+    def within(path: bytes) -> bool:
+        return first <= path.decode("utf-8", "surrogateescape") <= last
+
+    return within
+
+
+def _weight(entry: Entry) -> int:
+    return entry.size
+
+
+def local_copy(repo: Repository, header: Header, reporter: Reporter | None = None,
+               part: tuple[int, int] | None = None) -> Path:
+    """Path of a complete read-only copy of the version (or of one part of
+    it: ``part=(K, N)``, kept as ``<id>.part-K-of-N``), built if needed."""
     reporter = reporter or Reporter()
     root = copies_dir(repo)
-    final = root / header.id
-    marker = root / f"{header.id}.complete"
+    name = header.id if part is None else f"{header.id}.part-{part[0]}-of-{part[1]}"
+    final = root / name
+    marker = root / f"{name}.complete"
     if marker.exists() and final.is_dir():
+        with contextlib.suppress(OSError):
+            os.utime(marker)  # its last use, for `cache prune`'s LRU order
         return final
     root.mkdir(parents=True, exist_ok=True)
-    entries = treewalk.iter_entries(treewalk.open_tree(repo, header))
-    building = root / f".building-{header.id}-{secrets.token_hex(4)}"
-
-    def record(files: list[Entry]) -> None:
-        # recorded under the final name as batches finish (bounded memory); a
-        # record whose copy never appears is harmless: linking from it fails
-        # and the file is written instead
-        prefix = f"{final}/"
-        repo.cache.index.add_copies(
-            (id_to_bytes(e.digest or ""), e.mode, e.mtime_ns, prefix + e.path)
-            for e in files)
-
+    source = treewalk.open_tree(repo, header)
+    building = root / f".building-{name}-{secrets.token_hex(4)}"
     try:
         try:
-            count = write_tree(repo, entries, building, reporter, read_only=True, reuse=True,
-                               on_written=record)
+            count = write_tree(repo, source, building, reporter, read_only=True,
+                               reuse=_earlier_copy(repo, source),
+                               keep=part_bounds(source, part))
         except OSError as exc:
             raise local_os_error(exc, root, "the cache") from None
         if final.exists():
@@ -98,14 +119,60 @@ def local_copy(repo: Repository, header: Header, reporter: Reporter | None = Non
     return final
 
 
+def complete_copies(repo: Repository) -> dict[str, float]:
+    """Name (a version id, or ``<id>.part-K-of-N``) -> last use (its
+    marker's mtime) of every complete copy."""
+    found: dict[str, float] = {}
+    root = copies_dir(repo)
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(root):
+            if entry.name.endswith(".complete"):
+                vid = entry.name[:-len(".complete")]
+                with contextlib.suppress(OSError):
+                    if os.path.isdir(root / vid):
+                        found[vid] = entry.stat().st_mtime
+    return found
+
+
+def _earlier_copy(repo: Repository, source: LmdbTreeSource
+                  ) -> tuple[LmdbTreeSource, bytes] | None:
+    """A complete copy to hard-link unchanged files from: the nearest ancestor
+    of the version that has one, else the copy used last; (its tree, its
+    path prefix), or None."""
+    copies = {vid: used for vid, used in complete_copies(repo).items()
+              if len(vid) == 32 and vid != source.vid.hex()}  # whole copies only
+    if not copies:
+        return None
+    chosen = None
+    queue, seen = deque([source.vid]), {source.vid}
+    while queue and chosen is None:
+        info = source.graph.get(queue.popleft())
+        for parent in info.parents if info is not None else ():
+            if parent.hex() in copies:
+                chosen = parent.hex()
+                break
+            if parent not in seen:
+                seen.add(parent)
+                queue.append(parent)
+    if chosen is None:
+        chosen = max(copies, key=lambda vid: copies[vid])
+    try:
+        other = treewalk.open_tree(repo, repo.header(chosen))
+    except DsfsError:
+        return None  # its version is gone from the store: write every file
+    return other, os.fsencode(copies_dir(repo) / chosen) + b"/"
+
+
 def mutable_copy(repo: Repository, header: Header, target: str,
-                 reporter: Reporter | None = None) -> Path:
+                 reporter: Reporter | None = None, part: tuple[int, int] | None = None,
+                 overwrite: bool = False) -> Path:
     """Write the version into ``target`` (new or empty), with writable files.
 
     All or nothing: if the copy fails (a pack missing from the store, a full
     disk, Ctrl-C), everything written so far is removed again, so the target
     is as it was (absent, or empty) and the same command can simply be run
-    again."""
+    again.  ``overwrite`` first empties an existing target folder (ClearML's
+    ``overwrite``): its old contents are gone even if the copy then fails."""
     reporter = reporter or Reporter()
     if not target:
         raise InputError("an empty path was given for the copy: name a new or empty folder")
@@ -113,12 +180,16 @@ def mutable_copy(repo: Repository, header: Header, target: str,
     if path.exists():
         if not path.is_dir():
             raise InputError(f"{path} exists and is not a directory")
-        if any(path.iterdir()):
-            raise InputError(f"{path} is not empty: give a new or empty directory")
-    entries = treewalk.iter_entries(treewalk.open_tree(repo, header))
+        if overwrite:
+            _empty_folder(path)
+        elif any(path.iterdir()):
+            raise InputError(f"{path} is not empty: give a new or empty directory "
+                             "(or overwrite it)")
+    source = treewalk.open_tree(repo, header)
+    keep = part_bounds(source, part)
     created = _first_missing(path)
     try:
-        write_tree(repo, entries, path, reporter, read_only=False, reuse=False)
+        write_tree(repo, source, path, reporter, read_only=False, keep=keep)
     except OSError as exc:
         _undo_copy(path, created, reporter)
         raise _target_error(exc, path) from None
@@ -126,6 +197,19 @@ def mutable_copy(repo: Repository, header: Header, target: str,
         _undo_copy(path, created, reporter)
         raise
     return path
+
+
+def _empty_folder(path: Path) -> None:
+    try:
+        for child in list(path.iterdir()):
+            if child.is_dir() and not child.is_symlink():
+                remove_copy(child)
+            else:
+                child.unlink()
+    except OSError as exc:
+        raise _target_error(exc, path) from None
+    if any(path.iterdir()):
+        raise InputError(f"could not empty {path} to overwrite it")
 
 
 def _target_error(exc: OSError, target: Path) -> DsfsError:
@@ -178,209 +262,139 @@ def remove_copy(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def write_tree(repo: Repository, entries: Iterable[Entry], root: Path, reporter: Reporter,
-               read_only: bool, reuse: bool,
-               on_written: Callable[[list[Entry]], None] | None = None) -> int:
-    """Create every entry of a tree (given in path order) below ``root``;
-    return how many files were written or linked.
+def write_tree(repo: Repository, source: LmdbTreeSource, root: Path, reporter: Reporter,
+               read_only: bool, reuse: tuple[LmdbTreeSource, bytes] | None = None,
+               keep: Callable[[bytes], bool] | None = None) -> int:
+    """Create every entry of a version's tree below ``root``; return how many
+    files were written or linked.
 
-    Streams: directories are made as they come, files are written in
-    batches of consecutive paths by a few threads, each batch's chunks read
-    with a few ranged reads of their packs (straight into the files: no
-    chunk files are made), symlinks and directory modes are set at the end
-    (the process keeps only the directories and symlinks).  Chunks the cache
-    already holds are read from it instead of the store."""
+    Streams: the tree is walked a directory at a time from the index without
+    decoding entries (``treewalk.iter_listings``), directories are made as
+    they come, files go to the writers (``dsfs.engine.copywriter``) in
+    batches of consecutive files, symlinks and directory modes are set at the
+    end (the process keeps only the directories and symlinks).
+
+    ``reuse`` is an earlier read-only copy (its version's tree and path): a
+    file whose encoded entry (content, mode, mtime) equals the one at the same
+    path there is hard-linked from it.  A directory whose resolved listing
+    both versions share (the same ``tree_dirs`` record) is linked whole,
+    without comparing its entries; any other directory is compared name by
+    name."""
     root.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(repo, str(root), read_only, reporter)
-    dirs: list[Entry] = []
-    links: list[Entry] = []
-    prefix = f"{root}/"
-    reuse = reuse and _has_copies(repo)
-
-    def files() -> Iterator[Entry]:
-        for entry in entries:
-            if entry.kind == FILE:
-                if reuse and _link_earlier_copy(repo, prefix, entry):
-                    writer.linked.append(entry)
-                    continue
-                yield entry
-            elif entry.kind == DIR:
-                os.mkdir(prefix + entry.path, 0o700)
-                dirs.append(entry)
-            elif entry.kind == SYMLINK:
-                links.append(entry)
-
-    count = writer.write_all(files(), on_written)
-    for entry in links:
-        dst = root / entry.path
-        os.symlink(entry.target or "", dst)
-        with contextlib.suppress(OSError):
-            os.utime(dst, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
-    for entry in reversed(dirs):
-        dst = root / entry.path
-        os.chmod(dst, (entry.mode & 0o7777) | 0o700)
-        os.utime(dst, ns=(entry.mtime_ns, entry.mtime_ns))
-    return count
-
-
-def _has_copies(repo: Repository) -> bool:
-    """Whether the cache records any finished copy (else no look-up per file)."""
+    prefix = os.fsencode(root) + b"/"
     index = repo.cache.index
-    with index.env.begin() as txn:
-        return bool(txn.stat(index._copies)["entries"])
+    settings = copywriter.new_settings(repo.store, read_only, str(repo.cache.chunk_dir))
+    pool = copywriter.Pool(settings, source.totals()[0])
+    # a cache without chunks (the common case for a get) needs no look-ups
+    use_cache = index.has_any_chunk()
+    dirs: list[Job] = []
+    links: list[Job] = []
+    linked = 0
+    pending: deque[tuple[Future[list[bytes]], int]] = deque()
+    count = 0
+
+    def finish_one(progress: Progress) -> None:
+        nonlocal count
+        future, files = pending.popleft()
+        bad = future.result()
+        if bad:
+            reporter.warn(f"{len(bad)} cached chunk(s) were corrupt; they were read from "
+                          "the store and removed from the cache")
+            repo.cache.discard(bytes_to_id(c) for c in bad)
+        progress.advance(files)
+        count += files
+
+    def submit(batch: list[Job]) -> None:
+        cached: frozenset[bytes] = frozenset()
+        if use_cache:
+            cached = frozenset(index.cached_chunks(
+                {cid for _path, encoded in batch for cid in copywriter.chunk_ids(encoded)}))
+        pending.append((pool.submit(batch, cached), len(batch)))
+
+    try:
+        with reporter.progress("writing files", 0) as progress:
+            batch: list[Job] = []
+            size = 0
+            for dir_path, listing in treewalk.iter_listings(source):
+                dir_prefix = prefix + dir_path + b"/" if dir_path else prefix
+                earlier = _earlier_listing(source, reuse, dir_path)
+                for name, encoded in listing:
+                    kind = encoded[0]
+                    if keep is not None and kind != KIND_DIR and not keep(
+                            dir_path + b"/" + name if dir_path else name):
+                        continue
+                    path = dir_prefix + name
+                    if kind == KIND_FILE:
+                        if earlier is not None and _link(earlier, name, encoded, path):
+                            linked += 1
+                            continue
+                        file_size = copywriter.file_size(encoded)
+                        if batch and (len(batch) >= BATCH_FILES
+                                      or size + file_size > BATCH_BYTES):
+                            submit(batch)
+                            batch, size = [], 0
+                            while len(pending) > pool.depth:
+                                finish_one(progress)
+                        batch.append((path, encoded))
+                        size += file_size
+                    elif kind == KIND_DIR:
+                        os.mkdir(path, 0o700)
+                        dirs.append((path, encoded))
+                    elif kind == KIND_SYMLINK:
+                        links.append((path, encoded))
+            if batch:
+                submit(batch)
+            while pending:
+                finish_one(progress)
+    except BaseException:
+        pool.stop()
+        raise
+    finally:
+        pool.close()  # no worker writes after a failure is handled
+    for path, encoded in links:
+        os.symlink(encoded[_HEAD_SIZE:], path)
+        _kind, _mode, mtime = _head(encoded)
+        with contextlib.suppress(OSError):
+            os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+    for path, encoded in reversed(dirs):
+        _kind, mode, mtime = _head(encoded)
+        os.chmod(path, (mode & 0o7777) | 0o700)
+        os.utime(path, ns=(mtime, mtime))
+    return count + linked
 
 
-def _link_earlier_copy(repo: Repository, prefix: str, entry: Entry) -> bool:
-    source = repo.cache.index.copy_of(id_to_bytes(entry.digest or ""), entry.mode,
-                                      entry.mtime_ns)
-    if source is None:
+def _head(encoded: bytes) -> tuple[int, int, int]:
+    kind, mode, mtime, _size = _HEAD.unpack_from(encoded)
+    return kind, mode, mtime
+
+
+#: An earlier copy's view of one directory: (its path prefix there, its
+#: entries by name, or None when the whole listing is the same).
+_Earlier = tuple[bytes, dict[bytes, bytes] | None]
+
+
+def _earlier_listing(source: LmdbTreeSource, reuse: tuple[LmdbTreeSource, bytes] | None,
+                     dir_path: bytes) -> _Earlier | None:
+    if reuse is None:
+        return None
+    other, other_prefix = reuse
+    path = dir_path.decode("utf-8", "surrogateescape")
+    theirs = other.dir_record(path)
+    if theirs is None:
+        return None
+    where = other_prefix + dir_path + b"/" if dir_path else other_prefix
+    ours = source.dir_record(path)
+    if ours is not None and (ours.form, ours.owner) == (theirs.form, theirs.owner):
+        return where, None
+    return where, dict(other.raw_children(path))
+
+
+def _link(earlier: _Earlier, name: bytes, encoded: bytes, path: bytes) -> bool:
+    where, entries = earlier
+    if entries is not None and entries.get(name) != encoded:
         return False
     try:
-        os.link(source, prefix + entry.path, follow_symlinks=False)
+        os.link(where + name, path, follow_symlinks=False)
         return True
     except OSError:
-        return False  # the older copy is gone: write the file
-
-
-def _batches(files: Iterable[Entry]) -> Iterator[list[Entry]]:
-    """Consecutive files, cut at BATCH_FILES files or BATCH_BYTES bytes."""
-    batch: list[Entry] = []
-    size = 0
-    for entry in files:
-        if batch and (len(batch) >= BATCH_FILES or size + entry.size > BATCH_BYTES):
-            yield batch
-            batch, size = [], 0
-        batch.append(entry)
-        size += entry.size
-    if batch:
-        yield batch
-
-
-class _Writer:
-    """Writes batches of files from pack ranges with a few threads."""
-
-    def __init__(self, repo: Repository, root: str, read_only: bool,
-                 reporter: Reporter) -> None:
-        self.repo, self.root, self.read_only, self.reporter = repo, root, read_only, reporter
-        self.stop = threading.Event()
-        self.linked: list[Entry] = []
-        umask = os.umask(0o022)
-        os.umask(umask)
-        self.umask = umask
-        # a cache without chunks (the common case for a get) needs no look-ups
-        self.use_cache = next(iter(repo.cache.index.iter_chunks()), None) is not None
-
-    def write_all(self, files: Iterable[Entry],
-                  on_written: Callable[[list[Entry]], None] | None) -> int:
-        count = 0
-        pending: deque[tuple[Future[None], list[Entry]]] = deque()
-
-        def finish_one(progress: Progress) -> None:
-            nonlocal count
-            future, batch = pending.popleft()
-            future.result()
-            progress.advance(len(batch))
-            done = self.linked + batch
-            self.linked = []
-            count += len(done)
-            if on_written is not None:
-                on_written(done)
-
-        pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="dsfs-get")
-        try:
-            with self.reporter.progress("writing files", 0) as progress:
-                for batch in _batches(files):
-                    pending.append((pool.submit(self._batch, batch), batch))
-                    while len(pending) > 2 * WRITERS:
-                        finish_one(progress)
-                while pending:
-                    finish_one(progress)
-            if self.linked and on_written is not None:
-                count += len(self.linked)
-                on_written(self.linked)
-        except BaseException:
-            self.stop.set()
-            for future, _batch in pending:
-                future.cancel()
-            raise
-        finally:
-            pool.shutdown(wait=True)  # no thread writes after a failure is handled
-        return count
-
-    def _chunks(self, refs: list[ChunkRef]) -> dict[str, memoryview]:
-        out: dict[str, memoryview] = {}
-        wanted = refs
-        if self.use_cache:
-            wanted = []
-            cache = self.repo.cache
-            for ref in refs:
-                if ref.chunk_id in out:
-                    continue
-                if cache.index.chunk_size(id_to_bytes(ref.chunk_id)) is not None:
-                    try:
-                        out[ref.chunk_id] = memoryview(cache.read(ref.chunk_id))
-                        continue
-                    except (IntegrityError, FileNotFoundError) as exc:
-                        self.reporter.warn(f"{exc}; fetching it again")
-                wanted.append(ref)
-        if wanted:
-            read_ranges(self.repo.store, plan_ranges(wanted), out)
-        return out
-
-    def _batch(self, batch: list[Entry]) -> None:
-        if self.stop.is_set():
-            return
-        if len(batch) == 1 and batch[0].size > BATCH_BYTES:
-            self._big_file(batch[0])
-            return
-        chunks = self._chunks([ref for entry in batch for ref in entry.chunks])
-        for entry in batch:
-            if self.stop.is_set():
-                return
-            _write_file(self, self.root + "/" + entry.path, entry,
-                        [chunks[ref.chunk_id] for ref in entry.chunks])
-
-    def _big_file(self, entry: Entry) -> None:
-        """A file larger than a batch: its chunks are read a few at a time."""
-        fd = self._open(self.root + "/" + entry.path, entry)
-        try:
-            step = max(1, BATCH_BYTES // CHUNK_SIZE)
-            for i in range(0, len(entry.chunks), step):
-                if self.stop.is_set():
-                    return
-                refs = list(entry.chunks[i:i + step])
-                chunks = self._chunks(refs)
-                for ref in refs:
-                    _write_all(fd, chunks[ref.chunk_id])
-            self._finish(fd, entry)
-        finally:
-            os.close(fd)
-
-    def _open(self, path: str, entry: Entry) -> int:
-        return os.open(path, _OPEN_FLAGS, self._mode(entry))
-
-    def _mode(self, entry: Entry) -> int:
-        mode = entry.mode & 0o7777
-        return mode & ~_WRITE_BITS if self.read_only else mode
-
-    def _finish(self, fd: int, entry: Entry) -> None:
-        mode = self._mode(entry)
-        if mode & self.umask or mode & 0o7000:
-            os.fchmod(fd, mode)  # the umask took bits the file must have
-        os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
-
-
-def _write_all(fd: int, data: memoryview) -> None:
-    while data:
-        data = data[os.write(fd, data):]
-
-
-def _write_file(writer: _Writer, dst: str, entry: Entry, chunks: list[memoryview]) -> None:
-    """One file from its chunks' verified bytes (``O_EXCL | O_NOFOLLOW``)."""
-    fd = writer._open(dst, entry)
-    try:
-        for data in chunks:
-            _write_all(fd, data)
-        writer._finish(fd, entry)
-    finally:
-        os.close(fd)
+        return False  # the earlier copy lost it: write the file

@@ -15,7 +15,8 @@ from collections.abc import Iterable
 
 from dsfs.cache.chunks import COALESCE_GAP, MAX_RANGE
 from dsfs.errors import IntegrityError
-from dsfs.format.digest import chunk_id
+from dsfs.format.digest import PREFIX as CHUNK_PREFIX
+from dsfs.format.digest import chunk_id, digest_bytes
 from dsfs.format.manifest import ChunkRef
 from dsfs.format.pack import pack_key
 from dsfs.store.base import Store
@@ -60,4 +61,52 @@ def read_ranges(store: Store, ranges: Iterable[Range], out: dict[str, memoryview
                     f"chunk {ref.chunk_id} in pack {pack_id} of the store is corrupt "
                     "(its bytes do not match its digest)")
             out[ref.chunk_id] = data
+    return total
+
+
+# -- the same on raw refs (the tree index's encoded form; no ChunkRef objects) --
+
+#: (raw chunk id, raw pack id, offset, length), as ``treeindex`` encodes them.
+RawRef = tuple[bytes, bytes, int, int]
+RawRange = tuple[bytes, list[RawRef]]
+
+
+def plan_raw(refs: Iterable[RawRef]) -> list[RawRange]:
+    """``plan_ranges`` for raw refs: (raw pack id, refs in offset order) per read."""
+    by_pack: dict[bytes, dict[bytes, RawRef]] = defaultdict(dict)
+    for ref in refs:
+        by_pack[ref[1]].setdefault(ref[0], ref)
+    ranges: list[RawRange] = []
+    for pack, unique in by_pack.items():
+        ordered = sorted(unique.values(), key=lambda r: r[2])
+        group = [ordered[0]]
+        start, end = ordered[0][2], ordered[0][2] + ordered[0][3]
+        for ref in ordered[1:]:
+            if ref[2] - end <= COALESCE_GAP and ref[2] + ref[3] - start <= MAX_RANGE:
+                group.append(ref)
+            else:
+                ranges.append((pack, group))
+                group, start = [ref], ref[2]
+            end = max(end, ref[2] + ref[3])
+        ranges.append((pack, group))
+    return ranges
+
+
+def read_raw(store: Store, ranges: Iterable[RawRange], out: dict[bytes, memoryview]) -> int:
+    """``read_ranges`` for raw refs: each chunk's verified bytes into ``out``
+    (raw chunk id -> bytes); a chunk that does not match its id is an
+    IntegrityError (exit 6) naming it and its pack."""
+    total = 0
+    for pack, group in ranges:
+        start = group[0][2]
+        end = max(ref[2] + ref[3] for ref in group)
+        blob = memoryview(store.get_range(pack_key(pack.hex()), start, end - start))
+        total += end - start
+        for cid, _pack, offset, length in group:
+            data = blob[offset - start: offset - start + length]
+            if digest_bytes(data) != cid:
+                raise IntegrityError(
+                    f"chunk {CHUNK_PREFIX}{cid.hex()} in pack {pack.hex()} of the store is "
+                    "corrupt (its bytes do not match its digest)")
+            out[cid] = data
     return total

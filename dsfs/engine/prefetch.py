@@ -64,10 +64,12 @@ def windows(repo: Repository, header: Header, paths: Iterable[str] = (),
     """The version's chunks below ``paths``, a window at a time (a path that
     is not in the version: ``NotFoundError`` before the first window)."""
     source, roots = _roots(repo, header, paths)
-    return _windows(repo, _refs(source, roots), window)
+    return chunk_windows(repo, _refs(source, roots), window)
 
 
-def _windows(repo: Repository, refs: Iterator[ChunkRef], window: int) -> Iterator[Window]:
+def chunk_windows(repo: Repository, refs: Iterator[ChunkRef],
+                  window: int = WINDOW_CHUNKS) -> Iterator[Window]:
+    """Any stream of chunk references (one worker's share, say) in windows."""
     cache = repo.cache
     batch: dict[str, ChunkRef] = {}
     count = 0

@@ -187,7 +187,14 @@ class LmdbTreeSource:
         rec = self.index.tree_delta_record(record.owner, key, raw)
         return None if rec is None else entry_of_record(rec)
 
-    def raw_children(self, path: str) -> list[tuple[str, bytes, str | None]]:
+    def raw_children(self, path: str) -> list[tuple[bytes, bytes]]:
+        """(name as bytes, encoded entry) of each child of directory ``path``,
+        in the order of the names' bytes, nothing decoded (``get`` hands the
+        encoded entries to its writers as they are)."""
+        record = self._dir(self.vid, path)
+        return [] if record is None else self._raw_listing(record, path)
+
+    def dir_listing(self, path: str) -> list[tuple[str, bytes, str | None]]:
         """The children of directory ``path`` as (name, encoded entry, path if
         it is a directory), in name (str) order, nothing decoded but the
         names and nothing memoized: for walks that look at most entries'
@@ -210,6 +217,48 @@ class LmdbTreeSource:
         while millions of others come and go)."""
         record = self._dir(self.vid, path)
         return [] if record is None else self._listing(record, path, memo=False)[1]
+
+    def encoded_children_range(self, path: str, start: str, limit: int
+                               ) -> tuple[list[tuple[str, bytes]], str | None]:
+        """Entries of directory ``path`` whose names are ``start`` or later (in
+        the byte order of their UTF-8 names), as (name, encoded entry), reading
+        at most ``limit`` records; and where the next range starts (None: the
+        listing ended).  Nothing is decoded (``decode_entry`` decodes one,
+        ``treeindex.is_dir`` tells a directory) nor kept in the LRU: a page of
+        a 100,000-entry directory reads a page.  Empty if not a directory."""
+        record = self._dir(self.vid, path)
+        if record is None:
+            return [], None
+        try:
+            raw_start = start.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            raw_start = b""
+        stored = self.index.tree_listing_range(record.owner, dir_key(path), raw_start, limit,
+                                               delta=record.form != STORED_FORM)
+        self._read(len(stored) + 1)
+        items = []
+        for raw, value in stored:
+            encoded = value if record.form == STORED_FORM else entry_of_record(value)
+            if encoded is not None:
+                items.append((raw.decode("utf-8", "surrogateescape"), encoded))
+        more = None
+        if len(stored) >= limit:
+            more = (stored[-1][0] + b"\x00").decode("utf-8", "surrogateescape")
+        return items, more
+
+    def count_children(self, path: str) -> int:
+        """How many entries directory ``path`` has (0: not a directory), from
+        its keys alone.  A listing that is a version's own delta records counts
+        a removal recorded there too (a delta removing what no parent has)."""
+        record = self._dir(self.vid, path)
+        if record is None:
+            return 0
+        return self.index.tree_listing_size(record.owner, dir_key(path),
+                                            delta=record.form != STORED_FORM)
+
+    def decode_entry(self, path: str, encoded: bytes) -> Entry:
+        """The entry at ``path`` from its encoded form (``encoded_children_range``)."""
+        return self._decoder.decode(path, encoded)
 
     def _listing(self, record: DirRecord, path: str, memo: bool = True) -> _Listing:
         key = (record.form, record.owner, path)

@@ -29,10 +29,12 @@ from collections.abc import Iterator
 from dsfs.engine import dirtree
 from dsfs.engine.tree import Changes
 from dsfs.engine.treedirs import LmdbTreeSource, open_tree_source
+from dsfs.engine.treeindex import is_dir
 from dsfs.format.manifest import DIR, Entry, Header
 from dsfs.repository import Repository
 
 __all__ = ["Changes", "TreeEntries", "changes", "diff", "iter_entries", "iter_files",
+           "iter_listings",
            "open_tree", "own_changes"]
 
 
@@ -92,6 +94,20 @@ class TreeEntries:
 
     def __iter__(self) -> Iterator[Entry]:
         return iter_entries(open_tree(self.repo, self.header))
+
+
+def iter_listings(source: LmdbTreeSource) -> Iterator[tuple[bytes, list[tuple[bytes, bytes]]]]:
+    """(directory path as bytes, its (name, encoded entry) children in the
+    order of the names' bytes) of every directory, nothing decoded, depth
+    first: a directory always comes before those below it.  What ``get``
+    walks: a directory's files come in the order ``close`` packed them."""
+    stack = [b""]
+    while stack:
+        path = stack.pop()
+        listing = source.raw_children(path.decode("utf-8", "surrogateescape"))
+        yield path, listing
+        prefix = path + b"/" if path else b""
+        stack.extend(reversed([prefix + name for name, encoded in listing if is_dir(encoded)]))
 
 
 def iter_files(source: LmdbTreeSource, path: str = "") -> Iterator[Entry]:

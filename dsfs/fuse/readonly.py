@@ -5,12 +5,22 @@ Every operation that would change the tree answers EROFS.  The tree never
 changes while mounted, so entries and attributes carry long kernel timeouts,
 missing names are cached negatively, and files open with ``keep_cache`` so
 that a second read is served by the page cache.
+
+With ``no_open`` (the mount sets it with the patched pyfuse3, ``PATCHED``)
+``open`` and ``opendir`` answer ENOSYS:
+the kernel then sends neither OPEN/RELEASE nor OPENDIR/RELEASEDIR again, keeps
+file contents and listings in its caches (a second walk of the tree never
+reaches this process), and ``read`` and ``readdir`` receive the inode in place
+of a handle.  The reader's per-file state (sequential detection, the chunks
+a prune spares) then lives per inode, for the ``INODE_HANDLES`` most recently
+read files.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +41,9 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 guarded = guard(ERRNO)
 
+#: Files whose reader handle a no-open mount keeps (the least recently read goes).
+INODE_HANDLES = 4096
+
 
 def _read_only() -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(errno.EROFS)
@@ -39,9 +52,26 @@ def _read_only() -> pyfuse3.FUSEError:
 class ReadOnlyOperations(BaseOperations):
     """The read-only file system of one version."""
 
-    def __init__(self, vfs: VersionFS, reader: FileReader) -> None:
+    def __init__(self, vfs: VersionFS, reader: FileReader, no_open: bool = False) -> None:
         super().__init__(reader)
         self.vfs = vfs
+        #: no OPEN/OPENDIR: reads and listings come with the inode (pyfuse3
+        #: reads this attribute at ``init``; only the patched build has it)
+        self.no_open_inode = no_open
+        self._by_inode: OrderedDict[int, int] = OrderedDict()
+
+    def _inode_handle(self, inode: int) -> int:
+        """The reader handle of ``inode`` on a no-open mount, opened at its first
+        read; the least recently read of ``INODE_HANDLES`` is released."""
+        fh = self._by_inode.get(inode)
+        if fh is not None:
+            self._by_inode.move_to_end(inode)
+            return fh
+        fh = self.reader.open(self.vfs.open(inode))
+        self._by_inode[inode] = fh
+        if len(self._by_inode) > INODE_HANDLES:
+            self.reader.release(self._by_inode.popitem(last=False)[1])
+        return fh
 
     # -- reading the tree --------------------------------------------------------
 
@@ -63,6 +93,10 @@ class ReadOnlyOperations(BaseOperations):
 
     @guarded
     async def opendir(self, inode: int, ctx: Any = None) -> int:
+        if self.no_open_inode:
+            # ENOSYS once: the kernel stops sending OPENDIR and RELEASEDIR and
+            # caches listings (readdir gets the inode)
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         self.vfs.opendir(inode)
         return inode
 
@@ -104,15 +138,23 @@ class ReadOnlyOperations(BaseOperations):
     @guarded
     async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
         file = self.vfs.open(inode, writing=bool(flags & _WRITE_FLAGS))
+        if self.no_open_inode:
+            # ENOSYS once (here, after the checks, so this open still fails
+            # as it should): no more OPEN and RELEASE; reads get the inode and
+            # the kernel keeps the page cache as with keep_cache
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         return pyfuse3.FileInfo(fh=self.reader.open(file), keep_cache=True)
 
     @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
+        if self.no_open_inode:
+            fh = self._inode_handle(fh)
         return await self.reader.read(fh, off, size)
 
     @guarded
     async def release(self, fh: int) -> None:
-        self.reader.release(fh)
+        if not self.no_open_inode:
+            self.reader.release(fh)
 
     @guarded
     async def fsync(self, fh: int, datasync: bool) -> None:

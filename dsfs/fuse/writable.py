@@ -40,14 +40,14 @@ from dsfs.fuse.adapter import (
     statvfs,
 )
 from dsfs.overlay.blocks import Blocks, Opened
-from dsfs.overlay.fs import (
+from dsfs.overlay.fs import OverlayFS
+from dsfs.overlay.nodes import (
     NAME_MAX,
     OVERLAY_ERRNO,
     NameTooLong,
     Node,
     NotPermitted,
     NotSupported,
-    OverlayFS,
 )
 from dsfs.vfs import Attr, NoEntry
 

@@ -24,20 +24,19 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import posixpath
+import shutil
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dsfs.cache.chunks import ChunkCache
 from dsfs.cache.index import index_dir
-from dsfs.engine.tree import TreeResolver
 from dsfs.engine.treeindex import forget_trees
-from dsfs.errors import NotFoundError, UsageError
+from dsfs.errors import UsageError
 from dsfs.format.digest import bytes_to_id, chunk_id
-from dsfs.format.manifest import FILE, ChunkRef, Header
+from dsfs.format.manifest import ChunkRef
 from dsfs.fsutil import TMP_PREFIX
 from dsfs.mount import table
 from dsfs.repository import Repository
@@ -53,6 +52,11 @@ ROOM_MARGIN = 1 << 20
 
 #: A temporary chunk file older than this belongs to a write that died.
 STALE_TEMP_SECONDS = 3600.0
+
+
+#: The cache's counters: ranged and whole-pack GETs, bytes they fetched, whole
+#: packs fetched (the span policy), bytes that readers (mounts, fsspec) served.
+COUNTERS = ("gets", "fetched_bytes", "span_fetches", "read_bytes")
 
 
 def parse_size(text: str | None) -> int | None:
@@ -87,6 +91,8 @@ class CacheStats:
     #: Temporary files of writes still running or killed (chunks, copies).
     temp_files: int = 0
     temp_bytes: int = 0
+    #: What readers did since the last clear (``COUNTERS``; all processes).
+    counters: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_bytes(self) -> int:
@@ -181,7 +187,7 @@ def stats(cache: ChunkCache) -> CacheStats:
         newest = atime if newest is None else max(newest, atime)
     temps = temporaries(cache)
     return CacheStats(count, total, oldest, newest, index_bytes(cache), copies_bytes(cache),
-                      len(temps), sum(size for _p, size, _m in temps))
+                      len(temps), sum(size for _p, size, _m in temps), cache.counters())
 
 
 def prune(cache: ChunkCache, limit: int, protect: Iterable[str] = ()) -> tuple[int, int]:
@@ -261,6 +267,8 @@ def clear(cache: ChunkCache) -> tuple[int, int]:
     found = stats(cache)
     cids = [bytes_to_id(d) for d, _s, _a in cache.index.iter_chunks()]
     cache.discard(cids)
+    cache.index.clear_counters()
+    shutil.rmtree(cache.root / "locks", ignore_errors=True)
     # chunk files the index did not know about (a lost index), and temporaries
     # of writes that died (not those of a write still running)
     cutoff = time.time() - STALE_TEMP_SECONDS
@@ -323,25 +331,10 @@ def verify(cache: ChunkCache, progress: Callable[[int], None] | None = None
     return len(cids), bad
 
 
-def prefetch_refs(repo: Repository, header: Header, paths: Iterable[str]) -> list[ChunkRef]:
-    """Chunk refs of the files at or below ``paths`` (all files when none)."""
-    tree = TreeResolver(repo).tree(header.id)
-    wanted = [p.strip("/") for p in paths]
-    wanted = [posixpath.normpath(p) for p in wanted if p]
-    for p in wanted:
-        if p != "." and p not in tree:
-            raise NotFoundError(f"{p!r} is not a path of version {header.id}")
-    refs: list[ChunkRef] = []
-    for path, entry in sorted(tree.items()):
-        if entry.kind != FILE:
-            continue
-        if not wanted or "." in wanted or any(
-                path == p or path.startswith(p + "/") for p in wanted):
-            refs.extend(entry.chunks)
-    return refs
-
-
 def prefetch(repo: Repository, refs: list[ChunkRef],
              progress: Callable[[int], None] | None = None) -> int:
     """Fetch what the cache lacks of ``refs`` (in parallel); return bytes fetched."""
-    return repo.cache.fetch(repo.store, refs, progress)
+    try:
+        return repo.cache.fetch(repo.store, refs, progress)
+    finally:
+        repo.cache.flush_counters()

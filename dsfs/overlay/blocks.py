@@ -30,7 +30,9 @@ from dsfs.content import FileReader
 from dsfs.flight import SingleFlight
 from dsfs.format.digest import CHUNK_SIZE
 from dsfs.format.manifest import Entry
-from dsfs.overlay.fs import CopyUp, Node, OverlayFS
+from dsfs.overlay.contents import CopyUp
+from dsfs.overlay.fs import OverlayFS
+from dsfs.overlay.nodes import Node
 from dsfs.vfs import OpenFile
 
 

@@ -50,8 +50,9 @@ from dsfs.engine.versions import build_tree, new_header
 from dsfs.errors import ConflictError, DsfsError, NotFoundError, StoreError, UsageError
 from dsfs.format.digest import CHUNK_SIZE, file_hasher
 from dsfs.format.manifest import DIR, FILE, REMOVED, SYMLINK, Entry, Header
-from dsfs.overlay.fs import SPECIAL, Node, OverlayFS, join
+from dsfs.overlay.fs import OverlayFS
 from dsfs.overlay.journal import Record
+from dsfs.overlay.nodes import SPECIAL, Node, join
 from dsfs.overlay.upper import Upper
 from dsfs.report import Reporter
 from dsfs.repository import Repository

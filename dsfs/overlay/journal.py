@@ -23,8 +23,8 @@ not store (``Meta``): owner ``uid``/``gid`` (None: the mounting user),
 ``atime_ns`` and ``ctime_ns`` (None: the mtime).  They are written only when
 set, as ``"uid"``, ``"gid"``, ``"atime"``, ``"ctime"``.
 
-On disk each record is one JSON object (a line of the journal, an item of
-``state.json``'s ``records``)::
+On disk each record is one JSON object (an item of ``state.json``'s
+``records``; in the journal, a line, see below)::
 
     {"op": "del",   "path": P}
     {"op": "dir",   "path": P, "lower": L | null, "mode": M, "mtime": T}
@@ -34,22 +34,29 @@ On disk each record is one JSON object (a line of the journal, an item of
     {"op": "link",  "path": P, "target": T, "mtime": T}
     {"op": "node",  "path": P, "mode": M, "rdev": R, "mtime": T}
 
-``FORMAT`` 2.  Format 1 (``dsfs`` before the typed records) wrote ``p`` for
-``path``, ``from`` for a file's ``lower`` and ``lend`` for ``lower_end``;
-``decode`` reads both.  Nothing here touches the disk: ``dsfs.overlay.upper``
-writes the lines, ``dsfs.overlay.fs`` makes and replays the records.
+The journal holds one line per change: the records of one operation (a
+rename: the old name removed, the new one made, what changed below it) are
+one line, a JSON array when there are several, so a power loss that tears
+the journal keeps each operation whole or not at all (``decode_lines`` takes
+only whole lines and stops at the first that is not).
+
+``FORMAT`` 3 (the arrays; 2 wrote a line per record).  Format 1 (``dsfs``
+before the typed records) wrote ``p`` for ``path``, ``from`` for a file's
+``lower`` and ``lend`` for ``lower_end``; ``decode`` reads all three.
+Nothing here touches the disk: ``dsfs.overlay.upper`` writes the lines,
+``dsfs.overlay.records`` makes and replays the records.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: The overlay's on-disk format (state.json's "format"); 1 is still read.
-FORMAT = 2
-READABLE_FORMATS = (1, 2)
+#: The overlay's on-disk format (state.json's "format"); 1 and 2 are still read.
+FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 
 
 class BadRecord(ValueError):
@@ -202,16 +209,18 @@ def decode(value: Any) -> Record:
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
-def encode_lines(records: Iterable[Record]) -> bytes:
-    """Journal lines (names that are not UTF-8 keep their bytes: surrogateescape)."""
-    return "".join([_dumps(encode(r)) + "\n" for r in records]).encode(
-        "utf-8", "surrogateescape")
+def encode_line(records: Sequence[Record]) -> bytes:
+    """The journal line of one change: its record, or an array of its records
+    (names that are not UTF-8 keep their bytes: surrogateescape)."""
+    value = encode(records[0]) if len(records) == 1 else [encode(r) for r in records]
+    return (_dumps(value) + "\n").encode("utf-8", "surrogateescape")
 
 
 def decode_lines(data: bytes) -> tuple[list[Record], int]:
     """The records of a journal and how many of its bytes they take: reading
-    stops at the first line that is not a whole record (the torn tail of a
-    crash, or the zeros of space allocated ahead); everything before counts."""
+    stops at the first line that is not a whole record or array of records
+    (the torn tail of a power loss, or the zeros of space allocated ahead);
+    everything before counts."""
     records: list[Record] = []
     used = 0
     while used < len(data):
@@ -219,7 +228,9 @@ def decode_lines(data: bytes) -> tuple[list[Record], int]:
         if end < 0:
             break
         try:
-            records.append(decode(json.loads(data[used:end].decode("utf-8", "surrogateescape"))))
+            value = json.loads(data[used:end].decode("utf-8", "surrogateescape"))
+            records.extend([decode(v) for v in value] if isinstance(value, list) and value
+                           else [decode(value)])
         except (ValueError, UnicodeDecodeError):
             break
         used = end + 1

@@ -21,7 +21,10 @@ before the request that made it returns (the page cache outlives a killed
 process; the journal is fsynced every ``SYNC_INTERVAL`` seconds, on ``fsync``
 requests and on unmount, which bounds what a power loss can take; an fsync
 finds nothing to do when no record was appended since the last one, as after
-writes and truncates of a file already changed: its data file holds those).  A
+writes and truncates of a file already changed: its data file holds those).
+The records of one change are one journal line (``encode_line``), so a
+power loss keeps each change whole or not at all, and a prefix of them: a
+journal is read up to its first line that is not whole.  A
 snapshot is written to a temporary file, fsynced and renamed over
 ``state.json`` with ``gen`` one higher; only then is the old journal removed,
 so a crash between the two leaves a journal the new snapshot ignores.  Data
@@ -69,7 +72,7 @@ from dsfs.overlay.journal import (
     decode,
     decode_lines,
     encode,
-    encode_lines,
+    encode_line,
 )
 
 STATE = "state.json"
@@ -130,7 +133,9 @@ class Upper:
         #: the record that dropped it is in the journal (see ``retire``)
         self._retired: list[tuple[str, int]] = []
         self._appends = 0
-        self._names_unsynced = False  # data files made since data/ was last fsynced
+        #: data files made on the spot, and how many of them data/'s last fsync covers
+        self._names_made = 0
+        self._names_synced = 0
         #: the version an interrupted commit published, finished when this was opened
         self.recovered: str | None = None
         self._spares: deque[tuple[str, int]] = deque()  # (id, open fd), made ahead
@@ -265,7 +270,7 @@ class Upper:
         if not records:
             return
         assert self._journal_fd is not None, "save() starts the journal"
-        data = encode_lines(records)
+        data = encode_line(records)  # one line: a power loss keeps all or none
         if self.journal_bytes + len(data) > self._allocated:
             # more than reserved (a rename of a large changed tree): allocate
             # what it needs; a full disk here is the one case left to the OS
@@ -283,9 +288,7 @@ class Upper:
         or whose record is still to come, waits for the next sync)."""
         with self._fd_lock:
             covered = self._appends  # records written so far: this fsync covers them
-            if self._names_unsynced:  # data files the journal names must exist
-                self._names_unsynced = False
-                fsync_dir(self.data_dir)
+            self.make_names_durable()  # data files the journal names must exist
             fd = self._journal_fd
             if fd is not None and self._unsynced:
                 self._unsynced = False
@@ -316,7 +319,7 @@ class Upper:
             spare = self._spares.popleft()
         except IndexError:
             spare = self._make_data()
-            self._names_unsynced = True  # the next sync makes its name durable
+            self._names_made += 1  # the next sync makes its name durable
         if len(self._spares) < SPARES // 2:
             self._want_spares.set()
         return spare
@@ -359,6 +362,14 @@ class Upper:
             os.close(fd)
             self.data_path(data_id).unlink(missing_ok=True)
 
+    def make_names_durable(self) -> None:
+        """fsync ``data/`` if a data file was made there on the spot since its
+        last fsync (spares are made durable before they are handed out)."""
+        made = self._names_made
+        if made != self._names_synced:
+            fsync_dir(self.data_dir)
+            self._names_synced = made
+
     def data_path(self, data_id: str) -> Path:
         return self.data_dir / data_id
 
@@ -387,6 +398,8 @@ class Upper:
             os.rename(self.data_path(data_id), target)
         except FileNotFoundError:
             return None
+        fsync_dir(target.parent)  # before the snapshot that no longer names it
+        fsync_dir(self.data_dir)
         return target
 
     def collect(self, keep: set[str]) -> int:

@@ -82,6 +82,9 @@ class Store(ABC):
 
     #: A printable location without credentials, for messages and logs.
     url: str
+    #: Whether a process forked from the one that opened the store may use it
+    #: (the local store: plain files; not an S3 client's shared connections).
+    fork_safe: bool = False
 
     @abstractmethod
     def get(self, key: str) -> bytes: ...

@@ -113,6 +113,7 @@ class FaultyStore(Store):
         self.inner = inner
         self.rules = rules
         self.url = inner.url
+        self.fork_safe = inner.fork_safe  # a forked worker counts its own calls
         self._lock = threading.Lock()
 
     def _action(self, operation: str, key: str) -> str | None:

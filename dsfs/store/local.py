@@ -29,6 +29,8 @@ _TMP_PREFIX = TMP_PREFIX
 
 
 class LocalStore(Store):
+    fork_safe = True
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
         self.url = str(self.root)

@@ -6,9 +6,12 @@ interleaved in one run (issue 11; the disk and the machine's load swing).
 
 Publishes the tree once, then per round: a tar copy, ``get`` with an empty
 cache (a fresh cache directory: the tree index is built too), ``get --copy``
-with that cache, and again with ``--old`` (a checkout of older dsfs code put
-first on PYTHONPATH) when given.  Prints seconds, peak RSS, the ratios to
-the tar copy of the same round and the load average.
+with that cache, a second tar copy, and again with ``--old`` (a checkout of
+older dsfs code put first on PYTHONPATH) when given.  Each dsfs figure is
+compared with the mean of the two tar copies around it (the machine's load
+and the disk's speed drift).  Prints seconds, peak RSS, the ratios (tar
+time / dsfs time: above 1 is faster than tar), their medians over the
+rounds, and the load average before and after.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -33,7 +37,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--old", default="", help="PYTHONPATH of older dsfs code to compare")
     args = parser.parse_args()
-    results: dict = {"tmpfs": args.tmpfs, "files": args.files}
+    results: dict = {"tmpfs": args.tmpfs, "files": args.files,
+                     "loadavg_before": os.getloadavg()}
     with scratch(args.tmpfs) as base:
         src = base / "src"
         make_tree(src, args.files, args.per_dir)
@@ -43,10 +48,7 @@ def main() -> None:
         sides = [("new", {})] + ([("old", {"PYTHONPATH": args.old})] if args.old else [])
         try:
             for r in range(args.rounds):
-                tar = base / "tarcopy"
-                run(["sh", "-c", f"mkdir {tar} && tar -C {src} -cf - . | tar -C {tar} -xf -"],
-                    {}, results, f"r{r}_tar")
-                shutil.rmtree(tar)
+                tar_copy(src, base, results, f"r{r}_tar")
                 for name, extra in sides:
                     cache = base / f"cache-{name}-{r}"
                     e = {**env, **extra, "DSFS_CACHE_DIR": str(cache)}
@@ -56,13 +58,26 @@ def main() -> None:
                         f"r{r}_{name}_get_copy")
                     for gone in (copy, cache):
                         os.system(f"chmod -R u+w {gone} && rm -rf {gone}")
-                    t = results[f"r{r}_tar_s"]
+                tar_copy(src, base, results, f"r{r}_tar_after")
+                t = (results[f"r{r}_tar_s"] + results[f"r{r}_tar_after_s"]) / 2
+                for name, _extra in sides:
                     for label in ("get", "get_copy"):
                         results[f"r{r}_{name}_{label}_ratio"] = round(
                             t / results[f"r{r}_{name}_{label}_s"], 3)
+            for name, _extra in sides:
+                for label in ("get", "get_copy"):
+                    results[f"median_{name}_{label}_ratio"] = statistics.median(
+                        results[f"r{r}_{name}_{label}_ratio"] for r in range(args.rounds))
         finally:
             results["loadavg"] = os.getloadavg()
             print(json.dumps(results, indent=2))
+
+
+def tar_copy(src: Path, base: Path, results: dict, label: str) -> None:
+    tar = base / "tarcopy"
+    run(["sh", "-c", f"mkdir {tar} && tar -C {src} -cf - . | tar -C {tar} -xf -"],
+        {}, results, label)
+    shutil.rmtree(tar)
 
 
 if __name__ == "__main__":
