@@ -91,8 +91,8 @@ def make_tree(root: Path, files: int, per_dir: int) -> None:
 
 
 @contextlib.contextmanager
-def scratch(use_tmpfs: bool) -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+def scratch(use_tmpfs: bool, where: str | None = None) -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=where))
     try:
         if use_tmpfs:
             subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16g", "tmpfs", str(base)],
@@ -111,11 +111,11 @@ def bench_real(args: argparse.Namespace, base: Path, env: dict[str, str], result
     results["real_files"] = args.files
     results["real_make_tree_s"] = round(time.perf_counter() - start, 3)
     os.sync()
-    run(["sh", "-c", f"find {src} -printf '%s %T@\\n' > /dev/null"], {}, results,
-        "baseline_stat_walk")
-    run(["sh", "-c", f"mkdir {base}/tarcopy && tar -C {src} -cf - . | tar -C {base}/tarcopy -xf -"],
-        {}, results, "baseline_tar_copy")
-    shutil.rmtree(base / "tarcopy")
+    copies = "copies" not in args.skip  # tar and get: the data movers (long)
+    if copies:
+        run(["sh", "-c", f"mkdir {base}/tarcopy && tar -C {src} -cf - . | "
+             f"tar -C {base}/tarcopy -xf -"], {}, results, "baseline_tar_copy")
+        shutil.rmtree(base / "tarcopy")
     run([DSFS, "sync", str(src), "-p", "bench", "-n", "real"], env, results, "sync_first")
     # unchanged sync against the stat walk, interleaved, three rounds each
     walks, syncs = [], []
@@ -151,13 +151,16 @@ def bench_real(args: argparse.Namespace, base: Path, env: dict[str, str], result
          "real-squashed"], env, results, "squash_two")
     run([DSFS, "prefetch", "bench/real", "--dry-run"], env, results, "prefetch_dry_run",
         check=False)
-    run([DSFS, "get", "bench/real"], env, results, "get")
-    run([DSFS, "get", "bench/real", "--copy", str(base / "copy")], env, results, "get_copy")
+    if copies:
+        run([DSFS, "get", "bench/real"], env, results, "get")
+        run([DSFS, "get", "bench/real", "--copy", str(base / "copy")], env, results,
+            "get_copy")
     run([DSFS, "verify", "bench/real"], env, results, "verify_store")
     run([DSFS, "verify", "bench/real", "--folder", str(src)], env, results, "verify_folder")
-    tar = results["baseline_tar_copy_s"]
-    results["ratio_get_speed_over_tar"] = round(tar / results["get_s"], 3)
-    results["ratio_get_copy_speed_over_tar"] = round(tar / results["get_copy_s"], 3)
+    if copies:
+        tar = results["baseline_tar_copy_s"]
+        results["ratio_get_speed_over_tar"] = round(tar / results["get_s"], 3)
+        results["ratio_get_copy_speed_over_tar"] = round(tar / results["get_copy_s"], 3)
 
 
 def bench_synthetic(args: argparse.Namespace, base: Path, env: dict[str, str],
@@ -256,11 +259,16 @@ def main() -> None:
     parser.add_argument("--tmpfs", action="store_true",
                         help="tree, store and cache on one tmpfs (takes the disk out)")
     parser.add_argument("--only", default="real,synthetic")
+    parser.add_argument("--skip", default="",
+                        help="'copies': leave out tar, get and get --copy (real section)")
+    parser.add_argument("--base", default=None,
+                        help="directory for the scratch space (default: the system's temp)")
     args = parser.parse_args()
     args.synthetic = [int(x) for x in args.synthetic.split(",") if x]
     sections = set(args.only.split(","))
     results: dict = {"tmpfs": args.tmpfs}
-    with scratch(args.tmpfs) as base:
+    args.skip = set(args.skip.split(","))
+    with scratch(args.tmpfs, args.base) as base:
         env = {"DSFS_STORE": str(base / "store"), "DSFS_DATA_DIR": str(base / "data"),
                "DSFS_CACHE_DIR": str(base / "cache")}
         try:
