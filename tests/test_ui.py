@@ -242,6 +242,7 @@ def test_folders_and_changes_are_paged(demo: Demo, monkeypatch: pytest.MonkeyPat
 
 
 def test_diff_of_any_two_versions(demo: Demo) -> None:
+    local_only(demo)
     client = demo.client()
     page = client.get("/diff", "a=demo/stdlib@1.0.0&b=" + demo.ids["1.0.4"])
     assert page.status == 200, page.text
@@ -287,6 +288,7 @@ def test_cursor_walks_agree_with_the_engine(demo: Demo, batch: int,
 def test_names_are_escaped_everywhere(demo: Demo) -> None:
     """A file named ``<script>alert(1)</script>`` (a folder ``<script>alert(1)<``
     holding ``script>``) and a folder ``<img src=x onerror=alert(2)>`` show as text."""
+    local_only(demo)
     client = demo.client()
     vid = demo.ids["1.0.1"]
     pages = [client.get(f"/v/{vid}"), client.get(f"/v/{vid}", "dir=<script>alert(1)<"),
@@ -386,6 +388,18 @@ def test_export_writes_linked_static_pages(demo: Demo, tmp_path: Path) -> None:
     assert 'class="plot' in version and "data:image/png;base64," in version
 
 
+def test_export_below_a_file_is_one_line_and_exit_10(demo: Demo, tmp_path: Path) -> None:
+    local_only(demo)
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    result = subprocess.run([str(DSFS), "ui", "--export", str(target / "site")],
+                            capture_output=True, text=True, env={**os.environ, **demo.env},
+                            timeout=300)
+    assert result.returncode == 10, result.stderr
+    assert result.stderr == f"dsfs: error: cannot write {target / 'site'}: Not a directory\n"
+    assert target.read_text() == "x"
+
+
 def test_dsfs_ui_serves_on_loopback_and_prints_its_url(demo: Demo) -> None:
     local_only(demo)
     proc = subprocess.Popen([str(DSFS), "ui", "--port", "0"], stdout=subprocess.PIPE,
@@ -408,10 +422,18 @@ def test_dsfs_ui_serves_on_loopback_and_prints_its_url(demo: Demo) -> None:
 # -- a real browser ----------------------------------------------------------------------
 
 def _browser() -> str | None:
+    """A Chromium that runs here (Ubuntu's chromium-browser may be a wrapper
+    around a snap that is not installed: it is then skipped too)."""
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
         if found:
-            return found
+            try:
+                ok = subprocess.run([found, "--version"], capture_output=True,
+                                    timeout=60).returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                ok = False
+            if ok:
+                return found
     return None
 
 

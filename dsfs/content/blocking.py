@@ -95,15 +95,21 @@ class BlockingReader:
             self._call(lambda reader: reader.release(fh))
 
     def read_file(self, file: OpenFile, offset: int = 0, size: int | None = None) -> bytes:
-        """Bytes ``offset:offset + size`` of a file (to its end when None)."""
+        """Bytes ``offset:offset + size`` of a file (to its end when None), in
+        one trip to the reader's thread."""
         end = file.size if size is None else min(file.size, offset + size)
         if offset >= end:
             return b""
-        fh = self.open(file)
-        try:
-            return self.read(fh, offset, end - offset)
-        finally:
-            self.release(fh)
+
+        async def whole(reader: ChunkReader) -> bytes:
+            fh = reader.open(file)
+            try:
+                return await reader.read(fh, offset, end - offset)
+            finally:
+                reader.release(fh)
+
+        reader, token = self._ensure()
+        return trio.from_thread.run(whole, reader, trio_token=token)
 
     def close(self) -> None:
         """Stop the thread (flushing access times and counters); a later call

@@ -4,12 +4,13 @@ folder in one step; squash; tag; delete."""
 from __future__ import annotations
 
 import copy
+import heapq
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from dsfs import catalog as cat
-from dsfs.engine import dirtree, draftops, drafts, locks, treewalk
+from dsfs.engine import attributes, dirtree, draftops, drafts, locks, treewalk
 from dsfs.engine.building import DeltaBuilder, join, sync_folder
 from dsfs.engine.dirtree import DirTree
 from dsfs.engine.drafts import Draft
@@ -28,6 +29,7 @@ from dsfs.engine.tree import (
     Tree,
     check_structure,
 )
+from dsfs.engine.treeindex import Decoder
 from dsfs.errors import ConflictError, NotFoundError, UsageError
 from dsfs.format.manifest import DIR, FILE, SYMLINK, Entry, Header, manifest_key
 from dsfs.report import Reporter
@@ -35,12 +37,11 @@ from dsfs.repository import Repository
 
 
 def _check_name(value: str, what: str) -> str:
-    value = value.strip()
-    if not value:
-        raise UsageError(f"{what} may not be empty")
-    if "\x00" in value or "\n" in value:
-        raise UsageError(f"{what} may not contain NUL or newline characters")
-    return value
+    return cat.check_word(value, what, slash=what != "name")
+
+
+def check_tags(tags: list[str] | None) -> list[str]:
+    return sorted({cat.check_word(t, "tag") for t in tags or []})
 
 
 def new_header(
@@ -67,7 +68,7 @@ def new_header(
         name=name,
         version=version,
         parents=[repo.header(p).id for p in parents or []],
-        tags=sorted(set(tags or [])),
+        tags=check_tags(tags),
         description=description,
     )
 
@@ -89,15 +90,29 @@ def create(
 
 
 def add_files(draft: Draft, paths: list[str], dataset_folder: str = "",
-              wildcard: str | None = None, recursive: bool = True,
+              wildcard: str | list[str] | None = None, recursive: bool = True,
               reporter: Reporter | None = None) -> int:
     """Record local files for the draft (one operation per path, each
-    streamed to a file of the draft); returns how many entries were added."""
+    streamed to a file of the draft, in walking order); returns how many
+    entries were added.  Several wildcards: the files that match any of them."""
+    wildcards = [wildcard] if wildcard is None or isinstance(wildcard, str) else wildcard
     added = 0
     for path in paths:
-        added += draft.add_items(scan(path, dataset_folder, wildcard, recursive, reporter))
+        scans = [scan(path, dataset_folder, pattern, recursive, reporter)
+                 for pattern in wildcards]
+        added += draft.add_items(scans[0] if len(scans) == 1 else _union(scans))
     drafts.save(draft)
     return added
+
+
+def _union(scans: list[Iterator[SourceItem]]) -> Iterator[SourceItem]:
+    """Several scans of one path (one per wildcard) as one, in walking order,
+    each path once."""
+    last = None
+    for item in heapq.merge(*scans, key=lambda i: dirtree.dfs_key(i.path)):
+        if item.path != last:
+            last = item.path
+            yield item
 
 
 def mirror_folder(draft: Draft, folder: str, dataset_folder: str = "",
@@ -120,6 +135,16 @@ class CloseResult:
     changes: dict[str, int] = field(default_factory=dict)
     stats: PackStats = field(default_factory=PackStats)
     created: bool = True
+
+
+def preview(repo: Repository, draft: Draft) -> dict[str, Entry | SourceItem]:
+    """What the draft's tree will be, without hashing: its parents' merged
+    tree with the draft's operations applied (local files as scanned).  The
+    result is a dict of every path: for callers that want the whole tree."""
+    base = dirtree.tree_of(repo, [repo.header(p) for p in draft.header.parents])
+    decoder = Decoder()
+    return {path: decoder.decode(path, value) if isinstance(value, bytes) else value
+            for path, value in draftops.new_tree(dirtree.walk(base), draft, Reporter())}
 
 
 def build_tree(
@@ -235,15 +260,8 @@ def close(repo: Repository, draft_id: str | None = None,
         if done is not None:  # an earlier run got through but died before cleaning up
             drafts.remove(draft.header.id)
             return CloseResult(done, {}, PackStats())
-        trust = bool(draft.ops) and all(op.get("trust_mtime") for op in draft.ops
-                                        if op["op"] != "remove")
-        loaded = draft
-
-        def walk(builder: DeltaBuilder, base: DirTree) -> None:
-            join(builder, base, draftops.new_tree(dirtree.walk(base), loaded, reporter))
-
         header = copy.deepcopy(draft.header)
-        built = build_version(repo, header, walk, reporter, trust_mtime=trust)
+        built = _build_draft(repo, draft, header, reporter)
         try:
             def remember(version_id: str, version: str) -> None:
                 draft.attempts.append((version_id, version))
@@ -255,6 +273,37 @@ def close(repo: Repository, draft_id: str | None = None,
             built.close()
         drafts.remove(draft.header.id)
     return result
+
+
+@locks.holding_shared("upload")
+def upload(repo: Repository, draft_id: str | None = None,
+           reporter: Reporter | None = None) -> PackStats:
+    """Hash, pack and upload what the draft adds, without publishing it
+    (ClearML's ``upload()``); ``close`` then uploads nothing again.  The packs
+    are unreferenced until the version is published, so a ``gc`` after the
+    grace period (24 h by default) may remove them: close the draft before."""
+    reporter = reporter or Reporter()
+    draft = drafts.load(draft_id)
+    with drafts.closing_lock(draft.header.id):
+        draft = drafts.load(draft.header.id)
+        _check_store(repo, draft)
+        built = _build_draft(repo, draft, copy.deepcopy(draft.header), reporter)
+        built.close()
+    assert built.packer is not None
+    return built.packer.stats
+
+
+def _build_draft(repo: Repository, draft: Draft, header: Header,
+                 reporter: Reporter) -> DeltaBuilder:
+    """Hash, pack and spool a draft's version (``build_version``): the
+    parents' tree with the draft's operations applied, joined with it."""
+    trust = bool(draft.ops) and all(op.get("trust_mtime") for op in draft.ops
+                                    if op["op"] != "remove")
+
+    def walk(builder: DeltaBuilder, base: DirTree) -> None:
+        join(builder, base, draftops.new_tree(dirtree.walk(base), draft, reporter))
+
+    return build_version(repo, header, walk, reporter, trust_mtime=trust)
 
 
 def _check_store(repo: Repository, draft: Draft) -> None:
@@ -343,7 +392,7 @@ def squash(repo: Repository, version_ids: list[str], project: str, name: str,
 def set_tags(repo: Repository, header: Header, add: list[str], remove: list[str]) -> list[str]:
     catalog = cat.Catalog(repo)
     tags = set(catalog.tags(header))
-    tags |= set(add)
+    tags |= set(check_tags(add))
     unknown = [t for t in remove if t not in tags]
     if unknown:
         raise NotFoundError(f"version {header.id} has no tag {unknown[0]!r}")
@@ -367,6 +416,7 @@ def delete(repo: Repository, header: Header, force: bool = False) -> str:
     if children:
         return (f"hid {header.id}; its manifest stays because {len(children)} version(s) "
                 "are built on it")
+    attributes.delete_metadata(repo, header.id)
     repo.store.delete(manifest_key(header.id))
     repo.forget_manifest(header.id)
     return f"deleted {header.id}; run 'dsfs gc' to free its data"
