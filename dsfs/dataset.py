@@ -30,7 +30,7 @@ from dsfs.engine import (
 )
 from dsfs.engine.latest import note_outdated_parent
 from dsfs.engine.scan import SourceItem
-from dsfs.engine.tree import Changes, TreeResolver, compare
+from dsfs.engine.tree import Changes, TreeResolver
 from dsfs.errors import DsfsError, NotFoundError, UsageError
 from dsfs.format.manifest import DIR, FILE, Entry, Header
 from dsfs.report import Reporter
@@ -536,16 +536,8 @@ class Dataset:
         return treewalk.iter_files(treewalk.open_tree(self.repo, self._final_header()))
 
     def iter_own_changes(self) -> Iterator[treewalk.Row]:
-        """``own_changes`` as (path, old, new) rows in path order, streamed when
-        the version has at most one parent."""
-        rows = treewalk.own_changes(self.repo, self._final_header())
-        if rows is not None:
-            return rows
-        changes = self.own_changes()
-        merged: list[treewalk.Row] = [(e.path, None, e) for e in changes.added]
-        merged += [(e.path, e, None) for e in changes.removed]
-        merged += [(new.path, old, new) for old, new in changes.modified]
-        return iter(sorted(merged, key=lambda row: row[0]))
+        """``own_changes`` as (path, old, new) rows in path order, streamed."""
+        return treewalk.own_changes(self.repo, self._final_header())
 
     def entries(self) -> dict[str, Entry]:
         self._final_header()
@@ -553,11 +545,7 @@ class Dataset:
 
     def own_changes(self) -> Changes:
         """What this version changed relative to its (merged) parents."""
-        rows = treewalk.own_changes(self.repo, self._final_header())
-        if rows is not None:
-            return treewalk.changes(rows)
-        resolver = TreeResolver(self.repo)
-        return compare(resolver.merged(self.parents), resolver.tree(self.id))
+        return treewalk.changes(treewalk.own_changes(self.repo, self._final_header()))
 
     def own_delta(self) -> list[Entry]:
         """The entries the manifest stores (the whole tree for a snapshot)."""
