@@ -8,8 +8,9 @@ from dsfs.catalog import Catalog
 from dsfs.dataset import Dataset
 from dsfs.engine import versions
 
+from ..completion import complete_ref
 from ..context import AppContext, parse_ref_text, pass_app, split_multi
-from ..output import human_size
+from ..output import human_size, safe_path
 
 
 def _resolve_parents(app: AppContext, parents: tuple[str, ...]) -> list[str]:
@@ -24,7 +25,7 @@ def _resolve_parents(app: AppContext, parents: tuple[str, ...]) -> list[str]:
               help="Version string [default: next patch version after the latest, or 1.0.0].")
 @click.option("--tags", "-t", multiple=True, metavar="T",
               help="Tag(s); repeat the option or separate with commas.")
-@click.option("--parents", multiple=True, metavar="REF",
+@click.option("--parents", multiple=True, metavar="REF", shell_complete=complete_ref,
               help="Parent version(s), merged in order (a later parent wins a conflict).")
 @click.option("--description", "-d", default="", help="Free text stored with the version.")
 @pass_app
@@ -37,7 +38,9 @@ def create(app: AppContext, project: str, name: str, version_: str | None,
                             _resolve_parents(app, parents), description)
     header = draft.header
     parents_text = ", ".join(p[:12] for p in header.parents) or "none"
-    click.echo(f"draft {header.project}/{header.name} {header.version} (parents: {parents_text})")
+    if not app.quiet:
+        click.echo(f"draft {safe_path(header.project)}/{safe_path(header.name)} "
+                   f"{safe_path(header.version)} (parents: {parents_text})")
     click.echo(header.id)
 
 
@@ -46,11 +49,12 @@ def create(app: AppContext, project: str, name: str, version_: str | None,
 @click.option("--id", "draft_id", metavar="ID", help="Draft to add to [default: the current one].")
 @click.option("--dataset-folder", default="", metavar="D",
               help="Place the files below this folder of the dataset.")
-@click.option("--wildcard", metavar="GLOB", help="Only files whose name or path matches.")
+@click.option("--wildcard", "wildcards", multiple=True, metavar="GLOB",
+              help="Only files whose name or path matches (repeat: any of them).")
 @click.option("--non-recursive", is_flag=True, help="Do not descend into subdirectories.")
 @pass_app
 def add(app: AppContext, paths: tuple[str, ...], draft_id: str | None, dataset_folder: str,
-        wildcard: str | None, non_recursive: bool) -> None:
+        wildcards: tuple[str, ...], non_recursive: bool) -> None:
     """Add files or folders to a draft (a folder's contents, not the folder itself).
 
     Symlinks are stored as symlinks and never followed (LINK/ with a slash
@@ -58,8 +62,10 @@ def add(app: AppContext, paths: tuple[str, ...], draft_id: str | None, dataset_f
     with a warning.  A directory that cannot be read fails the whole add.
     Files are read when the draft is closed."""
     ds = Dataset.open_draft(draft_id, app.store, app.cache_dir, app.reporter)
-    count = ds.add_files(list(paths), wildcard, dataset_folder, not non_recursive)
-    click.echo(f"added {count} file(s) to draft {ds.id}")
+    count = ds.add_files(list(paths), list(wildcards) or None, dataset_folder,
+                         not non_recursive)
+    if not app.quiet:
+        click.echo(f"added {count} file(s) to draft {ds.id}")
 
 
 @click.command()
@@ -70,15 +76,20 @@ def remove(app: AppContext, patterns: tuple[str, ...], draft_id: str | None) -> 
     """Remove dataset paths (glob patterns; a directory removes all below it)."""
     ds = Dataset.open_draft(draft_id, app.store, app.cache_dir, app.reporter)
     for pattern in patterns:
-        ds.remove_files(pattern)
-    click.echo(f"removal of {len(patterns)} pattern(s) recorded in draft {ds.id}")
+        versions.remove_files(ds._require_draft(), [pattern])
+    if not app.quiet:
+        click.echo(f"removal of {len(patterns)} pattern(s) recorded in draft {ds.id}")
 
 
-def _report(result: versions.CloseResult) -> None:
+def _report(app: AppContext, result: versions.CloseResult) -> None:
+    """The summary line (not with -q), then the version id alone on the last line."""
     header, stats = result.header, result.stats
     changes = result.changes
+    if app.quiet:
+        click.echo(header.id)
+        return
     click.echo(
-        f"{header.project}/{header.name} {header.version}: "
+        f"{safe_path(header.project)}/{safe_path(header.name)} {safe_path(header.version)}: "
         f"{changes.get('added', 0)} added, {changes.get('modified', 0)} modified, "
         f"{changes.get('removed', 0)} removed; {header.stats.get('files', 0)} files, "
         f"{human_size(header.stats.get('size', 0))}; uploaded "
@@ -86,6 +97,24 @@ def _report(result: versions.CloseResult) -> None:
         f"{stats.chunks_reused} chunk(s) already stored"
     )
     click.echo(header.id)
+
+
+@click.command()
+@click.option("--id", "draft_id", metavar="ID",
+              help="Draft to upload [default: the current one].")
+@pass_app
+def upload(app: AppContext, draft_id: str | None) -> None:
+    """Hash, deduplicate, pack and upload a draft's files without publishing it.
+
+    `dsfs close` then publishes (it re-reads the files to check them, and
+    uploads nothing again).  Close the draft within the gc grace period
+    (24 h): until then its packs belong to no version."""
+    ds = Dataset.open_draft(draft_id, app.store, app.cache_dir, app.reporter)
+    stats = versions.upload(ds.repo, ds.id, app.reporter)
+    if not app.quiet:
+        click.echo(f"uploaded {human_size(stats.bytes_uploaded)} in {stats.packs_uploaded} "
+                   f"pack(s) for draft {ds.id}; {stats.chunks_reused} chunk(s) already stored",
+                   err=True)
 
 
 @click.command()
@@ -97,7 +126,7 @@ def close(app: AppContext, draft_id: str | None) -> None:
     Interrupted, it can be run again: packs already in the store are not
     uploaded again.  Prints the version id on the last line."""
     ds = Dataset.open_draft(draft_id, app.store, app.cache_dir, app.reporter)
-    _report(ds.finalize())
+    _report(app, ds.finalize())
 
 
 @click.command()
@@ -132,14 +161,16 @@ def sync(app: AppContext, folder: str, project: str, name: str, parents: tuple[s
                            require_latest)
     if not result.created:
         header = result.header
-        click.echo(f"no changes: {folder} matches {header.project}/{header.name} "
-                   f"{header.version} ({header.id}); no version created")
+        if not app.quiet:
+            click.echo(f"no changes: {safe_path(folder)} matches {safe_path(header.project)}/"
+                       f"{safe_path(header.name)} {header.version} ({header.id}); "
+                       "no version created")
         return
-    _report(result)
+    _report(app, result)
 
 
 @click.command()
-@click.argument("refs", nargs=-1, required=True, metavar="REF...")
+@click.argument("refs", nargs=-1, required=True, metavar="REF...", shell_complete=complete_ref)
 @click.option("--project", "-p", required=True, help="Project of the new version.")
 @click.option("--name", "-n", required=True, help="Name of the new version.")
 @click.option("--version", "-v", "version_", metavar="V", help="Version string.")
@@ -149,7 +180,7 @@ def squash(app: AppContext, refs: tuple[str, ...], project: str, name: str,
     """Merge versions (later wins) into a new version with no parents."""
     catalog = Catalog(app.repo)
     ids = [catalog.resolve(parse_ref_text(r)).id for r in refs]
-    _report(versions.squash(app.repo, ids, project, name, version_))
+    _report(app, versions.squash(app.repo, ids, project, name, version_))
 
 
-COMMANDS = [create, add, remove, close, sync, squash]
+COMMANDS = [create, add, remove, upload, close, sync, squash]

@@ -119,6 +119,22 @@ def local_copy(repo: Repository, header: Header, reporter: Reporter | None = Non
     return final
 
 
+def link_to(copy: Path, link: str) -> None:
+    """Make ``link`` a symlink to ``copy`` (``get --link``): a new path, or an
+    existing symlink, replaced atomically; anything else is refused."""
+    path = Path(link).absolute()
+    if path.exists() and not path.is_symlink():
+        raise InputError(f"{path} exists and is not a symlink: give a new path for --link")
+    temporary = path.with_name(f".{path.name}.dsfs-{secrets.token_hex(4)}")
+    try:
+        os.symlink(copy, temporary)
+        os.replace(temporary, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise _target_error(exc, path) from None
+
+
 def complete_copies(repo: Repository) -> dict[str, float]:
     """Name (a version id, or ``<id>.part-K-of-N``) -> last use (its
     marker's mtime) of every complete copy."""
