@@ -167,7 +167,7 @@ class App:
 
     def page(self, template: str, **context: Any) -> str:
         return render(template, links=self.links, store_url=self.repo.store.url,
-                      counts=model.counts_text, page_size=model.PAGE, **context)
+                      counts=model.counts_text, **context)
 
     def index(self, query: str = "") -> str:
         return self.page("index.html", projects=model.datasets(self.catalogue(), query),
