@@ -56,6 +56,8 @@ def test_new_verbs_set_description_rename_move(invoke, versions) -> None:
     invoke("rename", "-p", "vision", "-n", "pets", "--new-name", "animals")
     invoke("get", "vision/pets", code=3)
     invoke("move", "-p", "vision", "-n", "animals", "--new-project", "zoo")
+    assert invoke("lineage", "zoo/animals").startswith("zoo/animals 1.0.1")
+    assert "corrupt" not in invoke("lineage", "zoo/animals")
     rows = json.loads(invoke("search", "-p", "zoo", "--json"))
     assert [(r["id"], r["name"], r["description"]) for r in rows] == [
         (versions["first"], "animals", "first cut"), (versions["second"], "animals", "")]
