@@ -72,33 +72,40 @@ def stats(app: AppContext, as_json: bool) -> None:
 @cache.command()
 @click.option("--size", "size_text", metavar="SIZE",
               help=f"Shrink to this size (e.g. 20G) [default: ${cachectl.SIZE_ENV}].")
+@json_option
 @pass_app
-def prune(app: AppContext, size_text: str | None) -> None:
+def prune(app: AppContext, size_text: str | None, as_json: bool) -> None:
     """Evict least recently used chunks until the cache fits SIZE; forget the
     memoized trees of versions the store no longer holds."""
     limit = cachectl.parse_size(size_text) if size_text else cachectl.default_limit()
     if limit is None:
         raise UsageError(f"give --size or set ${cachectl.SIZE_ENV}")
     removed, freed = cachectl.prune(app.repo.cache, limit)
+    left = cachectl.stats(app.repo.cache)
+    forgotten: int | None
+    try:
+        forgotten = cachectl.forget_gone_trees(app.repo)
+    except StoreError as exc:
+        forgotten = None
+        click.echo(f"version trees not checked (store unreachable: {exc})", err=True)
+    if as_json:
+        print_json({"chunks_removed": removed, "bytes_freed": freed, "limit": limit,
+                    "total_bytes": left.total_bytes, "trees_forgotten": forgotten})
+        return
     if not app.quiet:
         click.echo(f"removed {removed} chunk(s), {human_size(freed)}")
-    left = cachectl.stats(app.repo.cache)
     if left.total_bytes > limit:
         click.echo(f"the cache still takes {human_size(left.total_bytes)}: its index "
                    f"({human_size(left.index_bytes)}) and `dsfs get` copies "
                    f"({human_size(left.copies_bytes)}) are not evicted", err=True)
-    try:
-        forgotten = cachectl.forget_gone_trees(app.repo)
-    except StoreError as exc:
-        click.echo(f"version trees not checked (store unreachable: {exc})", err=True)
-    else:
-        if forgotten and not app.quiet:
-            click.echo(f"forgot the trees of {forgotten} version(s) gone from the store")
+    if forgotten and not app.quiet:
+        click.echo(f"forgot the trees of {forgotten} version(s) gone from the store")
 
 
 @cache.command()
+@json_option
 @pass_app
-def clear(app: AppContext) -> None:
+def clear(app: AppContext, as_json: bool) -> None:
     """Remove every cached chunk, manifest and memoized version tree, and
     reset the counters of GETs and bytes.
 
@@ -106,6 +113,10 @@ def clear(app: AppContext) -> None:
     removed, freed = cachectl.clear(app.repo.cache)
     manifests = drop_cached_manifests(app.repo.cache_root)
     forgotten = cachectl.clear_trees(app.repo.cache)
+    if as_json:
+        print_json({"chunks_removed": removed, "bytes_freed": freed,
+                    "manifests_removed": manifests, "trees_forgotten": forgotten})
+        return
     if app.quiet:
         return
     click.echo(f"removed {removed} chunk(s), {human_size(freed)}")
