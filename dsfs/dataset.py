@@ -10,6 +10,8 @@ The CLI is a thin layer over this class and ``dsfs.engine``.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -28,8 +30,8 @@ from dsfs.engine import (
 )
 from dsfs.engine.latest import note_outdated_parent
 from dsfs.engine.scan import SourceItem
-from dsfs.engine.tree import Changes, TreeResolver, compare
-from dsfs.errors import NotFoundError, UsageError
+from dsfs.engine.tree import Changes, TreeResolver
+from dsfs.errors import DsfsError, NotFoundError, UsageError
 from dsfs.format.manifest import DIR, FILE, Entry, Header
 from dsfs.report import Reporter
 from dsfs.repository import Repository
@@ -49,6 +51,12 @@ def _fspaths(value: PathArg | Sequence[PathArg], argument: str) -> list[str]:
     if isinstance(value, (str, os.PathLike)):
         return [_fspath(value, argument)]
     return [_fspath(v, argument) for v in value]
+
+
+def _open_repo(store: PathArg | None, cache_dir: PathArg | None) -> Repository:
+    """The store (a URL, or a local path as str or os.PathLike) and the cache."""
+    return Repository.open(None if store is None else _fspath(store, "store"),
+                           None if cache_dir is None else _fspath(cache_dir, "cache_dir"))
 
 
 def _words(value: str | Sequence[str] | None) -> list[str]:
@@ -139,7 +147,7 @@ class Dataset:
     def create(cls, dataset_project: str | None = None, dataset_name: str | None = None,
                dataset_version: str | None = None, dataset_tags: Sequence[str] | None = None,
                parent_datasets: Sequence[Any] | None = None, description: str | None = None,
-               store: str | None = None, cache_dir: str | None = None,
+               store: PathArg | None = None, cache_dir: PathArg | None = None,
                reporter: Reporter | None = None, use_current_task: bool = False,
                output_uri: str | None = None) -> Dataset:
         """A new draft.  ``parent_datasets``: ids, id prefixes, references
@@ -150,7 +158,7 @@ class Dataset:
         one store."""
         _unsupported("use_current_task", use_current_task, False,
                      "dsfs has no ClearML tasks")
-        repo = Repository.open(store or output_uri, cache_dir)
+        repo = _open_repo(store or output_uri, cache_dir)
         catalog = cat.Catalog(repo)
         parent_ids = [_parent_id(catalog, p) for p in parent_datasets or []]
         if dataset_project is None and parent_ids:
@@ -163,11 +171,11 @@ class Dataset:
         return cls(repo, draft.header, draft, reporter)
 
     @classmethod
-    def open_draft(cls, draft_id: str | None = None, store: str | None = None,
-                   cache_dir: str | None = None, reporter: Reporter | None = None) -> Dataset:
+    def open_draft(cls, draft_id: str | None = None, store: PathArg | None = None,
+                   cache_dir: PathArg | None = None, reporter: Reporter | None = None) -> Dataset:
         """A draft created earlier on this machine (the current one by default)."""
         draft = drafts.load(draft_id)
-        repo = Repository.open(store or draft.store_url, cache_dir)
+        repo = _open_repo(store or draft.store_url, cache_dir)
         return cls(repo, draft.header, draft, reporter)
 
     def _require_draft(self) -> drafts.Draft:
@@ -318,18 +326,18 @@ class Dataset:
 
     @classmethod
     def rename(cls, new_dataset_name: str, dataset_project: str, dataset_name: str,
-               store: str | None = None, cache_dir: str | None = None) -> list[str]:
+               store: PathArg | None = None, cache_dir: PathArg | None = None) -> list[str]:
         """Rename a dataset (every version); returns the ids renamed."""
-        repo = Repository.open(store, cache_dir)
+        repo = _open_repo(store, cache_dir)
         return attributes.rename_dataset(repo, dataset_project, dataset_name, dataset_project,
                                          new_dataset_name)
 
     @classmethod
     def move_to_project(cls, new_dataset_project: str, dataset_project: str,
-                        dataset_name: str, store: str | None = None,
-                        cache_dir: str | None = None) -> list[str]:
+                        dataset_name: str, store: PathArg | None = None,
+                        cache_dir: PathArg | None = None) -> list[str]:
         """Move a dataset (every version) to another project; returns the ids moved."""
-        repo = Repository.open(store, cache_dir)
+        repo = _open_repo(store, cache_dir)
         return attributes.rename_dataset(repo, dataset_project, dataset_name,
                                          new_dataset_project, dataset_name)
 
@@ -338,8 +346,8 @@ class Dataset:
                dataset_name: str | None = None, force: bool = False,
                dataset_version: str | None = None, entire_dataset: bool = False,
                shallow_search: bool = False, delete_files: bool = True,
-               delete_external_files: bool = False, store: str | None = None,
-               cache_dir: str | None = None, dry_run: bool = False) -> list[str]:
+               delete_external_files: bool = False, store: PathArg | None = None,
+               cache_dir: PathArg | None = None, dry_run: bool = False) -> list[str]:
         """Delete one version, or with ``entire_dataset=True`` (and ``force=True``,
         as in ClearML) every version of a dataset; returns the ids deleted (or
         that would be, with ``dry_run``).  ``force`` also hides versions that
@@ -348,7 +356,7 @@ class Dataset:
                      "dsfs never deletes objects it does not own")
         if dataset_id and (dataset_project or dataset_name):
             raise UsageError("give dataset_id, or dataset_project and dataset_name, not both")
-        repo = Repository.open(store, cache_dir)
+        repo = _open_repo(store, cache_dir)
         if entire_dataset:
             if not force:
                 raise UsageError("Dataset.delete(entire_dataset=True) also needs force=True")
@@ -365,12 +373,12 @@ class Dataset:
     def squash(cls, dataset_name: str, dataset_ids: Sequence[Any] | None = None,
                dataset_project_name_pairs: Sequence[tuple[str, str]] | None = None,
                output_url: str | None = None, dataset_project: str | None = None,
-               store: str | None = None, cache_dir: str | None = None,
+               store: PathArg | None = None, cache_dir: PathArg | None = None,
                reporter: Reporter | None = None) -> Dataset:
         """A new parentless version holding the merged trees (later wins) of
         the given versions, in the first one's project unless
         ``dataset_project`` is given."""
-        repo = Repository.open(store or output_url, cache_dir)
+        repo = _open_repo(store or output_url, cache_dir)
         catalog = cat.Catalog(repo)
         ids = [_parent_id(catalog, d) for d in dataset_ids or []]
         ids += [catalog.resolve(cat.Ref(project=p, name=n)).id
@@ -386,14 +394,14 @@ class Dataset:
                       partial_name: str | None = None, tags: Sequence[str] | None = None,
                       ids: Sequence[str] | None = None, only_completed: bool = True,
                       recursive_project_search: bool = True, include_archived: bool = True,
-                      store: str | None = None, cache_dir: str | None = None
+                      store: PathArg | None = None, cache_dir: PathArg | None = None
                       ) -> list[dict[str, Any]]:
         """Published versions as ClearML's dicts: name, project, id, version,
         tags, created, status ("completed"), plus description, files, size.
         ``partial_name`` matches part of the name, case-insensitively (a
         regular expression); sub-projects are searched unless
         ``recursive_project_search=False``."""
-        repo = Repository.open(store, cache_dir)
+        repo = _open_repo(store, cache_dir)
         headers = search.find_versions(repo, dataset_project, partial_name, _words(tags),
                                        _words(ids), partial_name=True,
                                        recursive=recursive_project_search)
@@ -404,8 +412,8 @@ class Dataset:
     @classmethod
     def get(cls, dataset_id: str | None = None, dataset_project: str | None = None,
             dataset_name: str | None = None, dataset_version: str | None = None,
-            dataset_tag: str | None = None, store: str | None = None,
-            cache_dir: str | None = None, reporter: Reporter | None = None,
+            dataset_tag: str | None = None, store: PathArg | None = None,
+            cache_dir: PathArg | None = None, reporter: Reporter | None = None,
             dataset_tags: Sequence[str] | None = None, only_completed: bool = False,
             only_published: bool = False, include_archived: bool = False,
             auto_create: bool = False, writable_copy: bool = False, alias: str | None = None,
@@ -418,7 +426,7 @@ class Dataset:
         ``writable_copy``: a new draft whose parent is the version found.
         Every version dsfs finds is completed; ClearML's ``alias`` and
         ``overridable`` are for tasks and change nothing here."""
-        repo = Repository.open(store, cache_dir)
+        repo = _open_repo(store, cache_dir)
         wanted_tags = _words(dataset_tags) + _words(dataset_tag)
         try:
             header = _resolve(repo, dataset_id, dataset_project, dataset_name, dataset_version,
@@ -436,12 +444,12 @@ class Dataset:
 
     @classmethod
     def search(cls, project: str | None = None, name: str | None = None,
-               tags: list[str] | None = None, store: str | None = None,
-               cache_dir: str | None = None, ids: Sequence[str] = (),
+               tags: list[str] | None = None, store: PathArg | None = None,
+               cache_dir: PathArg | None = None, ids: Sequence[str] = (),
                partial_name: bool = False, recursive: bool = False) -> list[Header]:
         """Headers of the published versions that match every given filter
         (``dsfs.engine.search``)."""
-        repo = Repository.open(store, cache_dir)
+        repo = _open_repo(store, cache_dir)
         return search.find_versions(repo, project, name, tags or [], ids,
                                     partial_name=partial_name, recursive=recursive)
 
@@ -528,16 +536,8 @@ class Dataset:
         return treewalk.iter_files(treewalk.open_tree(self.repo, self._final_header()))
 
     def iter_own_changes(self) -> Iterator[treewalk.Row]:
-        """``own_changes`` as (path, old, new) rows in path order, streamed when
-        the version has at most one parent."""
-        rows = treewalk.own_changes(self.repo, self._final_header())
-        if rows is not None:
-            return rows
-        changes = self.own_changes()
-        merged: list[treewalk.Row] = [(e.path, None, e) for e in changes.added]
-        merged += [(e.path, e, None) for e in changes.removed]
-        merged += [(new.path, old, new) for old, new in changes.modified]
-        return iter(sorted(merged, key=lambda row: row[0]))
+        """``own_changes`` as (path, old, new) rows in path order, streamed."""
+        return treewalk.own_changes(self.repo, self._final_header())
 
     def entries(self) -> dict[str, Entry]:
         self._final_header()
@@ -545,11 +545,7 @@ class Dataset:
 
     def own_changes(self) -> Changes:
         """What this version changed relative to its (merged) parents."""
-        rows = treewalk.own_changes(self.repo, self._final_header())
-        if rows is not None:
-            return treewalk.changes(rows)
-        resolver = TreeResolver(self.repo)
-        return compare(resolver.merged(self.parents), resolver.tree(self.id))
+        return treewalk.changes(treewalk.own_changes(self.repo, self._final_header()))
 
     def own_delta(self) -> list[Entry]:
         """The entries the manifest stores (the whole tree for a snapshot)."""
@@ -659,6 +655,45 @@ def version_dict(header: Header) -> dict[str, Any]:
             "created": header.created, "status": "completed",
             "description": header.description, "parents": list(header.parents),
             "files": header.stats.get("files", 0), "size": header.stats.get("size", 0)}
+
+
+#: What the engine's messages say in command-line words, in Python words.
+_PYTHON_WORDS = [
+    ("delete them first or use --force", "delete them first or pass force=True"),
+    ("automatically: give --version", "automatically: give dataset_version="),
+    ("run 'dsfs create' first or pass --id", "call Dataset.create() first, or pass draft_id"),
+    ("by --project and --name", "by dataset_project and dataset_name"),
+    (": pass --store ", ": pass store="),
+]
+
+
+def _in_python_words(method: Any) -> Any:
+    """``method`` raising DsfsErrors whose messages name Python arguments
+    instead of the command-line options the engine's messages name."""
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except DsfsError as exc:
+            text = str(exc)
+            for cli_words, python_words in _PYTHON_WORDS:
+                text = text.replace(cli_words, python_words)
+            if text == str(exc):
+                raise
+            exc.args = (text,)
+            raise
+
+    return call
+
+
+for _name, _member in list(vars(Dataset).items()):
+    if _name.startswith("_"):
+        continue
+    if isinstance(_member, classmethod):
+        setattr(Dataset, _name, classmethod(_in_python_words(_member.__func__)))
+    elif inspect.isfunction(_member):
+        setattr(Dataset, _name, _in_python_words(_member))
 
 
 __all__ = ["Dataset"]

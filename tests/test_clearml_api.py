@@ -197,6 +197,7 @@ def test_delete_and_get_keywords(local_store: str, data: Path) -> None:
                            entire_dataset=True, force=True, dry_run=True)
     assert would == [child.id, first.id]
     assert Dataset.get(dataset_id=first.id).id == first.id
+    assert Dataset.get(dataset_id=first.id, store=Path(local_store)).id == first.id
     fresh = Dataset.get(dataset_project="other", dataset_name="new", auto_create=True)
     assert not fresh.is_final()
     Dataset.delete(dataset_id=child.id)
@@ -231,3 +232,21 @@ def test_metadata_must_be_json_or_a_file(local_store: str, tmp_path: Path) -> No
     with pytest.raises(NotFoundError, match="has no metadata 'other'"):
         ds.get_metadata("other")
     assert json.loads(json.dumps(Dataset.list_datasets()))[0]["id"] == ds.id
+
+
+def test_engine_errors_speak_python(local_store: str, data: Path) -> None:
+    first = run_script(CREATE, DATA=data)["dataset"]
+    child = Dataset.create(dataset_project="dataset_examples", dataset_name="cifar_sample",
+                           parent_datasets=[first])
+    child.add_files(data / "labels.csv", dataset_path="x")
+    child.finalize()
+    with pytest.raises(ConflictError, match="pass force=True") as info:
+        Dataset.delete(dataset_id=first.id)
+    assert "--" not in str(info.value)
+    Dataset.create(dataset_project="p", dataset_name="n", dataset_version="1.0.x")
+    with pytest.raises(UsageError, match="give dataset_version=") as info:
+        draft = Dataset.open_draft()
+        draft.add_files(data / "labels.csv")
+        draft.finalize()
+        Dataset.create(dataset_project="p", dataset_name="n")
+    assert "--version" not in str(info.value)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from test_mount_support import mounted, needs_fuse
+from test_mount_support import run as run_installed
 
 from dsfs_cli.main import cli, hoist_global_options
 
@@ -54,6 +56,8 @@ def test_new_verbs_set_description_rename_move(invoke, versions) -> None:
     invoke("rename", "-p", "vision", "-n", "pets", "--new-name", "animals")
     invoke("get", "vision/pets", code=3)
     invoke("move", "-p", "vision", "-n", "animals", "--new-project", "zoo")
+    assert invoke("lineage", "zoo/animals").startswith("zoo/animals 1.0.1")
+    assert "corrupt" not in invoke("lineage", "zoo/animals")
     rows = json.loads(invoke("search", "-p", "zoo", "--json"))
     assert [(r["id"], r["name"], r["description"]) for r in rows] == [
         (versions["first"], "animals", "first cut"), (versions["second"], "animals", "")]
@@ -279,3 +283,23 @@ def test_mounting_over_files_warns(run_dsfs, tmp_path: Path, dsfs_env: dict[str,
     done = subprocess.run([sys.executable, "-m", "dsfs", "mount", "0123abcd", str(empty)],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 3 and "warning" not in done.stderr, done.stderr
+
+
+@needs_fuse
+def test_an_empty_overlay_follows_its_mount_point_to_another_store(
+        tmp_path: Path, dsfs_env: dict[str, str]) -> None:
+    src = tree(tmp_path / "src", {"a.txt": b"a"})
+    env_a = {**dsfs_env, "DSFS_STORE": str(tmp_path / "store-a")}
+    env_b = {**dsfs_env, "DSFS_STORE": str(tmp_path / "store-b")}
+    run_installed(env_a, "sync", str(src), "-p", "p", "-n", "n", check=True)
+    run_installed(env_b, "sync", str(src), "-p", "q", "-n", "m", check=True)
+    mnt = tmp_path / "mnt"
+    with mounted(env_a, "p/n", mnt, "--writable"):
+        (mnt / "new.txt").write_text("new")
+        run_installed(env_a, "commit", str(mnt), "-m", "x", check=True)
+    with mounted(env_b, "q/m", mnt, "--writable"):  # the overlay is empty: it follows
+        assert (mnt / "a.txt").read_text() == "a" and not (mnt / "new.txt").exists()
+        (mnt / "b.txt").write_text("b")
+    # now it holds edits of store b's version: store a's is refused
+    done = run_installed(env_a, "mount", "--writable", "p/n", str(mnt))
+    assert done.returncode == 5 and "another store" in done.stderr, done.stderr

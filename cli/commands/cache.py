@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import click
 
 from dsfs.catalog import drop_cached_manifests
 from dsfs.engine import parts
+from dsfs.engine import prefetch as prefetch_plan
 from dsfs.errors import StoreError, UsageError
+from dsfs.format.manifest import FILE
 from dsfs.mount import cachectl
+from dsfs.shard import part_files
 
 from ..completion import complete_ref
 from ..context import (
@@ -140,14 +144,19 @@ def verify_(app: AppContext, as_json: bool) -> None:
               help="Only share K (from 0) of --num-parts: one training worker's files.")
 @click.option("--num-parts", type=int, metavar="N",
               help="Split the files into N shares balanced by bytes (as get --part).")
+@click.option("--dry-run", is_flag=True,
+              help="Only count what would be fetched; fetch nothing.")
 @json_option
 @pass_app
 def prefetch(app: AppContext, words: tuple[str, ...], project: str | None, name: str | None,
              version_: str | None, tag: str | None, part: int | None,
-             num_parts: int | None, as_json: bool) -> None:
+             num_parts: int | None, dry_run: bool, as_json: bool) -> None:
     """Fill the cache with a version's files (all, those at or below PATHs, or
     one worker's share with --part/--num-parts), in parallel, so that a later
-    mount, get or dsfs:// reader reads locally."""
+    mount, get or dsfs:// reader reads locally.
+
+    The tree is streamed and fetched a window of chunks at a time (bounded
+    memory at any size)."""
     share = parts.check_part(part, num_parts, part_name="--part", num_name="--num-parts")
     # With --project/--name every word is a PATH; otherwise the first is the REF.
     named = bool(project or name)
@@ -158,23 +167,44 @@ def prefetch(app: AppContext, words: tuple[str, ...], project: str | None, name:
     repo = app.repo
     if share is not None and paths:
         raise UsageError("give PATHs or --part/--num-parts, not both")
-    refs = cachectl.prefetch_refs(repo, header, paths, share)
-    missing = {r.chunk_id: r for r in refs if not repo.cache.has(r.chunk_id)}
-    total = sum(r.length for r in missing.values())
+
+    def windows() -> Iterator[prefetch_plan.Window]:
+        if share is None:
+            return prefetch_plan.windows(repo, header, paths)
+        return prefetch_plan.chunk_windows(
+            repo, (r for e in part_files(repo, header, share) if e.kind == FILE
+                   for r in e.chunks))
+
+    wanted = missing = size = 0
+    for window in windows():  # a first pass for the total
+        wanted += window.wanted
+        missing += len(window.missing)
+        size += sum(r.length for r in window.missing)
+    if dry_run:
+        if as_json:
+            print_json({"id": header.id, "chunks_wanted": wanted, "chunks_missing": missing,
+                        "bytes_missing": size, "dry_run": True})
+        elif not app.quiet:
+            click.echo(f"{wanted} chunk(s) wanted, {missing} not cached "
+                       f"({human_size(size)}); nothing fetched (--dry-run)")
+        return
     lock = threading.Lock()
-    with app.reporter.progress("prefetch", total, "B") as bar:
+    fetched = count = 0
+    with app.reporter.progress("prefetch", size, "B") as bar:
         def advance(amount: int) -> None:
             with lock:
                 bar.advance(amount)
 
         started = time.monotonic()
-        fetched = cachectl.prefetch(repo, list(missing.values()), advance)
+        for window in windows():
+            count += len(window.missing)
+            fetched += cachectl.prefetch(repo, window.missing, advance)
         took = max(time.monotonic() - started, 1e-6)
     if as_json:
-        print_json({"id": header.id, "chunks_wanted": len(refs), "chunks_fetched": len(missing),
+        print_json({"id": header.id, "chunks_wanted": wanted, "chunks_fetched": count,
                     "bytes_downloaded": fetched, "seconds": round(took, 3)})
     elif not app.quiet:
-        click.echo(f"{len(refs)} chunk(s) wanted, {len(missing)} fetched "
+        click.echo(f"{wanted} chunk(s) wanted, {count} fetched "
                    f"({human_size(fetched)} downloaded in {took:.1f} s, "
                    f"{human_size(int(fetched / took))}/s)")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -10,7 +11,6 @@ import click
 from dsfs.catalog import Catalog, Ref
 from dsfs.dataset import Dataset
 from dsfs.engine import treewalk
-from dsfs.engine.tree import TreeResolver, compare
 from dsfs.errors import IntegrityError, NotFoundError
 from dsfs.format.manifest import Header
 
@@ -21,7 +21,6 @@ from ..output import print_json, safe_path
 def lineage_lines(app: AppContext, version_id: str) -> list[str]:
     """The version and its ancestors as an indented tree (parents below children)."""
     repo = app.repo
-    resolver = TreeResolver(repo)
     catalog = Catalog(repo)
     claimed = catalog.claimed_version_ids()
     lines: list[str] = []
@@ -35,6 +34,9 @@ def lineage_lines(app: AppContext, version_id: str) -> list[str]:
         except IntegrityError as exc:
             return f"{vid[:12]}  (corrupt: {exc})"
         counts = _own_counts(header)
+        if vid in claimed:
+            with contextlib.suppress(IntegrityError):
+                catalog.apply_attributes(header)  # a renamed dataset's current name
         if vid not in claimed:
             state = "  [deleted]"
         elif not catalog.is_visible(header):
@@ -45,9 +47,7 @@ def lineage_lines(app: AppContext, version_id: str) -> list[str]:
                 f"+{counts['added']} -{counts['removed']} ~{counts['modified']}{state}")
 
     def _own_counts(header: Header) -> dict[str, int]:
-        rows = treewalk.own_changes(repo, header)  # streamed: one parent at most
-        if rows is None:
-            return compare(resolver.merged(header.parents), resolver.tree(header.id)).counts
+        rows = treewalk.own_changes(repo, header)  # streamed, any number of parents
         counts = {"added": 0, "removed": 0, "modified": 0}
         for _path, old, new in rows:
             counts["added" if old is None else "removed" if new is None else "modified"] += 1

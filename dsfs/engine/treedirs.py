@@ -46,6 +46,7 @@ from dsfs.engine.treeindex import (
     HAS_ENTRY,
     IMPLIED,
     IMPLIED_DIR,
+    KIND_DIR,
     Decoder,
     VersionInfo,
     dir_key,
@@ -192,6 +193,23 @@ class LmdbTreeSource:
         encoded entries to its writers as they are)."""
         record = self._dir(self.vid, path)
         return [] if record is None else self._raw_listing(record, path)
+
+    def dir_listing(self, path: str) -> list[tuple[str, bytes, str | None]]:
+        """The children of directory ``path`` as (name, encoded entry, path if
+        it is a directory), in name (str) order, nothing decoded but the
+        names and nothing memoized: for walks that look at most entries'
+        heads only (``dsfs.engine.dirtree``)."""
+        record = self._dir(self.vid, path)
+        if record is None:
+            return []
+        prefix = f"{path}/" if path else ""
+        items = []
+        for raw, encoded in self._raw_listing(record, path):
+            name = raw.decode("utf-8", "surrogateescape")
+            items.append((name, encoded, prefix + name if encoded[0] == KIND_DIR else None))
+        if any(items[i][0] >= items[i + 1][0] for i in range(len(items) - 1)):
+            items.sort(key=lambda item: item[0])
+        return items
 
     def walk_children(self, path: str) -> list[tuple[str, Entry]]:
         """``children`` for a walk that lists each directory once: the listing

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import posixpath
 import shutil
 import time
 from collections.abc import Callable, Iterable
@@ -34,15 +33,13 @@ from pathlib import Path
 
 from dsfs.cache.chunks import ChunkCache
 from dsfs.cache.index import index_dir
-from dsfs.engine.tree import TreeResolver
 from dsfs.engine.treeindex import forget_trees
-from dsfs.errors import NotFoundError, UsageError
+from dsfs.errors import UsageError
 from dsfs.format.digest import bytes_to_id, chunk_id
-from dsfs.format.manifest import FILE, ChunkRef, Header
+from dsfs.format.manifest import ChunkRef
 from dsfs.fsutil import TMP_PREFIX
 from dsfs.mount import table
 from dsfs.repository import Repository
-from dsfs.shard import part_refs
 
 log = logging.getLogger("dsfs.cache")
 
@@ -332,28 +329,6 @@ def verify(cache: ChunkCache, progress: Callable[[int], None] | None = None
     if bad:
         cache.discard(bad)
     return len(cids), bad
-
-
-def prefetch_refs(repo: Repository, header: Header, paths: Iterable[str],
-                  part: tuple[int, int] | None = None) -> list[ChunkRef]:
-    """Chunk refs of the files at or below ``paths`` (all files when none), or
-    of share ``part`` = (K, N) of the files (``dsfs.engine.parts``)."""
-    if part is not None:
-        return part_refs(repo, header, part)
-    tree = TreeResolver(repo).tree(header.id)
-    wanted = [p.strip("/") for p in paths]
-    wanted = [posixpath.normpath(p) for p in wanted if p]
-    for p in wanted:
-        if p != "." and p not in tree:
-            raise NotFoundError(f"{p!r} is not a path of version {header.id}")
-    refs: list[ChunkRef] = []
-    for path, entry in sorted(tree.items()):
-        if entry.kind != FILE:
-            continue
-        if not wanted or "." in wanted or any(
-                path == p or path.startswith(p + "/") for p in wanted):
-            refs.extend(entry.chunks)
-    return refs
 
 
 def prefetch(repo: Repository, refs: list[ChunkRef],

@@ -167,7 +167,7 @@ class App:
 
     def page(self, template: str, **context: Any) -> str:
         return render(template, links=self.links, store_url=self.repo.store.url,
-                      counts=model.counts_text, page_size=model.PAGE, **context)
+                      counts=model.counts_text, **context)
 
     def index(self, query: str = "") -> str:
         return self.page("index.html", projects=model.datasets(self.catalogue(), query),
@@ -261,7 +261,7 @@ class App:
 
 def _plots(stats: Stats) -> dict[str, str]:
     def rows(table: str) -> list[tuple[str, float, str]]:
-        return [(key, size, f"{svg.human_size(size)} · {files:,} files")
+        return [(key, size, f"{svg.human_size(size)} · {files:,} file{'' if files == 1 else 's'}")
                 for key, files, size in stats.top(table)]
 
     counts, labels = stats.histogram()

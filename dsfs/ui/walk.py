@@ -110,14 +110,16 @@ def files_after(source: LmdbTreeSource, after: str = "") -> Iterator[Entry]:
             yield source.decode_entry(prefix + key, enc)
 
 
-def folder_page(source: LmdbTreeSource, path: str, start: str, count: int
+def folder_page(source: LmdbTreeSource, path: str, after: str, count: int
                 ) -> tuple[int, list[tuple[str, Entry]], str | None]:
-    """(entries in folder ``path``, up to ``count`` of them decoded from the
-    name ``start`` on, the name the next page starts at or None)."""
+    """(entries in folder ``path``, up to ``count`` of them decoded, those
+    whose names come after ``after`` — "" for the first page —, the cursor of
+    the next page or None).  Pages follow the index's byte order of names."""
     prefix = f"{path}/" if path else ""
-    items, more = source.encoded_children_range(path, start, count)
+    items, more = source.encoded_children_range(path, after + "\x00" if after else "", count)
     page = [(name, source.decode_entry(prefix + name, enc)) for name, enc in items]
-    return source.count_children(path), page, more
+    # ``more`` is the last name read plus NUL (where the next range starts)
+    return source.count_children(path), page, None if more is None else more[:-1]
 
 
 def _shared(a: LmdbTreeSource, b: LmdbTreeSource, path: str) -> bool:
