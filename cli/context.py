@@ -3,21 +3,34 @@
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import click
 
-from dsfs.catalog import Catalog, Ref
+from dsfs.catalog import Catalog, Ref, parse_ref
 from dsfs.errors import UsageError
 from dsfs.format.manifest import Header
 from dsfs.repository import Repository
 
+from .completion import complete_name, complete_project, complete_ref, complete_tag
 from .output import TerminalReporter
 
-_ID_TEXT = re.compile(r"^[0-9a-fA-F]{1,32}$")
+
+class FullHelpGroup(click.Group):
+    """A group whose command list shows each command's whole first sentence
+    (click would cut it with "...")."""
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=10_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 @dataclass
@@ -45,20 +58,8 @@ pass_app = click.make_pass_decorator(AppContext)
 
 
 def parse_ref_text(text: str) -> Ref:
-    """A REF given as one word: an id (or prefix), or PROJECT/NAME[@VERSION|#TAG]."""
-    if _ID_TEXT.match(text):
-        return Ref(id=text)
-    if "/" not in text:
-        raise UsageError(
-            f"{text!r} is neither a version id nor PROJECT/NAME[@VERSION|#TAG]"
-        )
-    tag = version = None
-    if "#" in text:
-        text, tag = text.rsplit("#", 1)
-    elif "@" in text:
-        text, version = text.rsplit("@", 1)
-    project, name = text.rsplit("/", 1)
-    return Ref(project=project, name=name, version=version, tag=tag)
+    """A REF given as one word (``dsfs.catalog.parse_ref``)."""
+    return parse_ref(text)
 
 
 def build_ref(ref_text: str | None, project: str | None, name: str | None,
@@ -79,25 +80,39 @@ def build_ref(ref_text: str | None, project: str | None, name: str | None,
 
 def ref_option_set(func: Callable[..., Any]) -> Callable[..., Any]:
     """--project/--name/--version/--tag, passed as project, name, version_, tag."""
-    func = click.option("--tag", "-t", metavar="T",
+    func = click.option("--tag", "-t", metavar="T", shell_complete=complete_tag,
                         help="Highest version carrying this tag.")(func)
     func = click.option("--version", "-v", "version_", metavar="V",
                         help="Version string.")(func)
-    func = click.option("--name", "-n", help="Name of the dataset (with --project).")(func)
-    return click.option("--project", "-p", help="Project of the dataset (with --name).")(func)
+    func = click.option("--name", "-n", shell_complete=complete_name,
+                        help="Name of the dataset (with --project).")(func)
+    return click.option("--project", "-p", shell_complete=complete_project,
+                        help="Project of the dataset (with --name).")(func)
 
 
 def ref_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """REF argument plus --project/--name/--version/--tag; passes ``ref: Ref``."""
 
-    @click.argument("ref_text", metavar="[REF]", required=False)
+    @click.argument("ref_text", metavar="[REF]", required=False, shell_complete=complete_ref)
+    @click.option("--id", "id_text", metavar="REF", shell_complete=complete_ref,
+                  help="The version, as REF (clearml-data's spelling).")
     @ref_option_set
     @functools.wraps(func)
-    def wrapper(*args: Any, ref_text: str | None, project: str | None, name: str | None,
-                version_: str | None, tag: str | None, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, ref_text: str | None, id_text: str | None, project: str | None,
+                name: str | None, version_: str | None, tag: str | None, **kwargs: Any) -> Any:
+        if id_text is not None:
+            if ref_text is not None:
+                raise UsageError("give REF or --id, not both")
+            ref_text = id_text
         return func(*args, ref=build_ref(ref_text, project, name, version_, tag), **kwargs)
 
     return wrapper
+
+
+def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--json``, passed as ``as_json``."""
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the result as JSON on stdout.")(func)
 
 
 def split_multi(values: tuple[str, ...]) -> list[str]:

@@ -12,10 +12,11 @@ from typing import Any, NoReturn
 import click
 
 from dsfs import __version__, config
-from dsfs.errors import EXIT_CODES, DiskFullError, DsfsError, local_os_error
+from dsfs.errors import EXIT_CODES, DiskFullError, DsfsError, LocalError, local_os_error
 
+from . import completion
 from .commands import build, cache, inspect, maintain, mount, overlay, read, ui
-from .context import AppContext
+from .context import AppContext, FullHelpGroup
 from .output import safe_path
 
 EPILOG = "\b\nExit codes:\n" + "\n".join(
@@ -23,12 +24,57 @@ EPILOG = "\b\nExit codes:\n" + "\n".join(
 )
 
 
-class DsfsGroup(click.Group):
+#: Global options that may also come after the command name, and whether
+#: they take a value.
+GLOBAL_OPTIONS = {"--store": True, "--cache-dir": True, "--quiet": False, "-q": False}
+
+#: Optional modules and the extra of dsfs that installs them.
+EXTRAS = {"pyfuse3": "mount", "trio": "mount", "boto3": "s3", "botocore": "s3"}
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``dsfs search --store X`` as ``dsfs --store X search``: global options
+    found after the command name (and before a ``--``) move in front of it."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    command_seen = False
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name = arg.split("=", 1)[0]
+        if not command_seen:
+            command_seen = not arg.startswith("-")
+            (rest if command_seen else front).append(arg)
+            if name in GLOBAL_OPTIONS and GLOBAL_OPTIONS[name] and "=" not in arg:
+                if i + 1 < len(args):
+                    front.append(args[i + 1])
+                i += 2
+                continue
+        elif name in GLOBAL_OPTIONS:
+            front.append(arg)
+            if GLOBAL_OPTIONS[name] and "=" not in arg and i + 1 < len(args):
+                front.append(args[i + 1])
+                i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
+
+class DsfsGroup(FullHelpGroup):
     """Turns every expected failure into one line and its documented exit code."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(args))
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            missing_extra(exc)
         except DsfsError as exc:
             click.echo(f"dsfs: error: {one_line(str(exc))}", err=True)
             sys.exit(exc.exit_code)
@@ -50,6 +96,17 @@ class DsfsGroup(click.Group):
                 sys.exit(error.exit_code)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             internal_error(exc)
+
+
+def missing_extra(exc: ModuleNotFoundError) -> NoReturn:
+    """An optional dependency that is not installed: name the extra (exit 12)."""
+    module = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(module)
+    if extra is None:
+        internal_error(exc)
+    click.echo(f"dsfs: error: this needs the {extra!r} extra of dsfs, which is not "
+               f"installed (no module {module!r}): pip install 'dsfs[{extra}]'", err=True)
+    sys.exit(LocalError.exit_code)
 
 
 def one_line(message: str) -> str:
@@ -112,16 +169,20 @@ _NEARLY_FULL = 4 << 20
 @click.option("--cache-dir", envvar="DSFS_CACHE_DIR", metavar="DIR",
               help="Local chunk cache shared by all commands. "
                    "[env DSFS_CACHE_DIR; default: $XDG_CACHE_HOME/dsfs]")
-@click.option("--quiet", "-q", is_flag=True, help="No progress bars or informational lines.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress bars, summaries or informational lines (ids, paths, "
+                   "listings and errors are still printed).")
 @click.version_option(__version__, prog_name="dsfs")
 @click.pass_context
 def cli(ctx: click.Context, store: str | None, cache_dir: str | None, quiet: bool) -> None:
     """Versioned datasets: create versions that store only their changes, find
-    them by project/name/version/tag, and get any version back."""
+    them by project/name/version/tag, and get any version back.
+
+    Global options may also follow the command (dsfs search --store URL)."""
     ctx.obj = AppContext(store, cache_dir, quiet)
 
 
-for module in (build, read, inspect, maintain, mount, overlay, cache, ui):
+for module in (build, read, inspect, maintain, mount, overlay, cache, ui, completion):
     for command in module.COMMANDS:
         cli.add_command(command)
 

@@ -60,7 +60,14 @@ def human_size(size: float) -> str:
     return f"{size:.1f} TiB"
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c not in (9,)}
+_CONTROL.update({10: "\\n", 13: "\\r", 0x7F: "\\x7f"})
+
+
 def safe_path(path: str) -> str:
-    """A path for display: undecodable bytes shown as \\x escapes, never a crash."""
+    """A name for display on one line: undecodable bytes shown as \\x escapes,
+    a newline as \\n, a carriage return as \\r and other control characters
+    as \\x escapes (so a name can never fake or split an output line); never
+    a crash.  ``--json`` keeps names exact."""
     raw = path.encode("utf-8", "surrogateescape")
-    return raw.decode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace").translate(_CONTROL)

@@ -15,8 +15,13 @@ each object's size and ETag (or mtime) in a ``<id>.stamp`` file beside the
 cached copy and compares it with what ``list``/``stat`` report, so a manifest
 repaired (or damaged) in the store is seen without clearing the cache.
 
-Tags live in ``tags/<id>`` and override the tags the manifest was created
-with, because manifests never change.
+A version's *attributes object* ``tags/<id>`` (named for its first use)
+holds what may change after publishing, because manifests never change:
+``tags`` (override the manifest's), ``description`` (overrides it), and
+``names``: the [project, name] pairs the dataset was renamed or moved to, in
+order.  A claim is consistent with a manifest whose header names the claim's
+project and name, or one of those pairs; a renamed version is shown under the
+name of the claim that publishes it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote
 
 from dsfs.errors import (
@@ -147,6 +153,52 @@ class Ref:
         return text
 
 
+_ID_TEXT = re.compile(r"^[0-9a-fA-F]{1,32}$")
+
+
+def parse_ref(text: str) -> Ref:
+    """A REF given as one word: an id (or prefix), or PROJECT/NAME[@VERSION|#TAG]
+    (the last ``/`` separates project and name)."""
+    if _ID_TEXT.match(text):
+        return Ref(id=text)
+    if "/" not in text:
+        raise UsageError(
+            f"{text!r} is neither a version id nor PROJECT/NAME[@VERSION|#TAG]"
+        )
+    tag = version = None
+    if "#" in text and "@" in text.rsplit("/", 1)[1]:
+        raise UsageError(f"{text!r}: a REF names @VERSION or #TAG, not both")
+    if "#" in text:
+        text, tag = text.rsplit("#", 1)
+        if not tag:
+            raise UsageError(f"{text + '#'!r} names no tag: give PROJECT/NAME#TAG")
+    elif "@" in text:
+        text, version = text.rsplit("@", 1)
+        if not version:
+            raise UsageError(f"{text + '@'!r} names no version: give PROJECT/NAME@VERSION, "
+                             "or PROJECT/NAME for the highest version")
+    project, name = text.rsplit("/", 1)
+    if not project or not name:
+        raise UsageError(f"{text!r} needs both a project and a name: PROJECT/NAME")
+    return Ref(project=project, name=name, version=version, tag=tag)
+
+
+def check_word(value: str, what: str, slash: bool = True) -> str:
+    """A project, name, version string or tag as stored: stripped, not empty,
+    and free of what a one-word REF cannot carry (``@``, ``#``, and ``/`` in
+    a name), of NUL and of newlines."""
+    value = value.strip()
+    if not value:
+        raise UsageError(f"{what} may not be empty")
+    if "\x00" in value or "\n" in value or "\r" in value:
+        raise UsageError(f"{what} {value!r} may not contain NUL or newline characters")
+    bad = [c for c in "@#" + ("" if slash else "/") if c in value]
+    if bad:
+        raise UsageError(f"{what} {value!r} may not contain {bad[0]!r}: no REF "
+                         "(PROJECT/NAME@VERSION#TAG) could name it")
+    return value
+
+
 class Catalog:
     def __init__(self, repo: Repository) -> None:
         self.repo = repo
@@ -206,13 +258,16 @@ class Catalog:
                 return None
             raise
         named = (header.project, header.name, header.version)
-        if named != (claim.project, claim.name, claim.version):
+        if named != (claim.project, claim.name, claim.version) and not (
+                header.version == claim.version
+                and [claim.project, claim.name] in self.attributes(header.id).get("names", [])):
             if not self._claim_holds(claim):
                 return None
             raise IntegrityError(
                 f"manifest {key} in {where} is corrupt: its header names "
                 f"{header.project}/{header.name} {header.version}, but the claim "
                 f"{claim.key} names it")
+        header.project, header.name = claim.project, claim.name  # renamed: the claim's name
         return header
 
     # -- headers, checked against the store ------------------------------------------
@@ -279,28 +334,76 @@ class Catalog:
             self.repo.forget_manifest(version_id)
 
     def is_visible(self, header: mf.Header) -> bool:
-        """Whether the claim that ``header`` names holds its id."""
+        """Whether the claim that ``header`` names (or, for a renamed version,
+        the claim of its latest name) holds its id."""
+        project, name = header.project, header.name
         try:
-            raw = self.repo.store.get(claim_key(header.project, header.name, header.version))
+            raw = self.repo.store.get(claim_key(project, name, header.version))
         except NotFoundError:
-            return False
+            names = self.attributes(header.id).get("names")
+            if not names or [project, name] == names[-1]:
+                return False
+            try:
+                raw = self.repo.store.get(claim_key(names[-1][0], names[-1][1], header.version))
+            except NotFoundError:
+                return False
         return _claim_text(raw) == header.id
 
-    def tags(self, header: mf.Header) -> list[str]:
+    def attributes(self, version_id: str) -> dict[str, Any]:
+        """The version's attributes object (``{}`` if it has none)."""
         try:
-            raw = self.repo.store.get(tags_key(header.id))
+            raw = self.repo.store.get(tags_key(version_id))
         except NotFoundError:
-            return list(header.tags)
+            return {}
         try:
-            tags = json.loads(raw)["tags"]
-            return [str(t) for t in tags]
-        except (ValueError, KeyError, TypeError):
-            raise IntegrityError(f"tags object {tags_key(header.id)} in {self.repo.store.url} "
+            attrs = json.loads(raw)
+            if not isinstance(attrs, dict):
+                raise TypeError
+            tags = attrs.get("tags", [])
+            names = attrs.get("names", [])
+            if (not isinstance(tags, list) or not isinstance(names, list)
+                    or not isinstance(attrs.get("description", ""), str)
+                    or any(not isinstance(n, list) or len(n) != 2 for n in names)):
+                raise TypeError
+            attrs["tags"] = [str(t) for t in tags]
+            attrs["names"] = [[str(n[0]), str(n[1])] for n in names]
+            return attrs
+        except (ValueError, TypeError):
+            raise IntegrityError(f"tags object {tags_key(version_id)} in {self.repo.store.url} "
                                  "is malformed") from None
 
-    def set_tags(self, version_id: str, tags: list[str]) -> None:
-        self.repo.store.put(tags_key(version_id), json.dumps({"tags": sorted(set(tags))}).encode())
+    def apply_attributes(self, header: mf.Header) -> mf.Header:
+        """``header`` with its current tags, description and (if renamed) its
+        dataset's latest project and name (one read)."""
+        attrs = self.attributes(header.id)
+        if attrs.get("names"):
+            header.project, header.name = attrs["names"][-1]
+        if "tags" in attrs:
+            header.tags = attrs["tags"]
+        if "description" in attrs:
+            header.description = attrs["description"]
+        return header
+
+    def tags(self, header: mf.Header) -> list[str]:
+        attrs = self.attributes(header.id)
+        return list(attrs["tags"]) if "tags" in attrs else list(header.tags)
+
+    def update_attributes(self, header: mf.Header, **changes: Any) -> dict[str, Any]:
+        """Change some attributes of a published version (read, change, write
+        whole: the last writer wins, as for tags)."""
+        attrs = self.attributes(header.id)
+        if "tags" not in attrs:
+            attrs["tags"] = list(header.tags)
+        attrs.update(changes)
+        attrs["tags"] = sorted(set(attrs["tags"]))
+        if not attrs.get("names"):
+            attrs.pop("names", None)
+        self.repo.store.put(tags_key(header.id), json.dumps(attrs).encode())
         self.repo.store.flush()
+        return attrs
+
+    def set_tags(self, version_id: str, tags: list[str]) -> None:
+        self.update_attributes(self.repo.header(version_id), tags=tags)
 
     # -- listing -------------------------------------------------------------------
 
@@ -319,7 +422,7 @@ class Catalog:
                 header = self._claimed_header(claim, infos.get(claim.version_id))
                 if header is None:
                     continue
-                header.tags = self.tags(header)
+                self.apply_attributes(header)
             except (IntegrityError, FormatVersionError) as exc:
                 report(f"{exc} (listing the other versions)")
                 continue
@@ -391,7 +494,7 @@ class Catalog:
             header = self._claimed_header(claims[version])
             if header is None:
                 continue  # deleted meanwhile
-            header.tags = self.tags(header)
+            self.apply_attributes(header)
             if ref.tag and ref.tag not in header.tags:
                 continue
             return header
@@ -425,7 +528,7 @@ class Catalog:
                 header = self._claimed_header(claim, info)  # raises: it is corrupt
                 if header is None:
                     continue
-            header.tags = self.tags(header)
+            self.apply_attributes(header)
             visible.append(header)
         if not visible:
             raise NotFoundError(f"no version with id {text!r} in {self.repo.store.url}")

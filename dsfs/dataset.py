@@ -10,23 +10,72 @@ The CLI is a thin layer over this class and ``dsfs.engine``.
 
 from __future__ import annotations
 
-import fnmatch
+import functools
+import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from dsfs import catalog as cat
-from dsfs.engine import drafts, materialize, parts, treewalk, verify, versions
+from dsfs.engine import (
+    attributes,
+    deleting,
+    drafts,
+    materialize,
+    parts,
+    search,
+    treewalk,
+    verify,
+    versions,
+)
 from dsfs.engine.latest import note_outdated_parent
-from dsfs.engine.tree import Changes, TreeResolver, compare
-from dsfs.errors import UsageError
-from dsfs.format.manifest import Entry, Header
+from dsfs.engine.scan import SourceItem
+from dsfs.engine.tree import Changes, TreeResolver
+from dsfs.errors import DsfsError, NotFoundError, UsageError
+from dsfs.format.manifest import DIR, FILE, Entry, Header
 from dsfs.report import Reporter
 from dsfs.repository import Repository
+from dsfs.shard import Shard
+
+PathArg = str | os.PathLike[str]
+
+
+def _fspath(value: PathArg, argument: str) -> str:
+    if not isinstance(value, (str, os.PathLike)):
+        raise UsageError(f"{argument} must be a str or os.PathLike path, not "
+                         f"{type(value).__name__}")
+    return os.fspath(value)
+
+
+def _fspaths(value: PathArg | Sequence[PathArg], argument: str) -> list[str]:
+    if isinstance(value, (str, os.PathLike)):
+        return [_fspath(value, argument)]
+    return [_fspath(v, argument) for v in value]
+
+
+def _open_repo(store: PathArg | None, cache_dir: PathArg | None) -> Repository:
+    """The store (a URL, or a local path as str or os.PathLike) and the cache."""
+    return Repository.open(None if store is None else _fspath(store, "store"),
+                           None if cache_dir is None else _fspath(cache_dir, "cache_dir"))
+
+
+def _words(value: str | Sequence[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]
+
+
+def _unsupported(argument: str, value: Any, default: Any, why: str) -> None:
+    if value != default:
+        raise UsageError(f"{argument}={value!r} is not supported by dsfs: {why}")
 
 
 class Dataset:
-    """One version of a dataset: a draft being built, or a published version."""
+    """One version of a dataset: a draft being built, or a published version.
+
+    Method names and arguments follow ClearML's ``clearml.Dataset``, so a
+    script written for it runs with ``from dsfs import Dataset`` wherever it
+    uses no server, task or UI feature (docs/cli.md, "From ClearML Data")."""
 
     def __init__(self, repo: Repository, header: Header, draft: drafts.Draft | None = None,
                  reporter: Reporter | None = None) -> None:
@@ -34,6 +83,8 @@ class Dataset:
         self._header = header
         self._draft = draft
         self.reporter = reporter or Reporter()
+        #: For ``is_dirty``: the draft changed since its last ``upload()``.
+        self._dirty = draft is not None and bool(draft.ops)
 
     # -- identity -------------------------------------------------------------
 
@@ -57,6 +108,15 @@ class Dataset:
     def tags(self) -> list[str]:
         return list(self._header.tags)
 
+    @tags.setter
+    def tags(self, values: Sequence[str]) -> None:
+        self.remove_tags(self.tags)
+        self.add_tags(list(values))
+
+    @property
+    def description(self) -> str:
+        return self._header.description
+
     @property
     def parents(self) -> list[str]:
         return list(self._header.parents)
@@ -68,6 +128,15 @@ class Dataset:
     def is_final(self) -> bool:
         return self._draft is None
 
+    def is_dirty(self) -> bool:
+        """Whether the draft has changes that ``upload()`` has not uploaded yet
+        (False for a published version)."""
+        return self._draft is not None and self._dirty
+
+    def get_default_storage(self) -> str:
+        """The store this version lives in (its data and its manifest)."""
+        return self.repo.store.url
+
     def __repr__(self) -> str:
         state = "draft" if self._draft else "final"
         return f"<Dataset {self.project}/{self.name} {self.version} {self.id} ({state})>"
@@ -75,27 +144,38 @@ class Dataset:
     # -- building a version ---------------------------------------------------------
 
     @classmethod
-    def create(cls, dataset_project: str, dataset_name: str, dataset_version: str | None = None,
-               dataset_tags: list[str] | None = None, parent_datasets: list[Any] | None = None,
-               description: str = "", store: str | None = None, cache_dir: str | None = None,
-               reporter: Reporter | None = None) -> Dataset:
-        """A new draft.  ``parent_datasets``: ids, id prefixes or Dataset objects."""
-        repo = Repository.open(store, cache_dir)
+    def create(cls, dataset_project: str | None = None, dataset_name: str | None = None,
+               dataset_version: str | None = None, dataset_tags: Sequence[str] | None = None,
+               parent_datasets: Sequence[Any] | None = None, description: str | None = None,
+               store: PathArg | None = None, cache_dir: PathArg | None = None,
+               reporter: Reporter | None = None, use_current_task: bool = False,
+               output_uri: str | None = None) -> Dataset:
+        """A new draft.  ``parent_datasets``: ids, id prefixes, references
+        ``PROJECT/NAME[@VERSION|#TAG]`` or Dataset objects; without
+        ``dataset_project`` the last parent's project is used (as ClearML
+        does).  ``output_uri``, ClearML's storage location, is the store when
+        ``store`` is not given: dsfs keeps a version's data and manifest in
+        one store."""
+        _unsupported("use_current_task", use_current_task, False,
+                     "dsfs has no ClearML tasks")
+        repo = _open_repo(store or output_uri, cache_dir)
         catalog = cat.Catalog(repo)
-        parent_ids = [
-            p.id if isinstance(p, Dataset) else catalog.resolve(cat.Ref(id=str(p))).id
-            for p in parent_datasets or []
-        ]
+        parent_ids = [_parent_id(catalog, p) for p in parent_datasets or []]
+        if dataset_project is None and parent_ids:
+            dataset_project = catalog.resolve(cat.Ref(id=parent_ids[-1])).project
+        if not dataset_project or not dataset_name:
+            raise UsageError("Dataset.create() needs dataset_project and dataset_name "
+                             "(dataset_project may come from parent_datasets)")
         draft = versions.create(repo, dataset_project, dataset_name, dataset_version,
-                                dataset_tags, parent_ids, description)
+                                _words(dataset_tags), parent_ids, description or "")
         return cls(repo, draft.header, draft, reporter)
 
     @classmethod
-    def open_draft(cls, draft_id: str | None = None, store: str | None = None,
-                   cache_dir: str | None = None, reporter: Reporter | None = None) -> Dataset:
+    def open_draft(cls, draft_id: str | None = None, store: PathArg | None = None,
+                   cache_dir: PathArg | None = None, reporter: Reporter | None = None) -> Dataset:
         """A draft created earlier on this machine (the current one by default)."""
         draft = drafts.load(draft_id)
-        repo = Repository.open(store or draft.store_url, cache_dir)
+        repo = _open_repo(store or draft.store_url, cache_dir)
         return cls(repo, draft.header, draft, reporter)
 
     def _require_draft(self) -> drafts.Draft:
@@ -103,62 +183,282 @@ class Dataset:
             raise UsageError(f"version {self.id} is final; create a child version to change it")
         return self._draft
 
-    def add_files(self, path: str | os.PathLike[str] | list[str | os.PathLike[str]],
-                  wildcard: str | None = None,
-                  dataset_path: str | None = None, recursive: bool = True) -> int:
-        paths = [os.fspath(path)] if isinstance(path, (str, os.PathLike)) else [
-            os.fspath(p) for p in path]
-        return versions.add_files(self._require_draft(), paths, dataset_path or "", wildcard,
-                                  recursive, self.reporter)
+    def _changed(self) -> None:
+        self._dirty = True
 
-    def remove_files(self, dataset_path: str) -> None:
-        versions.remove_files(self._require_draft(), [dataset_path])
+    def add_files(self, path: PathArg | Sequence[PathArg],
+                  wildcard: str | Sequence[str] | None = None,
+                  dataset_path: str | None = None, recursive: bool = True,
+                  local_base_folder: PathArg | None = None, verbose: bool = False,
+                  max_workers: int | None = None) -> int:
+        """Record files (read when the draft is uploaded or finalized); returns
+        how many were added.  ``wildcard``: one glob or several; a folder's
+        contents go below ``dataset_path``, or, with ``local_base_folder``, at
+        their path relative to that folder."""
+        draft = self._require_draft()
+        paths = _fspaths(path, "path")
+        patterns = None if wildcard is None else (
+            wildcard if isinstance(wildcard, str) else list(wildcard))
+        count = 0
+        for one in paths:
+            folder = dataset_path or ""
+            if local_base_folder is not None:
+                base = os.path.abspath(_fspath(local_base_folder, "local_base_folder"))
+                where = os.path.abspath(one)
+                where = where if os.path.isdir(where) else os.path.dirname(where)
+                rel = os.path.relpath(where, base)
+                if rel.startswith(".."):
+                    raise UsageError(f"path {one!r} is not inside local_base_folder {base!r}")
+                folder = "/".join(p for p in (folder, "" if rel == "." else rel) if p)
+            count += versions.add_files(draft, [one], folder, patterns, recursive,
+                                        self.reporter)
+        self._changed()
+        return count
 
-    def sync_folder(self, local_path: str, dataset_path: str | None = None) -> None:
-        """Make the draft's ``dataset_path`` mirror ``local_path`` (adds, changes, removals)."""
-        versions.mirror_folder(self._require_draft(), local_path, dataset_path or "",
+    def remove_files(self, dataset_path: str | None = None, recursive: bool = True,
+                     verbose: bool = False) -> int:
+        """Remove dataset paths matching a glob (a folder removes all below it);
+        returns how many files and symlinks that removes."""
+        draft = self._require_draft()
+        if not dataset_path:
+            raise UsageError("remove_files() needs dataset_path (a path or glob in the dataset)")
+        before = versions.preview(self.repo, draft)
+        versions.remove_files(draft, [dataset_path])
+        after = versions.preview(self.repo, draft)
+        self._changed()
+        return sum(1 for p, e in before.items() if p not in after and e.kind != DIR)
+
+    def sync_folder(self, local_path: PathArg, dataset_path: str | None = None,
+                    verbose: bool = False) -> tuple[int, int, int]:
+        """Make the draft's ``dataset_path`` mirror ``local_path``; returns
+        ClearML's ``(removed, added, modified)`` counts.  Here a file counts
+        as modified when its size or mtime changed; ``finalize`` hashes it and
+        keeps it unchanged if its bytes are the same."""
+        draft = self._require_draft()
+        before = versions.preview(self.repo, draft)
+        versions.mirror_folder(draft, _fspath(local_path, "local_path"), dataset_path or "",
                                self.reporter)
+        after = versions.preview(self.repo, draft)
+        self._changed()
+        removed = sum(1 for p, e in before.items() if p not in after and e.kind != DIR)
+        added = sum(1 for p, e in after.items() if p not in before and e.kind != DIR)
+        modified = sum(1 for p, e in after.items()
+                       if p in before and e.kind != DIR and _differs(before[p], e))
+        return removed, added, modified
 
-    def finalize(self) -> versions.CloseResult:
-        """Upload what is new and publish the version (``dsfs close``), with a
-        note if its parent is no longer the latest version of the dataset."""
-        result = versions.close(self.repo, self.id, self.reporter)
-        self._header, self._draft = result.header, None
+    def upload(self, show_progress: bool = True, verbose: bool = False,
+               output_url: str | None = None, compression: str | None = None,
+               chunk_size: int | None = None, max_workers: int | None = None,
+               retries: int = 3, preview: bool = True) -> None:
+        """Hash, deduplicate, pack and upload the draft's new files without
+        publishing (resumable: packs already stored are not uploaded again).
+        ``finalize()`` publishes; it reads the files again to check them but
+        uploads nothing more."""
+        draft = self._require_draft()
+        if output_url is not None and output_url.rstrip("/") != self.repo.store.url.rstrip("/"):
+            raise UsageError(f"upload(output_url={output_url!r}): this draft's data goes to "
+                             f"its store {self.repo.store.url}; give store= to "
+                             "Dataset.create() to choose another")
+        versions.upload(self.repo, draft.header.id, self.reporter)
+        self._dirty = False
+
+    def finalize(self, verbose: bool = False, raise_on_error: bool = True,
+                 auto_upload: bool = False) -> versions.CloseResult:
+        """Upload what is new (if ``upload()`` did not) and publish the version
+        (``dsfs close``), with a note if its parent is no longer the latest
+        version of the dataset.  The result is true (ClearML returns True)."""
+        draft_id = self.id
+        result = versions.close(self.repo, draft_id, self.reporter)
+        if result.header.id != draft_id:  # a lost race for the version string
+            attributes.copy_metadata(self.repo, draft_id, result.header.id)
+        self._header, self._draft, self._dirty = result.header, None, False
         note_outdated_parent(self.repo, result.header, self.reporter)
         return result
+
+    # -- attributes -------------------------------------------------------------------
+
+    def add_tags(self, tags: str | Sequence[str]) -> None:
+        words = _words(tags)
+        if self._draft is not None:
+            self._draft.header.tags = sorted(set(self._draft.header.tags)
+                                             | set(versions.check_tags(words)))
+            drafts.save(self._draft)
+            self._header = self._draft.header
+            return
+        new = versions.set_tags(self.repo, self._header, words, [])
+        self._header.tags = new
+
+    def remove_tags(self, tags: str | Sequence[str]) -> None:
+        """Remove tags the version has (others are ignored, as in ClearML)."""
+        words = [t for t in _words(tags) if t in self.tags]
+        if self._draft is not None:
+            self._draft.header.tags = sorted(set(self._draft.header.tags) - set(words))
+            drafts.save(self._draft)
+            self._header = self._draft.header
+            return
+        self._header.tags = versions.set_tags(self.repo, self._header, [], words)
+
+    def set_description(self, description: str) -> None:
+        if self._draft is not None:
+            self._draft.header.description = str(description)
+            drafts.save(self._draft)
+            self._header = self._draft.header
+            return
+        attributes.set_description(self.repo, self._header, description)
+        self._header.description = str(description)
+
+    def set_metadata(self, metadata: Any, metadata_name: str = "metadata",
+                     ui_visible: bool = True) -> None:
+        """Store a JSON-able value (dict, list, ...) or a file (a path: a CSV or
+        Parquet table, ...) with this version under ``metadata_name``."""
+        raw = attributes.encode_metadata(metadata)
+        attributes.put_metadata(self.repo, self.id, metadata_name, raw)
+
+    def get_metadata(self, metadata_name: str = "metadata") -> Any:
+        """The value stored by ``set_metadata``; for a file, the path of a
+        local copy."""
+        return attributes.get_metadata(self.repo, self.id, metadata_name)
+
+    def list_metadata(self) -> list[str]:
+        return attributes.list_metadata(self.repo, self.id)
+
+    # -- the store's datasets (classmethods, as in ClearML) -----------------------------------
+
+    @classmethod
+    def rename(cls, new_dataset_name: str, dataset_project: str, dataset_name: str,
+               store: PathArg | None = None, cache_dir: PathArg | None = None) -> list[str]:
+        """Rename a dataset (every version); returns the ids renamed."""
+        repo = _open_repo(store, cache_dir)
+        return attributes.rename_dataset(repo, dataset_project, dataset_name, dataset_project,
+                                         new_dataset_name)
+
+    @classmethod
+    def move_to_project(cls, new_dataset_project: str, dataset_project: str,
+                        dataset_name: str, store: PathArg | None = None,
+                        cache_dir: PathArg | None = None) -> list[str]:
+        """Move a dataset (every version) to another project; returns the ids moved."""
+        repo = _open_repo(store, cache_dir)
+        return attributes.rename_dataset(repo, dataset_project, dataset_name,
+                                         new_dataset_project, dataset_name)
+
+    @classmethod
+    def delete(cls, dataset_id: str | None = None, dataset_project: str | None = None,
+               dataset_name: str | None = None, force: bool = False,
+               dataset_version: str | None = None, entire_dataset: bool = False,
+               shallow_search: bool = False, delete_files: bool = True,
+               delete_external_files: bool = False, store: PathArg | None = None,
+               cache_dir: PathArg | None = None, dry_run: bool = False) -> list[str]:
+        """Delete one version, or with ``entire_dataset=True`` (and ``force=True``,
+        as in ClearML) every version of a dataset; returns the ids deleted (or
+        that would be, with ``dry_run``).  ``force`` also hides versions that
+        other versions are built on.  The data goes at the next ``gc``."""
+        _unsupported("delete_external_files", delete_external_files, False,
+                     "dsfs never deletes objects it does not own")
+        if dataset_id and (dataset_project or dataset_name):
+            raise UsageError("give dataset_id, or dataset_project and dataset_name, not both")
+        repo = _open_repo(store, cache_dir)
+        if entire_dataset:
+            if not force:
+                raise UsageError("Dataset.delete(entire_dataset=True) also needs force=True")
+            if not dataset_project or not dataset_name:
+                raise UsageError("entire_dataset=True needs dataset_project and dataset_name")
+            return deleting.delete_dataset(repo, dataset_project, dataset_name, force, dry_run)
+        header = cat.Catalog(repo).resolve(_ref(dataset_id, dataset_project, dataset_name,
+                                                dataset_version, None))
+        if not dry_run:
+            versions.delete(repo, header, force)
+        return [header.id]
+
+    @classmethod
+    def squash(cls, dataset_name: str, dataset_ids: Sequence[Any] | None = None,
+               dataset_project_name_pairs: Sequence[tuple[str, str]] | None = None,
+               output_url: str | None = None, dataset_project: str | None = None,
+               store: PathArg | None = None, cache_dir: PathArg | None = None,
+               reporter: Reporter | None = None) -> Dataset:
+        """A new parentless version holding the merged trees (later wins) of
+        the given versions, in the first one's project unless
+        ``dataset_project`` is given."""
+        repo = _open_repo(store or output_url, cache_dir)
+        catalog = cat.Catalog(repo)
+        ids = [_parent_id(catalog, d) for d in dataset_ids or []]
+        ids += [catalog.resolve(cat.Ref(project=p, name=n)).id
+                for p, n in dataset_project_name_pairs or []]
+        if not ids:
+            raise UsageError("Dataset.squash() needs dataset_ids or dataset_project_name_pairs")
+        project = dataset_project or catalog.resolve(cat.Ref(id=ids[0])).project
+        result = versions.squash(repo, ids, project, dataset_name)
+        return cls(repo, result.header, None, reporter)
+
+    @classmethod
+    def list_datasets(cls, dataset_project: str | None = None,
+                      partial_name: str | None = None, tags: Sequence[str] | None = None,
+                      ids: Sequence[str] | None = None, only_completed: bool = True,
+                      recursive_project_search: bool = True, include_archived: bool = True,
+                      store: PathArg | None = None, cache_dir: PathArg | None = None
+                      ) -> list[dict[str, Any]]:
+        """Published versions as ClearML's dicts: name, project, id, version,
+        tags, created, status ("completed"), plus description, files, size.
+        ``partial_name`` matches part of the name, case-insensitively (a
+        regular expression); sub-projects are searched unless
+        ``recursive_project_search=False``."""
+        repo = _open_repo(store, cache_dir)
+        headers = search.find_versions(repo, dataset_project, partial_name, _words(tags),
+                                       _words(ids), partial_name=True,
+                                       recursive=recursive_project_search)
+        return [version_dict(h) for h in headers]
 
     # -- reading a version ---------------------------------------------------------------
 
     @classmethod
     def get(cls, dataset_id: str | None = None, dataset_project: str | None = None,
             dataset_name: str | None = None, dataset_version: str | None = None,
-            dataset_tag: str | None = None, store: str | None = None,
-            cache_dir: str | None = None, reporter: Reporter | None = None) -> Dataset:
-        repo = Repository.open(store, cache_dir)
-        ref = cat.Ref(dataset_id, dataset_project, dataset_name, dataset_version, dataset_tag)
-        return cls(repo, cat.Catalog(repo).resolve(ref), None, reporter)
+            dataset_tag: str | None = None, store: PathArg | None = None,
+            cache_dir: PathArg | None = None, reporter: Reporter | None = None,
+            dataset_tags: Sequence[str] | None = None, only_completed: bool = False,
+            only_published: bool = False, include_archived: bool = False,
+            auto_create: bool = False, writable_copy: bool = False, alias: str | None = None,
+            overridable: bool = False, shallow_search: bool = False,
+            silence_alias_warnings: bool = False) -> Dataset:
+        """A published version: by ``dataset_id`` (an id, a unique prefix, or a
+        reference ``PROJECT/NAME[@VERSION|#TAG]``), or by project and name
+        with an optional version string and tag(s) (the highest version that
+        matches).  ``auto_create``: a new draft if the dataset does not exist;
+        ``writable_copy``: a new draft whose parent is the version found.
+        Every version dsfs finds is completed; ClearML's ``alias`` and
+        ``overridable`` are for tasks and change nothing here."""
+        repo = _open_repo(store, cache_dir)
+        wanted_tags = _words(dataset_tags) + _words(dataset_tag)
+        try:
+            header = _resolve(repo, dataset_id, dataset_project, dataset_name, dataset_version,
+                              wanted_tags)
+        except NotFoundError:
+            if not auto_create or dataset_id or not (dataset_project and dataset_name):
+                raise
+            return cls.create(dataset_project, dataset_name, dataset_version, wanted_tags,
+                              store=store, cache_dir=cache_dir, reporter=reporter)
+        if writable_copy:
+            return cls.create(header.project, header.name, dataset_tags=wanted_tags,
+                              parent_datasets=[header.id], store=store, cache_dir=cache_dir,
+                              reporter=reporter)
+        return cls(repo, header, None, reporter)
 
     @classmethod
     def search(cls, project: str | None = None, name: str | None = None,
-               tags: list[str] | None = None, store: str | None = None,
-               cache_dir: str | None = None) -> list[Header]:
-        """Headers of the published versions that match every given filter."""
-        repo = Repository.open(store, cache_dir)
-        found = []
-        for header in cat.Catalog(repo).visible_headers():
-            if project is not None and header.project != project:
-                continue
-            if name is not None and header.name != name:
-                continue
-            if tags and not set(tags) <= set(header.tags):
-                continue
-            found.append(header)
-        return found
+               tags: list[str] | None = None, store: PathArg | None = None,
+               cache_dir: PathArg | None = None, ids: Sequence[str] = (),
+               partial_name: bool = False, recursive: bool = False) -> list[Header]:
+        """Headers of the published versions that match every given filter
+        (``dsfs.engine.search``)."""
+        repo = _open_repo(store, cache_dir)
+        return search.find_versions(repo, project, name, tags or [], ids,
+                                    partial_name=partial_name, recursive=recursive)
 
     def _tree(self) -> dict[str, Entry]:
         return TreeResolver(self.repo).tree(self.id)
 
-    def get_local_copy(self, part: int | None = None, num_parts: int | None = None) -> str:
+    def get_local_copy(self, use_soft_links: bool | None = None, part: int | None = None,
+                       num_parts: int | None = None, raise_on_error: bool = True,
+                       max_workers: int | None = None) -> str:
         """Path of a read-only copy, built from the shared cache (cheap when done
         before); with ``part``/``num_parts`` only that share of the files
         (``dsfs.engine.parts``; parts are numbered from 0)."""
@@ -166,8 +466,13 @@ class Dataset:
         return str(materialize.local_copy(self.repo, self._final_header(), self.reporter,
                                           part=share))
 
-    def get_mutable_local_copy(self, target_folder: str, overwrite: bool = False,
-                               part: int | None = None, num_parts: int | None = None) -> str:
+    def get_mutable_local_copy(self, target_folder: PathArg, overwrite: bool = False,
+                               part: int | None = None, num_parts: int | None = None,
+                               raise_on_error: bool = True,
+                               max_workers: int | None = None) -> str:
+        """A writable copy in ``target_folder`` (new or empty; ``overwrite``
+        empties it first)."""
+        target_folder = _fspath(target_folder, "target_folder")
         share = parts.check_part(part, num_parts)
         return str(materialize.mutable_copy(self.repo, self._final_header(), target_folder,
                                             self.reporter, part=share, overwrite=overwrite))
@@ -177,17 +482,53 @@ class Dataset:
             raise UsageError(f"version {self.id} is a draft: finalize it first")
         return self._header
 
-    def list_files(self, dataset_path: str | None = None, part: int | None = None,
+    def list_files(self, dataset_path: str | None = None, recursive: bool = True,
+                   dataset_id: str | None = None, part: int | None = None,
                    num_parts: int | None = None) -> list[str]:
-        """Paths of the files and symlinks of this version, optionally matching a
-        glob; with ``part``/``num_parts`` only that share (``dsfs.engine.parts``)."""
+        """Paths of the files and symlinks of this version (or of ``dataset_id``)
+        in a folder or matching a glob, as ClearML matches them
+        (``dsfs.engine.search.path_matcher``); with ``part``/``num_parts``
+        only that share (``dsfs.engine.parts``)."""
+        if dataset_id is not None and dataset_id != self.id:
+            other = Dataset(self.repo, cat.Catalog(self.repo).resolve(cat.parse_ref(dataset_id)),
+                            None, self.reporter)
+            return other.list_files(dataset_path, recursive, None, part, num_parts)
         share = parts.check_part(part, num_parts)
         if share is None:
             files: Iterator[Entry] = self.iter_files()
         else:
             files = parts.select(self.iter_files, lambda e: e.size, *share)
-        return [e.path for e in files
-                if dataset_path is None or fnmatch.fnmatchcase(e.path, dataset_path)]
+        matches = search.path_matcher(dataset_path, recursive)
+        return [e.path for e in files if matches(e.path)]
+
+    @property
+    def file_entries_dict(self) -> dict[str, Entry]:
+        """Path → entry (size, digest, mode, chunks) of every file."""
+        return {e.path: e for e in self.iter_files() if e.kind == FILE}
+
+    @property
+    def file_entries(self) -> list[Entry]:
+        return list(self.file_entries_dict.values())
+
+    @property
+    def link_entries_dict(self) -> dict[str, Entry]:
+        """ClearML's external links; dsfs has none yet (empty)."""
+        return {}
+
+    def get_num_chunks(self, include_parents: bool = True) -> int:
+        """How many distinct chunks hold this version's files (with
+        ``include_parents=False``, only those of the files it changed)."""
+        if include_parents:
+            entries: Iterable[Entry] = self.iter_files()
+        else:
+            entries = (new for _path, _old, new in self.iter_own_changes() if new is not None)
+        return len({ref.chunk_id for e in entries for ref in e.chunks})
+
+    def shard(self, index: int, count: int) -> Shard:
+        """Worker ``index``'s share of ``count`` (from 0): stable, disjoint,
+        balanced by bytes (``dsfs.shard``; the split of ``get --part``)."""
+        self._final_header()
+        return Shard(self, index, count)
 
     def iter_files(self) -> Iterator[Entry]:
         """The files and symlinks of this version in path order, streamed from
@@ -195,16 +536,8 @@ class Dataset:
         return treewalk.iter_files(treewalk.open_tree(self.repo, self._final_header()))
 
     def iter_own_changes(self) -> Iterator[treewalk.Row]:
-        """``own_changes`` as (path, old, new) rows in path order, streamed when
-        the version has at most one parent."""
-        rows = treewalk.own_changes(self.repo, self._final_header())
-        if rows is not None:
-            return rows
-        changes = self.own_changes()
-        merged: list[treewalk.Row] = [(e.path, None, e) for e in changes.added]
-        merged += [(e.path, e, None) for e in changes.removed]
-        merged += [(new.path, old, new) for old, new in changes.modified]
-        return iter(sorted(merged, key=lambda row: row[0]))
+        """``own_changes`` as (path, old, new) rows in path order, streamed."""
+        return treewalk.own_changes(self.repo, self._final_header())
 
     def entries(self) -> dict[str, Entry]:
         self._final_header()
@@ -212,11 +545,7 @@ class Dataset:
 
     def own_changes(self) -> Changes:
         """What this version changed relative to its (merged) parents."""
-        rows = treewalk.own_changes(self.repo, self._final_header())
-        if rows is not None:
-            return treewalk.changes(rows)
-        resolver = TreeResolver(self.repo)
-        return compare(resolver.merged(self.parents), resolver.tree(self.id))
+        return treewalk.changes(treewalk.own_changes(self.repo, self._final_header()))
 
     def own_delta(self) -> list[Entry]:
         """The entries the manifest stores (the whole tree for a snapshot)."""
@@ -243,11 +572,128 @@ class Dataset:
             todo.extend(graph[version_id])
         return graph
 
+    def verify_dataset_hash(self, local_copy_path: PathArg | None = None,
+                            skip_hash: bool = False, verbose: bool = False) -> list[str]:
+        """ClearML's check of a local copy: the paths that are missing or differ
+        (an empty list when all is well)."""
+        folder = (self.get_local_copy() if local_copy_path is None
+                  else _fspath(local_copy_path, "local_copy_path"))
+        return sorted({p.rsplit(": ", 1)[0] for p in self.verify(folder)})
+
     def verify(self, folder: str | None = None) -> list[str]:
         """Problems found (empty when all is well): stored chunks, or a local folder."""
+        if folder is not None:
+            folder = _fspath(folder, "folder")
         if folder is None:
             return verify.verify_store(self.repo, self._final_header(), self.reporter)
         return verify.verify_folder(self.repo, self._final_header(), folder, self.reporter)
+
+
+def _differs(old: Entry | SourceItem, new: Entry | SourceItem) -> bool:
+    """Whether a path of a draft's preview changed, judged as ``sync`` first
+    judges it: kind, size, and mtime for a local file, target for a symlink."""
+    if old.kind != new.kind or old.size != new.size:
+        return True
+    if new.kind == FILE:
+        return isinstance(new, SourceItem) and old.mtime_ns != new.mtime_ns
+    return old.target != new.target
+
+
+def _ref(dataset_id: str | None, project: str | None, name: str | None, version: str | None,
+         tag: str | None) -> cat.Ref:
+    """The Ref for Python arguments; ``dataset_id`` may be an id, a prefix or a
+    one-word reference."""
+    if dataset_id:
+        if project or name:
+            raise UsageError("give dataset_id, or dataset_project and dataset_name, not both")
+        ref = cat.parse_ref(str(dataset_id))
+        if (version and ref.version not in (None, version)) or (tag and ref.tag):
+            raise UsageError(f"dataset_id {dataset_id!r} already names a version")
+        if version or tag:
+            if ref.id:
+                raise UsageError("dataset_version and dataset_tags need a dataset name, "
+                                 "not an id")
+            ref.version, ref.tag = version or ref.version, tag or ref.tag
+        return ref
+    if not project or not name:
+        raise UsageError("name a version: dataset_id, or dataset_project and dataset_name")
+    if version and tag:
+        raise UsageError("give dataset_version or dataset_tags, not both")
+    return cat.Ref(project=project, name=name, version=version, tag=tag)
+
+
+def _resolve(repo: Repository, dataset_id: str | None, project: str | None, name: str | None,
+             version: str | None, tags: list[str]) -> Header:
+    catalog = cat.Catalog(repo)
+    if len(tags) <= 1:
+        return catalog.resolve(_ref(dataset_id, project, name, version,
+                                    tags[0] if tags else None))
+    ref = _ref(dataset_id, project, name, version, None)
+    if ref.id:
+        header = catalog.resolve(ref)
+        if not set(tags) <= set(header.tags):
+            raise NotFoundError(f"version {header.id} does not carry every tag of {tags}")
+        return header
+    found = [h for h in search.find_versions(repo, ref.project, ref.name, tags,
+                                             recursive=False)
+             if ref.version in (None, h.version)]
+    if not found:
+        raise NotFoundError(f"no version of {ref.project}/{ref.name} carries all of {tags}")
+    return max(found, key=lambda h: cat.version_sort_key(h.version))
+
+
+def _parent_id(catalog: cat.Catalog, parent: Any) -> str:
+    if isinstance(parent, Dataset):
+        return parent.id
+    return catalog.resolve(cat.parse_ref(str(parent))).id
+
+
+def version_dict(header: Header) -> dict[str, Any]:
+    """A version as ``list_datasets`` and ``search --json`` show it."""
+    return {"id": header.id, "name": header.name, "project": header.project,
+            "version": header.version, "tags": list(header.tags),
+            "created": header.created, "status": "completed",
+            "description": header.description, "parents": list(header.parents),
+            "files": header.stats.get("files", 0), "size": header.stats.get("size", 0)}
+
+
+#: What the engine's messages say in command-line words, in Python words.
+_PYTHON_WORDS = [
+    ("delete them first or use --force", "delete them first or pass force=True"),
+    ("automatically: give --version", "automatically: give dataset_version="),
+    ("run 'dsfs create' first or pass --id", "call Dataset.create() first, or pass draft_id"),
+    ("by --project and --name", "by dataset_project and dataset_name"),
+    (": pass --store ", ": pass store="),
+]
+
+
+def _in_python_words(method: Any) -> Any:
+    """``method`` raising DsfsErrors whose messages name Python arguments
+    instead of the command-line options the engine's messages name."""
+
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except DsfsError as exc:
+            text = str(exc)
+            for cli_words, python_words in _PYTHON_WORDS:
+                text = text.replace(cli_words, python_words)
+            if text == str(exc):
+                raise
+            exc.args = (text,)
+            raise
+
+    return call
+
+
+for _name, _member in list(vars(Dataset).items()):
+    if _name.startswith("_"):
+        continue
+    if isinstance(_member, classmethod):
+        setattr(Dataset, _name, classmethod(_in_python_words(_member.__func__)))
+    elif inspect.isfunction(_member):
+        setattr(Dataset, _name, _in_python_words(_member))
 
 
 __all__ = ["Dataset"]

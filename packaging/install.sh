@@ -6,12 +6,13 @@
 #   DSFS_VENV=/opt/dsfs bash packaging/install.sh
 #   DSFS_EXTRAS=test,s3,mount,ui,fsspec  # extras to install (this is the default)
 #
-# System packages: fuse3 (fusermount3, /dev/fuse), libfuse3-dev and pkg-config
-# (to build pyfuse3), python3-venv, rsync; with the test extra also git and
-# sqlite3, which the tests run inside mounts, strace and e2fsprogs for the
-# durability and fault tests, and chromium (where the system has it) for the
-# web UI's headless-browser test.  Needs root or sudo for those;
-# skipped when they are already present.
+# System packages: fuse3 (fusermount3, /dev/fuse), libfuse3-dev, pkg-config,
+# gcc and patch (to build pyfuse3 with dsfs's patch), python3-venv, rsync;
+# with the test extra also git and sqlite3, which the tests run inside mounts,
+# strace and e2fsprogs for the durability and fault tests, and chromium (where
+# the system has it) for the web UI's headless-browser test.  Needs root or
+# sudo for those; skipped when they are already present.  DSFS_PYFUSE3=stock
+# skips the patched pyfuse3 build.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,6 +26,8 @@ pkg-config --exists fuse3 2>/dev/null || need+=(libfuse3-dev)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 "$python" -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v rsync >/dev/null 2>&1 || need+=(rsync)
+command -v patch >/dev/null 2>&1 || need+=(patch)  # the pyfuse3 patch
+command -v cc >/dev/null 2>&1 || need+=(gcc)  # pyfuse3 is built from source
 # the tests drive mounts with these real tools too
 if [[ ",$extras," == *,test,* ]]; then
     command -v git >/dev/null 2>&1 || need+=(git)
@@ -68,4 +71,10 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
 "$venv/bin/python" -m pip install -q -e "$here[$extras]"
+# pyfuse3 with dsfs's patch (a cheaper FUSE request loop; docs/design.md, "The
+# FUSE loop"); DSFS_PYFUSE3=stock keeps the released one, and so does a failed build
+if [[ ",$extras," == *,mount,* ]] && [ "${DSFS_PYFUSE3:-patched}" != stock ]; then
+    bash "$here/packaging/pyfuse3/build.sh" "$venv" \
+        || echo "install.sh: dsfs runs with stock pyfuse3 (slower FUSE requests)" >&2
+fi
 echo "install.sh: dsfs installed in $venv ($("$venv/bin/dsfs" --version))" >&2

@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import stat
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -210,3 +211,64 @@ def test_access_for_writing_is_erofs() -> None:
     ops = ReadOnlyOperations(FakeVfs(), FakeReader())  # type: ignore[arg-type]
     assert call(ops, "access", 5, os.R_OK, None) is True
     assert fuse_errno(ops, "access", 5, os.W_OK, None) == errno.EROFS
+
+
+class CountingReader(FakeReader):
+    """Hands out a new handle per open and remembers which are open."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.open_handles: set[int] = set()
+        self.reads: list[int] = []
+        self._next = 100
+
+    def open(self, file: Any) -> int:
+        self._next += 1
+        self.open_handles.add(self._next)
+        return self._next
+
+    async def read(self, fh: int, offset: int, size: int) -> bytes:
+        assert fh in self.open_handles
+        self.reads.append(fh)
+        return b"x" * size
+
+    def release(self, fh: int) -> None:
+        self.open_handles.remove(fh)
+
+
+class SizedVfs(FakeVfs):
+    """Files of 100 bytes."""
+
+    def open(self, ino: int, writing: bool = False) -> Any:
+        super().open(ino, writing)
+        return SimpleNamespace(entry=SimpleNamespace(size=100))
+
+
+def test_no_open_mode_reads_by_inode_with_a_bounded_set_of_handles(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the patched pyfuse3: open and opendir answer ENOSYS (after open's
+    own checks), reads come with the inode; the reader's handles are per inode,
+    released at the end of the file or, past ``INODE_HANDLES``, the least
+    recently read first."""
+    from dsfs.fuse import readonly
+
+    monkeypatch.setattr(readonly, "INODE_HANDLES", 2)
+    reader = CountingReader()
+    ops = ReadOnlyOperations(SizedVfs(), reader, no_open=True)  # type: ignore[arg-type]
+    assert fuse_errno(ops, "opendir", 5, None) == errno.ENOSYS
+    assert fuse_errno(ops, "open", 5, os.O_WRONLY, None) == errno.EROFS  # checks first
+    assert fuse_errno(ops, "open", 5, os.O_RDONLY, None) == errno.ENOSYS
+    assert call(ops, "read", 5, 0, 3) == b"xxx"
+    assert call(ops, "read", 5, 3, 3) == b"xxx"
+    assert reader.reads[0] == reader.reads[1]  # one handle for the inode
+    call(ops, "read", 6, 0, 1)
+    call(ops, "read", 5, 0, 1)  # 5 is now the most recent
+    call(ops, "read", 8, 0, 1)  # releases 6's handle
+    assert len(reader.open_handles) == 2
+    call(ops, "release", 5)  # a no-op: the kernel never sends it without open
+    assert len(reader.open_handles) == 2
+    call(ops, "read", 6, 0, 1)  # reopened
+    assert len(reader.open_handles) == 2 and reader.reads[-1] not in reader.reads[:3]
+    # a read that reaches the end releases the handle (a prune may evict its chunks)
+    call(ops, "read", 6, 90, 10)
+    assert len(reader.open_handles) == 1

@@ -278,14 +278,14 @@ def test_a_writer_whose_lock_expired_publishes_nothing(
     # A refresher that never gets through, as when the machine sleeps or the
     # store is unreachable: the lock runs out while the close goes on.
     monkeypatch.setattr(locks.StoreLock, "_refresh_loop", lambda self: None)
-    original = versions.build_tree
+    original = versions.build_version
 
     def slow_build(*args, **kwargs):
         built = original(*args, **kwargs)
         time.sleep(1.5)
         return built
 
-    monkeypatch.setattr(versions, "build_tree", slow_build)
+    monkeypatch.setattr(versions, "build_version", slow_build)
     with pytest.raises(ConflictError, match="lock .* expired"):
         versions.sync(repo, str(folder), "p", "n")
     assert not list(repo.store.list("versions/"))

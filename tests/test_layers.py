@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("dsfs.repository",),
     ("dsfs.catalog",),
     ("dsfs.engine",),
-    ("dsfs.dataset", "dsfs.vfs"),
+    ("dsfs.dataset", "dsfs.shard", "dsfs.vfs"),
     ("dsfs.content",),
     ("dsfs.overlay",),
     ("dsfs.fuse",),

@@ -193,7 +193,12 @@ def test_control_socket_without_file_descriptors(dataset: dict, tmp_path: Path) 
         client = subprocess.Popen([DSFS, "status", "--json", str(mnt)],
                                   env={**os.environ, **env}, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
-        time.sleep(1.5)  # accept fails meanwhile (EMFILE)
+        # accept fails meanwhile (EMFILE); wait for the log line rather than a fixed
+        # time, since the client's start-up alone can take seconds on a loaded machine
+        deadline = time.monotonic() + 60
+        while ("accepting on the control socket failed" not in log_text(mnt)
+               and time.monotonic() < deadline):
+            time.sleep(0.1)
         assert proc.poll() is None, log_text(mnt)
         assert "edit.txt" in os.listdir(mnt)  # still serving
         # an open that needs a descriptor gets the mount process's own EMFILE

@@ -391,7 +391,7 @@ def _race(monkeypatch: pytest.MonkeyPatch, where: str, competitor: Path) -> list
     return published
 
 
-@pytest.mark.parametrize("where", ["build_tree", "finish_version"])
+@pytest.mark.parametrize("where", ["build_version", "finish_version"])
 def test_concurrent_sync_keeps_both_and_warns(store_url: str, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch,
                                               where: str) -> None:
@@ -417,12 +417,12 @@ def test_concurrent_sync_keeps_both_and_warns(store_url: str, tmp_path: Path,
     assert re.fullmatch(warning, result.stderr.strip()), result.stderr
 
 
-@pytest.mark.parametrize("where", ["build_tree", "finish_version"])
+@pytest.mark.parametrize("where", ["build_version", "finish_version"])
 def test_concurrent_sync_with_require_latest_fails(store_url: str, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    where: str) -> None:
     """Row ``sync-concurrent-required``: exit 5 and only the other version is
-    published, whether the other writer won before the check (build_tree) or
+    published, whether the other writer won before the check (build_version) or
     in the claim race after it (finish_version)."""
     repo = Repository.open()
     data, other = tmp_path / "data", tmp_path / "other"
@@ -479,7 +479,7 @@ def test_warning_names_a_non_utf8_path_with_escapes(world: World) -> None:
 
 
 @pytest.mark.parametrize("where, message", [
-    ("build_tree", r"p/n now has a version, 1\.0\.0 \([0-9a-f]{32}\)"),
+    ("build_version", r"p/n now has a version, 1\.0\.0 \([0-9a-f]{32}\)"),
     ("finish_version", r"another version of p/n was published at the same moment \(.*\)")])
 def test_first_syncs_of_a_new_dataset_with_require_latest(store_url: str, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner
@@ -242,6 +243,7 @@ def test_folders_and_changes_are_paged(demo: Demo, monkeypatch: pytest.MonkeyPat
 
 
 def test_diff_of_any_two_versions(demo: Demo) -> None:
+    local_only(demo)
     client = demo.client()
     page = client.get("/diff", "a=demo/stdlib@1.0.0&b=" + demo.ids["1.0.4"])
     assert page.status == 200, page.text
@@ -287,6 +289,7 @@ def test_cursor_walks_agree_with_the_engine(demo: Demo, batch: int,
 def test_names_are_escaped_everywhere(demo: Demo) -> None:
     """A file named ``<script>alert(1)</script>`` (a folder ``<script>alert(1)<``
     holding ``script>``) and a folder ``<img src=x onerror=alert(2)>`` show as text."""
+    local_only(demo)
     client = demo.client()
     vid = demo.ids["1.0.1"]
     pages = [client.get(f"/v/{vid}"), client.get(f"/v/{vid}", "dir=<script>alert(1)<"),
@@ -386,6 +389,18 @@ def test_export_writes_linked_static_pages(demo: Demo, tmp_path: Path) -> None:
     assert 'class="plot' in version and "data:image/png;base64," in version
 
 
+def test_export_below_a_file_is_one_line_and_exit_10(demo: Demo, tmp_path: Path) -> None:
+    local_only(demo)
+    target = tmp_path / "a-file"
+    target.write_text("x")
+    result = subprocess.run([str(DSFS), "ui", "--export", str(target / "site")],
+                            capture_output=True, text=True, env={**os.environ, **demo.env},
+                            timeout=300)
+    assert result.returncode == 10, result.stderr
+    assert result.stderr == f"dsfs: error: cannot write {target / 'site'}: Not a directory\n"
+    assert target.read_text() == "x"
+
+
 def test_dsfs_ui_serves_on_loopback_and_prints_its_url(demo: Demo) -> None:
     local_only(demo)
     proc = subprocess.Popen([str(DSFS), "ui", "--port", "0"], stdout=subprocess.PIPE,
@@ -408,10 +423,18 @@ def test_dsfs_ui_serves_on_loopback_and_prints_its_url(demo: Demo) -> None:
 # -- a real browser ----------------------------------------------------------------------
 
 def _browser() -> str | None:
+    """A Chromium that runs here (Ubuntu's chromium-browser may be a wrapper
+    around a snap that is not installed: it is then skipped too)."""
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
         if found:
-            return found
+            try:
+                ok = subprocess.run([found, "--version"], capture_output=True,
+                                    timeout=60).returncode == 0
+            except (OSError, subprocess.TimeoutExpired):
+                ok = False
+            if ok:
+                return found
     return None
 
 
@@ -510,3 +533,52 @@ def test_in_a_real_browser(demo: Demo, tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+# -- any request ------------------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_SEGMENTS = st.sampled_from(["v", "file", "raw", "ds", "diff", "static", "style.css", "..",
+                             "%2e%2e", "", ".", "etc", "passwd", "VID", "PARENT"])
+_KEYS = st.sampled_from(["path", "dir", "d", "c", "a", "b", "after", "against", "q"])
+_VALUES = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["../../etc/passwd", "/etc/passwd", "data/../../x", "VID", "PARENT",
+                     "demo/stdlib@1.0.0", "json", "data/cats.csv", "\x00", "a" * 300,
+                     "%00", "<script>", "data/a", "0" * 33]))
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(segments=st.lists(_SEGMENTS, max_size=5),
+       query=st.lists(st.tuples(_KEYS, _VALUES), max_size=4),
+       method=st.sampled_from(["GET", "GET", "GET", "HEAD", "POST"]))
+def test_any_request_is_answered_and_stays_inside(demo: Demo, segments: list[str],
+                                                  query: list[tuple[str, str]],
+                                                  method: str) -> None:
+    """Random paths and queries: an answer (200, 400, 404, 405), never an
+    exception, never a script from a name, never a file from outside."""
+    if demo.store_url.startswith("s3://"):
+        return  # store-independent (a skip per example would be noise)
+    vid, parent = demo.ids["1.0.1"], demo.ids["1.0.0"]
+
+    def fill(text: str) -> str:
+        return text.replace("VID", vid).replace("PARENT", parent)
+
+    path = "/" + "/".join(fill(s) for s in segments)
+    qs = "&".join(f"{k}={quote(fill(v).encode('utf-8', 'surrogatepass'), safe='')}"
+                  for k, v in query)
+    reply = _shared_client(demo).request(method, path, qs)
+    assert reply.status in (200, 400, 404, 405), (path, qs, reply.status, reply.raw[:300])
+    assert b"root:" not in reply.raw and b"<script" not in reply.raw.lower()
+
+
+_clients: dict[str, Client] = {}
+
+
+def _shared_client(demo: Demo) -> Client:
+    if demo.store_url not in _clients:
+        _clients[demo.store_url] = demo.client()
+    return _clients[demo.store_url]

@@ -24,7 +24,10 @@ from dsfs.repository import Repository
 from dsfs.store import open_store
 from dsfs.ui import walk
 
-NAMES = ["a", "a-b", "a.b", "a0", "A", "b"]
+#: Names that sort around a folder's, and names whose UTF-8 byte order and str
+#: order disagree (an undecodable byte is a surrogate in str; an emoji is above it).
+NAMES = ["a", "a-b", "a.b", "a0", "A", "b", "é", b"\xff".decode("utf-8", "surrogateescape"),
+         "\U0001f600"]
 
 
 def random_history(repo: Repository, rng: random.Random, steps: int) -> list[Header]:
@@ -70,7 +73,8 @@ def test_cursor_walks_match_the_engine(tmp_path: Path, seed: int,
     def tree(h: Header):  # noqa: ANN202 - a fresh source each time, as a page has
         return treewalk.open_tree(repo, h)
 
-    cursors = ["", "a", "a/", "a-b", "a.b/a", "a/a/a", "A/b", "a0/", "b/b/b", "~"]
+    cursors = ["", "a", "a/", "a-b", "a.b/a", "a/a/a", "A/b", "a0/", "b/b/b", "~", "é/",
+               "\U0001f600", NAMES[7] + "/a"]
     for h in versions:
         files = [e for e in treewalk.iter_files(tree(h))]
         assert list(walk.files_after(tree(h))) == files
@@ -102,3 +106,43 @@ def test_folder_pages_cover_a_folder_once(tmp_path: Path) -> None:
             break
         start = start_next
     assert seen == [n for n, _e in source.children("d")]
+
+
+def test_a_page_reads_a_page_not_the_folder(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deep in a folder of 20,000 files, a folder page and a page of files
+    read a few hundred index records and decode only what they show."""
+    import itertools
+
+    from dsfs.cache.index import CacheIndex
+    from dsfs.engine.treedirs import LmdbTreeSource
+
+    repo = Repository(open_store(str(tmp_path / "store")), tmp_path / "cache")
+    h = Header(id=uuid.uuid4().hex, project="p", name="n", version="1",
+               stats={"files": 20_001, "size": 1})
+    entries = [file(f"d/f{i:05d}") for i in range(20_000)] + [file("e/x")]
+    repo.store.put(mf.manifest_key(h.id), mf.encode(h, entries))
+    source = treewalk.open_tree(repo, h)
+    assert source.count_children("d") == 20_000
+    read, decoded = [], []
+    real_range, real_decode = CacheIndex.tree_listing_range, LmdbTreeSource.decode_entry
+
+    def counting_range(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        got = real_range(self, *args, **kwargs)
+        read.append(len(got))
+        return got
+
+    def counting_decode(self, path, encoded):  # noqa: ANN001, ANN202
+        decoded.append(path)
+        return real_decode(self, path, encoded)
+
+    monkeypatch.setattr(CacheIndex, "tree_listing_range", counting_range)
+    monkeypatch.setattr(LmdbTreeSource, "decode_entry", counting_decode)
+    total, page, more = walk.folder_page(source, "d", "f12345", 100)
+    assert total == 20_000 and [n for n, _e in page][:2] == ["f12346", "f12347"]
+    assert more == "f12445" and sum(read) == 100 and len(decoded) == 100
+    read.clear()
+    decoded.clear()
+    rows = list(itertools.islice(walk.files_after(source, "d/f17000"), 100))
+    assert [e.path for e in rows][:1] == ["d/f17001"] and len(rows) == 100
+    assert sum(read) <= 3 * walk.BATCH and len(decoded) == 100

@@ -4,24 +4,37 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import click
 
 from dsfs.catalog import drop_cached_manifests
+from dsfs.engine import parts
+from dsfs.engine import prefetch as prefetch_plan
 from dsfs.errors import StoreError, UsageError
+from dsfs.format.manifest import FILE
 from dsfs.mount import cachectl
+from dsfs.shard import part_files
 
-from ..context import AppContext, build_ref, pass_app, ref_option_set
+from ..completion import complete_ref
+from ..context import (
+    AppContext,
+    FullHelpGroup,
+    build_ref,
+    json_option,
+    pass_app,
+    ref_option_set,
+)
 from ..output import human_size, print_json
 
 
-@click.group()
+@click.group(cls=FullHelpGroup)
 def cache() -> None:
     """Inspect and manage the shared chunk cache ($DSFS_CACHE_DIR)."""
 
 
 @cache.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@json_option
 @pass_app
 def stats(app: AppContext, as_json: bool) -> None:
     """How much the cache holds: chunks, index, `get` copies, temporary files;
@@ -59,40 +72,61 @@ def stats(app: AppContext, as_json: bool) -> None:
 @cache.command()
 @click.option("--size", "size_text", metavar="SIZE",
               help=f"Shrink to this size (e.g. 20G) [default: ${cachectl.SIZE_ENV}].")
+@json_option
 @pass_app
-def prune(app: AppContext, size_text: str | None) -> None:
-    """Evict least recently used chunks until the cache fits SIZE; forget the
-    memoized trees of versions the store no longer holds."""
+def prune(app: AppContext, size_text: str | None, as_json: bool) -> None:
+    """Evict least recently used chunks and `dsfs get` copies until the cache
+    fits SIZE; forget the memoized trees and cached manifests of versions the
+    store no longer holds.  `get --copy` folders are never touched."""
     limit = cachectl.parse_size(size_text) if size_text else cachectl.default_limit()
     if limit is None:
         raise UsageError(f"give --size or set ${cachectl.SIZE_ENV}")
-    removed, freed = cachectl.prune(app.repo.cache, limit)
-    click.echo(f"removed {removed} chunk(s), {human_size(freed)}")
+    removed, freed = cachectl.prune(app.repo.cache, limit, copies=True)
     left = cachectl.stats(app.repo.cache)
-    if left.total_bytes > limit:
-        click.echo(f"the cache still takes {human_size(left.total_bytes)}: its index "
-                   f"({human_size(left.index_bytes)}) and `dsfs get` copies "
-                   f"({human_size(left.copies_bytes)}) are not evicted", err=True)
+    forgotten: int | None
+    manifests: int | None
     try:
         forgotten = cachectl.forget_gone_trees(app.repo)
+        manifests = cachectl.forget_gone_manifests(app.repo)
     except StoreError as exc:
+        forgotten = manifests = None
         click.echo(f"version trees not checked (store unreachable: {exc})", err=True)
-    else:
-        if forgotten:
-            click.echo(f"forgot the trees of {forgotten} version(s) gone from the store")
+    if as_json:
+        print_json({"chunks_removed": removed, "bytes_freed": freed, "limit": limit,
+                    "total_bytes": left.total_bytes, "trees_forgotten": forgotten,
+                    "manifests_removed": manifests})
+        return
+    if not app.quiet:
+        click.echo(f"removed {removed} chunk(s) and `dsfs get` copies, {human_size(freed)}")
+    if left.total_bytes > limit:
+        click.echo(f"the cache still takes {human_size(left.total_bytes)}: its index "
+                   f"({human_size(left.index_bytes)}) is not evicted", err=True)
+    if forgotten and not app.quiet:
+        click.echo(f"forgot the trees of {forgotten} version(s) gone from the store")
+    if manifests and not app.quiet:
+        click.echo(f"removed {manifests} cached manifest file(s) of versions gone "
+                   "from the store")
 
 
 @cache.command()
+@json_option
 @pass_app
-def clear(app: AppContext) -> None:
+def clear(app: AppContext, as_json: bool) -> None:
     """Remove every cached chunk, manifest and memoized version tree, and
     reset the counters of GETs and bytes.
 
     Version trees are kept while a dsfs mount is running."""
     removed, freed = cachectl.clear(app.repo.cache)
-    click.echo(f"removed {removed} chunk(s), {human_size(freed)}")
-    click.echo(f"removed {drop_cached_manifests(app.repo.cache_root)} cached manifest file(s)")
+    manifests = drop_cached_manifests(app.repo.cache_root)
     forgotten = cachectl.clear_trees(app.repo.cache)
+    if as_json:
+        print_json({"chunks_removed": removed, "bytes_freed": freed,
+                    "manifests_removed": manifests, "trees_forgotten": forgotten})
+        return
+    if app.quiet:
+        return
+    click.echo(f"removed {removed} chunk(s), {human_size(freed)}")
+    click.echo(f"removed {manifests} cached manifest file(s)")
     if forgotten is None:
         click.echo("version trees kept: a dsfs mount is running")
     else:
@@ -100,27 +134,47 @@ def clear(app: AppContext) -> None:
 
 
 @cache.command(name="verify")
+@json_option
 @pass_app
-def verify_(app: AppContext) -> None:
+def verify_(app: AppContext, as_json: bool) -> None:
     """Re-hash every cached chunk; corrupt ones are removed (fetched again on use).
 
     Exits 6 when any chunk was corrupt."""
     checked, bad = cachectl.verify(app.repo.cache)
+    if as_json:
+        print_json({"checked": checked, "bad": list(bad)})
+        if bad:
+            raise SystemExit(6)
+        return
     for cid in bad:
         click.echo(f"corrupt or missing, removed: {cid}", err=True)
-    click.echo(f"checked {checked} chunk(s): {len(bad)} bad")
+    if not app.quiet or bad:
+        click.echo(f"checked {checked} chunk(s): {len(bad)} bad")
     if bad:
         raise SystemExit(6)
 
 
 @click.command()
-@click.argument("words", nargs=-1, metavar="REF [PATH ...]")
+@click.argument("words", nargs=-1, metavar="REF [PATH ...]", shell_complete=complete_ref)
 @ref_option_set
+@click.option("--part", type=int, metavar="K",
+              help="Only share K (from 0) of --num-parts: one training worker's files.")
+@click.option("--num-parts", type=int, metavar="N",
+              help="Split the files into N shares balanced by bytes (as get --part).")
+@click.option("--dry-run", is_flag=True,
+              help="Only count what would be fetched; fetch nothing.")
+@json_option
 @pass_app
 def prefetch(app: AppContext, words: tuple[str, ...], project: str | None, name: str | None,
-             version_: str | None, tag: str | None) -> None:
-    """Fill the cache with a version's files (all, or those at or below PATHs),
-    in parallel, so that a later mount or get reads locally."""
+             version_: str | None, tag: str | None, part: int | None,
+             num_parts: int | None, dry_run: bool, as_json: bool) -> None:
+    """Fill the cache with a version's files (all, those at or below PATHs, or
+    one worker's share with --part/--num-parts), in parallel, so that a later
+    mount, get or dsfs:// reader reads locally.
+
+    The tree is streamed and fetched a window of chunks at a time (bounded
+    memory at any size)."""
+    share = parts.check_part(part, num_parts, part_name="--part", num_name="--num-parts")
     # With --project/--name every word is a PATH; otherwise the first is the REF.
     named = bool(project or name)
     ref = build_ref(None if named else (words[0] if words else None),
@@ -128,18 +182,48 @@ def prefetch(app: AppContext, words: tuple[str, ...], project: str | None, name:
     paths = words if named else words[1:]
     header = app.resolve(ref)
     repo = app.repo
-    refs = cachectl.prefetch_refs(repo, header, paths)
-    missing = {r.chunk_id: r for r in refs if not repo.cache.has(r.chunk_id)}
-    total = sum(r.length for r in missing.values())
+    if share is not None and paths:
+        raise UsageError("give PATHs or --part/--num-parts, not both")
+
+    def windows() -> Iterator[prefetch_plan.Window]:
+        if share is None:
+            return prefetch_plan.windows(repo, header, paths)
+        return prefetch_plan.chunk_windows(
+            repo, (r for e in part_files(repo, header, share) if e.kind == FILE
+                   for r in e.chunks))
+
+    wanted = missing = size = 0
+    for window in windows():  # a first pass for the total
+        wanted += window.wanted
+        missing += len(window.missing)
+        size += sum(r.length for r in window.missing)
+    if dry_run:
+        if as_json:
+            print_json({"id": header.id, "chunks_wanted": wanted, "chunks_missing": missing,
+                        "bytes_missing": size, "dry_run": True})
+        elif not app.quiet:
+            click.echo(f"{wanted} chunk(s) wanted, {missing} not cached "
+                       f"({human_size(size)}); nothing fetched (--dry-run)")
+        return
     lock = threading.Lock()
-    with app.reporter.progress("prefetch", total, "B") as bar:
+    fetched = count = 0
+    with app.reporter.progress("prefetch", size, "B") as bar:
         def advance(amount: int) -> None:
             with lock:
                 bar.advance(amount)
 
-        fetched = cachectl.prefetch(repo, list(missing.values()), advance)
-    click.echo(f"{len(refs)} chunk(s) wanted, {len(missing)} fetched "
-               f"({human_size(fetched)} downloaded)")
+        started = time.monotonic()
+        for window in windows():
+            count += len(window.missing)
+            fetched += cachectl.prefetch(repo, window.missing, advance)
+        took = max(time.monotonic() - started, 1e-6)
+    if as_json:
+        print_json({"id": header.id, "chunks_wanted": wanted, "chunks_fetched": count,
+                    "bytes_downloaded": fetched, "seconds": round(took, 3)})
+    elif not app.quiet:
+        click.echo(f"{wanted} chunk(s) wanted, {count} fetched "
+                   f"({human_size(fetched)} downloaded in {took:.1f} s, "
+                   f"{human_size(int(fetched / took))}/s)")
 
 
 COMMANDS = [cache, prefetch]

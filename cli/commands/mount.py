@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -9,8 +10,9 @@ import click
 from dsfs.catalog import Ref
 from dsfs.errors import UsageError
 
-from ..context import AppContext, build_ref, pass_app, ref_option_set
-from ..output import print_json
+from ..completion import complete_ref
+from ..context import AppContext, build_ref, json_option, pass_app, ref_option_set
+from ..output import print_json, safe_path
 
 
 def _ref_and_mountpoint(words: tuple[str, ...], project: str | None, name: str | None,
@@ -24,7 +26,7 @@ def _ref_and_mountpoint(words: tuple[str, ...], project: str | None, name: str |
 
 
 @click.command()
-@click.argument("words", nargs=-1, metavar="[REF] MOUNTPOINT")
+@click.argument("words", nargs=-1, metavar="[REF] MOUNTPOINT", shell_complete=complete_ref)
 @ref_option_set
 @click.option("--foreground", "-f", is_flag=True,
               help="Stay attached until unmounted (for systemd and tests).")
@@ -59,6 +61,9 @@ def mount(app: AppContext, words: tuple[str, ...], project: str | None, name: st
         raise UsageError("--overlay needs --writable")
     size = cachectl.parse_size(cache_size) if cache_size else cachectl.default_limit()
     path = lifecycle.check_mountpoint(mountpoint)
+    if ready_fd is None and _has_entries(path):
+        app.reporter.warn(f"{path} is not empty: its files are hidden while the version is "
+                          "mounted over them")
     header = app.resolve(ref)
     upper = overlay_dir(overlay, path) if writable else None
     if foreground or ready_fd is not None:
@@ -84,6 +89,14 @@ def mount(app: AppContext, words: tuple[str, ...], project: str | None, name: st
                    f"at {path}{how}; log: {info['log']}")
 
 
+def _has_entries(path: str) -> bool:
+    try:
+        with os.scandir(path) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return False
+
+
 @click.command()
 @click.argument("mountpoint", type=click.Path())
 @click.option("--lazy", "-z", is_flag=True,
@@ -99,7 +112,7 @@ def umount(app: AppContext, mountpoint: str, lazy: bool) -> None:
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@json_option
 def mounts(as_json: bool) -> None:
     """List dsfs mounts with their versions."""
     from dsfs.mount import table  # noqa: PLC0415
@@ -122,7 +135,9 @@ def mounts(as_json: bool) -> None:
     for r in rows:
         what = f"{r['project']}/{r['name']} {r['version']}" if r["project"] else "?"
         status = "" if r["alive"] else "  (process gone: `dsfs umount` cleans up)"
-        click.echo(f"{r['mountpoint']}  {r['version_id']}  {what}  pid {r['pid']}{status}")
+        pid = f"pid {r['pid']}" if r["pid"] is not None else "pid ? (not started by dsfs)"
+        click.echo(f"{safe_path(str(r['mountpoint']))}  {r['version_id']}  {safe_path(what)}  "
+                   f"{pid}{status}")
 
 
 COMMANDS = [mount, umount, mounts]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from ..context import AppContext, pass_app, split_multi
+from ..context import AppContext, json_option, pass_app, split_multi
 from ..output import print_json, safe_path
 
 
@@ -19,7 +19,7 @@ def _ask(mountpoint: str, message: dict) -> dict:
 
 @click.command()
 @click.argument("mountpoint", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print added/modified/removed as JSON.")
+@json_option
 @pass_app
 def status(app: AppContext, mountpoint: str, as_json: bool) -> None:
     """Paths a writable mount adds, modifies and removes.
@@ -49,9 +49,10 @@ def status(app: AppContext, mountpoint: str, as_json: bool) -> None:
 @click.option("--version", "-v", "version_", metavar="V",
               help="Version string [default: the next patch version].")
 @click.option("--tags", multiple=True, metavar="T", help="Tags (repeat or comma-separate).")
+@json_option
 @pass_app
 def commit(app: AppContext, mountpoint: str, message: str, version_: str | None,
-           tags: tuple[str, ...]) -> None:
+           tags: tuple[str, ...], as_json: bool) -> None:
     """Make the edits of a writable mount a child version; print its id last.
 
     The mount stays up and shows the new version with no pending edits.
@@ -60,6 +61,10 @@ def commit(app: AppContext, mountpoint: str, message: str, version_: str | None,
                                "tags": split_multi(tags)})
     if answer.get("notice"):
         click.echo(f"dsfs: note: {answer['notice']}", err=True)
+    if as_json:
+        print_json({k: answer.get(k) for k in ("id", "project", "name", "version", "counts",
+                                               "uploaded_bytes")})
+        return
     if not app.quiet:
         counts = answer["counts"]
         click.echo(f"committed {answer['project']}/{answer['name']} {answer['version']}: "

@@ -101,6 +101,7 @@ import os
 import struct
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -128,19 +129,27 @@ _MADV_DONTNEED = 4
 
 _envs: dict[str, lmdb.Environment] = {}
 _envs_lock = threading.Lock()
-#: Environments a parent process opened before a fork: a child must not use
-#: them (LMDB forbids it), nor close them; it opens its own.
-_inherited: list[lmdb.Environment] = []
+#: Every ``CacheIndex`` of this process, to reopen in a forked child.
+_indexes: weakref.WeakSet[CacheIndex] = weakref.WeakSet()
 
 
-def _forget_inherited_envs() -> None:
+def _reopen_after_fork() -> None:
+    """In a forked child (a data loader's worker): LMDB forbids using the
+    parent's environments, so close the inherited ones (closing touches only
+    this process's reader slots and file handles) and reopen every index."""
     global _envs_lock
-    _inherited.extend(_envs.values())
+    inherited = list(_envs.values())
     _envs.clear()
     _envs_lock = threading.Lock()
+    for env in inherited:
+        with contextlib.suppress(Exception):
+            env.close()
+    for index in list(_indexes):
+        with contextlib.suppress(Exception):
+            index._open()
 
 
-os.register_at_fork(after_in_child=_forget_inherited_envs)
+os.register_at_fork(after_in_child=_reopen_after_fork)
 
 
 def _open_env(path: Path) -> lmdb.Environment:
@@ -197,7 +206,12 @@ class CacheIndex:
     """Typed access to the cache's LMDB tables."""
 
     def __init__(self, directory: Path) -> None:
-        self.env = _open_env(directory)
+        self.directory = directory
+        self._open()
+        _indexes.add(self)
+
+    def _open(self) -> None:
+        self.env = _open_env(self.directory)
         self._chunks = self.env.open_db(b"chunks")
         self._store_chunks = self.env.open_db(b"store_chunks")
         self._store_packs = self.env.open_db(b"store_packs")

@@ -95,15 +95,21 @@ class BlockingReader:
             self._call(lambda reader: reader.release(fh))
 
     def read_file(self, file: OpenFile, offset: int = 0, size: int | None = None) -> bytes:
-        """Bytes ``offset:offset + size`` of a file (to its end when None)."""
+        """Bytes ``offset:offset + size`` of a file (to its end when None), in
+        one trip to the reader's thread."""
         end = file.size if size is None else min(file.size, offset + size)
         if offset >= end:
             return b""
-        fh = self.open(file)
-        try:
-            return self.read(fh, offset, end - offset)
-        finally:
-            self.release(fh)
+
+        async def whole(reader: ChunkReader) -> bytes:
+            fh = reader.open(file)
+            try:
+                return await reader.read(fh, offset, end - offset)
+            finally:
+                reader.release(fh)
+
+        reader, token = self._ensure()
+        return trio.from_thread.run(whole, reader, trio_token=token)
 
     def close(self) -> None:
         """Stop the thread (flushing access times and counters); a later call
@@ -113,6 +119,6 @@ class BlockingReader:
                 stop = self._stop
                 trio.from_thread.run_sync(stop.set, trio_token=self._token)
                 if self._thread is not None:
-                    self._thread.join()
+                    self._thread.join(timeout=30)
             self._token = self._reader = self._stop = self._thread = None
             self._pid = -1

@@ -157,6 +157,8 @@ class ChunkReader:
         self.spans = spans
         #: Bytes served since the counters were last flushed.
         self._read_bytes = 0
+        #: Record the cache's counters after every fetch (``_flush_counters``).
+        self.eager_counters = False
         self.readahead = readahead
         self.limit = limit
         self.cache_size = None if limit is None else limit.limit
@@ -198,7 +200,8 @@ class ChunkReader:
                 while True:
                     await trio.sleep(TICK)
                     ticks += 1
-                    if (ticks % 6 == 0 or self._unpruned) and _due(touching, ticks):
+                    if (ticks % 6 == 0 or self._unpruned or self._read_bytes) and _due(
+                            touching, ticks):
                         try:
                             if await trio.to_thread.run_sync(self.flush_access_times,
                                                              limiter=self.limiter):
@@ -478,6 +481,7 @@ class ChunkReader:
                 fetched = self.cache.fetch(self.store, [ref, *(window or ())])
                 self.fetches += 1
                 self._unpruned += fetched
+                self._flush_counters()
                 return
             except DsfsError as exc:
                 if attempt == len(delays):
@@ -508,4 +512,16 @@ class ChunkReader:
             return False
         self.fetches += 1
         self._unpruned += fetched
+        self._flush_counters()
         return True
+
+    def _flush_counters(self) -> None:
+        """With ``eager_counters``, add the counts of a fetch to the index at once
+        (a loader's worker may be killed rather than closed); a mount adds them
+        every few seconds and at unmount."""
+        if not self.eager_counters:
+            return
+        try:
+            self.cache.flush_counters()
+        except DsfsError as exc:  # counts are kept for the next flush
+            log.debug("counters not recorded: %s", exc)

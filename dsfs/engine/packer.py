@@ -6,7 +6,10 @@ cache's record of what the store holds (kept current by
 ``Repository.sync_pack_index``), so a renamed or copied file uploads nothing
 and a rerun after an interruption re-uploads no finished pack.  Packs are
 uploaded by a few worker threads while hashing goes on; at most
-``MAX_INFLIGHT`` finished packs wait in memory.
+``MAX_INFLIGHT`` finished packs wait in memory.  Memory does not grow with
+the number of files: a pack's chunks are recorded in the cache index as soon
+as its upload is done (later duplicates are found there), so only the chunks
+of packs still being built or uploaded are held.
 
 A packer holds a shared store lock (``dsfs.engine.locks``) from its creation
 to the end of the ``publish`` that follows in the same thread (or until it is
@@ -74,9 +77,11 @@ class Packer:
         self.stats = PackStats()
         self._builder = PackBuilder()
         self._seq = 0
-        self._placed: dict[str, PendingRef | ChunkRef] = {}
+        #: chunks of packs not yet recorded in the cache index
+        self._placed: dict[str, PendingRef] = {}
         self._pack_ids: dict[int, str] = {}
-        self._uploaded: list[tuple[str, list[PackEntry]]] = []
+        #: packs uploaded, waiting to be recorded (by the hashing thread)
+        self._uploaded: list[tuple[int, str, list[PackEntry]]] = []
         self._reused_packs: set[str] = set()
         self._pool = ThreadPoolExecutor(max_workers=UPLOAD_THREADS)
         self._slots = threading.BoundedSemaphore(MAX_INFLIGHT)
@@ -120,23 +125,24 @@ class Packer:
         location = self.repo.cache.index.chunk_location(self.store_id, id_to_bytes(cid))
         if location is not None:
             pack_raw, offset, length = location
-            ref: PendingRef | ChunkRef = ChunkRef(cid, pack_raw.hex(), offset, length)
-            self._reused_packs.add(pack_raw.hex())
+            pack = pack_raw.hex()
+            self._reused_packs.add(pack)
             self.stats.chunks_reused += 1
-        else:
-            entry = self._builder.add(cid, data)
-            ref = PendingRef(cid, self._seq, entry.offset, entry.length)
-            self.stats.chunks_new += 1
-            if len(self._builder) >= PACK_TARGET_SIZE:
-                self._flush()
+            return ChunkRef(cid, pack, offset, length)
+        entry = self._builder.add(cid, data)
+        ref = PendingRef(cid, self._seq, entry.offset, entry.length)
+        self.stats.chunks_new += 1
         self._placed[cid] = ref
+        if len(self._builder) >= PACK_TARGET_SIZE:
+            self._flush()
         return ref
 
     def _flush(self) -> None:
         if self._builder.chunk_count == 0:
             return
         pack_id, data, entries = self._builder.finish()
-        self._pack_ids[self._seq] = pack_id
+        seq = self._seq
+        self._pack_ids[seq] = pack_id
         self._seq += 1
         self._builder = PackBuilder()
         self._slots.acquire()
@@ -150,14 +156,36 @@ class Packer:
                         self.stats.packs_uploaded += 1
                 self._hold.lock.fresh_packs.add(pack_id)
                 with self._stats_lock:
-                    self._uploaded.append((pack_id, entries))
+                    self._uploaded.append((seq, pack_id, entries))
             finally:
                 self._slots.release()
 
         self._futures.append(self._pool.submit(upload))
         # Surface an upload failure early instead of hashing on for nothing.
-        for future in [f for f in self._futures if f.done()]:
-            future.result()
+        running = []
+        for future in self._futures:
+            if future.done():
+                future.result()
+            else:
+                running.append(future)
+        self._futures = running
+        self._record_uploaded()
+
+    def _record_uploaded(self) -> None:
+        """Record the chunks of uploaded packs in the cache index and stop
+        holding them: a later duplicate is found there."""
+        with self._stats_lock:
+            uploaded, self._uploaded = self._uploaded, []
+        sid = self.store_id
+        for seq, pack_id, entries in uploaded:
+            self.repo.cache.index.add_pack(
+                sid, bytes.fromhex(pack_id),
+                ((id_to_bytes(e.chunk_id), e.offset, e.length) for e in entries),
+            )
+            for e in entries:
+                ref = self._placed.get(e.chunk_id)
+                if ref is not None and ref.pack_seq == seq:
+                    del self._placed[e.chunk_id]
 
     def finish(self) -> None:
         """Upload the last pack and wait for every upload; raise the first failure."""
@@ -167,16 +195,15 @@ class Packer:
                 future.result()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
-        sid = self.store_id
-        for pack_id, entries in self._uploaded:
-            self.repo.cache.index.add_pack(
-                sid, bytes.fromhex(pack_id),
-                ((id_to_bytes(e.chunk_id), e.offset, e.length) for e in entries),
-            )
+        self._record_uploaded()
 
     def abort(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._hold.release()
+
+    def pack_id(self, seq: int) -> str:
+        """The id of the ``seq``-th pack of this run (known once it is full)."""
+        return self._pack_ids[seq]
 
     def resolve(self, refs: list) -> tuple[ChunkRef, ...]:
         out = []

@@ -27,8 +27,9 @@ tree).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
+from typing import Protocol
 
 from dsfs import catalog as cat
 from dsfs.engine import locks
@@ -39,6 +40,14 @@ from dsfs.format.pack import pack_id_from_key, pack_key
 from dsfs.repository import Repository
 
 MAX_VERSION_ATTEMPTS = 20
+
+
+class EncodedDelta(Protocol):
+    """A delta already in manifest lines (``dsfs.engine.building.DeltaSpool``)."""
+
+    pack_ids: set[str]  # packs of earlier uploads its files reference
+
+    def lines(self) -> Iterator[bytes]: ...
 
 
 def now_iso() -> str:
@@ -89,7 +98,8 @@ def check_parents_exist(repo: Repository, header: Header) -> None:
         )
 
 
-def publish(repo: Repository, header: Header, delta: list[Entry], explicit_version: bool,
+def publish(repo: Repository, header: Header, delta: Iterable[Entry] | EncodedDelta,
+            explicit_version: bool,
             on_attempt: Callable[[str, str], None] | None = None) -> Header:
     """Write manifest then claim under a shared store lock; return the header as
     published."""
@@ -98,15 +108,19 @@ def publish(repo: Repository, header: Header, delta: list[Entry], explicit_versi
             # Under the lock nothing can be collected any more: whatever was
             # chosen before it was held is checked here, once.
             check_parents_exist(repo, header)
-            reused = {ref.pack_id for entry in delta if entry.kind == FILE
-                      for ref in entry.chunks}
+            if isinstance(delta, Iterable):
+                reused = {ref.pack_id for entry in delta if entry.kind == FILE
+                          for ref in entry.chunks}
+            else:
+                reused = set(delta.pack_ids)
             check_packs_exist(repo, reused - lock.fresh_packs)
             return _publish(repo, header, delta, explicit_version, on_attempt, lock)
     finally:
         locks.end_holds_until_publish(repo)
 
 
-def _publish(repo: Repository, header: Header, delta: list[Entry], explicit_version: bool,
+def _publish(repo: Repository, header: Header, delta: Iterable[Entry] | EncodedDelta,
+             explicit_version: bool,
              on_attempt: Callable[[str, str], None] | None, lock: locks.StoreLock) -> Header:
     store = repo.store
     for _attempt in range(MAX_VERSION_ATTEMPTS):
@@ -127,7 +141,8 @@ def _publish(repo: Repository, header: Header, delta: list[Entry], explicit_vers
             on_attempt(header.id, header.version)
         store.flush()  # packs durable before the manifest that references them
         header.created = now_iso()
-        data = mf.encode(header, delta)
+        data = (mf.encode(header, delta) if isinstance(delta, Iterable)
+                else mf.encode_lines(header, delta.lines()))
         lock.check()  # gc cannot have run since the packs were checked
         if not store.put_if_absent(key, data):
             header.id = uuid.uuid4().hex

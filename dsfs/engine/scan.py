@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import errno
 import fnmatch
+import functools
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -66,7 +68,7 @@ def kind_name(mode: int) -> str:
     return "a special file"
 
 
-def _readlink(source: str) -> str:
+def readlink(source: str) -> str:
     try:
         return os.readlink(source)
     except OSError as exc:
@@ -104,13 +106,13 @@ def _item(path: str, source: str, st: os.stat_result) -> SourceItem | None:
     if stat.S_ISDIR(mode):
         return SourceItem(path, DIR, source, 0, mode, st.st_mtime_ns)
     if stat.S_ISLNK(mode):
-        target = _readlink(source)
+        target = readlink(source)
         return SourceItem(path, SYMLINK, source, len(os.fsencode(target)), mode,
                           st.st_mtime_ns, target)
     return None
 
 
-def _skip_special(reporter: Reporter, source: str, st: os.stat_result) -> None:
+def skip_special(reporter: Reporter, source: str, st: os.stat_result) -> None:
     reporter.warn(f"skipped {source}: {kind_name(st.st_mode)} "
                   "(only files, directories and symlinks are versioned)")
 
@@ -152,7 +154,7 @@ def _not_a_folder(folder: str, path: str, exc: OSError) -> str:
     if exc.errno == errno.ELOOP:
         return f"{folder}: not a folder (a symlink loop)"
     if os.path.islink(path):
-        return f"{folder}: not a folder (a dangling symlink to {_readlink(path)!r})"
+        return f"{folder}: not a folder (a dangling symlink to {readlink(path)!r})"
     if exc.errno == errno.ENOENT:
         return f"{folder}: no such file or directory"
     if exc.errno == errno.ENOTDIR:
@@ -161,8 +163,10 @@ def _not_a_folder(folder: str, path: str, exc: OSError) -> str:
 
 
 def scan_folder(folder: str, dataset_folder: str = "",
-                reporter: Reporter | None = None) -> list[SourceItem]:
-    """Items for ``sync``/``sync_folder``: the whole contents of one folder."""
+                reporter: Reporter | None = None) -> Iterator[SourceItem]:
+    """Items for ``sync_folder``: the whole contents of one folder, in walking
+    order.  The folder argument is checked before this returns; the rest
+    fails (``InputError``) while it is iterated."""
     reporter = reporter or Reporter()
     root = resolve_folder(folder, reporter)
     return _scan_directory(root, normalize_dataset_path(dataset_folder), None, True, reporter)
@@ -174,12 +178,14 @@ def scan(
     wildcard: str | None = None,
     recursive: bool = True,
     reporter: Reporter | None = None,
-) -> list[SourceItem]:
-    """Items for one ``add`` argument: a file goes to ``dataset_folder/<name>``,
-    a directory's contents go below ``dataset_folder``.
+) -> Iterator[SourceItem]:
+    """Items for one ``add`` argument, in walking order: a file goes to
+    ``dataset_folder/<name>``, a directory's contents go below ``dataset_folder``.
 
     A symlink argument is a symlink (stored as one), unless it is written with
-    a trailing slash (``LINK/``), which names the folder it points to."""
+    a trailing slash (``LINK/``), which names the folder it points to.  The
+    argument is checked before this returns; the rest fails (``InputError``)
+    while it is iterated."""
     reporter = reporter or Reporter()
     prefix = normalize_dataset_path(dataset_folder)
     if source.endswith(("/", "/.")) and os.path.islink(_absolute(source)):
@@ -196,18 +202,18 @@ def scan(
         return _scan_directory(source, prefix, wildcard, recursive, reporter)
     name = os.path.basename(source)
     if wildcard and not fnmatch.fnmatch(name, wildcard):
-        return []
+        return iter(())
     item = _item(_join(prefix, name), source, top)
     if item is None:
-        _skip_special(reporter, source, top)
-        return []
+        skip_special(reporter, source, top)
+        return iter(())
     if item.kind == SYMLINK and os.path.isdir(source):
         reporter.note(f"{source} is a symlink to a folder: stored as a symlink; "
                       f"add {source}/ to add the folder's contents")
-    return [item]
+    return iter((item,))
 
 
-def _list(directory: str, reporter: Reporter, is_root: bool) -> list[os.DirEntry[str]]:
+def list_dir(directory: str, reporter: Reporter, is_root: bool) -> list[os.DirEntry[str]]:
     """A directory's entries by name; none if a subdirectory vanished since
     its parent was listed (the root vanishing fails: nothing would be left)."""
     try:
@@ -222,7 +228,7 @@ def _list(directory: str, reporter: Reporter, is_root: bool) -> list[os.DirEntry
         raise InputError(f"cannot read {directory}: {exc.strerror}") from None
 
 
-def _lstat(entry: os.DirEntry[str], reporter: Reporter) -> os.stat_result | None:
+def lstat_entry(entry: os.DirEntry[str], reporter: Reporter) -> os.stat_result | None:
     """An entry's own stat; None if it vanished since its directory was listed."""
     try:
         return entry.stat(follow_symlinks=False)
@@ -234,42 +240,87 @@ def _lstat(entry: os.DirEntry[str], reporter: Reporter) -> os.stat_result | None
 
 
 def _scan_directory(root: str, prefix: str, wildcard: str | None, recursive: bool,
-                    reporter: Reporter) -> list[SourceItem]:
-    """Every item below ``root`` (and ``prefix`` itself as a directory)."""
+                    reporter: Reporter) -> Iterator[SourceItem]:
+    """Every item below ``root`` (and ``prefix`` itself as a directory), in
+    walking order: a directory's contents right after it, names in str order
+    (``dsfs.engine.dirtree``), so that ``close`` can join them with a tree."""
     try:
         top = os.stat(root)
     except OSError as exc:
         raise InputError(f"cannot read {root}: {exc.strerror}") from None
-    items: list[SourceItem] = []
     if prefix:
-        items.append(SourceItem(prefix, DIR, root, 0, top.st_mode, top.st_mtime_ns))
+        yield SourceItem(prefix, DIR, root, 0, top.st_mode, top.st_mtime_ns)
 
     # depth first with an explicit stack, not recursion: a tree may be nested
     # deeper than Python's recursion limit
-    stack: list[tuple[str, str]] = [(root, "")]
+    stack: list[tuple[str, Iterator[os.DirEntry[str]]]] = [
+        ("", iter(list_dir(root, reporter, is_root=True)))]
     while stack:
-        directory, rel = stack.pop()
-        subdirs: list[tuple[str, str]] = []
-        for entry in _list(directory, reporter, is_root=not rel):
-            entry_rel = f"{rel}/{entry.name}" if rel else entry.name
-            st = _lstat(entry, reporter)
-            if st is None:
+        rel, entries = stack[-1]
+        entry = next(entries, None)
+        if entry is None:
+            stack.pop()
+            continue
+        entry_rel = f"{rel}/{entry.name}" if rel else entry.name
+        st = lstat_entry(entry, reporter)
+        if st is None:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            if not recursive:
                 continue
-            if stat.S_ISDIR(st.st_mode):
-                if not recursive:
-                    continue
-                if wildcard is None:
-                    items.append(SourceItem(_join(prefix, entry_rel), DIR, entry.path, 0,
-                                            st.st_mode, st.st_mtime_ns))
-                subdirs.append((entry.path, entry_rel))
-                continue
-            if wildcard and not (fnmatch.fnmatch(entry.name, wildcard)
-                                 or fnmatch.fnmatch(entry_rel, wildcard)):
-                continue
-            item = _item(_join(prefix, entry_rel), entry.path, st)
-            if item is None:
-                _skip_special(reporter, entry.path, st)
-            else:
-                items.append(item)
-        stack.extend(reversed(subdirs))
-    return items
+            if wildcard is None:
+                yield SourceItem(_join(prefix, entry_rel), DIR, entry.path, 0,
+                                 st.st_mode, st.st_mtime_ns)
+            stack.append((entry_rel, iter(list_dir(entry.path, reporter, is_root=False))))
+            continue
+        if wildcard and not (fnmatch.fnmatch(entry.name, wildcard)
+                             or fnmatch.fnmatch(entry_rel, wildcard)):
+            continue
+        item = _item(_join(prefix, entry_rel), entry.path, st)
+        if item is None:
+            skip_special(reporter, entry.path, st)
+        else:
+            yield item
+
+
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def stat_listing(directory: str, reporter: Reporter, is_root: bool
+                 ) -> tuple[list[str], list[os.stat_result]]:
+    """A directory's names, sorted, and each one's own ``lstat``, taken
+    relative to the open directory (as ``find`` does: no path walk per
+    entry).  Empty if the directory vanished (or stopped being one) since its
+    parent was listed; anything unreadable fails the scan."""
+    try:
+        fd = os.open(directory, _OPEN_DIR)
+    except OSError as exc:
+        if is_root or exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            if exc.errno == errno.ENOENT:
+                raise InputError(f"{directory}: no such file or directory") from None
+            raise InputError(f"cannot read {directory}: {exc.strerror}") from None
+        reporter.warn(f"skipped {directory}: it vanished during the scan")
+        return [], []
+    try:
+        try:
+            names = os.listdir(fd)
+        except OSError as exc:
+            raise InputError(f"cannot read {directory}: {exc.strerror}") from None
+        names.sort()
+        lstat = functools.partial(os.stat, dir_fd=fd, follow_symlinks=False)
+        try:
+            return names, [lstat(name) for name in names]
+        except OSError:
+            pass  # one failed: go one by one to say which
+        kept, stats = [], []
+        for name in names:
+            try:
+                stats.append(lstat(name))
+                kept.append(name)
+            except FileNotFoundError:
+                reporter.warn(f"skipped {directory}/{name}: it vanished during the scan")
+            except OSError as exc:
+                raise InputError(f"cannot read {directory}/{name}: {exc.strerror}") from None
+        return kept, stats
+    finally:
+        os.close(fd)

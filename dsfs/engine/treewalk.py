@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from dsfs.engine import dirtree
 from dsfs.engine.tree import Changes
 from dsfs.engine.treedirs import LmdbTreeSource, open_tree_source
 from dsfs.engine.treeindex import is_dir
@@ -189,12 +190,13 @@ def changes(rows: Iterator[Row]) -> Changes:
     return result
 
 
-def own_changes(repo: Repository, header: Header) -> Iterator[Row] | None:
-    """What a version changed against its parent, streamed; None when it has
-    several parents (their merged tree is no version's: the caller resolves it
-    in memory)."""
+def own_changes(repo: Repository, header: Header) -> Iterator[Row]:
+    """What a version changed against its parent, streamed; against its
+    parents' merged tree when it has several (``dirtree.MergedTree``)."""
     if len(header.parents) > 1:
-        return None
+        parents = [repo.header(p) for p in header.parents]
+        return dirtree.diff(dirtree.tree_of(repo, parents),
+                            dirtree.open_version_tree(repo, header))
     new = open_tree(repo, header)
     if not header.parents:
         return ((e.path, None, e) for e in iter_files(new))

@@ -8,12 +8,15 @@ import os
 import stat
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
-from dsfs.engine import treewalk
-from dsfs.engine.tree import TreeResolver
+from dsfs.engine import dirtree, treewalk
+from dsfs.engine.dirtree import counts_as_file
+from dsfs.engine.scan import stat_listing
+from dsfs.engine.treeindex import Decoder
 from dsfs.errors import DsfsError
 from dsfs.format.digest import CHUNK_SIZE, chunk_id, file_hasher
-from dsfs.format.manifest import DIR, FILE, SYMLINK, ChunkRef, Header
+from dsfs.format.manifest import FILE, SYMLINK, ChunkRef, Entry, Header
 from dsfs.format.pack import pack_key
 from dsfs.report import Reporter
 from dsfs.repository import Repository
@@ -83,45 +86,71 @@ def verify_store(repo: Repository, header: Header, reporter: Reporter | None = N
 
 def verify_folder(repo: Repository, header: Header, folder: str,
                   reporter: Reporter | None = None) -> list[str]:
-    """Compare a local folder with the version: missing, extra and differing paths."""
+    """Compare a local folder with the version: missing, extra and differing
+    paths.  The folder and the version's tree (from the tree index) are
+    walked side by side, one directory at a time; every file is read."""
     reporter = reporter or Reporter()
-    tree = TreeResolver(repo).tree(header.id)
+    tree = dirtree.open_version_tree(repo, header)
+    decoder = Decoder()
     problems: list[str] = []
-    seen: set[str] = set()
-    with reporter.progress("verifying files", len(tree)) as progress:
-        for path in sorted(tree):
-            entry = tree[path]
-            local = os.path.join(folder, path)
-            seen.add(path)
-            progress.advance(1)
-            try:
-                st = os.lstat(local)
-            except FileNotFoundError:
-                problems.append(f"{path}: missing")
-                continue
-            if entry.kind == DIR:
-                if not stat.S_ISDIR(st.st_mode):
-                    problems.append(f"{path}: should be a directory")
-            elif entry.kind == SYMLINK:
-                if not stat.S_ISLNK(st.st_mode):
-                    problems.append(f"{path}: should be a symlink")
-                elif os.readlink(local) != entry.target:
-                    problems.append(f"{path}: symlink target differs")
-            elif not stat.S_ISREG(st.st_mode):
-                problems.append(f"{path}: should be a regular file")
-            elif st.st_size != entry.size or _file_digest(local) != entry.digest:
-                problems.append(f"{path}: content differs")
-    for dirpath, dirnames, filenames in os.walk(folder):
-        rel = os.path.relpath(dirpath, folder)
-        for name in dirnames + filenames:
-            path = name if rel == "." else f"{rel}/{name}".replace(os.sep, "/")
-            if path in seen:
-                continue
-            mode = os.lstat(os.path.join(dirpath, name)).st_mode
-            # Special files are never part of a version (add skips them), so not a mismatch.
-            if stat.S_ISREG(mode) or stat.S_ISDIR(mode) or stat.S_ISLNK(mode):
-                problems.append(f"{path}: not in the version")
+    total = int(header.stats.get("files", 0))
+    with reporter.progress("verifying files", total) as progress:
+        # (dataset path prefix, local directory or None, tree node or None)
+        stack: list[tuple[str, str | None, Any]] = [("", folder, tree.root)]
+        while stack:
+            prefix, local_dir, node = stack.pop()
+            names, stats = (stat_listing(local_dir, reporter, not prefix)
+                            if local_dir is not None else ([], []))
+            listing = tree.listing(node) if node is not None else []
+            local = dict(zip(names, stats, strict=True))
+            below: list[tuple[str, str | None, Any]] = []
+            for name, enc, child in listing:
+                path = prefix + name
+                st = local.pop(name, None)
+                if counts_as_file(enc):
+                    progress.advance(1)
+                if st is None:
+                    problems.append(f"{path}: missing")
+                    if child is not None:
+                        below.append((path + "/", None, child))
+                    continue
+                local_path = f"{local_dir}/{name}"
+                if child is not None:
+                    if stat.S_ISDIR(st.st_mode):
+                        below.append((path + "/", local_path, child))
+                    else:
+                        problems.append(f"{path}: should be a directory")
+                        below.append((path + "/", None, child))
+                    continue
+                if stat.S_ISDIR(st.st_mode):  # its contents are not in the version
+                    below.append((path + "/", local_path, None))
+                problem = _compare(decoder.decode(path, enc), local_path, st)
+                if problem:
+                    problems.append(f"{path}: {problem}")
+            for name, st in local.items():
+                # Special files are never part of a version (add skips them).
+                if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+                    problems.append(f"{prefix}{name}: not in the version")
+                elif stat.S_ISDIR(st.st_mode):
+                    problems.append(f"{prefix}{name}: not in the version")
+                    below.append((f"{prefix}{name}/", f"{local_dir}/{name}", None))
+            stack.extend(reversed(below))
     return sorted(problems)
+
+
+def _compare(entry: Entry, local: str, st: os.stat_result) -> str | None:
+    """What differs between a (non-directory) entry and the local path."""
+    if entry.kind == SYMLINK:
+        if not stat.S_ISLNK(st.st_mode):
+            return "should be a symlink"
+        if os.readlink(local) != entry.target:
+            return "symlink target differs"
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return "should be a regular file"
+    if st.st_size != entry.size or _file_digest(local) != entry.digest:
+        return "content differs"
+    return None
 
 
 def _file_digest(path: str) -> str:

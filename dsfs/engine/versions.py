@@ -4,28 +4,32 @@ folder in one step; squash; tag; delete."""
 from __future__ import annotations
 
 import copy
-import fnmatch
+import heapq
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from dsfs import catalog as cat
-from dsfs.engine import drafts, locks, treewalk
+from dsfs.engine import attributes, dirtree, draftops, drafts, locks, treewalk
+from dsfs.engine.building import DeltaBuilder, join, sync_folder
+from dsfs.engine.dirtree import DirTree
 from dsfs.engine.drafts import Draft
 from dsfs.engine.latest import LatestWatch
 from dsfs.engine.packer import Packer, PackStats
 from dsfs.engine.publish import check_packs_exist, find_published, publish
-from dsfs.engine.scan import SourceItem, normalize_dataset_path, scan, scan_folder
+from dsfs.engine.scan import (
+    SourceItem,
+    normalize_dataset_path,
+    resolve_folder,
+    scan,
+    scan_folder,
+)
 from dsfs.engine.tree import (
     MAX_CHAIN_DEPTH,
     Tree,
-    TreeResolver,
     check_structure,
-    compare,
-    make_delta,
-    sweep_below,
-    totals,
 )
+from dsfs.engine.treeindex import Decoder
 from dsfs.errors import ConflictError, NotFoundError, UsageError
 from dsfs.format.manifest import DIR, FILE, SYMLINK, Entry, Header, manifest_key
 from dsfs.report import Reporter
@@ -33,12 +37,11 @@ from dsfs.repository import Repository
 
 
 def _check_name(value: str, what: str) -> str:
-    value = value.strip()
-    if not value:
-        raise UsageError(f"{what} may not be empty")
-    if "\x00" in value or "\n" in value:
-        raise UsageError(f"{what} may not contain NUL or newline characters")
-    return value
+    return cat.check_word(value, what, slash=what != "name")
+
+
+def check_tags(tags: list[str] | None) -> list[str]:
+    return sorted({cat.check_word(t, "tag") for t in tags or []})
 
 
 def new_header(
@@ -65,7 +68,7 @@ def new_header(
         name=name,
         version=version,
         parents=[repo.header(p).id for p in parents or []],
-        tags=sorted(set(tags or [])),
+        tags=check_tags(tags),
         description=description,
     )
 
@@ -87,23 +90,36 @@ def create(
 
 
 def add_files(draft: Draft, paths: list[str], dataset_folder: str = "",
-              wildcard: str | None = None, recursive: bool = True,
+              wildcard: str | list[str] | None = None, recursive: bool = True,
               reporter: Reporter | None = None) -> int:
-    """Record local files for the draft; returns how many entries were added."""
-    items: list[SourceItem] = []
+    """Record local files for the draft (one operation per path, each
+    streamed to a file of the draft, in walking order); returns how many
+    entries were added.  Several wildcards: the files that match any of them."""
+    wildcards = [wildcard] if wildcard is None or isinstance(wildcard, str) else wildcard
+    added = 0
     for path in paths:
-        items.extend(scan(path, dataset_folder, wildcard, recursive, reporter))
-    draft.add_items(items)
+        scans = [scan(path, dataset_folder, pattern, recursive, reporter)
+                 for pattern in wildcards]
+        added += draft.add_items(scans[0] if len(scans) == 1 else _union(scans))
     drafts.save(draft)
-    return sum(1 for i in items if i.kind != DIR)
+    return added
+
+
+def _union(scans: list[Iterator[SourceItem]]) -> Iterator[SourceItem]:
+    """Several scans of one path (one per wildcard) as one, in walking order,
+    each path once."""
+    last = None
+    for item in heapq.merge(*scans, key=lambda i: dirtree.dfs_key(i.path)):
+        if item.path != last:
+            last = item.path
+            yield item
 
 
 def mirror_folder(draft: Draft, folder: str, dataset_folder: str = "",
                   reporter: Reporter | None = None) -> None:
     """Make ``dataset_folder`` of the draft an exact copy of ``folder``."""
-    items = scan_folder(folder, dataset_folder, reporter)
-    draft.ops.append({"op": "mirror", "prefix": normalize_dataset_path(dataset_folder),
-                      "items": [asdict(i) for i in items], "trust_mtime": True})
+    draft.add_mirror(normalize_dataset_path(dataset_folder),
+                     scan_folder(folder, dataset_folder, reporter))
     drafts.save(draft)
 
 
@@ -121,36 +137,14 @@ class CloseResult:
     created: bool = True
 
 
-def _desired_tree(base: Tree, draft: Draft, reporter: Reporter) -> dict[str, Entry | SourceItem]:
-    desired: dict[str, Entry | SourceItem] = dict(base)
-    for op in draft.ops:
-        if op["op"] == "add":
-            replaced = []
-            for raw in op["items"]:
-                item = SourceItem(**raw)
-                old = desired.get(item.path)
-                if old is not None and old.kind == DIR and item.kind != DIR:
-                    replaced.append(item.path)
-                desired[item.path] = item
-            sweep_below(desired, replaced)  # type: ignore[arg-type]
-        elif op["op"] == "mirror":
-            prefix = op["prefix"]
-            under = [p for p in desired if not prefix or p == prefix or p.startswith(prefix + "/")]
-            for path in under:
-                del desired[path]
-            for raw in op["items"]:
-                item = SourceItem(**raw)
-                desired[item.path] = item
-        elif op["op"] == "remove":
-            pattern = op["pattern"]
-            matched = [p for p in desired if fnmatch.fnmatchcase(p, pattern)]
-            if not matched:
-                reporter.warn(f"remove: nothing in the version matches {pattern!r}")
-            dirs = [p for p in matched if desired[p].kind == DIR]
-            for path in matched:
-                del desired[path]
-            sweep_below(desired, dirs)  # type: ignore[arg-type]
-    return desired
+def preview(repo: Repository, draft: Draft) -> dict[str, Entry | SourceItem]:
+    """What the draft's tree will be, without hashing: its parents' merged
+    tree with the draft's operations applied (local files as scanned).  The
+    result is a dict of every path: for callers that want the whole tree."""
+    base = dirtree.tree_of(repo, [repo.header(p) for p in draft.header.parents])
+    decoder = Decoder()
+    return {path: decoder.decode(path, value) if isinstance(value, bytes) else value
+            for path, value in draftops.new_tree(dirtree.walk(base), draft, Reporter())}
 
 
 def build_tree(
@@ -200,31 +194,63 @@ def build_tree(
     return tree, packer
 
 
-def finish_version(repo: Repository, header: Header, base: Tree, tree: Tree,
-                   packer: Packer | None, explicit_version: bool,
-                   force_snapshot: bool = False,
+def build_version(repo: Repository, header: Header,
+                  walk: Callable[[DeltaBuilder, DirTree], None], reporter: Reporter,
+                  trust_mtime: bool = False, force_snapshot: bool = False,
+                  packing: bool = True) -> DeltaBuilder:
+    """Stream the new tree against the parents' merged tree: ``walk(builder,
+    base)`` hands every path to the builder, which hashes, packs and spools
+    the delta.  A snapshot (the whole tree) once the chain would pass
+    ``MAX_CHAIN_DEPTH``.  The caller closes the builder."""
+    parent_headers = [repo.header(p) for p in header.parents]
+    depth = 1 + max((h.chain_depth for h in parent_headers), default=0)
+    snapshot = force_snapshot or depth > MAX_CHAIN_DEPTH
+    base = dirtree.tree_of(repo, parent_headers)
+    packer = None
+    if packing:
+        repo.sync_pack_index()
+        packer = Packer(repo)
+    try:
+        builder = DeltaBuilder(repo, packer, snapshot, trust_mtime)
+    except BaseException:
+        if packer is not None:
+            packer.abort()
+        raise
+    builder.depth = 1 if snapshot else depth
+    try:
+        with reporter.progress("hashing and uploading", 0, unit="B") as progress:
+            builder.progress = progress
+            walk(builder, base)
+        builder.finish()
+    except BaseException:
+        if packer is not None:
+            packer.abort()
+        builder.close()
+        raise
+    return builder
+
+
+def finish_version(repo: Repository, header: Header, built: DeltaBuilder,
+                   explicit_version: bool,
                    on_attempt: Callable[[str, str], None] | None = None) -> CloseResult:
-    resolver_depths = [repo.header(p).chain_depth for p in header.parents]
-    depth = 1 + max(resolver_depths, default=0)
-    changes = compare(base, tree)
-    if force_snapshot or depth > MAX_CHAIN_DEPTH:
-        header.snapshot, header.chain_depth = True, 1
-        delta = [tree[p] for p in sorted(tree)]
-    else:
-        header.snapshot, header.chain_depth = False, depth
-        delta = make_delta(base, tree)
+    """Publish what ``build_version`` built (the caller closes ``built``)."""
+    header.snapshot, header.chain_depth = built.snapshot, built.depth
+    packer = built.packer
     if packer is not None:
         check_packs_exist(repo, packer.reused_packs)
-    header.stats = {**totals(tree), **changes.counts,
+    totals = built.totals
+    header.stats = {"files": totals.files, "size": totals.size, **totals.counts,
                     "uploaded_bytes": packer.stats.bytes_uploaded if packer else 0}
-    published = publish(repo, header, delta, explicit_version, on_attempt)
-    return CloseResult(published, changes.counts, packer.stats if packer else PackStats())
+    published = publish(repo, header, built.spool, explicit_version, on_attempt)
+    return CloseResult(published, totals.counts, packer.stats if packer else PackStats())
 
 
 @locks.holding_shared("close")
 def close(repo: Repository, draft_id: str | None = None,
           reporter: Reporter | None = None) -> CloseResult:
-    """Hash, dedup, pack, upload and publish a draft."""
+    """Hash, dedup, pack, upload and publish a draft, streamed: the parents'
+    tree with the draft's operations applied (``draftops``) is joined with
+    the parents' tree, in bounded memory."""
     reporter = reporter or Reporter()
     draft = drafts.load(draft_id)
     with drafts.closing_lock(draft.header.id):
@@ -234,20 +260,50 @@ def close(repo: Repository, draft_id: str | None = None,
         if done is not None:  # an earlier run got through but died before cleaning up
             drafts.remove(draft.header.id)
             return CloseResult(done, {}, PackStats())
-        resolver = TreeResolver(repo)
-        base = resolver.merged(draft.header.parents)
-        desired = _desired_tree(base, draft, reporter)
-        trust = bool(draft.ops) and all(op.get("trust_mtime") for op in draft.ops
-                                        if op["op"] != "remove")
-        tree, packer = build_tree(repo, base, desired, reporter, trust_mtime=trust)
-        def remember(version_id: str, version: str) -> None:
-            draft.attempts.append((version_id, version))
-            drafts.save(draft)
+        header = copy.deepcopy(draft.header)
+        built = _build_draft(repo, draft, header, reporter)
+        try:
+            def remember(version_id: str, version: str) -> None:
+                draft.attempts.append((version_id, version))
+                drafts.save(draft)
 
-        result = finish_version(repo, copy.deepcopy(draft.header), base, tree, packer,
-                                draft.explicit_version, on_attempt=remember)
+            result = finish_version(repo, header, built, draft.explicit_version,
+                                    on_attempt=remember)
+        finally:
+            built.close()
         drafts.remove(draft.header.id)
     return result
+
+
+@locks.holding_shared("upload")
+def upload(repo: Repository, draft_id: str | None = None,
+           reporter: Reporter | None = None) -> PackStats:
+    """Hash, pack and upload what the draft adds, without publishing it
+    (ClearML's ``upload()``); ``close`` then uploads nothing again.  The packs
+    are unreferenced until the version is published, so a ``gc`` after the
+    grace period (24 h by default) may remove them: close the draft before."""
+    reporter = reporter or Reporter()
+    draft = drafts.load(draft_id)
+    with drafts.closing_lock(draft.header.id):
+        draft = drafts.load(draft.header.id)
+        _check_store(repo, draft)
+        built = _build_draft(repo, draft, copy.deepcopy(draft.header), reporter)
+        built.close()
+    assert built.packer is not None
+    return built.packer.stats
+
+
+def _build_draft(repo: Repository, draft: Draft, header: Header,
+                 reporter: Reporter) -> DeltaBuilder:
+    """Hash, pack and spool a draft's version (``build_version``): the
+    parents' tree with the draft's operations applied, joined with it."""
+    trust = bool(draft.ops) and all(op.get("trust_mtime") for op in draft.ops
+                                    if op["op"] != "remove")
+
+    def walk(builder: DeltaBuilder, base: DirTree) -> None:
+        join(builder, base, draftops.new_tree(dirtree.walk(base), draft, reporter))
+
+    return build_version(repo, header, walk, reporter, trust_mtime=trust)
 
 
 def _check_store(repo: Repository, draft: Draft) -> None:
@@ -266,23 +322,31 @@ def sync(repo: Repository, folder: str, project: str, name: str,
          require_latest: bool = False) -> CloseResult:
     """Mirror ``folder`` into a child of the latest version (or of ``parents``).
 
-    Versions of the dataset published meanwhile are reported (see
-    ``engine/latest.py``); ``require_latest`` fails instead (ConflictError)."""
+    The folder is walked once, joined with the parents' tree directory by
+    directory (``building.sync_folder``), in bounded memory.  Versions of the
+    dataset published meanwhile are reported (see ``engine/latest.py``);
+    ``require_latest`` fails instead (ConflictError)."""
     reporter = reporter or Reporter()
-    items = scan_folder(folder, "", reporter)
+    root = resolve_folder(folder, reporter)
     watch = LatestWatch.start(repo, project, name, parents, require_latest)
     parents = watch.parents
     header = new_header(repo, project, name, version, tags, parents, description)
-    base = TreeResolver(repo).merged(header.parents)
-    desired: dict[str, Entry | SourceItem] = {i.path: i for i in items}
-    tree, packer = build_tree(repo, base, desired, reporter, trust_mtime=not checksum)
-    watch.check()
-    if parents and not make_delta(base, tree):
-        watch.report(None, reporter)
-        return CloseResult(repo.header(parents[0]), compare(base, tree).counts, packer.stats,
-                           created=False)
-    with watch.publishing(version is not None) as strict:
-        result = finish_version(repo, header, base, tree, packer, strict)
+
+    def walk(builder: DeltaBuilder, base: DirTree) -> None:
+        sync_folder(builder, base, root, reporter)
+
+    built = build_version(repo, header, walk, reporter, trust_mtime=not checksum)
+    try:
+        watch.check()
+        if parents and not built.changed:
+            watch.report(None, reporter)
+            assert built.packer is not None
+            return CloseResult(repo.header(parents[0]), built.totals.counts,
+                               built.packer.stats, created=False)
+        with watch.publishing(version is not None) as strict:
+            result = finish_version(repo, header, built, strict)
+    finally:
+        built.close()
     watch.report(result.header, reporter)
     return result
 
@@ -308,17 +372,27 @@ def squash(repo: Repository, version_ids: list[str], project: str, name: str,
         counts = {"added": files, "removed": 0, "modified": 0}
         header.snapshot, header.chain_depth = True, 1
         header.stats = {"files": files, "size": size, **counts, "uploaded_bytes": 0}
-        published = publish(repo, header, entries, version is not None)  # type: ignore[arg-type]
+        published = publish(repo, header, entries, version is not None)
         return CloseResult(published, counts, PackStats())
-    tree = TreeResolver(repo).merged(version_ids)
-    return finish_version(repo, header, {}, tree, None, version is not None,
-                          force_snapshot=True)
+    tree = dirtree.MergedTree([dirtree.open_version_tree(repo, repo.header(v))
+                               for v in version_ids])
+
+    def walk(builder: DeltaBuilder, _base: DirTree) -> None:
+        for path, enc in dirtree.walk(tree):
+            builder.keep(path, enc)
+        builder.totals.added = builder.totals.files
+
+    built = build_version(repo, header, walk, Reporter(), force_snapshot=True, packing=False)
+    try:
+        return finish_version(repo, header, built, version is not None)
+    finally:
+        built.close()
 
 
 def set_tags(repo: Repository, header: Header, add: list[str], remove: list[str]) -> list[str]:
     catalog = cat.Catalog(repo)
     tags = set(catalog.tags(header))
-    tags |= set(add)
+    tags |= set(check_tags(add))
     unknown = [t for t in remove if t not in tags]
     if unknown:
         raise NotFoundError(f"version {header.id} has no tag {unknown[0]!r}")
@@ -342,6 +416,7 @@ def delete(repo: Repository, header: Header, force: bool = False) -> str:
     if children:
         return (f"hid {header.id}; its manifest stays because {len(children)} version(s) "
                 "are built on it")
+    attributes.delete_metadata(repo, header.id)
     repo.store.delete(manifest_key(header.id))
     repo.forget_manifest(header.id)
     return f"deleted {header.id}; run 'dsfs gc' to free its data"

@@ -223,13 +223,27 @@ def entry_from_json(obj: Any) -> Entry:
         raise IntegrityError(f"manifest entry is malformed ({exc}): {str(obj)[:200]}") from None
 
 
+def entry_line(entry: Entry) -> bytes:
+    """One manifest line (JSON and a newline), as ``encode`` writes it."""
+    return json.dumps(entry_to_json(entry), separators=(",", ":")).encode() + b"\n"
+
+
 def encode(header: Header, entries: Iterable[Entry]) -> bytes:
+    return encode_lines(header, (entry_line(entry) for entry in entries))
+
+
+def encode_lines(header: Header, lines: Iterable[bytes]) -> bytes:
+    """A manifest from its header and its entries' lines (``entry_line``)."""
     header_bytes = json.dumps(header.to_json(), sort_keys=True).encode("utf-8")
     body = io.BytesIO()
     with gzip.GzipFile(fileobj=body, mode="wb", compresslevel=6, mtime=0) as gz:
-        for entry in entries:
-            gz.write(json.dumps(entry_to_json(entry), separators=(",", ":")).encode())
-            gz.write(b"\n")
+        batch: list[bytes] = []
+        for line in lines:
+            batch.append(line)
+            if len(batch) >= 4096:
+                gz.write(b"".join(batch))
+                batch.clear()
+        gz.write(b"".join(batch))
     prefix = _PREFIX.pack(MANIFEST_MAGIC, FORMAT_VERSION, 0, len(header_bytes))
     return prefix + header_bytes + body.getvalue()
 

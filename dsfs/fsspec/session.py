@@ -12,6 +12,7 @@ environment or store connections: ``Sessions.get`` makes each process its own.
 
 from __future__ import annotations
 
+import atexit
 import os
 import posixpath
 import re
@@ -20,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from dsfs import config
 from dsfs.cache.chunks import ChunkCache
 from dsfs.catalog import Catalog, Ref
 from dsfs.content.blocking import BlockingReader
@@ -118,6 +120,7 @@ class Session:
         reader = ChunkReader(cache, self.repo.store,
                              limit=None if self.limit is None else _CacheLimit(cache, self.limit),
                              spans=span_policy(self._largest, cache.root, self.limit))
+        reader.eager_counters = True  # a data loader's worker is killed, not closed
         self._chunk_reader = reader
         return cache, self.repo.store, reader
 
@@ -148,24 +151,31 @@ class Session:
 
 
 class Sessions:
-    """One ``Session`` per process (made on first use, again after a fork)."""
+    """One ``Session`` per process (made on first use, again after a fork, and
+    again when ``$DSFS_STORE`` or ``$DSFS_CACHE_DIR`` name others: fsspec keeps
+    one filesystem object per set of storage options, whatever the environment)."""
 
     def __init__(self, store: str | None, cache_dir: str | None) -> None:
         self.store = store
         self.cache_dir = cache_dir
         self._session: Session | None = None
-        self._pid = -1
+        self._key: tuple[int, str, str] | None = None
         self._lock = threading.Lock()
+        atexit.register(self.close)  # flush access times and counters
 
     def get(self) -> Session:
+        key = (os.getpid(), self.store or config.default_store_url(),
+               self.cache_dir or str(config.cache_dir()))
         with self._lock:
-            if self._session is None or self._pid != os.getpid():
-                self._session, self._pid = Session(self.store, self.cache_dir), os.getpid()
+            if self._session is None or self._key != key:
+                if self._session is not None and self._key and self._key[0] == key[0]:
+                    self._session.close()
+                self._session, self._key = Session(key[1], key[2]), key
             return self._session
 
     def close(self) -> None:
         with self._lock:
-            if self._session is not None and self._pid == os.getpid():
+            if self._session is not None and self._key and self._key[0] == os.getpid():
                 self._session.close()
             self._session = None
 

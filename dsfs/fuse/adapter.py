@@ -9,6 +9,13 @@ as bytes: ``os.fsdecode`` in the adapters and nowhere else), calls down one
 layer (file contents come from the ``FileReader`` of ``dsfs.content`` that owns
 store I/O), and converts the answer.
 
+pyfuse3 comes in two builds: the release, and the one ``packaging/pyfuse3``
+makes with dsfs's patch (``EXTENSIONS`` names what it adds; docs/design.md,
+"The FUSE loop").  With the patch a read-only mount answers ``open`` and
+``opendir`` with ENOSYS, so the kernel stops sending OPEN, RELEASE, OPENDIR and
+RELEASEDIR and keeps file contents and listings cached; with the release it
+opens files and directories as usual.
+
 Errors: ``ERRNO`` is the one table from exception to errno (a writable mount
 adds the overlay's).  Any exception outside it — a store or integrity failure
 after retries, or a bug — becomes EIO and a log line; pyfuse3 would end the
@@ -40,6 +47,19 @@ from dsfs.vfs import (
 )
 
 log = logging.getLogger("dsfs.fuse")
+
+#: What the installed pyfuse3 adds to the release (dsfs's patch); empty for stock pyfuse3.
+EXTENSIONS: frozenset[str] = frozenset(getattr(pyfuse3, "extensions", ()))
+#: The patched build: a read-first request loop, no-open, listing caches.
+PATCHED = {"read_first_loop", "no_open_inode", "opendir_fileinfo"} <= EXTENSIONS
+
+
+def pyfuse3_build() -> str:
+    """The pyfuse3 in use, for the mount's log."""
+    if PATCHED:
+        return f"pyfuse3 {pyfuse3.__version__} with dsfs's patch (read-first loop, no-open)"
+    return (f"pyfuse3 {pyfuse3.__version__} without dsfs's patch: every FUSE request costs "
+            f"more (packaging/pyfuse3 builds the patched one)")
 
 #: Seconds the kernel may cache entries and attributes: every change to a tree
 #: passes through its mount (a read-only one has none), so the kernel's view stays right.

@@ -5,12 +5,24 @@ Every operation that would change the tree answers EROFS.  The tree never
 changes while mounted, so entries and attributes carry long kernel timeouts,
 missing names are cached negatively, and files open with ``keep_cache`` so
 that a second read is served by the page cache.
+
+With ``no_open`` (the mount sets it with the patched pyfuse3, ``PATCHED``)
+``open`` and ``opendir`` answer ENOSYS:
+the kernel then sends neither OPEN/RELEASE nor OPENDIR/RELEASEDIR again, keeps
+file contents and listings in its caches (a second walk of the tree never
+reaches this process), and ``read`` and ``readdir`` receive the inode in place
+of a handle.  The reader's per-file state (sequential detection, the chunks
+a prune spares) then lives per inode: opened at a file's first read,
+released when a read reaches the end of the file (so a prune may evict what
+was read through) or when it is the least recently read of
+``INODE_HANDLES``.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +43,9 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 
 guarded = guard(ERRNO)
 
+#: Files whose reader handle a no-open mount keeps (the least recently read goes).
+INODE_HANDLES = 256
+
 
 def _read_only() -> pyfuse3.FUSEError:
     return pyfuse3.FUSEError(errno.EROFS)
@@ -39,9 +54,26 @@ def _read_only() -> pyfuse3.FUSEError:
 class ReadOnlyOperations(BaseOperations):
     """The read-only file system of one version."""
 
-    def __init__(self, vfs: VersionFS, reader: FileReader) -> None:
+    def __init__(self, vfs: VersionFS, reader: FileReader, no_open: bool = False) -> None:
         super().__init__(reader)
         self.vfs = vfs
+        #: no OPEN/OPENDIR: reads and listings come with the inode (pyfuse3
+        #: reads this attribute at ``init``; only the patched build has it)
+        self.no_open_inode = no_open
+        self._by_inode: OrderedDict[int, tuple[int, int]] = OrderedDict()
+
+    def _inode_handle(self, inode: int) -> tuple[int, int]:
+        """The reader handle and size of ``inode`` on a no-open mount, opened at
+        its first read; the least recently read of ``INODE_HANDLES`` is released."""
+        known = self._by_inode.get(inode)
+        if known is not None:
+            self._by_inode.move_to_end(inode)
+            return known
+        file = self.vfs.open(inode)
+        known = self._by_inode[inode] = (self.reader.open(file), file.entry.size)
+        if len(self._by_inode) > INODE_HANDLES:
+            self.reader.release(self._by_inode.popitem(last=False)[1][0])
+        return known
 
     # -- reading the tree --------------------------------------------------------
 
@@ -63,6 +95,10 @@ class ReadOnlyOperations(BaseOperations):
 
     @guarded
     async def opendir(self, inode: int, ctx: Any = None) -> int:
+        if self.no_open_inode:
+            # ENOSYS once: the kernel stops sending OPENDIR and RELEASEDIR and
+            # caches listings (readdir gets the inode)
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         self.vfs.opendir(inode)
         return inode
 
@@ -104,15 +140,30 @@ class ReadOnlyOperations(BaseOperations):
     @guarded
     async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
         file = self.vfs.open(inode, writing=bool(flags & _WRITE_FLAGS))
+        if self.no_open_inode:
+            # ENOSYS once (here, after the checks, so this open still fails
+            # as it should): no more OPEN and RELEASE; reads get the inode and
+            # the kernel keeps the page cache as with keep_cache
+            raise pyfuse3.FUSEError(errno.ENOSYS)
         return pyfuse3.FileInfo(fh=self.reader.open(file), keep_cache=True)
 
     @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return await self.reader.read(fh, off, size)
+        if not self.no_open_inode:
+            return await self.reader.read(fh, off, size)
+        inode = fh
+        fh, length = self._inode_handle(inode)
+        data = await self.reader.read(fh, off, size)
+        if off + len(data) >= length and self._by_inode.get(inode, (0, 0))[0] == fh:
+            # read to the end: what a close would have released
+            del self._by_inode[inode]
+            self.reader.release(fh)
+        return data
 
     @guarded
     async def release(self, fh: int) -> None:
-        self.reader.release(fh)
+        if not self.no_open_inode:
+            self.reader.release(fh)
 
     @guarded
     async def fsync(self, fh: int, datasync: bool) -> None:

@@ -36,6 +36,7 @@ from dsfs.content.spans import span_policy
 from dsfs.errors import ConflictError, DsfsError, InputError, LocalError
 from dsfs.format.manifest import Header
 from dsfs.fuse import BaseOperations, ReadOnlyOperations
+from dsfs.fuse.adapter import PATCHED, pyfuse3_build
 from dsfs.fuse.writable import WritableOperations
 from dsfs.logutil import rate_limit_repeats
 from dsfs.mount import cachectl, table
@@ -50,6 +51,8 @@ log = logging.getLogger("dsfs.mount")
 
 #: Concurrent FUSE request handlers.
 MAX_TASKS = 64
+#: (patched pyfuse3) requests handled in a row before other trio tasks get a turn.
+YIELD_EVERY = 32
 
 
 @dataclass
@@ -106,12 +109,16 @@ def _report(ready_fd: int | None, message: dict) -> None:
 
 def fuse_options(header: Header, allow_other: bool, debug: bool, writable: bool = False
                  ) -> set[str]:
-    options = set(pyfuse3.default_options)
+    """The mount options.  The kernel checks permissions (``default_permissions``)
+    only on a mount other users may enter: without ``allow_other`` nobody but
+    the mounting user (and root) can, and the check would cost a GETATTR of the
+    parent after every create and rename."""
+    options = set(pyfuse3.default_options) - {"default_permissions"}
     options |= {"nodev", "nosuid", f"fsname=dsfs:{header.id}", "subtype=dsfs"}
     if not writable:
         options.add("ro")
     if allow_other:
-        options.add("allow_other")
+        options |= {"allow_other", "default_permissions"}
     if debug:
         options.add("debug")
     return options
@@ -143,7 +150,7 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
             session = _writable(repo, header, source, upper, records, reader, path)
             ops = session.ops
         else:
-            ops = ReadOnlyOperations(VersionFS(source), reader)
+            ops = ReadOnlyOperations(VersionFS(source), reader, no_open=PATCHED)
         # From the moment the kernel shows the mount, a SIGTERM must unmount
         # cleanly; until trio's receiver takes over, remember it here.
         for signum in _STOP_SIGNALS:
@@ -185,6 +192,7 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
         log.warning("%s", notice)
     log.info("mounted %s/%s %s (%s) at %s in %.2f s", header.project, header.name,
              header.version, header.id, path, time.monotonic() - started)
+    log.info("%s", pyfuse3_build())
     unmount = True
     try:
         trio.run(_main, reader, ready_fd, session, notice)
@@ -255,7 +263,9 @@ async def _main(reader: ChunkReader, ready_fd: int | None, session: Session | No
             nursery.start_soon(session.keep_durable)
         _report(ready_fd, {"ready": True, "pid": os.getpid(), "notice": notice,
                            "version_id": session.header.id if session else None})
-        await pyfuse3.main(min_tasks=4, max_tasks=MAX_TASKS)
+        # the patched build's loop takes how often it lets the other tasks run
+        loop: dict[str, int] = {"yield_every": YIELD_EVERY} if PATCHED else {}
+        await pyfuse3.main(min_tasks=4, max_tasks=MAX_TASKS, **loop)
         nursery.cancel_scope.cancel()
 
 

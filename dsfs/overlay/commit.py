@@ -399,8 +399,10 @@ def open_upper(repo: Repository, header: Header, root: Path
         state = upper.load()
         store_id = repo.store_id.hex()
         if state is not None and state.get("store_id") != store_id:
-            raise ConflictError(f"overlay {root} belongs to another store "
-                                f"({state.get('store_id')}); use another --overlay")
+            if state["records"] or upper.read_commit() is not None:
+                raise ConflictError(f"overlay {root} holds edits of a version of another "
+                                    f"store ({state.get('store_id')}); use another --overlay")
+            state = None  # no edits: nothing ties it to its old store (issue 13)
         notice = None
         recovered = False
         records: list[Record] = list(state["records"]) if state else []

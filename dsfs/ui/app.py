@@ -167,7 +167,7 @@ class App:
 
     def page(self, template: str, **context: Any) -> str:
         return render(template, links=self.links, store_url=self.repo.store.url,
-                      counts=model.counts_text, page_size=model.PAGE, **context)
+                      counts=model.counts_text, **context)
 
     def index(self, query: str = "") -> str:
         return self.page("index.html", projects=model.datasets(self.catalogue(), query),
@@ -183,6 +183,14 @@ class App:
 
     def _header(self, text: str) -> Header:
         return self.repo.header(model.check_id(text))
+
+    def _resolve(self, text: str) -> Header:
+        """A version named as on the command line; a whole id is read from the
+        local copy of its manifest (as the version pages do), no store round trip."""
+        text = text.strip().lower() if _HEX.match(text.strip()) else text
+        if len(text) == 32 and _HEX.match(text):
+            return self._header(text)
+        return Catalog(self.repo).resolve(parse_ref(text))
 
     def version(self, version_id: str, query: dict[str, str]) -> str:
         known = self.catalogue()
@@ -247,14 +255,13 @@ class App:
     def diff(self, a_text: str, b_text: str, after: str = "") -> str:
         if not a_text or not b_text:
             raise UsageError("a diff needs two versions: /diff?a=REF&b=REF")
-        catalog = Catalog(self.repo)
-        a, b = catalog.resolve(parse_ref(a_text)), catalog.resolve(parse_ref(b_text))
+        a, b = self._resolve(a_text), self._resolve(b_text)
         return self.page("diff.html", a=a, b=b, page=model.diff(self.repo, a, b, after))
 
 
 def _plots(stats: Stats) -> dict[str, str]:
     def rows(table: str) -> list[tuple[str, float, str]]:
-        return [(key, size, f"{svg.human_size(size)} · {files:,} files")
+        return [(key, size, f"{svg.human_size(size)} · {files:,} file{'' if files == 1 else 's'}")
                 for key, files, size in stats.top(table)]
 
     counts, labels = stats.histogram()

@@ -250,9 +250,9 @@ def diff(repo: Repository, a: Header, b: Header, after: str) -> Page:
 
 def folder(repo: Repository, header: Header, path: str, start: str
            ) -> tuple[int, list[tuple[str, Entry]], str | None]:
-    """(number of entries, one page of them from the name ``start`` on, where
-    the next page starts or None) of folder ``path``; NotFound if the version
-    has no such folder.  Reads and decodes only the page."""
+    """(number of entries, one page of them: those after the name ``start``,
+    the cursor of the next page or None) of folder ``path``; NotFound if the
+    version has no such folder.  Reads and decodes only the page."""
     source = tree(repo, header)
     found = source.entry(path)
     if found is None or found.kind != DIR:

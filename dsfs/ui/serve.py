@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from dsfs.errors import LocalError
+from dsfs.errors import InputError, LocalError
 from dsfs.fsutil import write_atomic
 from dsfs.repository import Repository
 from dsfs.ui import model
@@ -57,13 +57,18 @@ def export(repo: Repository, folder: Path,
            progress: Callable[[str], None] | None = None) -> int:
     """Write the static pages into ``folder``; returns how many were written."""
     app = App(repo, Links(static=True))
-    folder.mkdir(parents=True, exist_ok=True)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder} exists and is not a directory")
     written = 0
 
     def put(name: str, text: str | bytes) -> None:
         nonlocal written
         data = text if isinstance(text, bytes) else text.encode("utf-8", "backslashreplace")
-        write_atomic(folder / name, data, durable=False)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            write_atomic(folder / name, data, durable=False)
+        except (PermissionError, NotADirectoryError, FileExistsError) as exc:
+            raise InputError(f"cannot write {folder}: {exc.strerror}") from None
         written += 1
         if progress is not None:
             progress(name)

@@ -173,8 +173,8 @@ def histogram(counts: Sequence[int], labels: Sequence[str], title: str) -> str:
     """Vertical bars of ``counts`` (file sizes by power-of-two bucket), the
     heights on a square-root scale so that small buckets stay visible."""
     col_w, plot_h = 22, 150
-    width = 50 + col_w * max(len(counts), 1) + 10
-    height = plot_h + 80
+    width = 50 + col_w * max(len(counts), 1) + 50  # room for the last rotated label
+    height = plot_h + 90
     top = max(counts, default=0) or 1
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="plot histogram" width="{width}" '
            f'height="{height}" viewBox="0 0 {width} {height}" role="img" '

@@ -38,13 +38,22 @@ def _stream(source: LmdbTreeSource, path: str, start: str) -> Iterator[_Item]:
     name plus ``/``) from the name ``start`` on, read ``BATCH`` records at a
     time.  The index returns names in byte order; an item is held back until
     no name read later can sort before it (a later name is at least the next
-    range's start, and an item's key at least its name)."""
+    range's start, and an item's key at least its name).  Once a name that
+    is not ASCII appears, whose byte and str orders may disagree, the rest of
+    the directory is read before anything more is yielded."""
     pending: list[_Item] = []
+    whole = False
     while True:
         items, more = source.encoded_children_range(path, start, BATCH)
         for name, enc in items:
             directory = is_dir(enc)
             pending.append((name + "/" if directory else name, enc, directory))
+            # byte order is str order for ASCII names only; beyond it (names
+            # that are not UTF-8 sort as surrogates) read the rest, then sort
+            whole = whole or not name.isascii()
+        if more is not None and whole:
+            start = more
+            continue
         pending.sort(key=lambda item: item[0])
         if more is None:
             yield from pending
@@ -67,9 +76,11 @@ def _start(rel: str) -> str:
 
 def _items(source: LmdbTreeSource, prefix: str, after: str) -> Iterator[_Item]:
     """Items of the directory ``prefix`` (``""`` or ending in ``/``), from
-    where ``after`` falls in it."""
+    where ``after`` falls in it.  The index seeks in byte order, which is str
+    order only against an ASCII name: a cursor that is not ASCII there is
+    found by reading the directory from its start."""
     start = _start(after[len(prefix):]) if after and after.startswith(prefix) else ""
-    return _stream(source, prefix[:-1], start)
+    return _stream(source, prefix[:-1], start if start.isascii() else "")
 
 
 def _after(key_path: str, is_directory: bool, after: str) -> bool:
@@ -99,14 +110,16 @@ def files_after(source: LmdbTreeSource, after: str = "") -> Iterator[Entry]:
             yield source.decode_entry(prefix + key, enc)
 
 
-def folder_page(source: LmdbTreeSource, path: str, start: str, count: int
+def folder_page(source: LmdbTreeSource, path: str, after: str, count: int
                 ) -> tuple[int, list[tuple[str, Entry]], str | None]:
-    """(entries in folder ``path``, up to ``count`` of them decoded from the
-    name ``start`` on, the name the next page starts at or None)."""
+    """(entries in folder ``path``, up to ``count`` of them decoded, those
+    whose names come after ``after`` — "" for the first page —, the cursor of
+    the next page or None).  Pages follow the index's byte order of names."""
     prefix = f"{path}/" if path else ""
-    items, more = source.encoded_children_range(path, start, count)
+    items, more = source.encoded_children_range(path, after + "\x00" if after else "", count)
     page = [(name, source.decode_entry(prefix + name, enc)) for name, enc in items]
-    return source.count_children(path), page, more
+    # ``more`` is the last name read plus NUL (where the next range starts)
+    return source.count_children(path), page, None if more is None else more[:-1]
 
 
 def _shared(a: LmdbTreeSource, b: LmdbTreeSource, path: str) -> bool:

@@ -5,19 +5,28 @@
 
 * ``real``: a tree of --files tiny files (--per-dir to a folder) on disk, or
   with --tmpfs on one tmpfs holding the tree, the store and the cache.
-  Commands: ``sync`` (first, unchanged, 10 files changed), ``list``,
-  ``diff`` of the last two versions, ``get``, ``get --copy``, ``verify`` of
-  the store and of the folder.  Baselines measured in the same run: a bare
-  stat walk (``find DIR -printf '%s %T@\\n'``) and a ``tar -c | tar -x``
-  copy of the tree.
+  Commands: ``sync`` (first, unchanged three times interleaved with the
+  stat walk, 10 files changed), ``create``+``add``+``close`` of the tree as
+  a child, ``list``, ``list --modified``, ``diff``, ``lineage``, ``search``,
+  ``squash`` of two versions, ``prefetch --dry-run``, ``get``, ``get
+  --copy``, ``verify`` of the store and of the folder.  Baselines measured
+  in the same run: a bare stat walk (``find DIR -printf '%s %T@\\n'``) and a
+  ``tar -c | tar -x`` copy of the tree.
 * ``synthetic``: versions of 1M and 10M entries written directly as
   manifests (no files; contents shared with a few seed files, as
   ``bench_mount.py``'s million), plus a child of each that changes 10
-  files.  Commands that do not move file data: ``list``, ``diff``,
-  ``verify`` (store), ``search``, ``lineage``, ``squash``, ``gc --dry-run``,
-  ``prefetch --dry-run`` where it exists, and the first mount's indexing.
+  files, and a version with both as parents.  Commands that do not move
+  file data: ``list``, ``diff``, ``verify`` (store), ``search``,
+  ``lineage`` (one parent and two), ``list --modified`` of two parents,
+  ``squash`` (one version and two), ``gc --dry-run``, ``prefetch
+  --dry-run``, and the first mount's indexing.
+* ``dirchurn`` (not run by default): a directory of --dir-entries entries
+  changed in each of 30 versions; the records and index bytes its memoized
+  listings take with overlays and with whole listings (overlays off).
 
-Each command runs as its own process; its peak RSS is read from ``wait4``.
+Each command runs as its own process; its peak RSS and CPU time are read
+from ``wait4``, the load average is printed with each (on a shared machine
+the CPU ratio is the steadier one).
 Prints one JSON object: ``<label>_s`` and ``<label>_rss_mib`` per command,
 and the ratios issue 11 sets aims for.
 """
@@ -33,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -66,12 +76,13 @@ def run(command: list[str], env: dict[str, str], results: dict, label: str,
     _pid, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     results[f"{label}_s"] = round(time.perf_counter() - start, 3)
+    results[f"{label}_cpu_s"] = round(usage.ru_utime + usage.ru_stime, 3)
     results[f"{label}_rss_mib"] = round(usage.ru_maxrss / 1024, 1)
     if check and proc.returncode != 0:
         raise RuntimeError(f"{label}: {command} exited {proc.returncode}: "
                            f"{err.decode(errors='replace')[-2000:]}")
-    print(f"{label}: {results[f'{label}_s']} s, {results[f'{label}_rss_mib']} MiB",
-          file=sys.stderr)
+    print(f"{label}: {results[f'{label}_s']} s ({results[f'{label}_cpu_s']} s CPU), "
+          f"{results[f'{label}_rss_mib']} MiB; load {os.getloadavg()[0]:.1f}", file=sys.stderr)
     return out.decode(errors="replace")
 
 
@@ -84,8 +95,8 @@ def make_tree(root: Path, files: int, per_dir: int) -> None:
 
 
 @contextlib.contextmanager
-def scratch(use_tmpfs: bool) -> Iterator[Path]:
-    base = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+def scratch(use_tmpfs: bool, where: str | None = None) -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="bench-scale-", dir=where))
     try:
         if use_tmpfs:
             subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16g", "tmpfs", str(base)],
@@ -104,27 +115,56 @@ def bench_real(args: argparse.Namespace, base: Path, env: dict[str, str], result
     results["real_files"] = args.files
     results["real_make_tree_s"] = round(time.perf_counter() - start, 3)
     os.sync()
-    run(["sh", "-c", f"find {src} -printf '%s %T@\\n' > /dev/null"], {}, results,
-        "baseline_stat_walk")
-    run(["sh", "-c", f"mkdir {base}/tarcopy && tar -C {src} -cf - . | tar -C {base}/tarcopy -xf -"],
-        {}, results, "baseline_tar_copy")
-    shutil.rmtree(base / "tarcopy")
+    copies = "copies" not in args.skip  # tar and get: the data movers (long)
+    if copies:
+        run(["sh", "-c", f"mkdir {base}/tarcopy && tar -C {src} -cf - . | "
+             f"tar -C {base}/tarcopy -xf -"], {}, results, "baseline_tar_copy")
+        shutil.rmtree(base / "tarcopy")
     run([DSFS, "sync", str(src), "-p", "bench", "-n", "real"], env, results, "sync_first")
-    run([DSFS, "sync", str(src), "-p", "bench", "-n", "real"], env, results, "sync_unchanged")
+    # unchanged sync against the stat walk, interleaved, three rounds each
+    walks, syncs = [], []
+    for r in range(3):
+        run(["sh", "-c", f"find {src} -printf '%s %T@\\n' > /dev/null"], {}, results,
+            f"baseline_stat_walk_{r}")
+        run([DSFS, "sync", str(src), "-p", "bench", "-n", "real"], env, results,
+            f"sync_unchanged_{r}")
+        walks.append(results[f"baseline_stat_walk_{r}_s"])
+        syncs.append(results[f"sync_unchanged_{r}_s"])
+    results["sync_unchanged_s"] = sorted(syncs)[1]
+    results["sync_unchanged_rss_mib"] = results["sync_unchanged_0_rss_mib"]
+    results["stat_walk_median_s"] = sorted(walks)[1]
+    results["ratio_sync_unchanged_over_stat_walk_median"] = round(
+        sorted(syncs)[1] / sorted(walks)[1], 2)
+    results["ratio_sync_unchanged_over_stat_walk_cpu"] = round(
+        sum(results[f"sync_unchanged_{r}_cpu_s"] for r in range(3))
+        / sum(results[f"baseline_stat_walk_{r}_cpu_s"] for r in range(3)), 2)
     for i in range(10):
         (src / "d00000" / f"f{i:07d}.txt").write_bytes(b"changed %d\n" % i)
     run([DSFS, "sync", str(src), "-p", "bench", "-n", "real"], env, results, "sync_10_changed")
+    # add + close of the same tree as a child (every file read: add records no content)
+    draft = run([DSFS, "create", "-p", "bench", "-n", "real", "--parents", "bench/real"],
+                env, results, "create").strip().splitlines()[-1]
+    run([DSFS, "add", str(src), "--id", draft], env, results, "add")
+    run([DSFS, "close", "--id", draft], env, results, "close")
     run([DSFS, "list", "bench/real"], env, results, "list")
+    run([DSFS, "list", "bench/real@1.0.2", "--modified"], env, results, "list_modified")
     run([DSFS, "diff", "bench/real@1.0.0", "bench/real"], env, results, "diff")
-    run([DSFS, "get", "bench/real"], env, results, "get")
-    run([DSFS, "get", "bench/real", "--copy", str(base / "copy")], env, results, "get_copy")
+    run([DSFS, "lineage", "bench/real"], env, results, "lineage")
+    run([DSFS, "search"], env, results, "search")
+    run([DSFS, "squash", "bench/real@1.0.0", "bench/real@1.0.2", "-p", "bench", "-n",
+         "real-squashed"], env, results, "squash_two")
+    run([DSFS, "prefetch", "bench/real", "--dry-run"], env, results, "prefetch_dry_run",
+        check=False)
+    if copies:
+        run([DSFS, "get", "bench/real"], env, results, "get")
+        run([DSFS, "get", "bench/real", "--copy", str(base / "copy")], env, results,
+            "get_copy")
     run([DSFS, "verify", "bench/real"], env, results, "verify_store")
     run([DSFS, "verify", "bench/real", "--folder", str(src)], env, results, "verify_folder")
-    walk = results["baseline_stat_walk_s"]
-    tar = results["baseline_tar_copy_s"]
-    results["ratio_sync_unchanged_over_stat_walk"] = round(results["sync_unchanged_s"] / walk, 2)
-    results["ratio_get_speed_over_tar"] = round(tar / results["get_s"], 3)
-    results["ratio_get_copy_speed_over_tar"] = round(tar / results["get_copy_s"], 3)
+    if copies:
+        tar = results["baseline_tar_copy_s"]
+        results["ratio_get_speed_over_tar"] = round(tar / results["get_s"], 3)
+        results["ratio_get_copy_speed_over_tar"] = round(tar / results["get_copy_s"], 3)
 
 
 def bench_synthetic(args: argparse.Namespace, base: Path, env: dict[str, str],
@@ -143,6 +183,7 @@ def bench_synthetic(args: argparse.Namespace, base: Path, env: dict[str, str],
                              env={**os.environ, **env}, check=True, capture_output=True,
                              text=True).stdout.split()
         header, child = SimpleNamespace(id=ids[0]), SimpleNamespace(id=ids[1])
+        merge = SimpleNamespace(id=ids[2])
         results[f"{label}_publish_s"] = round(time.perf_counter() - start, 3)
         # first, while the version is not indexed yet (list would index it)
         mnt = base / f"mnt-{label}"
@@ -154,12 +195,20 @@ def bench_synthetic(args: argparse.Namespace, base: Path, env: dict[str, str],
         run([DSFS, "verify", header.id], env, results, f"{label}_verify_store")
         run([DSFS, "search"], env, results, f"{label}_search")
         run([DSFS, "lineage", child.id], env, results, f"{label}_lineage")
+        run([DSFS, "lineage", merge.id], env, results, f"{label}_lineage_two_parents")
+        run([DSFS, "list", merge.id, "--modified"], env, results,
+            f"{label}_list_modified_two_parents")
         run([DSFS, "squash", child.id, "-p", "bench", "-n", f"{label}-squashed"], env, results,
             f"{label}_squash")
+        run([DSFS, "squash", header.id, child.id, "-p", "bench", "-n", f"{label}-squashed2"],
+            env, results, f"{label}_squash_two")
+        run([DSFS, "prefetch", header.id, "--dry-run"], env, results,
+            f"{label}_prefetch_dry_run", check=False)
         run([DSFS, "gc", "--dry-run"], env, results, f"{label}_gc_dry_run")
     if len(args.synthetic) >= 2:
         small, big = (f"n{c}" for c in args.synthetic[:2])
-        for command in ("list", "diff", "verify_store", "squash", "gc_dry_run", "search"):
+        for command in ("list", "diff", "verify_store", "squash", "squash_two", "gc_dry_run",
+                        "search", "prefetch_dry_run", "lineage_two_parents"):
             results[f"rss_ratio_{command}_{big}_over_{small}"] = round(
                 results[f"{big}_{command}_rss_mib"] / results[f"{small}_{command}_rss_mib"], 2)
 
@@ -196,7 +245,69 @@ def publish_synthetic(count: int) -> None:
     changed = [replace(seeds[(i + 1) % len(seeds)], path=f"m000/d00/f{i:08d}")
                for i in range(10)]
     child = publish_version(repo, f"n{count}", changed, parents=[header.id], depth=2)
-    print(header.id, child.id)
+    again = [replace(seeds[(i + 2) % len(seeds)], path=f"m000/d01/f{i:08d}")
+             for i in range(10)]
+    merge = publish_version(repo, f"n{count}", again, parents=[header.id, child.id], depth=3)
+    print(header.id, child.id, merge.id)
+
+
+def bench_dirchurn(args: argparse.Namespace, base: Path, results: dict) -> None:
+    """A directory of --dir-entries entries changed (10 files) in each of 30
+    versions: records and bytes its memoized listings take in the cache
+    index, with overlays (now) and with whole listings (before: overlays
+    off), resolved in the same run into two fresh caches."""
+    from dsfs.cache.chunks import ChunkCache  # noqa: F401 - the cache package loads first
+    from dsfs.engine import treedirs
+    from dsfs.engine.treeindex import dir_key
+    from dsfs.format import manifest as mf
+    from dsfs.format.manifest import FILE, ChunkRef, Entry, Header
+    from dsfs.repository import Repository
+    from dsfs.store import open_store
+
+    pack = "ab" * 16
+
+    def entry(i: int, salt: int) -> Entry:
+        cid = f"xxh3_128:{(salt * 1_000_003 + i):032x}"
+        return Entry(f"big/f{i:07d}", FILE, 10, 0o100644, 5, cid,
+                     (ChunkRef(cid, pack, 10 * i, 10),))
+
+    size = args.dir_entries
+    store = str(base / "churn-store")
+    writer = open_store(store)
+
+    def manifest(entries: list[Entry], parents: list[str]) -> Header:
+        # written straight into the store (no packs: the tree index never reads them)
+        header = Header(id=uuid.uuid4().hex, project="bench", name="churn", version="1",
+                        parents=parents, stats={"files": size, "size": 10 * size})
+        writer.put(mf.manifest_key(header.id), mf.encode(header, entries))
+        return header
+
+    chain = [manifest([entry(i, 0) for i in range(size)], [])]
+    for v in range(1, 31):
+        chain.append(manifest([entry((v * 7919 + k * 31) % size, v) for k in range(10)],
+                              [chain[-1].id]))
+    for label, depth in (("overlay", treedirs.MAX_OVERLAY_DEPTH), ("whole", 0)):
+        treedirs.MAX_OVERLAY_DEPTH = depth
+        repo = Repository(open_store(store), base / f"churn-cache-{label}")
+        start = time.perf_counter()
+        for header in chain:
+            treedirs.open_tree_source(repo, header).children("big")
+        results[f"dirchurn_{label}_resolve_s"] = round(time.perf_counter() - start, 3)
+        index = repo.cache.index
+        results[f"dirchurn_{label}_listing_records"] = sum(
+            index.tree_listing_size(bytes.fromhex(h.id), dir_key("big"), delta=False)
+            for h in chain)
+        data = base / f"churn-cache-{label}" / "index" / "data.mdb"
+        results[f"dirchurn_{label}_index_mib"] = round(
+            os.stat(data).st_blocks * 512 / 2**20, 1)
+        tip = treedirs.open_tree_source(Repository(open_store(store), repo.cache_root),
+                                        chain[-1])
+        start = time.perf_counter()
+        assert len(tip.children("big")) == size
+        results[f"dirchurn_{label}_tip_listing_s"] = round(time.perf_counter() - start, 3)
+    results["dirchurn_entries"] = size
+    print(json.dumps({k: v for k, v in results.items() if k.startswith("dirchurn")}),
+          file=sys.stderr)
 
 
 def main() -> None:
@@ -210,12 +321,20 @@ def main() -> None:
                         help="entry counts of the synthetic versions, comma-separated")
     parser.add_argument("--tmpfs", action="store_true",
                         help="tree, store and cache on one tmpfs (takes the disk out)")
-    parser.add_argument("--only", default="real,synthetic")
+    parser.add_argument("--only", default="real,synthetic",
+                        help="comma-separated sections: real, synthetic, dirchurn")
+    parser.add_argument("--dir-entries", type=int, default=100_000,
+                        help="entries of dirchurn's directory changed in 30 versions")
+    parser.add_argument("--skip", default="",
+                        help="'copies': leave out tar, get and get --copy (real section)")
+    parser.add_argument("--base", default=None,
+                        help="directory for the scratch space (default: the system's temp)")
     args = parser.parse_args()
     args.synthetic = [int(x) for x in args.synthetic.split(",") if x]
     sections = set(args.only.split(","))
     results: dict = {"tmpfs": args.tmpfs}
-    with scratch(args.tmpfs) as base:
+    args.skip = set(args.skip.split(","))
+    with scratch(args.tmpfs, args.base) as base:
         env = {"DSFS_STORE": str(base / "store"), "DSFS_DATA_DIR": str(base / "data"),
                "DSFS_CACHE_DIR": str(base / "cache")}
         try:
@@ -223,6 +342,8 @@ def main() -> None:
                 bench_real(args, base, env, results)
             if "synthetic" in sections:
                 bench_synthetic(args, base, env, results)
+            if "dirchurn" in sections:
+                bench_dirchurn(args, base, results)
         finally:
             print(json.dumps(results, indent=2))
 

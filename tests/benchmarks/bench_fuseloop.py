@@ -1,0 +1,291 @@
+"""Benchmarks of the FUSE request loop (issue 12), every figure against
+baselines measured in the same run, in interleaved rounds (medians).
+
+    python tests/benchmarks/bench_fuseloop.py [--only null,rsync,walk,read]
+        [--stats 20000] [--rsync-files 10000] [--walk-files 100000]
+        [--read-files 2000] [--rounds 3] [--stock DIR] [--tmpfs-gib 6]
+
+"patched" is this venv's pyfuse3 (dsfs's patch), "stock" the released
+pyfuse3 put first on PYTHONPATH from --stock (``packaging/pyfuse3/build.sh
+VENV --stock DIR``; default ``<venv>/pyfuse3-stock``): today's figure.
+
+* ``null``: a stat(2) of the mount point of a file system that lets the
+  kernel cache nothing (a GETATTR round trip each), in µs: a C libfuse
+  low-level null file system compiled here (``nullfs_ll.c``, single-threaded
+  loop), and ``tests/pyfuse3_probe.py --null`` on patched and on stock
+  pyfuse3.  Aim: patched <= 1.3x C.
+* ``rsync``: ``rsync -a`` of --rsync-files files of 512 bytes into a native
+  directory, into dsfs's writable overlay (patched and stock) and into
+  fuse-overlayfs, all on one tmpfs (store, cache, overlay, upper layers,
+  sources), each round into a new directory.  Aims: dsfs >= 0.2x native and
+  faster than fuse-overlayfs.
+* ``walk``: ``os.walk`` + ``lstat`` of --walk-files files (100 directories)
+  on a read-only mount, warm (after one untimed walk), against the native
+  tree.  Aim: >= 0.8x native.
+* ``read``: every one of --read-files 64 KiB files read with Python's
+  ``open().read()`` on a fresh read-only mount (a new mount each round: the
+  kernel's caches are cold, dsfs's chunk cache warm), patched against stock.
+  Aim: >= 1.5x stock.
+
+Run as root (tmpfs, mounts).  Prints one JSON object with the load average
+before and after each section (the machine is shared: note it with figures).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_mount import DSFS, fuse_process  # noqa: E402
+
+HERE = Path(__file__).parent
+PROBE = HERE.parent / "pyfuse3_probe.py"
+
+
+def load() -> str:
+    return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
+
+
+def timed(func: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    func()
+    return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def mounted(command: list[str], mountpoint: Path, env: dict[str, str] | None = None
+            ) -> Iterator[Path]:
+    with fuse_process(command, mountpoint, env):
+        yield mountpoint
+
+
+def stock_env(stock: Path) -> dict[str, str]:
+    return {"PYTHONPATH": os.pathsep.join(
+        [str(stock), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+def flavour(env: dict[str, str]) -> str:
+    return subprocess.run(
+        [sys.executable, "-c", "from dsfs.fuse.adapter import pyfuse3_build; "
+         "print(pyfuse3_build())"], env={**os.environ, **env}, capture_output=True,
+        text=True, check=True).stdout.strip()
+
+
+# -- null round trip ------------------------------------------------------------------
+
+def bench_null(args: argparse.Namespace, base: Path, results: dict) -> None:
+    exe = base / "nullfs_ll"
+    cflags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], check=True,
+                            capture_output=True, text=True).stdout.split()
+    subprocess.run(["cc", "-O2", str(HERE / "nullfs_ll.c"), *cflags, "-o", str(exe)],
+                   check=True)
+    kinds = {
+        "c_libfuse": ([str(exe)], {}),
+        "pyfuse3_patched": ([sys.executable, str(PROBE), "--null"], {}),
+        "pyfuse3_stock": ([sys.executable, str(PROBE), "--null"], stock_env(args.stock)),
+    }
+    runs: dict[str, list[float]] = {k: [] for k in kinds}
+    n = args.stats
+    for _ in range(args.rounds):
+        for kind, (cmd, env) in kinds.items():
+            mnt = base / f"null-{kind}"
+            with mounted([*cmd, str(mnt)], mnt, env):
+                for _ in range(200):  # warm up
+                    os.stat(mnt)
+                start = time.perf_counter()
+                for _ in range(n):
+                    os.stat(mnt)
+                runs[kind].append((time.perf_counter() - start) / n * 1e6)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    results["null_us_runs"] = runs
+    results["null_us"] = med
+    results["null_patched_over_c"] = med["pyfuse3_patched"] / med["c_libfuse"]
+    results["null_stock_over_c"] = med["pyfuse3_stock"] / med["c_libfuse"]
+
+
+# -- rsync into the writable overlay ------------------------------------------------------
+
+def small_files(root: Path, count: int, size: int, dirs: int = 100) -> None:
+    for i in range(count):
+        path = root / f"d{i % dirs:02d}" / f"f{i}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(size))
+
+
+def bench_rsync(args: argparse.Namespace, base: Path, env: dict[str, str],
+                results: dict) -> None:
+    src = base / "rsync-src"
+    small_files(src, args.rsync_files, 512)
+    seed = base / "rsync-seed"
+    small_files(seed, 10, 512, dirs=2)
+    subprocess.run([DSFS, "sync", str(seed), "-p", "bench", "-n", "rsync"], env=env,
+                   check=True, capture_output=True)
+    lower, upper, work = base / "ofs-lower", base / "ofs-upper", base / "ofs-work"
+    for d in (lower, upper, work):
+        d.mkdir()
+
+    def rsync(target: Path) -> float:
+        return timed(lambda: subprocess.run(["rsync", "-a", f"{src}/", f"{target}/"],
+                                            check=True))
+
+    overlayfs = shutil.which("fuse-overlayfs")
+    runs: dict[str, list[float]] = {"native": [], "dsfs_patched": [], "dsfs_stock": []}
+    if overlayfs:
+        runs["fuse_overlayfs"] = []
+    else:
+        print("fuse-overlayfs is not installed: that baseline is skipped", file=sys.stderr)
+    with contextlib.ExitStack() as stack:
+        mnts = {}
+        for kind, extra in (("dsfs_patched", {}), ("dsfs_stock", stock_env(args.stock))):
+            mnt = base / f"mnt-{kind}"
+            mnts[kind] = stack.enter_context(mounted(
+                [DSFS, "mount", "--foreground", "--writable", "--overlay",
+                 str(base / f"upper-{kind}"), "bench/rsync", str(mnt)], mnt,
+                {**env, **extra}))
+        if overlayfs:
+            mnt = base / "mnt-ofs"
+            mnts["fuse_overlayfs"] = stack.enter_context(mounted(
+                [overlayfs, "-f", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}",
+                 str(mnt)], mnt))
+        for r in range(args.rounds):
+            for kind in runs:
+                target = (base / f"native-{r}") if kind == "native" else mnts[kind] / f"in{r}"
+                runs[kind].append(rsync(target))
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    results["rsync_files"] = args.rsync_files
+    results["rsync_s_runs"] = runs
+    results["rsync_s"] = med
+    for kind in runs:
+        if kind != "native":
+            results[f"rsync_{kind}_over_native_speed"] = med["native"] / med[kind]
+
+
+# -- warm walk of a read-only mount ----------------------------------------------------
+
+def walk_lstat(root: Path) -> int:
+    n = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            os.lstat(os.path.join(dirpath, name))
+            n += 1
+    return n
+
+
+def bench_walk(args: argparse.Namespace, base: Path, env: dict[str, str],
+               results: dict) -> None:
+    src = base / "walk-src"
+    small_files(src, args.walk_files, 1)
+    start = time.perf_counter()
+    subprocess.run([DSFS, "sync", str(src), "-p", "bench", "-n", "walk"], env=env,
+                   check=True, capture_output=True)
+    results["walk_sync_s"] = time.perf_counter() - start
+    runs: dict[str, list[float]] = {"native": [], "dsfs_patched": [], "dsfs_stock": []}
+    with contextlib.ExitStack() as stack:
+        roots = {"native": src}
+        for kind, extra in (("dsfs_patched", {}), ("dsfs_stock", stock_env(args.stock))):
+            mnt = base / f"walk-{kind}"
+            roots[kind] = stack.enter_context(mounted(
+                [DSFS, "mount", "--foreground", "bench/walk", str(mnt)], mnt,
+                {**env, **extra}))
+        for root in roots.values():
+            assert walk_lstat(root) == args.walk_files  # the untimed, warming walk
+        for _ in range(args.rounds):
+            for kind, root in roots.items():
+                runs[kind].append(timed(lambda root=root: walk_lstat(root)))
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    results["walk_files"] = args.walk_files
+    results["walk_s_runs"] = runs
+    results["walk_s"] = med
+    for kind in ("dsfs_patched", "dsfs_stock"):
+        results[f"walk_{kind}_over_native_speed"] = med["native"] / med[kind]
+
+
+# -- cached 64 KiB reads -------------------------------------------------------------
+
+def read_all(root: Path) -> int:
+    n = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                n += len(f.read())
+    return n
+
+
+def bench_read(args: argparse.Namespace, base: Path, env: dict[str, str],
+               results: dict) -> None:
+    src = base / "read-src"
+    small_files(src, args.read_files, 64 * 1024, dirs=20)
+    subprocess.run([DSFS, "sync", str(src), "-p", "bench", "-n", "read"], env=env,
+                   check=True, capture_output=True)
+    subprocess.run([DSFS, "prefetch", "bench/read"], env=env, check=True,
+                   capture_output=True)
+    runs: dict[str, list[float]] = {"dsfs_patched": [], "dsfs_stock": []}
+    total = args.read_files * 64 * 1024
+    for r in range(args.rounds):
+        for kind, extra in (("dsfs_patched", {}), ("dsfs_stock", stock_env(args.stock))):
+            mnt = base / f"read-{kind}-{r}"
+            with mounted([DSFS, "mount", "--foreground", "bench/read", str(mnt)], mnt,
+                         {**env, **extra}):
+                read_all(mnt)  # the first pass verifies the chunks once per process
+            with mounted([DSFS, "mount", "--foreground", "bench/read", str(mnt)], mnt,
+                         {**env, **extra}):
+                seconds = timed(lambda mnt=mnt: read_all(mnt))
+            runs[kind].append(seconds)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    results["read_files"] = args.read_files
+    results["read_s_runs"] = runs
+    results["read_s"] = med
+    results["read_mib_s"] = {k: total / v / 2**20 for k, v in med.items()}
+    results["read_patched_over_stock_speed"] = med["dsfs_stock"] / med["dsfs_patched"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--only", default="null,rsync,walk,read")
+    parser.add_argument("--stats", type=int, default=20_000)
+    parser.add_argument("--rsync-files", type=int, default=10_000)
+    parser.add_argument("--walk-files", type=int, default=100_000)
+    parser.add_argument("--read-files", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tmpfs-gib", type=int, default=6)
+    parser.add_argument("--stock", type=Path, default=Path(sys.prefix) / "pyfuse3-stock")
+    args = parser.parse_args()
+    if not (args.stock / "pyfuse3").is_dir():
+        sys.exit(f"no stock pyfuse3 in {args.stock}: "
+                 f"bash packaging/pyfuse3/build.sh {sys.prefix} --stock {args.stock}")
+    base = Path(tempfile.mkdtemp(prefix="dsfs-bench-loop-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={args.tmpfs_gib}g", "tmpfs",
+                    str(base)], check=True)
+    env = {"DSFS_DATA_DIR": str(base / "data"), "DSFS_CACHE_DIR": str(base / "cache"),
+           "DSFS_STORE": str(base / "store")}
+    results: dict = {"builds": {"patched": flavour({}),
+                                "stock": flavour(stock_env(args.stock))}}
+    sections = {"null": lambda: bench_null(args, base, results),
+                "rsync": lambda: bench_rsync(args, base, env, results),
+                "walk": lambda: bench_walk(args, base, env, results),
+                "read": lambda: bench_read(args, base, env, results)}
+    try:
+        for name in args.only.split(","):
+            results[f"{name}_load_before"] = load()
+            sections[name]()
+            results[f"{name}_load_after"] = load()
+    finally:
+        subprocess.run(["umount", "-l", str(base)], check=False)
+        shutil.rmtree(base, ignore_errors=True)
+    print(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                      "results": results}, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
