@@ -135,11 +135,11 @@ def link_to(copy: Path, link: str) -> None:
         raise _target_error(exc, path) from None
 
 
-def complete_copies(repo: Repository) -> dict[str, float]:
+def complete_copies(root: Path) -> dict[str, float]:
     """Name (a version id, or ``<id>.part-K-of-N``) -> last use (its
-    marker's mtime) of every complete copy."""
+    marker's mtime, touched by every ``get`` of it) of every complete copy
+    in the copies directory ``root``."""
     found: dict[str, float] = {}
-    root = copies_dir(repo)
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(root):
             if entry.name.endswith(".complete"):
@@ -155,7 +155,7 @@ def _earlier_copy(repo: Repository, source: LmdbTreeSource
     """A complete copy to hard-link unchanged files from: the nearest ancestor
     of the version that has one, else the copy used last; (its tree, its
     path prefix), or None."""
-    copies = {vid: used for vid, used in complete_copies(repo).items()
+    copies = {vid: used for vid, used in complete_copies(copies_dir(repo)).items()
               if len(vid) == 32 and vid != source.vid.hex()}  # whole copies only
     if not copies:
         return None
