@@ -157,6 +157,8 @@ class ChunkReader:
         self.spans = spans
         #: Bytes served since the counters were last flushed.
         self._read_bytes = 0
+        #: Record the cache's counters after every fetch (``_flush_counters``).
+        self.eager_counters = False
         self.readahead = readahead
         self.limit = limit
         self.cache_size = None if limit is None else limit.limit
@@ -518,8 +520,11 @@ class ChunkReader:
         return True
 
     def _flush_counters(self) -> None:
-        """Add the counts of a fetch to the index at once (a loader's worker may
-        be killed rather than closed)."""
+        """With ``eager_counters``, add the counts of a fetch to the index at once
+        (a loader's worker may be killed rather than closed); a mount adds them
+        every few seconds and at unmount."""
+        if not self.eager_counters:
+            return
         try:
             self.cache.flush_counters()
         except DsfsError as exc:  # counts are kept for the next flush
