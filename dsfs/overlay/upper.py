@@ -204,6 +204,10 @@ class Upper:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            # and so must the names of data files the killed mount made on the spot
+            # (this process would never fsync data/ for them: an fsync of such a
+            # file would keep its bytes but not its name)
+            fsync_dir(self.data_dir)
             tail, self.journal_bytes = decode_lines(journal.read_bytes())
         state["records"] = records + tail
         return state
