@@ -254,7 +254,12 @@ def test_no_open_mode_reads_by_inode_with_a_bounded_set_of_handles(
 
     monkeypatch.setattr(readonly, "INODE_HANDLES", 2)
     reader = CountingReader()
+    handshakes: list[int] = []
+    reader.handshake_done = lambda: handshakes.append(1)  # type: ignore[attr-defined]
     ops = ReadOnlyOperations(SizedVfs(), reader, no_open=True)  # type: ignore[arg-type]
+    call(ops, "lookup", 1, b"a", None)
+    call(ops, "lookup", 1, b"b", None)
+    assert handshakes == [1]  # readahead raised once, before any file is opened
     assert fuse_errno(ops, "opendir", 5, None) == errno.ENOSYS
     assert fuse_errno(ops, "open", 5, os.O_WRONLY, None) == errno.EROFS  # checks first
     assert fuse_errno(ops, "open", 5, os.O_RDONLY, None) == errno.ENOSYS

@@ -23,7 +23,7 @@ from __future__ import annotations
 import errno
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyfuse3
@@ -61,6 +61,8 @@ class ReadOnlyOperations(BaseOperations):
         #: reads this attribute at ``init``; only the patched build has it)
         self.no_open_inode = no_open
         self._by_inode: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        self._handshake: Callable[[], None] | None = (
+            getattr(reader, "handshake_done", None) if no_open else None)
 
     def _inode_handle(self, inode: int) -> tuple[int, int]:
         """The reader handle and size of ``inode`` on a no-open mount, opened at
@@ -80,6 +82,11 @@ class ReadOnlyOperations(BaseOperations):
     @guarded
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
                      ) -> pyfuse3.EntryAttributes:
+        done = self._handshake
+        if done is not None:
+            # no-open: the first lookup comes before the first file's open
+            self._handshake = None
+            done()
         try:
             return entry_attributes(self.vfs.lookup(parent_inode, os.fsdecode(name)))
         except NoEntry:
