@@ -245,3 +245,40 @@ def test_streamed_close_equals_the_model(dsfs_env: dict[str, str], first: dict, 
             raise AssertionError(f"close published a tree the model refuses: {expected}")
         result = versions.close(repo, draft.header.id)
         check(repo, result, base, model, [])
+
+
+def test_many_packs_resolve_and_the_packer_stays_small(dsfs_env: dict[str, str],
+                                                       tmp_path: Path,
+                                                       monkeypatch) -> None:  # noqa: ANN001
+    """Packs of 8 KiB: the delta's chunks wait for pack ids that become known
+    one pack at a time, duplicates come back after their pack was recorded,
+    and the packer holds only the chunks of packs not yet recorded."""
+    from dsfs.engine import packer as packer_module
+    from dsfs.engine.materialize import mutable_copy
+
+    monkeypatch.setattr(packer_module, "PACK_TARGET_SIZE", 8 << 10)
+    held: list[int] = []
+    place = packer_module.Packer._place
+
+    def spy(self, data: bytes):  # type: ignore[no-untyped-def]
+        held.append(len(self._placed))
+        return place(self, data)
+
+    monkeypatch.setattr(packer_module.Packer, "_place", spy)
+    src = tmp_path / "src"
+    for d in range(4):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(60):
+            # every 7th file repeats an earlier file's bytes
+            body = (b"%04d" % ((d * 60 + i) // 7 * 7 if i % 7 == 3 else d * 60 + i)) * 256
+            (src / f"d{d}" / f"f{i:03d}").write_bytes(body)
+    repo = Repository.open()
+    result = versions.sync(repo, str(src), "p", "packs")
+    assert result.stats.packs_uploaded > 20
+    assert max(held) <= 8 * (packer_module.MAX_INFLIGHT + 2)
+    out = tmp_path / "out"
+    mutable_copy(repo, result.header, str(out))
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        assert (out / path.relative_to(src)).read_bytes() == path.read_bytes(), path
+    tree = TreeResolver(repo).tree(result.header.id)
+    assert all(not c.pack_id.startswith("@") for e in tree.values() for c in e.chunks)
