@@ -6,7 +6,8 @@ cache's record of what the store holds (kept current by
 ``Repository.sync_pack_index``), so a renamed or copied file uploads nothing
 and a rerun after an interruption re-uploads no finished pack.  Packs are
 uploaded by a few worker threads while hashing goes on; at most
-``MAX_INFLIGHT`` finished packs wait in memory.  Memory does not grow with
+``MAX_INFLIGHT`` finished packs wait in memory.  A pack is closed at about
+16 MiB or ``MAX_PACK_CHUNKS`` chunks.  Memory does not grow with
 the number of files: a pack's chunks are recorded in the cache index as soon
 as its upload is done (later duplicates are found there), so only the chunks
 of packs still being built or uploaded are held.
@@ -40,6 +41,11 @@ from dsfs.repository import Repository
 
 UPLOAD_THREADS = 4
 MAX_INFLIGHT = 4
+#: A pack is closed at PACK_TARGET_SIZE bytes or at this many chunks, whichever
+#: comes first: what a pack costs in memory while it is built and uploaded is
+#: per chunk too (its index, the refs waiting for its id), and 16 MiB of tiny
+#: files would be hundreds of thousands of chunks.
+MAX_PACK_CHUNKS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +139,7 @@ class Packer:
         ref = PendingRef(cid, self._seq, entry.offset, entry.length)
         self.stats.chunks_new += 1
         self._placed[cid] = ref
-        if len(self._builder) >= PACK_TARGET_SIZE:
+        if len(self._builder) >= PACK_TARGET_SIZE or self._builder.chunk_count >= MAX_PACK_CHUNKS:
             self._flush()
         return ref
 
