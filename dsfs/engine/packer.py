@@ -192,6 +192,10 @@ class Packer:
                 ref = self._placed.get(e.chunk_id)
                 if ref is not None and ref.pack_seq == seq:
                     del self._placed[e.chunk_id]
+        if uploaded:
+            # the lookups of every chunk and these writes touch pages of the
+            # index all over its chunk table: let them go (they stay cached)
+            self.repo.cache.index.release_pages()
 
     def finish(self) -> None:
         """Upload the last pack and wait for every upload; raise the first failure."""
