@@ -46,6 +46,8 @@ MAX_INFLIGHT = 4
 #: per chunk too (its index, the refs waiting for its id), and 16 MiB of tiny
 #: files would be hundreds of thousands of chunks.
 MAX_PACK_CHUNKS = 20_000
+#: Lookups in the cache index between two releases of its mapped pages.
+RELEASE_EVERY = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,7 @@ class Packer:
         self._slots = threading.BoundedSemaphore(MAX_INFLIGHT)
         self._futures: list[Future[None]] = []
         self._stats_lock = threading.Lock()
+        self._lookups = 0
 
     def hash_file(self, source: str, progress: Progress
                   ) -> tuple[str, int, list, os.stat_result]:
@@ -129,6 +132,11 @@ class Packer:
             self.stats.chunks_reused += 1
             return placed
         location = self.repo.cache.index.chunk_location(self.store_id, id_to_bytes(cid))
+        self._lookups += 1
+        if self._lookups % RELEASE_EVERY == 0:
+            # chunk ids are random: each lookup touches another page of the
+            # index's chunk table; let them go (they stay in the page cache)
+            self.repo.cache.index.release_pages()
         if location is not None:
             pack_raw, offset, length = location
             pack = pack_raw.hex()
@@ -193,9 +201,7 @@ class Packer:
                 if ref is not None and ref.pack_seq == seq:
                     del self._placed[e.chunk_id]
         if uploaded:
-            # the lookups of every chunk and these writes touch pages of the
-            # index all over its chunk table: let them go (they stay cached)
-            self.repo.cache.index.release_pages()
+            self.repo.cache.index.release_pages()  # the pages these writes touched
 
     def finish(self) -> None:
         """Upload the last pack and wait for every upload; raise the first failure."""
