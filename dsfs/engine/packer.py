@@ -45,7 +45,7 @@ MAX_INFLIGHT = 4
 #: comes first: what a pack costs in memory while it is built and uploaded is
 #: per chunk too (its index, the refs waiting for its id), and 16 MiB of tiny
 #: files would be hundreds of thousands of chunks.
-MAX_PACK_CHUNKS = 20_000
+MAX_PACK_CHUNKS = 8_192
 #: Lookups in the cache index between two releases of its mapped pages.
 RELEASE_EVERY = 2_000
 
