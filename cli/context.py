@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
 
+from dsfs import config
 from dsfs.catalog import Catalog, Ref, parse_ref
 from dsfs.errors import UsageError
 from dsfs.format.manifest import Header
-from dsfs.repository import Repository
+from dsfs.repository import CACHE_ENV, Repository, cache_problem
 
 from .completion import complete_name, complete_project, complete_ref, complete_tag
 from .output import TerminalReporter
@@ -46,6 +52,23 @@ class AppContext:
             self._repo = Repository.open(self.store, self.cache_dir)
         return self._repo
 
+    def temporary_cache_if_unusable(self, command: str) -> None:
+        """For a command that only reads versions: when the cache cannot be
+        used (read-only, another user's), run on a private temporary cache
+        instead, with a warning.  The cache holds derived data only, so the
+        answer is the same, just slower (manifests read and trees indexed
+        again, then thrown away).  Other commands fail on the cache as before."""
+        if command not in READ_ONLY_COMMANDS:
+            return
+        problem = cache_problem(Path(self.cache_dir) if self.cache_dir else config.cache_dir())
+        if problem is None:
+            return
+        temp = tempfile.mkdtemp(prefix="dsfs-cache-")
+        atexit.register(shutil.rmtree, temp, True)
+        self.reporter.warn(f"{problem}; `{command}` uses a temporary cache instead")
+        self.cache_dir = temp
+        os.environ[CACHE_ENV] = temp  # for the library calls that open their own
+
     @property
     def reporter(self) -> TerminalReporter:
         return TerminalReporter(self.quiet)
@@ -53,6 +76,10 @@ class AppContext:
     def resolve(self, ref: Ref) -> Header:
         return Catalog(self.repo).resolve(ref)
 
+
+#: Commands that only read versions: they run on a temporary cache when the
+#: cache cannot be used (``AppContext.temporary_cache_if_unusable``).
+READ_ONLY_COMMANDS = frozenset({"search", "list", "diff", "lineage", "verify"})
 
 pass_app = click.make_pass_decorator(AppContext)
 

@@ -180,6 +180,8 @@ def cli(ctx: click.Context, store: str | None, cache_dir: str | None, quiet: boo
 
     Global options may also follow the command (dsfs search --store URL)."""
     ctx.obj = AppContext(store, cache_dir, quiet)
+    if ctx.invoked_subcommand is not None:
+        ctx.obj.temporary_cache_if_unusable(ctx.invoked_subcommand)
 
 
 for module in (build, read, inspect, maintain, mount, overlay, cache, ui, completion):

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from dsfs import config
 from dsfs.cache.chunks import ChunkCache
-from dsfs.errors import IntegrityError, NotFoundError, StoreError, local_os_error
+from dsfs.errors import IntegrityError, LocalError, NotFoundError, StoreError, local_os_error
 from dsfs.format import manifest as mf
 from dsfs.format.digest import digest_hex
 from dsfs.format.pack import TRAILER_SIZE, index_span, pack_id_from_key, pack_key, parse_index
@@ -226,6 +226,20 @@ class Repository:
         if needed > len(tail):
             tail = self.store.get_range(key, offset, needed)
         return parse_index(tail[-needed:], size)
+
+
+#: The environment variable naming the cache directory (``config.cache_dir``).
+CACHE_ENV = "DSFS_CACHE_DIR"
+
+
+def cache_problem(cache_root: Path) -> LocalError | None:
+    """Why the cache at ``cache_root`` cannot be used (None: it can), found by
+    opening it as every command does."""
+    try:
+        ChunkCache(cache_root)  # its LMDB environment stays open for the command
+    except LocalError as exc:
+        return exc
+    return None
 
 
 def _check_id(header: mf.Header, version_id: str) -> None:

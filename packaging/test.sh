@@ -27,7 +27,12 @@ if ! "$venv/bin/python" -c 'from dsfs.fuse.adapter import PATCHED; assert PATCHE
 fi
 "$venv/bin/pytest" -q "$@"
 if [ $# -eq 0 ]; then
-    stock_tests=${STOCK_TESTS:-tests/test_mount.py tests/test_fuse_requests.py}
+    # a read-only and a writable mount's requests, and everyday tools on a mount
+    stock_tests=${STOCK_TESTS:-tests/test_fuse_requests.py
+        tests/test_mount.py::test_tree_matches_source
+        tests/test_mount.py::test_tools_cp_diff_tar_find_ls_stat
+        tests/test_mount.py::test_python_open_seek_mmap
+        tests/test_mount.py::test_eight_parallel_readers}
     bash "$here/packaging/pyfuse3/build.sh" "$venv" --stock "$venv/pyfuse3-stock"
     echo "== pytest with stock pyfuse3: $stock_tests" >&2
     # shellcheck disable=SC2086

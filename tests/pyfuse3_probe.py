@@ -4,6 +4,7 @@ round-trip benchmark.  Run as a script:
 
     python tests/pyfuse3_probe.py MOUNTPOINT [--no-open] [--no-opendir]
         [--readdirplus on|off|auto] [--cache-readdir] [--no-atomic-trunc] [--null]
+        [--asyncio]
 
 The tree: ``/a`` (a small writable file), ``/slow`` (a read waits until
 ``/go`` is looked up), ``/dir`` (three files), ``/go``, ``/stats``.  Reading
@@ -13,11 +14,13 @@ received, the ``plus`` flag of each listing, and how often a trio task that
 sleeps 1 ms ran (``ticks``) — it must keep running however busy the loop is.
 With ``--null`` the kernel may not cache the root's attributes, so each
 ``stat`` of the mount point is a GETATTR round trip (bench_fuseloop.py).
+With ``--asyncio`` it runs on asyncio (``pyfuse3.asyncio``) instead of trio.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import json
 import os
@@ -27,6 +30,7 @@ from collections import Counter
 from typing import Any
 
 import pyfuse3
+import pyfuse3.asyncio as pyfuse3_asyncio
 import trio
 
 ROOT, A, SLOW, DIR, GO, STATS = 1, 2, 3, 4, 5, 6
@@ -44,7 +48,7 @@ class Probe(pyfuse3.Operations):
         self.handles: list[tuple[str, int]] = []
         self.plus: list[bool] = []
         self.data = bytearray(b"0123456789")
-        self.go = trio.Event()
+        self.go: Any = asyncio.Event() if args.asyncio else trio.Event()
         self.ticks = 0
         self.snapshot = b""
         self.no_open_inode = args.no_open
@@ -156,8 +160,16 @@ class Probe(pyfuse3.Operations):
 
 async def ticker(probe: Probe) -> None:
     while True:
-        await trio.sleep(0.001)
+        await (asyncio.sleep(0.001) if probe.args.asyncio else trio.sleep(0.001))
         probe.ticks += 1
+
+
+async def serve_asyncio(probe: Probe) -> None:
+    ticking = asyncio.ensure_future(ticker(probe))
+    try:
+        await pyfuse3.main(min_tasks=2, max_tasks=16)
+    finally:
+        ticking.cancel()
 
 
 async def serve(probe: Probe) -> None:
@@ -181,12 +193,17 @@ def main() -> None:
     parser.add_argument("--readdirplus", default="on", choices=["on", "off", "auto"])
     parser.add_argument("--yield-every", type=int, default=32)
     parser.add_argument("--null", action="store_true")
+    parser.add_argument("--asyncio", action="store_true")
     args = parser.parse_args()
     probe = Probe(args)
     options = {"fsname=probe", "subtype=probe"}
     pyfuse3.init(probe, args.mountpoint, options)
     try:
-        trio.run(serve, probe)
+        if args.asyncio:
+            pyfuse3_asyncio.enable()
+            asyncio.run(serve_asyncio(probe))
+        else:
+            trio.run(serve, probe)
     finally:
         pyfuse3.close(unmount=True)
     print("probe: main returned", file=sys.stderr)

@@ -56,6 +56,8 @@ def test_new_verbs_set_description_rename_move(invoke, versions) -> None:
     invoke("rename", "-p", "vision", "-n", "pets", "--new-name", "animals")
     invoke("get", "vision/pets", code=3)
     invoke("move", "-p", "vision", "-n", "animals", "--new-project", "zoo")
+    assert invoke("lineage", "zoo/animals").startswith("zoo/animals 1.0.1")
+    assert "corrupt" not in invoke("lineage", "zoo/animals")
     rows = json.loads(invoke("search", "-p", "zoo", "--json"))
     assert [(r["id"], r["name"], r["description"]) for r in rows] == [
         (versions["first"], "animals", "first cut"), (versions["second"], "animals", "")]
@@ -301,3 +303,22 @@ def test_an_empty_overlay_follows_its_mount_point_to_another_store(
     # now it holds edits of store b's version: store a's is refused
     done = run_installed(env_a, "mount", "--writable", "p/n", str(mnt))
     assert done.returncode == 5 and "another store" in done.stderr, done.stderr
+
+
+def test_commands_that_make_versions_print_json(invoke, tmp_path: Path) -> None:
+    src = tree(tmp_path / "src", {"a.txt": b"aaaa", "b/c.txt": b"c"})
+    draft = json.loads(invoke("create", "-p", "j", "-n", "s", "--json"))
+    assert draft["status"] == "draft" and draft["version"] == "1.0.0"
+    assert json.loads(invoke("add", str(src), "--json")) == {"draft": draft["id"], "added": 2}
+    closed = json.loads(invoke("close", "--json"))
+    assert (closed["id"], closed["added"], closed["files"], closed["size"]) == (
+        draft["id"], 2, 2, 5)
+    (src / "a.txt").write_bytes(b"changed")
+    synced = json.loads(invoke("sync", str(src), "-p", "j", "-n", "s", "--json"))
+    assert synced["created"] and synced["modified"] == 1 and synced["version"] == "1.0.1"
+    same = json.loads(invoke("sync", str(src), "-p", "j", "-n", "s", "--json"))
+    assert not same["created"] and same["id"] == synced["id"]
+    flat = json.loads(invoke("squash", "j/s", "-p", "j", "-n", "flat", "--json"))
+    assert flat["files"] == 2 and flat["version"] == "1.0.0"
+    assert json.loads(invoke("cache", "prune", "--size", "1G", "--json"))["chunks_removed"] == 0
+    assert "manifests_removed" in json.loads(invoke("cache", "clear", "--json"))

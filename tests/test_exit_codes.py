@@ -116,7 +116,9 @@ def test_unwritable_data_dir_is_a_local_error(shared_dir: Path, published: dict)
 def test_unwritable_cache_dir_is_a_local_error(shared_dir: Path, published: dict,
                                                made_by_root: bool) -> None:
     """An empty read-only cache directory, or a cache (chunks, LMDB index) that
-    root made: exit 12 naming it, never an integrity failure."""
+    root made: exit 12 naming it, never an integrity failure, for commands
+    that fill the cache; commands that only read versions run on a temporary
+    cache with one warning (issue 11)."""
     cache = shared_dir / "readonly-cache"
     cache.mkdir(mode=0o755)
     env = {**published, "DSFS_DATA_DIR": str(writable_by_nobody(shared_dir / "d2")),
@@ -127,8 +129,17 @@ def test_unwritable_cache_dir_is_a_local_error(shared_dir: Path, published: dict
             os.chmod(dirpath, 0o755)
             for name in files:
                 os.chmod(os.path.join(dirpath, name), 0o644)
-    for args in (["search"], ["get", "p/n"], ["prefetch", "p/n"]):
+    for args in (["get", "p/n"], ["prefetch", "p/n"]):
         assert_fails(dsfs(env, *args, as_nobody=True), LocalError.exit_code, str(cache))
+    # commands that only read versions run on a temporary cache, with a warning
+    for args in (["search"], ["list", "p/n"], ["verify", "p/n"]):
+        result = dsfs(env, *args, as_nobody=True)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.startswith("dsfs: warning: cannot use the cache")
+        assert "uses a temporary cache instead" in result.stderr
+        assert sum("warning" in line for line in result.stderr.splitlines()) == 1
+    assert "a.txt" in dsfs(env, "list", "p/n", as_nobody=True).stdout
+    assert not any(Path(tempfile.gettempdir()).glob("dsfs-cache-*/chunks"))  # removed
 
 
 def test_exit_codes_are_documented() -> None:

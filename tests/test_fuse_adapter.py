@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import stat
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -235,16 +236,30 @@ class CountingReader(FakeReader):
         self.open_handles.remove(fh)
 
 
+class SizedVfs(FakeVfs):
+    """Files of 100 bytes."""
+
+    def open(self, ino: int, writing: bool = False) -> Any:
+        super().open(ino, writing)
+        return SimpleNamespace(entry=SimpleNamespace(size=100))
+
+
 def test_no_open_mode_reads_by_inode_with_a_bounded_set_of_handles(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """With the patched pyfuse3: open and opendir answer ENOSYS (after open's
     own checks), reads come with the inode; the reader's handles are per inode,
-    the least recently read released past ``INODE_HANDLES``."""
+    released at the end of the file or, past ``INODE_HANDLES``, the least
+    recently read first."""
     from dsfs.fuse import readonly
 
     monkeypatch.setattr(readonly, "INODE_HANDLES", 2)
     reader = CountingReader()
-    ops = ReadOnlyOperations(FakeVfs(), reader, no_open=True)  # type: ignore[arg-type]
+    handshakes: list[int] = []
+    reader.handshake_done = lambda: handshakes.append(1)  # type: ignore[attr-defined]
+    ops = ReadOnlyOperations(SizedVfs(), reader, no_open=True)  # type: ignore[arg-type]
+    call(ops, "lookup", 1, b"a", None)
+    call(ops, "lookup", 1, b"b", None)
+    assert handshakes == [1]  # readahead raised once, before any file is opened
     assert fuse_errno(ops, "opendir", 5, None) == errno.ENOSYS
     assert fuse_errno(ops, "open", 5, os.O_WRONLY, None) == errno.EROFS  # checks first
     assert fuse_errno(ops, "open", 5, os.O_RDONLY, None) == errno.ENOSYS
@@ -259,3 +274,6 @@ def test_no_open_mode_reads_by_inode_with_a_bounded_set_of_handles(
     assert len(reader.open_handles) == 2
     call(ops, "read", 6, 0, 1)  # reopened
     assert len(reader.open_handles) == 2 and reader.reads[-1] not in reader.reads[:3]
+    # a read that reaches the end releases the handle (a prune may evict its chunks)
+    call(ops, "read", 6, 90, 10)
+    assert len(reader.open_handles) == 1

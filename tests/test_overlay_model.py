@@ -39,7 +39,7 @@ from dsfs.format.manifest import DIR, FILE, SYMLINK, Entry
 from dsfs.overlay import contents as overlay_contents
 from dsfs.overlay import records as overlay_records
 from dsfs.overlay import upper as overlay_upper
-from dsfs.overlay.fs import OverlayFS
+from dsfs.overlay.fs import OverlayFS, restore
 from dsfs.overlay.nodes import Node
 from dsfs.overlay.upper import Upper
 from dsfs.vfs import ROOT_INO, MemoryTreeSource
@@ -115,11 +115,9 @@ class Harness:
         upper = Upper(self.root)
         upper.open()
         state = upper.load()
-        fs = OverlayFS(self.source, upper)
-        report = fs.replay((state or {}).get("records", []))
+        fs, report, _removed = restore(self.source, upper, (state or {}).get("records", []),
+                                       "0" * 32, "base")  # as a mount does
         assert not report.skipped, report.skipped
-        upper.collect(fs.data_ids())
-        upper.save("0" * 32, "base", fs.records())
         self.upper, self.fs = upper, fs
 
     def crash(self) -> None:
@@ -283,20 +281,90 @@ def below(path: str, top: str) -> bool:
     return path == top or path.startswith(top + "/")
 
 
+def pick(pool: list[str], k: int | str) -> str | None:
+    """A path of ``pool`` chosen by a number (a test may name the path)."""
+    if isinstance(k, str):
+        return k
+    return pool[k % len(pool)] if pool else None
+
+
+def fresh(model: dict[str, tuple], k: int | str) -> str:
+    """A path in an existing directory of ``model`` chosen by a number (or named)."""
+    if isinstance(k, str):
+        return k
+    dirs = [""] + sorted(p for p in model if model[p][0] == "dir")
+    parent = dirs[k % len(dirs)]
+    name = NAMES[(k // len(dirs)) % len(NAMES)]
+    return f"{parent}/{name}" if parent else name
+
+
+def change_names(h: Harness, model: dict[str, tuple], op: tuple) -> bool:
+    """unlink, rmdir, mkdir, symlink, rename, chmod on both, if the model says
+    it is valid (a file's value in ``model`` may be anything whose last item
+    is its mode); False for another kind."""
+    kind, i, j, _number, _data, mode = op
+    paths = sorted(model)
+    dirs = [""] + [p for p in paths if model[p][0] == "dir"]
+    if kind == "unlink":
+        path = pick([p for p in paths if model[p][0] != "dir"], i)
+        if path is not None:
+            h.fs.unlink(*h.where(path))
+            del model[path]
+    elif kind == "rmdir":
+        path = pick([d for d in dirs[1:] if not any(posixpath.dirname(p) == d
+                                                      for p in model)], i)
+        if path is not None:
+            h.fs.rmdir(*h.where(path))
+            del model[path]
+    elif kind == "mkdir":
+        path = fresh(model, i)
+        if path not in model:
+            h.fs.mkdir(*h.where(path), mode)
+            model[path] = ("dir", mode)
+    elif kind == "symlink":
+        path = fresh(model, i)
+        if path not in model:
+            target = ["d/a", "../top", "nowhere"][j % 3]
+            h.fs.symlink(*h.where(path), target)
+            model[path] = ("link", target)
+    elif kind == "rename":
+        src = pick(paths, i)
+        if src is None:
+            return True
+        dst = pick(paths, j) if isinstance(j, str) or j % 2 else fresh(model, j)
+        assert dst is not None
+        if below(dst, src) or below(src, dst) or posixpath.dirname(dst) not in dirs:
+            return True
+        if dst in model:
+            a, b = model[src][0], model[dst][0]
+            if (a == "dir") != (b == "dir"):
+                return True
+            if b == "dir" and any(posixpath.dirname(p) == dst for p in model):
+                return True
+        h.fs.rename(*h.where(src), *h.where(dst))
+        moved = {p: v for p, v in model.items() if below(p, src)}
+        for p in moved:
+            del model[p]
+        if dst in model:
+            del model[dst]
+        for p, v in moved.items():
+            model[dst + p[len(src):]] = v
+    elif kind == "chmod":
+        path = pick([p for p in paths if model[p][0] != "link"], i)
+        if path is not None:
+            h.fs.setattr(h.fs.resolve(path).ino, mode=mode)
+            value = model[path]
+            model[path] = (*value[:-1], mode)
+    else:
+        return False
+    return True
+
+
 def step(h: Harness, model: Model, op: tuple) -> None:
     """Apply one operation to both, if the model says it is valid."""
     kind, i, j, number, data, mode = op
     paths = sorted(model)
     files = [p for p in paths if model[p][0] == "file"]
-    dirs = [""] + [p for p in paths if model[p][0] == "dir"]
-
-    def pick(pool: list[str], k: int) -> str | None:
-        return pool[k % len(pool)] if pool else None
-
-    def fresh(k: int) -> str:
-        parent = dirs[k % len(dirs)]
-        name = NAMES[(k // len(dirs)) % len(NAMES)]
-        return f"{parent}/{name}" if parent else name
 
     if kind == "crash":
         h.crash()
@@ -324,7 +392,7 @@ def step(h: Harness, model: Model, op: tuple) -> None:
     elif kind == "fill":
         h.fill()
     elif kind == "create":
-        path = fresh(i)
+        path = fresh(model, i)
         if path not in model:
             h.create(path, mode, data)
             model[path] = ("file", data, mode)
@@ -343,57 +411,7 @@ def step(h: Harness, model: Model, op: tuple) -> None:
             h.truncate(path, number)
             old = model[path][1]
             model[path] = ("file", old[:number].ljust(number, b"\0"), model[path][2])
-    elif kind == "unlink":
-        path = pick([p for p in paths if model[p][0] != "dir"], i)
-        if path is not None:
-            h.fs.unlink(*h.where(path))
-            del model[path]
-    elif kind == "rmdir":
-        path = pick([d for d in dirs[1:] if not any(posixpath.dirname(p) == d
-                                                      for p in model)], i)
-        if path is not None:
-            h.fs.rmdir(*h.where(path))
-            del model[path]
-    elif kind == "mkdir":
-        path = fresh(i)
-        if path not in model:
-            h.fs.mkdir(*h.where(path), mode)
-            model[path] = ("dir", mode)
-    elif kind == "symlink":
-        path = fresh(i)
-        if path not in model:
-            target = ["d/a", "../top", "nowhere"][j % 3]
-            h.fs.symlink(*h.where(path), target)
-            model[path] = ("link", target)
-    elif kind == "rename":
-        src = pick(paths, i)
-        if src is None:
-            return
-        dst = pick(paths, j) if j % 2 else fresh(j)
-        assert dst is not None
-        if below(dst, src) or below(src, dst) or posixpath.dirname(dst) not in dirs:
-            return
-        if dst in model:
-            a, b = model[src][0], model[dst][0]
-            if (a == "dir") != (b == "dir"):
-                return
-            if b == "dir" and any(posixpath.dirname(p) == dst for p in model):
-                return
-        h.fs.rename(*h.where(src), *h.where(dst))
-        moved = {p: v for p, v in model.items() if below(p, src)}
-        for p in moved:
-            del model[p]
-        if dst in model:
-            del model[dst]
-        for p, v in moved.items():
-            model[dst + p[len(src):]] = v
-    elif kind == "chmod":
-        path = pick([p for p in paths if model[p][0] != "link"], i)
-        if path is not None:
-            h.fs.setattr(h.fs.resolve(path).ino, mode=mode)
-            value = model[path]
-            model[path] = (*value[:-1], mode)
-    else:
+    elif not change_names(h, model, op):
         raise AssertionError(kind)
 
 

@@ -26,7 +26,6 @@ promises:
 
 from __future__ import annotations
 
-import posixpath
 import random
 import shutil
 import tempfile
@@ -36,7 +35,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from power_loss import FIXED, Fate, Recorder
-from test_overlay_model import BLOCK, Harness, lower_model, small_blocks
+from test_overlay_model import (
+    BLOCK,
+    Harness,
+    change_names,
+    fresh,
+    lower_model,
+    pick,
+    small_blocks,
+)
 
 from dsfs.overlay import upper as overlay_upper
 
@@ -44,9 +51,8 @@ from dsfs.overlay import upper as overlay_upper
 Names = dict[str, tuple]
 
 KINDS = ["create", "write", "write", "write", "truncate", "unlink", "rmdir", "mkdir",
-         "symlink", "rename", "rename", "chmod", "fsync", "fsync", "fsyncdir", "chore",
-         "kill"]
-NAMES = ["a", "b", "x", "n", "d", "e"]
+         "symlink", "rename", "rename", "chmod", "link", "fsync", "fsync", "fsyncdir",
+         "chore", "kill"]
 
 op_strategy = st.tuples(
     st.sampled_from(KINDS),
@@ -56,10 +62,6 @@ op_strategy = st.tuples(
     st.binary(min_size=1, max_size=BLOCK + 20),
     st.sampled_from([0o600, 0o644, 0o755, 0o700]),
 )
-
-
-def below(path: str, top: str) -> bool:
-    return path == top or path.startswith(top + "/")
 
 
 class History:
@@ -93,24 +95,10 @@ def step(h: Harness, model: History, op: tuple) -> None:
     names = model.names
     paths = sorted(names)
     files = [p for p in paths if names[p][0] == "file"]
-    dirs = [""] + [p for p in paths if names[p][0] == "dir"]
     n = model.count
-
-    # a number picks a path; a targeted test names it
-    def pick(pool: list[str], k: int | str) -> str | None:
-        if isinstance(k, str):
-            return k
-        return pool[k % len(pool)] if pool else None
-
-    def fresh(k: int | str) -> str:
-        if isinstance(k, str):
-            return k
-        parent = dirs[k % len(dirs)]
-        name = NAMES[(k // len(dirs)) % len(NAMES)]
-        return f"{parent}/{name}" if parent else name
-
+    chmodded = pick([p for p in paths if names[p][0] != "link"], i)  # as change_names
     if kind == "create":
-        path = fresh(i)
+        path = fresh(names, i)
         if path not in names:
             fid = f"N{n}"
             model.changed(fid, b"")
@@ -134,54 +122,22 @@ def step(h: Harness, model: History, op: tuple) -> None:
             fid = names[path][1]
             h.truncate(path, number)
             model.changed(fid, model.content(fid)[:number].ljust(number, b"\0"))
-    elif kind == "unlink":
-        path = pick([p for p in paths if names[p][0] != "dir"], i)
-        if path is not None:
-            h.fs.unlink(*h.where(path))
-            del names[path]
-    elif kind == "rmdir":
-        path = pick([d for d in dirs[1:] if not any(posixpath.dirname(p) == d
-                                                      for p in names)], i)
-        if path is not None:
-            h.fs.rmdir(*h.where(path))
-            del names[path]
-    elif kind == "mkdir":
-        path = fresh(i)
-        if path not in names:
-            h.fs.mkdir(*h.where(path), mode)
-            names[path] = ("dir", mode)
-    elif kind == "symlink":
-        path = fresh(i)
-        if path not in names:
-            target = ["d/a", "../top", "nowhere"][j % 3]
-            h.fs.symlink(*h.where(path), target)
-            names[path] = ("link", target)
-    elif kind == "rename":
-        src = pick(paths, i)
-        if src is None:
-            return
-        dst = pick(paths, j) if isinstance(j, str) or j % 2 else fresh(j)
-        assert dst is not None
-        if below(dst, src) or below(src, dst) or posixpath.dirname(dst) not in dirs:
-            return
-        if dst in names:
-            a, b = names[src][0], names[dst][0]
-            if (a == "dir") != (b == "dir"):
-                return
-            if b == "dir" and any(posixpath.dirname(p) == dst for p in names):
-                return
-        h.fs.rename(*h.where(src), *h.where(dst))
-        moved = {p: v for p, v in names.items() if below(p, src)}
-        for p in moved:
-            del names[p]
-        names.pop(dst, None)
-        for p, v in moved.items():
-            names[dst + p[len(src):]] = v
-    elif kind == "chmod":
-        path = pick([p for p in paths if names[p][0] != "link"], i)
-        if path is not None:
-            h.fs.setattr(h.fs.resolve(path).ino, mode=mode)
-            names[path] = (*names[path][:-1], mode)
+    elif kind == "link":  # a hard link: both names are one file (one id)
+        path, new = pick(files, i), fresh(names, j)
+        if path is not None and new not in names:
+            node = h.fs.resolve(path)
+            if node.data is None:  # the adapter copies a file of the version up first
+                h._copy_up(node, None)
+            h.fs.link(node.ino, *h.where(new))
+            names[new] = names[path]
+    elif kind == "chmod" and chmodded in files:  # a file's mode is its inode's
+        fid = names[chmodded][1]
+        h.fs.setattr(h.fs.resolve(chmodded).ino, mode=mode)
+        for path, value in names.items():
+            if value[0] == "file" and value[1] == fid:
+                names[path] = ("file", fid, mode)
+    elif change_names(h, names, op):
+        pass
     elif kind == "fsync":
         path = pick(files, i)
         if path is not None:
@@ -270,11 +226,12 @@ def matches(seen: dict, model: History, names: Names, started: int,
 
 
 def run(ops: list[tuple], seed: int, cuts: int, after_appends: int = 0,
-        spares: int = overlay_upper.SPARES) -> None:
+        spares: int = overlay_upper.SPARES, during: int | None = None) -> None:
     """Run ``ops`` under the recorder, then check ``cuts`` power losses at
     random points (half of them just after an append to the journal), or,
     with ``after_appends``, after each append (and at the end) every fixed
-    fate and that many random ones.  ``spares``: how many empty data files
+    fate and that many random ones; with ``during``, the same at every log
+    position of that operation.  ``spares``: how many empty data files
     the overlay keeps made ahead (0: each is made when needed, its name not
     yet durable)."""
     root = Path(tempfile.mkdtemp(prefix="dsfs-power-"))
@@ -298,7 +255,11 @@ def run(ops: list[tuple], seed: int, cuts: int, after_appends: int = 0,
             journals = {e[3] for e in log if e[0] == "link" and e[2].startswith("journal.")}
             appends = [pos + 1 for pos, e in enumerate(log)
                        if e[0] == "write" and e[1] in journals] or [len(log)]
-            if after_appends:
+            if during is not None:
+                first = log.index(("mark", "begin", during))
+                points = list(range(first, log.index(("mark", "end", during)) + 1))
+                fates = FIXED + [Fate(rng)] * after_appends
+            elif after_appends:
                 points = sorted(set(appends) | {len(log)})
                 fates = FIXED + [Fate(rng)] * after_appends
             else:
@@ -380,3 +341,15 @@ def test_a_filled_block_keeps_its_data_file() -> None:
     file comes back empty."""
     run([("write", "d/a", 0, 100, b"XYZ", 0o644)], seed=3, cuts=0, after_appends=4,
         spares=0)
+
+
+def test_a_power_loss_while_mounting_after_a_kill() -> None:
+    """The first mount after a ``kill -9`` replays the journal as the page cache
+    holds it, whose last records may not be on the disk yet; it must make them
+    durable before it deletes the data files that tree no longer names, or a
+    power loss brings back a fsynced file without its bytes."""
+    run([("create", "a", 0, 0, b"fsynced", 0o644),
+         ("fsync", "a", 0, 0, b"-", 0o644),
+         ("unlink", "a", 0, 0, b"-", 0o644),
+         ("kill", 0, 0, 0, b"-", 0o644)], seed=4, cuts=0, after_appends=2, spares=0,
+        during=3)

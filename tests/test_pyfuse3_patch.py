@@ -77,8 +77,9 @@ def probe(tmp_path: Path, *options: str) -> Iterator[Probe]:
     assert "main returned" in text and "Traceback" not in text, text
 
 
-def test_a_suspended_handler_does_not_stall_the_others(tmp_path: Path) -> None:
-    with probe(tmp_path) as p:
+@pytest.mark.parametrize("loop", ["trio", "asyncio"])
+def test_a_suspended_handler_does_not_stall_the_others(tmp_path: Path, loop: str) -> None:
+    with probe(tmp_path, *(["--asyncio"] if loop == "asyncio" else [])) as p:
         result: list[bytes] = []
         reader = threading.Thread(target=lambda: result.append((p.root / "slow").read_bytes()))
         reader.start()

@@ -126,3 +126,35 @@ def test_prefetch_one_part(version: dict[str, bytes], run_dsfs) -> None:  # noqa
         bad = run_dsfs("prefetch", "vision/cats@2.0.0", *args)
         assert bad.returncode == 2 and word in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def _start_together(barrier) -> int:  # noqa: ANN001 - a multiprocessing Barrier
+    barrier.wait()
+    return len(Dataset.get(dataset_project="vision", dataset_name="cats").shard(0, 2).files)
+
+
+def test_workers_starting_together_index_the_version_once(
+        version: dict[str, bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dsfs.engine import treeindex
+
+    index = Repository.open().cache.index
+    index.clear_trees()  # the fixture's close indexed it: start cold
+    log = tmp_path / "indexed.log"
+    real = treeindex.index_version
+
+    def counting(repo, header):  # noqa: ANN001, ANN202
+        with open(log, "a") as f:
+            f.write(f"{header.id}\n")
+        return real(repo, header)
+
+    monkeypatch.setattr(treeindex, "index_version", counting)
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(WORKERS)
+    procs = [ctx.Process(target=_start_together, args=(barrier,))
+             for _ in range(WORKERS)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(120)
+    assert [proc.exitcode for proc in procs] == [0] * WORKERS
+    assert len(log.read_text().splitlines()) == 1

@@ -9,8 +9,8 @@ from dsfs.dataset import Dataset
 from dsfs.engine import versions
 
 from ..completion import complete_ref
-from ..context import AppContext, parse_ref_text, pass_app, split_multi
-from ..output import human_size, safe_path
+from ..context import AppContext, json_option, parse_ref_text, pass_app, split_multi
+from ..output import human_size, print_json, safe_path
 
 
 def _resolve_parents(app: AppContext, parents: tuple[str, ...]) -> list[str]:
@@ -28,15 +28,22 @@ def _resolve_parents(app: AppContext, parents: tuple[str, ...]) -> list[str]:
 @click.option("--parents", multiple=True, metavar="REF", shell_complete=complete_ref,
               help="Parent version(s), merged in order (a later parent wins a conflict).")
 @click.option("--description", "-d", default="", help="Free text stored with the version.")
+@json_option
 @pass_app
 def create(app: AppContext, project: str, name: str, version_: str | None,
-           tags: tuple[str, ...], parents: tuple[str, ...], description: str) -> None:
+           tags: tuple[str, ...], parents: tuple[str, ...], description: str,
+           as_json: bool) -> None:
     """Start a draft version; add/remove/close act on it until it is closed.
 
     Prints the draft's id on the last line."""
     draft = versions.create(app.repo, project, name, version_, split_multi(tags),
                             _resolve_parents(app, parents), description)
     header = draft.header
+    if as_json:
+        print_json({"id": header.id, "project": header.project, "name": header.name,
+                    "version": header.version, "tags": header.tags,
+                    "parents": header.parents, "status": "draft"})
+        return
     parents_text = ", ".join(p[:12] for p in header.parents) or "none"
     if not app.quiet:
         click.echo(f"draft {safe_path(header.project)}/{safe_path(header.name)} "
@@ -52,9 +59,10 @@ def create(app: AppContext, project: str, name: str, version_: str | None,
 @click.option("--wildcard", "wildcards", multiple=True, metavar="GLOB",
               help="Only files whose name or path matches (repeat: any of them).")
 @click.option("--non-recursive", is_flag=True, help="Do not descend into subdirectories.")
+@json_option
 @pass_app
 def add(app: AppContext, paths: tuple[str, ...], draft_id: str | None, dataset_folder: str,
-        wildcards: tuple[str, ...], non_recursive: bool) -> None:
+        wildcards: tuple[str, ...], non_recursive: bool, as_json: bool) -> None:
     """Add files or folders to a draft (a folder's contents, not the folder itself).
 
     Symlinks are stored as symlinks and never followed (LINK/ with a slash
@@ -64,7 +72,9 @@ def add(app: AppContext, paths: tuple[str, ...], draft_id: str | None, dataset_f
     ds = Dataset.open_draft(draft_id, app.store, app.cache_dir, app.reporter)
     count = ds.add_files(list(paths), list(wildcards) or None, dataset_folder,
                          not non_recursive)
-    if not app.quiet:
+    if as_json:
+        print_json({"draft": ds.id, "added": count})
+    elif not app.quiet:
         click.echo(f"added {count} file(s) to draft {ds.id}")
 
 
@@ -81,10 +91,21 @@ def remove(app: AppContext, patterns: tuple[str, ...], draft_id: str | None) -> 
         click.echo(f"removal of {len(patterns)} pattern(s) recorded in draft {ds.id}")
 
 
-def _report(app: AppContext, result: versions.CloseResult) -> None:
-    """The summary line (not with -q), then the version id alone on the last line."""
+def _report(app: AppContext, result: versions.CloseResult, as_json: bool) -> None:
+    """The summary line (not with -q), then the version id alone on the last
+    line; or, with --json, one object."""
     header, stats = result.header, result.stats
     changes = result.changes
+    if as_json:
+        print_json({"id": header.id, "project": header.project, "name": header.name,
+                    "version": header.version, "created": result.created,
+                    "added": changes.get("added", 0), "modified": changes.get("modified", 0),
+                    "removed": changes.get("removed", 0),
+                    "files": header.stats.get("files", 0), "size": header.stats.get("size", 0),
+                    "bytes_uploaded": stats.bytes_uploaded,
+                    "packs_uploaded": stats.packs_uploaded,
+                    "chunks_reused": stats.chunks_reused})
+        return
     if app.quiet:
         click.echo(header.id)
         return
@@ -119,14 +140,15 @@ def upload(app: AppContext, draft_id: str | None) -> None:
 
 @click.command()
 @click.option("--id", "draft_id", metavar="ID", help="Draft to close [default: the current one].")
+@json_option
 @pass_app
-def close(app: AppContext, draft_id: str | None) -> None:
+def close(app: AppContext, draft_id: str | None, as_json: bool) -> None:
     """Hash, deduplicate, pack, upload and publish a draft.
 
     Interrupted, it can be run again: packs already in the store are not
     uploaded again.  Prints the version id on the last line."""
     ds = Dataset.open_draft(draft_id, app.store, app.cache_dir, app.reporter)
-    _report(app, ds.finalize())
+    _report(app, ds.finalize(), as_json)
 
 
 @click.command()
@@ -143,10 +165,11 @@ def close(app: AppContext, draft_id: str | None) -> None:
 @click.option("--require-latest", is_flag=True,
               help="Fail (exit 5, nothing published) unless the parent is still the "
                    "latest version when the new one is published.")
+@json_option
 @pass_app
 def sync(app: AppContext, folder: str, project: str, name: str, parents: tuple[str, ...],
          version_: str | None, tags: tuple[str, ...], description: str, checksum: bool,
-         require_latest: bool) -> None:
+         require_latest: bool, as_json: bool) -> None:
     """Make a new version that mirrors FOLDER: adds, modifies and removes.
 
     A symlink FOLDER (or FOLDER/) means the folder it points to; anything
@@ -161,12 +184,14 @@ def sync(app: AppContext, folder: str, project: str, name: str, parents: tuple[s
                            require_latest)
     if not result.created:
         header = result.header
-        if not app.quiet:
+        if as_json:
+            _report(app, result, as_json)
+        elif not app.quiet:
             click.echo(f"no changes: {safe_path(folder)} matches {safe_path(header.project)}/"
                        f"{safe_path(header.name)} {header.version} ({header.id}); "
                        "no version created")
         return
-    _report(app, result)
+    _report(app, result, as_json)
 
 
 @click.command()
@@ -174,13 +199,14 @@ def sync(app: AppContext, folder: str, project: str, name: str, parents: tuple[s
 @click.option("--project", "-p", required=True, help="Project of the new version.")
 @click.option("--name", "-n", required=True, help="Name of the new version.")
 @click.option("--version", "-v", "version_", metavar="V", help="Version string.")
+@json_option
 @pass_app
 def squash(app: AppContext, refs: tuple[str, ...], project: str, name: str,
-           version_: str | None) -> None:
+           version_: str | None, as_json: bool) -> None:
     """Merge versions (later wins) into a new version with no parents."""
     catalog = Catalog(app.repo)
     ids = [catalog.resolve(parse_ref_text(r)).id for r in refs]
-    _report(app, versions.squash(app.repo, ids, project, name, version_))
+    _report(app, versions.squash(app.repo, ids, project, name, version_), as_json)
 
 
 COMMANDS = [create, add, remove, upload, close, sync, squash]

@@ -72,33 +72,46 @@ def stats(app: AppContext, as_json: bool) -> None:
 @cache.command()
 @click.option("--size", "size_text", metavar="SIZE",
               help=f"Shrink to this size (e.g. 20G) [default: ${cachectl.SIZE_ENV}].")
+@json_option
 @pass_app
-def prune(app: AppContext, size_text: str | None) -> None:
-    """Evict least recently used chunks until the cache fits SIZE; forget the
-    memoized trees of versions the store no longer holds."""
+def prune(app: AppContext, size_text: str | None, as_json: bool) -> None:
+    """Evict least recently used chunks and `dsfs get` copies until the cache
+    fits SIZE; forget the memoized trees and cached manifests of versions the
+    store no longer holds.  `get --copy` folders are never touched."""
     limit = cachectl.parse_size(size_text) if size_text else cachectl.default_limit()
     if limit is None:
         raise UsageError(f"give --size or set ${cachectl.SIZE_ENV}")
-    removed, freed = cachectl.prune(app.repo.cache, limit)
-    if not app.quiet:
-        click.echo(f"removed {removed} chunk(s), {human_size(freed)}")
+    removed, freed = cachectl.prune(app.repo.cache, limit, copies=True)
     left = cachectl.stats(app.repo.cache)
-    if left.total_bytes > limit:
-        click.echo(f"the cache still takes {human_size(left.total_bytes)}: its index "
-                   f"({human_size(left.index_bytes)}) and `dsfs get` copies "
-                   f"({human_size(left.copies_bytes)}) are not evicted", err=True)
+    forgotten: int | None
+    manifests: int | None
     try:
         forgotten = cachectl.forget_gone_trees(app.repo)
+        manifests = cachectl.forget_gone_manifests(app.repo)
     except StoreError as exc:
+        forgotten = manifests = None
         click.echo(f"version trees not checked (store unreachable: {exc})", err=True)
-    else:
-        if forgotten and not app.quiet:
-            click.echo(f"forgot the trees of {forgotten} version(s) gone from the store")
+    if as_json:
+        print_json({"chunks_removed": removed, "bytes_freed": freed, "limit": limit,
+                    "total_bytes": left.total_bytes, "trees_forgotten": forgotten,
+                    "manifests_removed": manifests})
+        return
+    if not app.quiet:
+        click.echo(f"removed {removed} chunk(s) and `dsfs get` copies, {human_size(freed)}")
+    if left.total_bytes > limit:
+        click.echo(f"the cache still takes {human_size(left.total_bytes)}: its index "
+                   f"({human_size(left.index_bytes)}) is not evicted", err=True)
+    if forgotten and not app.quiet:
+        click.echo(f"forgot the trees of {forgotten} version(s) gone from the store")
+    if manifests and not app.quiet:
+        click.echo(f"removed {manifests} cached manifest file(s) of versions gone "
+                   "from the store")
 
 
 @cache.command()
+@json_option
 @pass_app
-def clear(app: AppContext) -> None:
+def clear(app: AppContext, as_json: bool) -> None:
     """Remove every cached chunk, manifest and memoized version tree, and
     reset the counters of GETs and bytes.
 
@@ -106,6 +119,10 @@ def clear(app: AppContext) -> None:
     removed, freed = cachectl.clear(app.repo.cache)
     manifests = drop_cached_manifests(app.repo.cache_root)
     forgotten = cachectl.clear_trees(app.repo.cache)
+    if as_json:
+        print_json({"chunks_removed": removed, "bytes_freed": freed,
+                    "manifests_removed": manifests, "trees_forgotten": forgotten})
+        return
     if app.quiet:
         return
     click.echo(f"removed {removed} chunk(s), {human_size(freed)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Any
 
@@ -33,6 +34,9 @@ def lineage_lines(app: AppContext, version_id: str) -> list[str]:
         except IntegrityError as exc:
             return f"{vid[:12]}  (corrupt: {exc})"
         counts = _own_counts(header)
+        if vid in claimed:
+            with contextlib.suppress(IntegrityError):
+                catalog.apply_attributes(header)  # a renamed dataset's current name
         if vid not in claimed:
             state = "  [deleted]"
         elif not catalog.is_visible(header):

@@ -55,9 +55,14 @@ Tables (all integers little-endian):
 ``tree_dirs``
     key: raw version id (16) | dir key (16)
     value: form u8 (1: the listing is ``owner``'s delta records for this dir;
-    2: it is stored in ``tree_listings`` under ``owner``) | raw owner version
-    id (16) | count u16 | count × parent index u16 (the parents whose trees
-    still reach into this dir, in order; see ``DirRecord.bases``)
+    2: it is stored in ``tree_listings`` under ``owner``; 3: an overlay, the
+    base listing below with the changes stored in ``tree_listings`` under
+    ``owner`` applied) | raw owner version id (16) | count u16 | count ×
+    parent index u16 (the parents whose trees still reach into this dir, in
+    order; see ``DirRecord.bases``) | for form 3 only: base form u8 | raw
+    base owner (16) | overlays stacked u8 (this one included; at most
+    ``treedirs.MAX_OVERLAY_DEPTH``).  A form-3 base is read through the
+    base owner's own record for the dir (which names the next base).
     The memoized, resolved listing of one directory of one version: present
     only for paths that are directories of that version's tree.  ``owner`` is
     often an ancestor whose listing this version shares unchanged.
@@ -66,8 +71,9 @@ Tables (all integers little-endian):
     key: raw version id (16) | dir key (16) | name
     value: encoded entry (as in ``tree_deltas``)
     A resolved listing that no single delta holds (a merge of parents, or a
-    parent's listing with the version's changes); written before the
-    ``tree_dirs`` record that points at it.
+    parent's listing with the version's changes), or an overlay's changes
+    (an empty value: the name is removed); written before the ``tree_dirs``
+    record that points at it.
 
 ``counters``
     key: ASCII name (``gets``, ``fetched_bytes``, ``read_bytes``, ``span_fetches``)

@@ -157,6 +157,8 @@ class ChunkReader:
         self.spans = spans
         #: Bytes served since the counters were last flushed.
         self._read_bytes = 0
+        #: Record the cache's counters after every fetch (``_flush_counters``).
+        self.eager_counters = False
         self.readahead = readahead
         self.limit = limit
         self.cache_size = None if limit is None else limit.limit
@@ -259,15 +261,19 @@ class ChunkReader:
 
     # -- handles ---------------------------------------------------------------------
 
-    def open(self, file: OpenFile) -> int:
+    def handshake_done(self) -> None:
+        """Raise the mount's readahead, once: the kernel resets it during its
+        handshake, so this runs at the first open, or at the first lookup of a
+        mount whose files are never opened (no-open: the kernel copies the
+        setting into each file at its open, before any read).  Never by a stat
+        of our own mount point: a thread waiting on our own mount when the loop
+        ends can never be answered, and the process could not exit."""
         if self.mountpoint is not None:
-            # The kernel resets the mount's readahead during its handshake, so it
-            # is raised at the first open (after the handshake, and before the
-            # kernel copies the setting into this file).  Never by a stat of our
-            # own mount point: a thread waiting on our own mount when the loop
-            # ends can never be answered, and the process could not exit.
             raise_readahead(self.mountpoint)
             self.mountpoint = None
+
+    def open(self, file: OpenFile) -> int:
+        self.handshake_done()
         fh = self._next_fh
         self._next_fh += 1
         self._handles[fh] = _Handle(file)
@@ -514,8 +520,11 @@ class ChunkReader:
         return True
 
     def _flush_counters(self) -> None:
-        """Add the counts of a fetch to the index at once (a loader's worker may
-        be killed rather than closed)."""
+        """With ``eager_counters``, add the counts of a fetch to the index at once
+        (a loader's worker may be killed rather than closed); a mount adds them
+        every few seconds and at unmount."""
+        if not self.eager_counters:
+            return
         try:
             self.cache.flush_counters()
         except DsfsError as exc:  # counts are kept for the next flush

@@ -2,22 +2,26 @@
 
 A read-only copy lives in ``<cache>/copies/<version id>`` and is built under a
 temporary name, then renamed, then marked complete, so a copy that exists is
-whole.  Getting it again costs one ``stat``.  Files that an earlier copy
-already holds with the same digest, mode and mtime are hard-linked instead of
-written, so getting a related version writes only what changed.
+whole.  Getting it again costs one ``stat`` (and touches the marker: its
+mtime is the copy's last use, ``cache prune``'s LRU order).  Files that the
+copy of the nearest ancestor (else the copy used last) holds at the same
+path with the same encoded entry are hard-linked instead of written, a whole
+directory at once when both versions share its resolved listing, so getting
+a related version writes only what changed.
 
 Files are written straight from their packs (``write_tree``): the tree is
-streamed from the cache's tree index in path order, cut into batches of
-consecutive files, and a few threads each read a batch's chunks with a few
-ranged reads (``dsfs.engine.packranges``: ``close`` packs files in path
-order, so a batch of small files is about one read), verify every chunk
-against its digest, and write the files.  Chunks the cache already holds
-are read from it.  Neither ``get --copy`` nor ``get`` makes chunk files:
-the read-only copy is itself the local form of the version (counted in the
-cache's size and evictable), a later ``get`` of a related version
-hard-links from it, and a mount fetches the chunks it reads on demand, so
-a chunk file per small file would only double the disk used and cost one
-more file creation per file.  ``prefetch`` fills the chunk cache.
+walked from the cache's tree index a directory at a time, entries left
+encoded, cut into batches of consecutive files that ``dsfs.engine.copywriter``
+writes in worker processes (each batch's chunks read with a few ranged
+reads: ``close`` packs files in path order, so a batch of small files is
+about one read; every chunk verified before anything is written).  Chunks
+the cache already holds are read from it.  Neither ``get --copy`` nor
+``get`` makes chunk files: the read-only copy is itself the local form of
+the version (counted in the cache's size and evicted by ``cache prune``), a
+later ``get`` of a related version hard-links from it, and a mount fetches
+the chunks it reads on demand, so a chunk file per small file would only
+double the disk used and cost one more file creation per file.
+``prefetch`` fills the chunk cache.
 
 Writes never leave the target: manifest paths are checked when decoded, every
 entry's parent is a directory created here, files are opened with
@@ -135,11 +139,11 @@ def link_to(copy: Path, link: str) -> None:
         raise _target_error(exc, path) from None
 
 
-def complete_copies(repo: Repository) -> dict[str, float]:
+def complete_copies(root: Path) -> dict[str, float]:
     """Name (a version id, or ``<id>.part-K-of-N``) -> last use (its
-    marker's mtime) of every complete copy."""
+    marker's mtime, touched by every ``get`` of it) of every complete copy
+    in the copies directory ``root``."""
     found: dict[str, float] = {}
-    root = copies_dir(repo)
     with contextlib.suppress(FileNotFoundError):
         for entry in os.scandir(root):
             if entry.name.endswith(".complete"):
@@ -155,7 +159,7 @@ def _earlier_copy(repo: Repository, source: LmdbTreeSource
     """A complete copy to hard-link unchanged files from: the nearest ancestor
     of the version that has one, else the copy used last; (its tree, its
     path prefix), or None."""
-    copies = {vid: used for vid, used in complete_copies(repo).items()
+    copies = {vid: used for vid, used in complete_copies(copies_dir(repo)).items()
               if len(vid) == 32 and vid != source.vid.hex()}  # whole copies only
     if not copies:
         return None

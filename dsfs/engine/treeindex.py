@@ -13,6 +13,9 @@ from these records is ``dsfs.engine.treedirs``'s job.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import struct
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -295,6 +298,24 @@ _CUT_RECORD = bytes([CUT])
 _TOUCHED_RECORD = bytes([TOUCHED])
 
 
+@contextlib.contextmanager
+def _indexing(repo: Repository, hex_id: str) -> Iterator[None]:
+    """An exclusive lock on indexing one version, across processes
+    (``<cache>/locks/tree-<id>``); without it, nothing worse than double work."""
+    try:
+        locks = repo.cache_root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        fd = os.open(locks / f"tree-{hex_id}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def load_graph(repo: Repository, header: Header) -> dict[bytes, VersionInfo]:
     """Every version whose delta ``header``'s tree depends on, indexed first if new."""
     index = repo.cache.index
@@ -306,10 +327,16 @@ def load_graph(repo: Repository, header: Header) -> dict[bytes, VersionInfo]:
         if vid in graph:
             continue
         summary = index.tree_version(vid)
+        if summary is None:
+            # Processes that start on a new version together (a loader's workers)
+            # take turns: one indexes it, the others find it indexed.
+            with _indexing(repo, hex_id):
+                summary = index.tree_version(vid)
+                if summary is None:
+                    info = index_version(
+                        repo, header if hex_id == header.id else repo.header(hex_id))
         if summary is not None:
             info = _info(summary)
-        else:
-            info = index_version(repo, header if hex_id == header.id else repo.header(hex_id))
         graph[vid] = info
         if not info.snapshot:
             todo.extend(p.hex() for p in info.parents)

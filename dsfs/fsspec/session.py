@@ -120,6 +120,7 @@ class Session:
         reader = ChunkReader(cache, self.repo.store,
                              limit=None if self.limit is None else _CacheLimit(cache, self.limit),
                              spans=span_policy(self._largest, cache.root, self.limit))
+        reader.eager_counters = True  # a data loader's worker is killed, not closed
         self._chunk_reader = reader
         return cache, self.repo.store, reader
 

@@ -12,8 +12,10 @@ the kernel then sends neither OPEN/RELEASE nor OPENDIR/RELEASEDIR again, keeps
 file contents and listings in its caches (a second walk of the tree never
 reaches this process), and ``read`` and ``readdir`` receive the inode in place
 of a handle.  The reader's per-file state (sequential detection, the chunks
-a prune spares) then lives per inode, for the ``INODE_HANDLES`` most recently
-read files.
+a prune spares) then lives per inode: opened at a file's first read,
+released when a read reaches the end of the file (so a prune may evict what
+was read through) or when it is the least recently read of
+``INODE_HANDLES``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import errno
 import os
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyfuse3
@@ -42,7 +44,7 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT
 guarded = guard(ERRNO)
 
 #: Files whose reader handle a no-open mount keeps (the least recently read goes).
-INODE_HANDLES = 4096
+INODE_HANDLES = 256
 
 
 def _read_only() -> pyfuse3.FUSEError:
@@ -58,26 +60,33 @@ class ReadOnlyOperations(BaseOperations):
         #: no OPEN/OPENDIR: reads and listings come with the inode (pyfuse3
         #: reads this attribute at ``init``; only the patched build has it)
         self.no_open_inode = no_open
-        self._by_inode: OrderedDict[int, int] = OrderedDict()
+        self._by_inode: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        self._handshake: Callable[[], None] | None = (
+            getattr(reader, "handshake_done", None) if no_open else None)
 
-    def _inode_handle(self, inode: int) -> int:
-        """The reader handle of ``inode`` on a no-open mount, opened at its first
-        read; the least recently read of ``INODE_HANDLES`` is released."""
-        fh = self._by_inode.get(inode)
-        if fh is not None:
+    def _inode_handle(self, inode: int) -> tuple[int, int]:
+        """The reader handle and size of ``inode`` on a no-open mount, opened at
+        its first read; the least recently read of ``INODE_HANDLES`` is released."""
+        known = self._by_inode.get(inode)
+        if known is not None:
             self._by_inode.move_to_end(inode)
-            return fh
-        fh = self.reader.open(self.vfs.open(inode))
-        self._by_inode[inode] = fh
+            return known
+        file = self.vfs.open(inode)
+        known = self._by_inode[inode] = (self.reader.open(file), file.entry.size)
         if len(self._by_inode) > INODE_HANDLES:
-            self.reader.release(self._by_inode.popitem(last=False)[1])
-        return fh
+            self.reader.release(self._by_inode.popitem(last=False)[1][0])
+        return known
 
     # -- reading the tree --------------------------------------------------------
 
     @guarded
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
                      ) -> pyfuse3.EntryAttributes:
+        done = self._handshake
+        if done is not None:
+            # no-open: the first lookup comes before the first file's open
+            self._handshake = None
+            done()
         try:
             return entry_attributes(self.vfs.lookup(parent_inode, os.fsdecode(name)))
         except NoEntry:
@@ -147,9 +156,16 @@ class ReadOnlyOperations(BaseOperations):
 
     @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        if self.no_open_inode:
-            fh = self._inode_handle(fh)
-        return await self.reader.read(fh, off, size)
+        if not self.no_open_inode:
+            return await self.reader.read(fh, off, size)
+        inode = fh
+        fh, length = self._inode_handle(inode)
+        data = await self.reader.read(fh, off, size)
+        if off + len(data) >= length and self._by_inode.get(inode, (0, 0))[0] == fh:
+            # read to the end: what a close would have released
+            del self._by_inode[inode]
+            self.reader.release(fh)
+        return data
 
     @guarded
     async def release(self, fh: int) -> None:

@@ -9,7 +9,9 @@ Besides chunks, the cache's LMDB index memoizes version trees (the
 ``tree_*`` tables, ``dsfs.cache.index``): ``clear_trees`` drops them all
 when no dsfs mount is running, and ``forget_gone_trees`` drops those of
 versions the store no longer has (and of versions depending on them), never
-those a running mount uses.
+those a running mount uses; ``forget_gone_manifests`` drops their cached
+manifests.  ``dsfs get``'s read-only copies (``<cache>/copies``) are
+evicted by ``prune(copies=True)`` in the same LRU order as chunks.
 
 Eviction removes the least recently used chunks (the index's last-access
 time, which readers update in batches) until the cache fits.  It never
@@ -33,6 +35,7 @@ from pathlib import Path
 
 from dsfs.cache.chunks import ChunkCache
 from dsfs.cache.index import index_dir
+from dsfs.engine.materialize import complete_copies, remove_copy
 from dsfs.engine.treeindex import forget_trees
 from dsfs.errors import UsageError
 from dsfs.format.digest import bytes_to_id, chunk_id
@@ -190,32 +193,94 @@ def stats(cache: ChunkCache) -> CacheStats:
                       len(temps), sum(size for _p, size, _m in temps), cache.counters())
 
 
-def prune(cache: ChunkCache, limit: int, protect: Iterable[str] = ()) -> tuple[int, int]:
+def prune(cache: ChunkCache, limit: int, protect: Iterable[str] = (),
+          copies: bool = False) -> tuple[int, int]:
     """Evict least recently used chunks until the whole cache (chunks, index,
     ``get`` copies, temporaries: ``CacheStats.total_bytes``) takes at most
-    ``limit`` bytes, or no chunk is left to evict.  Stale temporaries go first.
+    ``limit`` bytes, or nothing evictable is left.  Stale temporaries go first.
 
-    Returns (chunks removed, bytes freed)."""
+    With ``copies`` (``dsfs cache prune``), the read-only copies ``dsfs get``
+    made in ``<cache>/copies`` are evicted too, in one least-recently-used
+    order with the chunks (a copy's last use is its last ``get``); a mount's
+    limit evicts chunks only.  Only those copies are ever removed: a
+    ``get --copy DIR`` target is the user's and is not part of the cache.
+
+    Returns (chunks and copies removed, bytes freed)."""
     remove_stale_temporaries(cache)
+    if copies:
+        remove_stale_builds(cache)
     keep = set(protect)
     chunks = sorted(cache.index.iter_chunks(), key=lambda c: c[2])
     temps = temporaries(cache)
     other = (index_bytes(cache) + copies_bytes(cache)
              + sum(size for _p, size, _m in temps))
     total = other + sum(size for _d, size, _a in chunks)
+    # (last use, kind, name, bytes its removal frees)
+    order: list[tuple[float, int, str, int]] = [
+        (atime, 0, bytes_to_id(digest), size) for digest, size, atime in chunks]
+    if copies and total > limit:
+        order += [(used, 1, name, copy_own_bytes(cache, name))
+                  for name, used in complete_copies(copies_dir(cache)).items()]
+        order.sort()
     doomed: list[str] = []
+    gone_copies = 0
     freed = 0
-    for digest, size, _atime in chunks:
+    for _used, kind, name, size in order:
         if total - freed <= limit:
             break
-        cid = bytes_to_id(digest)
-        if cid in keep:
+        if kind == 1:
+            remove_copy_of(cache, name)
+            gone_copies += 1
+        elif name in keep:
             continue
-        doomed.append(cid)
+        else:
+            doomed.append(name)
         freed += size
     if doomed:
         cache.discard(doomed)
-    return len(doomed), freed
+    return len(doomed) + gone_copies, freed
+
+
+def copy_own_bytes(cache: ChunkCache, name: str) -> int:
+    """Disk space removing one copy frees: its directories and the files no
+    other copy shares (hard links from related versions' copies stay)."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(copies_dir(cache) / name):
+        for child in dirnames + filenames:
+            with contextlib.suppress(FileNotFoundError):
+                st = os.lstat(os.path.join(dirpath, child))
+                if st.st_nlink == 1 or child in dirnames:
+                    total += _allocated(st)
+    return total
+
+
+def remove_copy_of(cache: ChunkCache, name: str) -> None:
+    """Remove one complete copy: its marker first (a ``get`` then rebuilds it
+    rather than returning a half-removed tree), then the tree."""
+    root = copies_dir(cache)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(root / f"{name}.complete")
+    remove_copy(root / name)
+
+
+def remove_stale_builds(cache: ChunkCache, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Remove ``.building-*`` trees of ``get`` runs that died (older than
+    ``older_than`` seconds) and copies left without their marker; returns
+    how many went."""
+    root = copies_dir(cache)
+    cutoff = time.time() - older_than
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(root):
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            with contextlib.suppress(OSError):
+                stale = entry.stat(follow_symlinks=False).st_mtime < cutoff
+                unmarked = not os.path.exists(root / f"{entry.name}.complete")
+                if stale and (entry.name.startswith(".building-") or unmarked):
+                    remove_copy(Path(entry.path))
+                    removed += 1
+    return removed
 
 
 def make_room(cache: ChunkCache, needed: int, protect: Iterable[str] = ()) -> int:
@@ -301,13 +366,41 @@ def clear_trees(cache: ChunkCache) -> int | None:
 
 def forget_gone_trees(repo: Repository) -> int:
     """Forget the memoized trees of versions the store no longer holds (and of
-    versions whose trees depend on them), except what running mounts use.
-    Returns how many versions were forgotten."""
+    versions whose trees depend on them), except what running mounts use and
+    the versions of other stores sharing this cache (those whose manifest is
+    cached under another store's id).  Returns how many versions were
+    forgotten."""
     existing = {bytes.fromhex(v) for v in repo.version_ids()}
     gone = repo.cache.index.tree_version_ids() - existing
+    others = [d for d in _manifest_dirs(repo) if d.name != repo.store_id.hex()]
+    gone = {vid for vid in gone if not any(
+        (d / vid.hex()).exists() or (d / f"{vid.hex()}.head").exists() for d in others)}
     if not gone:
         return 0
     return forget_trees(repo.cache.index, gone, mounted_versions())
+
+
+def _manifest_dirs(repo: Repository) -> list[Path]:
+    root = repo.cache_root / "manifests"
+    return [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+
+
+def forget_gone_manifests(repo: Repository) -> int:
+    """Remove the cached manifests and headers (``manifests/<store id>/``) of
+    versions this store no longer holds; returns how many files went.  A
+    version hidden by ``delete --force`` keeps its manifest in the store, and
+    here."""
+    existing = set(repo.version_ids())
+    mine = repo.cache_root / "manifests" / repo.store_id.hex()
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(mine):
+            vid = entry.name.split(".", 1)[0]  # <id>, <id>.head, <id>.stamp
+            if len(vid) == 32 and vid not in existing and entry.is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
 
 
 def verify(cache: ChunkCache, progress: Callable[[int], None] | None = None

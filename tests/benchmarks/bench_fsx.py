@@ -9,10 +9,14 @@ writes through a shared ``mmap``, truncates up and down, each read checked
 byte for byte against an in-memory model, so the run is a correctness check
 as well as a timing.  The same seeded sequence runs on a native directory,
 on fuse-overlayfs (the C FUSE overlay; ``apt-get install -y fuse-overlayfs``)
-over a lower directory holding the same file, and on a ``dsfs mount
---writable`` of a version holding it.  Rounds interleave the three; each
+over a lower directory holding the same file, on the minimal pyfuse3
+passthrough of ``passthrough.py`` (one system call per request: the floor of
+any pyfuse3 file system on this machine), and on a ``dsfs mount
+--writable`` of a version holding it.  Rounds interleave the four; each
 round starts from a fresh copy.  Prints one JSON object with the median
-seconds of each and ``ratio_dsfs_over_overlayfs`` (aim: <= 1.5).
+seconds of each, ``ratio_dsfs_over_overlayfs`` (aim: <= 1.5) and
+``ratio_dsfs_over_passthrough`` (what dsfs's own handlers add to pyfuse3's
+per-request cost).
 
 Run as root with /dev/fuse.  The operation mix is fsx's default minus
 fallocate/punch-hole (the overlay answers EOPNOTSUPP for those).
@@ -142,6 +146,7 @@ def main() -> None:
     args = parser.parse_args()
 
     overlayfs = shutil.which("fuse-overlayfs")
+    load = os.getloadavg()[0]
     base = Path(tempfile.mkdtemp(prefix="bench-fsx-", dir=args.dir))
     env = {**os.environ, "DSFS_STORE": str(base / "store"), "DSFS_DATA_DIR": str(base / "data"),
            "DSFS_CACHE_DIR": str(base / "cache")}
@@ -154,7 +159,8 @@ def main() -> None:
     ref = out.stdout.strip().splitlines()[-1]
     results: dict[str, object] = {"ops": args.ops, "rounds": args.rounds, "seed": args.seed,
                                   "max_size": args.max_size}
-    runs: dict[str, list[float]] = {"native": [], "dsfs": []}
+    runs: dict[str, list[float]] = {"native": [], "dsfs": [], "passthrough": []}
+    passthrough = [sys.executable, str(Path(__file__).with_name("passthrough.py"))]
     if overlayfs:
         runs["fuse-overlayfs"] = []
     else:
@@ -173,6 +179,13 @@ def main() -> None:
                 with overlayfs_mount(overlayfs, lower, base, base / "ovl") as mnt:
                     runs["fuse-overlayfs"].append(run_fsx(mnt / NAME, initial, args.ops, seed,
                                                           args.max_size))
+            backing = base / "pt-backing"
+            shutil.rmtree(backing, ignore_errors=True)
+            backing.mkdir()
+            shutil.copy(lower / NAME, backing / NAME)
+            with fuse([*passthrough, str(backing), str(base / "pt")], base / "pt"):
+                runs["passthrough"].append(run_fsx(base / "pt" / NAME, initial, args.ops, seed,
+                                                   args.max_size))
             with dsfs_mount(env, ref, base / "mnt", base / f"overlay-{round_no}") as mnt:
                 runs["dsfs"].append(run_fsx(mnt / NAME, initial, args.ops, seed,
                                             args.max_size))
@@ -181,9 +194,14 @@ def main() -> None:
     for kind, times in runs.items():
         results[f"{kind}_s"] = statistics.median(times)
     results["ratio_dsfs_over_native"] = results["dsfs_s"] / results["native_s"]  # type: ignore[operator]
+    results["ratio_dsfs_over_passthrough"] = (
+        results["dsfs_s"] / results["passthrough_s"])  # type: ignore[operator]
     if overlayfs:
         results["ratio_dsfs_over_overlayfs"] = (
             results["dsfs_s"] / results["fuse-overlayfs_s"])  # type: ignore[operator]
+        results["ratio_passthrough_over_overlayfs"] = (
+            results["passthrough_s"] / results["fuse-overlayfs_s"])  # type: ignore[operator]
+    results["load_before_after"] = [load, os.getloadavg()[0]]
     print(json.dumps(results, indent=2))
 
 

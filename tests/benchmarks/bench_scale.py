@@ -20,6 +20,9 @@
   ``lineage`` (one parent and two), ``list --modified`` of two parents,
   ``squash`` (one version and two), ``gc --dry-run``, ``prefetch
   --dry-run``, and the first mount's indexing.
+* ``dirchurn`` (not run by default): a directory of --dir-entries entries
+  changed in each of 30 versions; the records and index bytes its memoized
+  listings take with overlays and with whole listings (overlays off).
 
 Each command runs as its own process; its peak RSS and CPU time are read
 from ``wait4``, the load average is printed with each (on a shared machine
@@ -39,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -247,6 +251,65 @@ def publish_synthetic(count: int) -> None:
     print(header.id, child.id, merge.id)
 
 
+def bench_dirchurn(args: argparse.Namespace, base: Path, results: dict) -> None:
+    """A directory of --dir-entries entries changed (10 files) in each of 30
+    versions: records and bytes its memoized listings take in the cache
+    index, with overlays (now) and with whole listings (before: overlays
+    off), resolved in the same run into two fresh caches."""
+    from dsfs.cache.chunks import ChunkCache  # noqa: F401 - the cache package loads first
+    from dsfs.engine import treedirs
+    from dsfs.engine.treeindex import dir_key
+    from dsfs.format import manifest as mf
+    from dsfs.format.manifest import FILE, ChunkRef, Entry, Header
+    from dsfs.repository import Repository
+    from dsfs.store import open_store
+
+    pack = "ab" * 16
+
+    def entry(i: int, salt: int) -> Entry:
+        cid = f"xxh3_128:{(salt * 1_000_003 + i):032x}"
+        return Entry(f"big/f{i:07d}", FILE, 10, 0o100644, 5, cid,
+                     (ChunkRef(cid, pack, 10 * i, 10),))
+
+    size = args.dir_entries
+    store = str(base / "churn-store")
+    writer = open_store(store)
+
+    def manifest(entries: list[Entry], parents: list[str]) -> Header:
+        # written straight into the store (no packs: the tree index never reads them)
+        header = Header(id=uuid.uuid4().hex, project="bench", name="churn", version="1",
+                        parents=parents, stats={"files": size, "size": 10 * size})
+        writer.put(mf.manifest_key(header.id), mf.encode(header, entries))
+        return header
+
+    chain = [manifest([entry(i, 0) for i in range(size)], [])]
+    for v in range(1, 31):
+        chain.append(manifest([entry((v * 7919 + k * 31) % size, v) for k in range(10)],
+                              [chain[-1].id]))
+    for label, depth in (("overlay", treedirs.MAX_OVERLAY_DEPTH), ("whole", 0)):
+        treedirs.MAX_OVERLAY_DEPTH = depth
+        repo = Repository(open_store(store), base / f"churn-cache-{label}")
+        start = time.perf_counter()
+        for header in chain:
+            treedirs.open_tree_source(repo, header).children("big")
+        results[f"dirchurn_{label}_resolve_s"] = round(time.perf_counter() - start, 3)
+        index = repo.cache.index
+        results[f"dirchurn_{label}_listing_records"] = sum(
+            index.tree_listing_size(bytes.fromhex(h.id), dir_key("big"), delta=False)
+            for h in chain)
+        data = base / f"churn-cache-{label}" / "index" / "data.mdb"
+        results[f"dirchurn_{label}_index_mib"] = round(
+            os.stat(data).st_blocks * 512 / 2**20, 1)
+        tip = treedirs.open_tree_source(Repository(open_store(store), repo.cache_root),
+                                        chain[-1])
+        start = time.perf_counter()
+        assert len(tip.children("big")) == size
+        results[f"dirchurn_{label}_tip_listing_s"] = round(time.perf_counter() - start, 3)
+    results["dirchurn_entries"] = size
+    print(json.dumps({k: v for k, v in results.items() if k.startswith("dirchurn")}),
+          file=sys.stderr)
+
+
 def main() -> None:
     if sys.argv[1:2] == ["--publish-synthetic"]:
         publish_synthetic(int(sys.argv[2]))
@@ -258,7 +321,10 @@ def main() -> None:
                         help="entry counts of the synthetic versions, comma-separated")
     parser.add_argument("--tmpfs", action="store_true",
                         help="tree, store and cache on one tmpfs (takes the disk out)")
-    parser.add_argument("--only", default="real,synthetic")
+    parser.add_argument("--only", default="real,synthetic",
+                        help="comma-separated sections: real, synthetic, dirchurn")
+    parser.add_argument("--dir-entries", type=int, default=100_000,
+                        help="entries of dirchurn's directory changed in 30 versions")
     parser.add_argument("--skip", default="",
                         help="'copies': leave out tar, get and get --copy (real section)")
     parser.add_argument("--base", default=None,
@@ -276,6 +342,8 @@ def main() -> None:
                 bench_real(args, base, env, results)
             if "synthetic" in sections:
                 bench_synthetic(args, base, env, results)
+            if "dirchurn" in sections:
+                bench_dirchurn(args, base, results)
         finally:
             print(json.dumps(results, indent=2))
 

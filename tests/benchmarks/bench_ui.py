@@ -196,6 +196,10 @@ def main() -> None:
     results["worst_page_s"] = round(worst, 4)
     results["load_after"] = os.getloadavg()
     print(json.dumps(results, indent=1))
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
     if args.files >= 1_000_000 and worst >= 1.0:
         sys.exit("a page took a second or more")
 

@@ -189,7 +189,10 @@ class Passthrough(pyfuse3.Operations):
         return os.pwrite(fh, buf, off)
 
     async def fsync(self, fh: int, datasync: bool) -> None:
-        os.fsync(fh)
+        if datasync:
+            os.fdatasync(fh)
+        else:
+            os.fsync(fh)
 
     async def release(self, fh: int) -> None:
         os.close(fh)
