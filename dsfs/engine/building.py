@@ -56,6 +56,8 @@ from dsfs.format.manifest import DIR, FILE, REMOVED, SYMLINK, ChunkRef, Entry, e
 from dsfs.report import Progress, Reporter
 from dsfs.repository import Repository
 
+#: Base entries read between two releases of the cache index's mapped pages.
+RELEASE_EVERY = 20_000
 _PENDING = re.compile(rb'"@(\d+)"')
 _CHUNKS_KEY = b',"c":[['
 
@@ -320,9 +322,16 @@ def sync_folder(builder: DeltaBuilder, base: DirTree, root: str, reporter: Repor
     # a snapshot writes every entry: no quick path that skips unchanged ones
     trust = builder.trust_mtime and not builder.snapshot
 
+    read = 0
+
     def frame(prefix: str, directory: str, node: Any, is_root: bool) -> _Frame:
+        nonlocal read
         names, stats = stat_listing(directory, reporter, is_root)
         listing = base.listing(node) if node is not None else []
+        read += len(listing)
+        if read >= RELEASE_EVERY:  # the base's listings are read once each
+            read = 0
+            builder.repo.cache.index.release_pages()
         steps, files, size = _steps(names, stats, listing, trust)
         builder.totals.files += files
         builder.totals.size += size
