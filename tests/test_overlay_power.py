@@ -130,6 +130,11 @@ def step(h: Harness, model: History, op: tuple) -> None:
                 h._copy_up(node, None)
             h.fs.link(node.ino, *h.where(new))
             names[new] = names[path]
+    elif kind == "rename" and isinstance(i, int) and isinstance(j, int) and j % 2 \
+            and paths and names[paths[i % len(paths)]][0] == "file" \
+            and names[paths[i % len(paths)]] == names[paths[j % len(paths)]]:
+        # two names of one file (a hard link): POSIX rename does nothing
+        h.fs.rename(*h.where(paths[i % len(paths)]), *h.where(paths[j % len(paths)]))
     elif kind == "chmod" and chmodded in files:  # a file's mode is its inode's
         fid = names[chmodded][1]
         h.fs.setattr(h.fs.resolve(chmodded).ino, mode=mode)
