@@ -39,7 +39,7 @@ from dsfs.format.manifest import DIR, FILE, SYMLINK, Entry
 from dsfs.overlay import contents as overlay_contents
 from dsfs.overlay import records as overlay_records
 from dsfs.overlay import upper as overlay_upper
-from dsfs.overlay.fs import OverlayFS
+from dsfs.overlay.fs import OverlayFS, restore
 from dsfs.overlay.nodes import Node
 from dsfs.overlay.upper import Upper
 from dsfs.vfs import ROOT_INO, MemoryTreeSource
@@ -115,11 +115,9 @@ class Harness:
         upper = Upper(self.root)
         upper.open()
         state = upper.load()
-        fs = OverlayFS(self.source, upper)
-        report = fs.replay((state or {}).get("records", []))
+        fs, report, _removed = restore(self.source, upper, (state or {}).get("records", []),
+                                       "0" * 32, "base")  # as a mount does
         assert not report.skipped, report.skipped
-        upper.collect(fs.data_ids())
-        upper.save("0" * 32, "base", fs.records())
         self.upper, self.fs = upper, fs
 
     def crash(self) -> None:

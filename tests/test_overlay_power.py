@@ -226,11 +226,12 @@ def matches(seen: dict, model: History, names: Names, started: int,
 
 
 def run(ops: list[tuple], seed: int, cuts: int, after_appends: int = 0,
-        spares: int = overlay_upper.SPARES) -> None:
+        spares: int = overlay_upper.SPARES, during: int | None = None) -> None:
     """Run ``ops`` under the recorder, then check ``cuts`` power losses at
     random points (half of them just after an append to the journal), or,
     with ``after_appends``, after each append (and at the end) every fixed
-    fate and that many random ones.  ``spares``: how many empty data files
+    fate and that many random ones; with ``during``, the same at every log
+    position of that operation.  ``spares``: how many empty data files
     the overlay keeps made ahead (0: each is made when needed, its name not
     yet durable)."""
     root = Path(tempfile.mkdtemp(prefix="dsfs-power-"))
@@ -254,7 +255,11 @@ def run(ops: list[tuple], seed: int, cuts: int, after_appends: int = 0,
             journals = {e[3] for e in log if e[0] == "link" and e[2].startswith("journal.")}
             appends = [pos + 1 for pos, e in enumerate(log)
                        if e[0] == "write" and e[1] in journals] or [len(log)]
-            if after_appends:
+            if during is not None:
+                first = log.index(("mark", "begin", during))
+                points = list(range(first, log.index(("mark", "end", during)) + 1))
+                fates = FIXED + [Fate(rng)] * after_appends
+            elif after_appends:
                 points = sorted(set(appends) | {len(log)})
                 fates = FIXED + [Fate(rng)] * after_appends
             else:
@@ -336,3 +341,15 @@ def test_a_filled_block_keeps_its_data_file() -> None:
     file comes back empty."""
     run([("write", "d/a", 0, 100, b"XYZ", 0o644)], seed=3, cuts=0, after_appends=4,
         spares=0)
+
+
+def test_a_power_loss_while_mounting_after_a_kill() -> None:
+    """The first mount after a ``kill -9`` replays the journal as the page cache
+    holds it, whose last records may not be on the disk yet; it must make them
+    durable before it deletes the data files that tree no longer names, or a
+    power loss brings back a fsynced file without its bytes."""
+    run([("create", "a", 0, 0, b"fsynced", 0o644),
+         ("fsync", "a", 0, 0, b"-", 0o644),
+         ("unlink", "a", 0, 0, b"-", 0o644),
+         ("kill", 0, 0, 0, b"-", 0o644)], seed=4, cuts=0, after_appends=2, spares=0,
+        during=3)

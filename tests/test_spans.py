@@ -94,12 +94,15 @@ def test_a_shuffled_epoch_fetches_each_pack_about_once(s3_version, tmp_path: Pat
     data = FILES * SIZE
     packs = -(-data // PACK)
     # per pack: a lone read, then the whole pack on the second (plus reads that
-    # were already on their way when it was decided)
-    assert gets <= packs * 6 and gets <= FILES // 10, gets
-    assert data <= down <= 1.2 * data, down / data
+    # were already on their way when it was decided, or continued a scan)
     counters = Repository.open(url, str(tmp_path / "cold")).cache.counters()
-    assert counters["gets"] == gets and counters["fetched_bytes"] == down
-    assert counters["read_bytes"] == data and counters["span_fetches"] >= packs
+    seen = f"{gets} GETs, {down} bytes down for {data}; counters {counters}"
+    assert gets <= packs * 8 and gets <= FILES // 8, seen
+    assert data <= down <= 1.2 * data, seen
+    # the cache's counters saw what the proxy saw (less any retried request)
+    assert gets - 2 <= counters["gets"] <= gets, seen
+    assert counters["fetched_bytes"] <= down, seen
+    assert counters["read_bytes"] == data and counters["span_fetches"] >= packs, seen
 
 
 def test_without_spans_each_file_costs_a_get(s3_version, tmp_path: Path,  # noqa: ANN001

@@ -243,7 +243,7 @@ ROWS = [
         r"published since"),
     Row("get-copy-not-empty", lambda w: ["get", "p/n", "--copy", str(w.data)],
         InputError.exit_code, r"dsfs: error: .*/data is not empty: give a new or empty "
-        r"directory"),
+        r"directory \(or overwrite it\)"),
     Row("get-copy-file", lambda w: ["get", "p/n", "--copy", str(w.data / "a.txt")],
         InputError.exit_code, r"dsfs: error: .*a\.txt exists and is not a directory"),
     Row("get-copy-empty-path", lambda w: ["get", "p/n", "--copy", ""], InputError.exit_code,

@@ -35,6 +35,8 @@ files are skipped with a warning, a name vanishing mid-scan is skipped.
 
 from __future__ import annotations
 
+import itertools
+import operator
 import os
 import re
 import stat
@@ -54,6 +56,8 @@ from dsfs.format.manifest import DIR, FILE, REMOVED, SYMLINK, ChunkRef, Entry, e
 from dsfs.report import Progress, Reporter
 from dsfs.repository import Repository
 
+#: Base entries read between two releases of the cache index's mapped pages.
+RELEASE_EVERY = 20_000
 _PENDING = re.compile(rb'"@(\d+)"')
 _CHUNKS_KEY = b',"c":[['
 
@@ -250,22 +254,30 @@ class _Subtree:
 _Step = tuple[str, "os.stat_result | None", "bytes | None", Any]
 
 
+_NAME = operator.itemgetter(0)
+_ENC = operator.itemgetter(1)
+_HEAD_FIELDS = operator.attrgetter("st_mode", "st_mtime_ns", "st_size")
+_SIZE = operator.attrgetter("st_size")
+
+
 def _steps(names: list[str], stats: list[os.stat_result], base: dirtree.Listing,
            trust: bool) -> tuple[list[_Step], int, int]:
     """The paths of one directory, folder against base, that fail the quick
     check (changed, new, gone, directories, symlinks), in name order; and the
     count and size of the files that pass it."""
-    if trust and len(names) == len(base) and names == [b[0] for b in base]:
-        # the usual case, same names: compare heads in bulk
-        head = dirtree.fast_file_head
-        same = [enc.startswith(head(st.st_mode, st.st_mtime_ns, st.st_size))
-                for st, (_n, enc, _c) in zip(stats, base, strict=True)]
+    if trust and len(names) == len(base) and names == list(map(_NAME, base)):
+        # the usual case, same names: compare heads in bulk (C-level loops)
+        heads = itertools.starmap(dirtree.fast_file_head, map(_HEAD_FIELDS, stats))
+        same = list(map(bytes.startswith, map(_ENC, base), heads))
+        sizes = list(map(_SIZE, stats))
+        if all(same):
+            return [], len(same), sum(sizes)
         steps: list[_Step] = []
         files = size = 0
         for k, ok in enumerate(same):
             if ok:
                 files += 1
-                size += stats[k].st_size
+                size += sizes[k]
             else:
                 name, enc, child = base[k]
                 steps.append((name, stats[k], enc, child))
@@ -310,9 +322,16 @@ def sync_folder(builder: DeltaBuilder, base: DirTree, root: str, reporter: Repor
     # a snapshot writes every entry: no quick path that skips unchanged ones
     trust = builder.trust_mtime and not builder.snapshot
 
+    read = 0
+
     def frame(prefix: str, directory: str, node: Any, is_root: bool) -> _Frame:
+        nonlocal read
         names, stats = stat_listing(directory, reporter, is_root)
         listing = base.listing(node) if node is not None else []
+        read += len(listing)
+        if read >= RELEASE_EVERY:  # the base's listings are read once each
+            read = 0
+            builder.repo.cache.index.release_pages()
         steps, files, size = _steps(names, stats, listing, trust)
         builder.totals.files += files
         builder.totals.size += size

@@ -257,3 +257,4 @@ def diff(a: DirTree, b: DirTree) -> Iterator[Row]:
             continue
         yield (path, None if old is None else decoder.decode(path, old),
                None if new is None else decoder.decode(path, new))
+

@@ -18,6 +18,8 @@ it is, or a ``SourceItem`` an operation recorded.  The stages apply the rules
   file or symlink fails the close (``IntegrityError``).
 
 Only one item of each stage and the ancestors of the current path are held.
+``applied`` runs the same stages to lay a delta over a version's tree (the
+snapshot a commit from a writable mount writes every 32nd version).
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ import fnmatch
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from dsfs.engine.dirtree import dfs_key
+from dsfs.engine.dirtree import dfs_key, open_version_tree, walk
 from dsfs.engine.drafts import Draft, iter_items
 from dsfs.engine.scan import SourceItem
-from dsfs.engine.treeindex import IMPLIED_DIR, KIND_DIR
+from dsfs.engine.treeindex import IMPLIED_DIR, KIND_DIR, Decoder, encode_entry
 from dsfs.errors import IntegrityError
-from dsfs.format.manifest import DIR
+from dsfs.format.manifest import DIR, REMOVED, Entry, Header
 from dsfs.report import Reporter
+from dsfs.repository import Repository
 
 Value = bytes | SourceItem
 Stream = Iterable[tuple[str, Value]]
@@ -65,9 +68,41 @@ def _items(items: Iterable[SourceItem]) -> Iterator[tuple[str, Value]]:
     return ((item.path, item) for item in items)
 
 
-def _add(stream: Stream, items: Iterable[SourceItem]) -> Iterator[tuple[str, Value]]:
+def applied(base: Stream, delta: Iterable[Entry]) -> Iterator[tuple[str, bytes]]:
+    """``base`` with a delta applied as ``dsfs.engine.tree.apply_delta`` does
+    (removals first, then additions, then the structure check), streamed:
+    the whole tree of a snapshot written on top of one version."""
+    removed = sorted({e.path for e in delta if e.kind == REMOVED}, key=dfs_key)
+    last = {e.path: e for e in delta if e.kind != REMOVED}  # a path listed twice: the later
+    added = [(path, encode_entry(last[path])) for path in sorted(last, key=dfs_key)]
+    stream = _add(_drop(base, removed), added)
+    return _structure(stream)  # type: ignore[return-value]
+
+
+def _drop(stream: Stream, paths: list[str]) -> Iterator[tuple[str, Value]]:
+    """``stream`` without ``paths`` (in walking order) and what is below them."""
+    targets = iter(paths)
+    target = next(targets, None)
     cut: str | None = None
-    for path, value, replaced in _merge(stream, _items(items)):
+    for path, value in stream:
+        if cut is not None:
+            if path.startswith(cut):
+                continue
+            cut = None
+        key = dfs_key(path)
+        while target is not None and dfs_key(target) < key:
+            target = next(targets, None)
+        if target == path:
+            cut = path + "/"
+            continue
+        yield path, value
+
+
+def _add(stream: Stream, items: Iterable[SourceItem] | Iterable[tuple[str, Value]]
+         ) -> Iterator[tuple[str, Value]]:
+    pairs = (item if isinstance(item, tuple) else (item.path, item) for item in items)
+    cut: str | None = None
+    for path, value, replaced in _merge(stream, pairs):
         if cut is not None:
             if path.startswith(cut):
                 continue
@@ -144,3 +179,18 @@ def _structure(stream: Stream) -> Iterator[tuple[str, Value]]:
             top += "/"
         ancestors.append((path, value))
         yield path, value
+
+
+class SnapshotEntries:
+    """A version's tree with a delta applied (``applied``), as a re-iterable
+    of entries in walking order, streamed from the tree index at each pass
+    (``publish`` reads a delta twice)."""
+
+    def __init__(self, repo: Repository, header: Header, delta: list[Entry]) -> None:
+        self.repo, self.header, self.delta = repo, header, delta
+
+    def __iter__(self) -> Iterator[Entry]:
+        decoder = Decoder()
+        tree = open_version_tree(self.repo, self.header)
+        for path, enc in applied(walk(tree), self.delta):
+            yield decoder.decode(path, enc)

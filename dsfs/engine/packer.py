@@ -6,7 +6,8 @@ cache's record of what the store holds (kept current by
 ``Repository.sync_pack_index``), so a renamed or copied file uploads nothing
 and a rerun after an interruption re-uploads no finished pack.  Packs are
 uploaded by a few worker threads while hashing goes on; at most
-``MAX_INFLIGHT`` finished packs wait in memory.  Memory does not grow with
+``MAX_INFLIGHT`` finished packs wait in memory.  A pack is closed at about
+16 MiB or ``MAX_PACK_CHUNKS`` chunks.  Memory does not grow with
 the number of files: a pack's chunks are recorded in the cache index as soon
 as its upload is done (later duplicates are found there), so only the chunks
 of packs still being built or uploaded are held.
@@ -40,6 +41,13 @@ from dsfs.repository import Repository
 
 UPLOAD_THREADS = 4
 MAX_INFLIGHT = 4
+#: A pack is closed at PACK_TARGET_SIZE bytes or at this many chunks, whichever
+#: comes first: what a pack costs in memory while it is built and uploaded is
+#: per chunk too (its index, the refs waiting for its id), and 16 MiB of tiny
+#: files would be hundreds of thousands of chunks.
+MAX_PACK_CHUNKS = 8_192
+#: Lookups in the cache index between two releases of its mapped pages.
+RELEASE_EVERY = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +95,7 @@ class Packer:
         self._slots = threading.BoundedSemaphore(MAX_INFLIGHT)
         self._futures: list[Future[None]] = []
         self._stats_lock = threading.Lock()
+        self._lookups = 0
 
     def hash_file(self, source: str, progress: Progress
                   ) -> tuple[str, int, list, os.stat_result]:
@@ -123,6 +132,11 @@ class Packer:
             self.stats.chunks_reused += 1
             return placed
         location = self.repo.cache.index.chunk_location(self.store_id, id_to_bytes(cid))
+        self._lookups += 1
+        if self._lookups % RELEASE_EVERY == 0:
+            # chunk ids are random: each lookup touches another page of the
+            # index's chunk table; let them go (they stay in the page cache)
+            self.repo.cache.index.release_pages()
         if location is not None:
             pack_raw, offset, length = location
             pack = pack_raw.hex()
@@ -133,7 +147,7 @@ class Packer:
         ref = PendingRef(cid, self._seq, entry.offset, entry.length)
         self.stats.chunks_new += 1
         self._placed[cid] = ref
-        if len(self._builder) >= PACK_TARGET_SIZE:
+        if len(self._builder) >= PACK_TARGET_SIZE or self._builder.chunk_count >= MAX_PACK_CHUNKS:
             self._flush()
         return ref
 
@@ -186,6 +200,8 @@ class Packer:
                 ref = self._placed.get(e.chunk_id)
                 if ref is not None and ref.pack_seq == seq:
                     del self._placed[e.chunk_id]
+        if uploaded:
+            self.repo.cache.index.release_pages()  # the pages these writes touched
 
     def finish(self) -> None:
         """Upload the last pack and wait for every upload; raise the first failure."""

@@ -309,7 +309,7 @@ def stat_listing(directory: str, reporter: Reporter, is_root: bool
         names.sort()
         lstat = functools.partial(os.stat, dir_fd=fd, follow_symlinks=False)
         try:
-            return names, [lstat(name) for name in names]
+            return names, list(map(lstat, names))
         except OSError:
             pass  # one failed: go one by one to say which
         kept, stats = [], []

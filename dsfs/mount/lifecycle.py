@@ -42,7 +42,7 @@ from dsfs.logutil import rate_limit_repeats
 from dsfs.mount import cachectl, table
 from dsfs.mount.control import Session, socket_name
 from dsfs.overlay.commit import open_upper
-from dsfs.overlay.fs import OverlayFS
+from dsfs.overlay.fs import restore
 from dsfs.overlay.upper import Upper
 from dsfs.repository import Repository
 from dsfs.vfs import TreeSource, VersionFS, open_tree_source
@@ -217,16 +217,13 @@ def _writable(repo: Repository, header: Header, source: TreeSource, upper: Upper
               records: list, reader: ChunkReader, path: str) -> Session:
     """The merged tree with the overlay's edits replayed, compacted into a fresh
     snapshot (which also starts a new journal)."""
-    fs = OverlayFS(source, upper)
-    replayed = fs.replay(records)
+    fs, replayed, removed = restore(source, upper, records, repo.store_id.hex(), header.id)
     for record, why in replayed.skipped:
         log.warning("overlay record %s no longer applies (%s): skipped", record, why)
     for where, kept in replayed.orphans:
         log.warning("the data of %s is kept in %s", where, kept)
-    removed = upper.collect(fs.data_ids())
     if removed:
         log.info("removed %d data file(s) no edit refers to", removed)
-    upper.save(repo.store_id.hex(), header.id, fs.records())
     ops = WritableOperations(fs, reader)
 
     def fresh(version: Header) -> TreeSource:

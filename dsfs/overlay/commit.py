@@ -36,6 +36,7 @@ import dataclasses
 import posixpath
 import stat
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,10 @@ from typing import Any
 from dsfs import catalog as cat
 from dsfs import config
 from dsfs.engine import locks
+from dsfs.engine.draftops import SnapshotEntries
 from dsfs.engine.publish import check_packs_exist, find_published, publish
 from dsfs.engine.scan import SourceItem
-from dsfs.engine.tree import MAX_CHAIN_DEPTH, Tree, TreeResolver, apply_delta, compare, make_delta
+from dsfs.engine.tree import MAX_CHAIN_DEPTH, Tree, compare, make_delta
 from dsfs.engine.versions import build_tree, new_header
 from dsfs.errors import ConflictError, DsfsError, NotFoundError, StoreError, UsageError
 from dsfs.format.digest import CHUNK_SIZE, file_hasher
@@ -317,10 +319,11 @@ def build(repo: Repository, base: Header, regions: Regions, upper: Upper,
     changes = compare(regions.old, new)
     header = new_header(repo, base.project, base.name, version, tags, [base.id], message)
     depth = base.chain_depth + 1
+    manifest_entries: Iterable[Entry]
     if depth > MAX_CHAIN_DEPTH:
-        tree = apply_delta(TreeResolver(repo).tree(base.id), delta)
+        # streamed from the tree index, the delta laid over it (bounded memory)
         header.snapshot, header.chain_depth = True, 1
-        manifest_entries = [tree[p] for p in sorted(tree)]
+        manifest_entries = SnapshotEntries(repo, base, delta)
     else:
         header.snapshot, header.chain_depth = False, depth
         manifest_entries = delta

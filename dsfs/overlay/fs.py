@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from dsfs.format.manifest import DIR, FILE, SYMLINK, Entry
 from dsfs.overlay.contents import Contents
@@ -34,7 +34,8 @@ from dsfs.overlay.nodes import (
     NotSupported,
     join,
 )
-from dsfs.overlay.upper import JOURNAL_MIN_REMOVE
+from dsfs.overlay.records import Replayed
+from dsfs.overlay.upper import JOURNAL_MIN_REMOVE, Upper
 from dsfs.vfs import ROOT_INO, InvalidArgument, IsADirectory, NoEntry, NotADirectory, TreeSource
 
 #: How far from the clock a truncate's mtime may be for it to need no record
@@ -355,3 +356,20 @@ class OverlayFS(Contents):
             if node is not self.root and node.lookups == 0 and node.opens == 0:
                 del self._inodes[node.ino]
         return old_root, names
+
+
+def restore(source: TreeSource, upper: Upper, records: Iterable[Record], store_id: str,
+            base: str) -> tuple[OverlayFS, Replayed, int]:
+    """The merged tree a mount serves: ``records`` (``Upper.load``'s) replayed
+    over ``source``, the data files no record names removed (how many: the
+    third item; first, so that a full disk has their room for the snapshot),
+    then written as a new snapshot, which starts a new journal.  Removing
+    them first is safe because ``load`` fsynced the journal it read: else,
+    after a kill -9, the disk might still hold a journal without a removal
+    that was only in the page cache, and a power loss would bring back the
+    name without its file."""
+    fs = OverlayFS(source, upper)
+    replayed = fs.replay(records)
+    removed = upper.collect(fs.data_ids())
+    upper.save(store_id, base, fs.records())
+    return fs, replayed, removed

@@ -190,10 +190,21 @@ class Upper:
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"{self.root / STATE} is damaged: {exc}") from None
         journal = self.root / f"journal.{self.gen}"
+        tail: list[Record] = []
+        self.journal_bytes = 0
         try:
-            tail, self.journal_bytes = decode_lines(journal.read_bytes())
+            fd = os.open(journal, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
-            tail, self.journal_bytes = [], 0
+            pass
+        else:
+            try:
+                # what is replayed must be on the disk before anything acts on it:
+                # after a kill -9 the journal's last records may be in the page
+                # cache only, and ``collect`` deletes the data files they dropped
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            tail, self.journal_bytes = decode_lines(journal.read_bytes())
         state["records"] = records + tail
         return state
 
@@ -404,8 +415,10 @@ class Upper:
 
     def collect(self, keep: set[str]) -> int:
         """Remove data files no record names (left by a crash); return how many.
-        Only before the first ``new_data``: a spare being made in the worker
-        thread is named by nothing yet, and must not be deleted under it."""
+        Only once the records of ``keep`` are on the disk (``load`` fsyncs the
+        journal it reads: see ``dsfs.overlay.fs.restore``), and before the
+        first ``new_data`` (a spare being made in the worker thread is named by
+        nothing yet)."""
         if self._spare_thread is not None:
             raise RuntimeError("collect() runs before the overlay hands out data files")
         removed = 0
