@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_tree_source import check_same, file, folder, gone, link, walk
 
 from dsfs.engine import treedirs
 from dsfs.engine.tree import TreeResolver
@@ -23,7 +24,6 @@ from dsfs.format import manifest as mf
 from dsfs.format.manifest import Entry, Header
 from dsfs.repository import Repository
 from dsfs.store import open_store
-from tests.test_tree_source import check_same, file, folder, gone, link, walk
 
 
 def _publish(repo: Repository, entries: list[Entry], parent: Header | None) -> Header:
