@@ -150,3 +150,14 @@ def test_reads_fill_the_shared_cache_and_its_counters(version: dict[str, bytes],
     assert row["chunks"] >= 1
     assert row["read_bytes"] >= len(want) and row["gets"] >= 1
     assert row["fetched_bytes"] >= len(want)
+
+
+@pytest.mark.parametrize("path", ["p/n@/f.txt", "p/n#/f.txt", "p/n@1.0#t/f.txt"])
+def test_a_ref_the_cli_refuses_is_refused(path: str) -> None:
+    """dsfs:// parses REFs as the CLI does: ``P/N@`` names no version (it is
+    not the latest), and ``@`` and ``#`` are not combined."""
+    from dsfs.errors import UsageError
+    from dsfs.fsspec.session import split_path
+
+    with pytest.raises(UsageError):
+        split_path(path)

@@ -252,6 +252,10 @@ def test_diff_of_any_two_versions(demo: Demo) -> None:
     assert re.search(r'class="removed".*wsgiref/', page.text)
     assert client.get("/diff", "a=demo/stdlib@9.9.9&b=demo/stdlib").status == 404
     assert client.get("/diff", "a=demo/stdlib").status == 400
+    # REFs the CLI refuses name nothing here either (``P/N@`` is not the latest)
+    for bad in ("demo/stdlib@", "demo/stdlib%23", "demo/stdlib@1.0.0%23x", "demo/"):
+        reply = client.get("/diff", f"a={bad}&b=demo/stdlib")
+        assert reply.status == 404, (bad, reply.status)
 
 
 @pytest.mark.parametrize("batch", [2, 3, 512])

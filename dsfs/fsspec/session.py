@@ -18,12 +18,11 @@ import posixpath
 import re
 import stat
 import threading
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from dsfs import config
 from dsfs.cache.chunks import ChunkCache
-from dsfs.catalog import Catalog, Ref
+from dsfs.catalog import Catalog, Ref, parse_ref
 from dsfs.content.blocking import BlockingReader
 from dsfs.content.reader import ChunkReader
 from dsfs.content.spans import span_policy
@@ -45,28 +44,8 @@ def split_path(path: str) -> tuple[str, Ref, str]:
     if len(parts) < 2:
         raise UsageError(f"dsfs://{path.strip('/')}: name a version as "
                          "dsfs://PROJECT/NAME[@VERSION|#TAG]/PATH or dsfs://ID/PATH")
-    project, name = parts[0], parts[1]
-    version = tag = None
-    if "#" in name:
-        name, tag = name.split("#", 1)
-    elif "@" in name:
-        name, version = name.split("@", 1)
-    ref = Ref(project=project, name=name, version=version, tag=tag)
+    ref = parse_ref(f"{parts[0]}/{parts[1]}")
     return f"{parts[0]}/{parts[1]}", ref, "/".join(parts[2:])
-
-
-@dataclass
-class _CacheLimit:
-    """The cache size limit ($DSFS_CACHE_SIZE), kept by ``cachectl``."""
-
-    cache: ChunkCache
-    limit: int
-
-    def prune(self, protect: set[str]) -> tuple[int, int]:
-        return cachectl.prune(self.cache, self.limit, protect)
-
-    def when_full(self, protect: Callable[[], Iterable[str]]) -> None:
-        cachectl.evict_when_full(self.cache, protect)
 
 
 @dataclass
@@ -117,8 +96,8 @@ class Session:
 
     def _make_reader(self) -> tuple[ChunkCache, Store, ChunkReader]:
         cache = self.repo.cache
-        reader = ChunkReader(cache, self.repo.store,
-                             limit=None if self.limit is None else _CacheLimit(cache, self.limit),
+        limit = None if self.limit is None else cachectl.CacheLimit(cache, self.limit)
+        reader = ChunkReader(cache, self.repo.store, limit=limit,
                              spans=span_policy(self._largest, cache.root, self.limit))
         reader.eager_counters = True  # a data loader's worker is killed, not closed
         self._chunk_reader = reader

@@ -431,3 +431,18 @@ def prefetch(repo: Repository, refs: list[ChunkRef],
         return repo.cache.fetch(repo.store, refs, progress)
     finally:
         repo.cache.flush_counters()
+
+
+@dataclass
+class CacheLimit:
+    """A cache size limit kept by this module, as the content reader wants it
+    (``dsfs.content.CacheLimit``): used by mounts and by ``dsfs://`` sessions."""
+
+    cache: ChunkCache
+    limit: int
+
+    def prune(self, protect: set[str]) -> tuple[int, int]:
+        return prune(self.cache, self.limit, protect)
+
+    def when_full(self, protect: Callable[[], Iterable[str]]) -> None:
+        evict_when_full(self.cache, protect)

@@ -22,14 +22,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import pyfuse3
 import trio
 
-from dsfs.cache.chunks import ChunkCache
 from dsfs.chore import describe
 from dsfs.content import ChunkReader
 from dsfs.content.spans import span_policy
@@ -53,20 +51,6 @@ log = logging.getLogger("dsfs.mount")
 MAX_TASKS = 64
 #: (patched pyfuse3) requests handled in a row before other trio tasks get a turn.
 YIELD_EVERY = 32
-
-
-@dataclass
-class CacheLimit:
-    """A mount's cache size limit, kept by ``cachectl`` (``dsfs.content.CacheLimit``)."""
-
-    cache: ChunkCache
-    limit: int
-
-    def prune(self, protect: set[str]) -> tuple[int, int]:
-        return cachectl.prune(self.cache, self.limit, protect)
-
-    def when_full(self, protect: Callable[[], Iterable[str]]) -> None:
-        cachectl.evict_when_full(self.cache, protect)
 
 
 def check_mountpoint(mountpoint: str | os.PathLike[str]) -> str:
@@ -143,7 +127,7 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
             upper, header, records, notice = open_upper(repo, header, overlay)
         source = open_tree_source(repo, header)
         reader = ChunkReader(repo.cache, repo.store, limit=None if cache_size is None
-                             else CacheLimit(repo.cache, cache_size),
+                             else cachectl.CacheLimit(repo.cache, cache_size),
                              spans=span_policy(source.totals()[1], repo.cache.root, cache_size))
         ops: BaseOperations
         if upper is not None:

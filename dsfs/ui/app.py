@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 from dsfs.catalog import Catalog, Ref
+from dsfs.catalog import parse_ref as catalog_parse_ref
 from dsfs.errors import DsfsError, NotFoundError, UsageError
 from dsfs.format.manifest import DIR, FILE, Header
 from dsfs.repository import Repository
@@ -66,20 +67,15 @@ def html(text: str, status: str = "200 OK") -> Response:
 
 
 def parse_ref(text: str) -> Ref:
-    """A version named as in the CLI: an id or id prefix, or
-    PROJECT/NAME[@VERSION|#TAG]."""
+    """A version named as in the CLI (``catalog.parse_ref``): an id or id
+    prefix, or PROJECT/NAME[@VERSION|#TAG]; a REF that names nothing is a 404."""
     text = text.strip()
     if _HEX.match(text):
         return Ref(id=text.lower())
-    if "/" not in text:
-        raise NotFoundError(f"{text!r} names no version")
-    tag = version = None
-    if "#" in text:
-        text, tag = text.rsplit("#", 1)
-    elif "@" in text:
-        text, version = text.rsplit("@", 1)
-    project, name = text.rsplit("/", 1)
-    return Ref(project=project, name=name, version=version, tag=tag)
+    try:
+        return catalog_parse_ref(text)
+    except UsageError as error:
+        raise NotFoundError(str(error)) from None
 
 
 class App:
