@@ -215,6 +215,28 @@ class Dataset:
         self._changed()
         return count
 
+    def add_external_files(self, source_url: str | Sequence[str],
+                           wildcard: str | Sequence[str] | None = None,
+                           dataset_path: str | None = None, recursive: bool = True,
+                           verbose: bool = False, max_workers: int | None = None) -> int:
+        """Record objects by URL without storing them (ClearML's links):
+        ``s3://bucket/key``, an ``s3://bucket/prefix/`` folder (its objects
+        below ``dataset_path`` at their relative paths), or ``https://``;
+        ``finalize`` reads each once for its digests and reads later fetch
+        from the URL.  Returns how many were added."""
+        draft = self._require_draft()
+        urls = [source_url] if isinstance(source_url, str) else list(source_url)
+        for url in urls:
+            if not isinstance(url, str) or "://" not in url:
+                raise UsageError(f"source_url {url!r} is not a URL (s3://, https:// or "
+                                 "http://); add local files with add_files()")
+        patterns = None if wildcard is None else (
+            wildcard if isinstance(wildcard, str) else list(wildcard))
+        count = versions.add_files(draft, urls, dataset_path or "", patterns, recursive,
+                                   self.reporter)
+        self._changed()
+        return count
+
     def remove_files(self, dataset_path: str | None = None, recursive: bool = True,
                      verbose: bool = False) -> int:
         """Remove dataset paths matching a glob (a folder removes all below it);

@@ -54,6 +54,7 @@ from dsfs.flight import SingleFlight
 from dsfs.format.digest import chunk_id, id_to_bytes
 from dsfs.format.manifest import ChunkRef
 from dsfs.store.base import Store
+from dsfs.store.external import is_external
 from dsfs.vfs import OpenFile, Slice
 
 log = logging.getLogger("dsfs.mount.reader")
@@ -476,7 +477,8 @@ class ChunkReader:
             self.cache.discard([cid])
         elif self.cache.has(cid):
             self.cache.discard([cid])  # indexed but its file is gone
-        if not window and self.spans.enabled and self._span(ref):
+        # an external object has no pack index to span: its chunks are fetched alone
+        if not window and self.spans.enabled and not is_external(ref.pack_id) and self._span(ref):
             return
         delays = (0.0, *RETRY_DELAYS)
         for attempt, delay in enumerate(delays, 1):
