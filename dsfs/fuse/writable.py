@@ -25,7 +25,6 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import pyfuse3
 import trio
 
 from dsfs.content import FileReader
@@ -34,9 +33,16 @@ from dsfs.fuse.adapter import (
     ERRNO,
     PASS_THROUGH,
     BaseOperations,
+    EntryAttributes,
+    FileInfo,
+    FUSEError,
+    ReaddirToken,
+    StatvfsData,
     entry_attributes,
     guard,
+    invalidate_entry,
     negative_entry,
+    readdir_reply,
     statvfs,
 )
 from dsfs.overlay.blocks import Blocks, Opened
@@ -70,7 +76,7 @@ def fs_name(name: bytes) -> str:
     return os.fsdecode(name)
 
 
-def attributes(attr: Attr) -> pyfuse3.EntryAttributes:
+def attributes(attr: Attr) -> EntryAttributes:
     """The same attributes as a read-only mount gives (both cache them a day)."""
     return entry_attributes(attr)
 
@@ -153,13 +159,13 @@ class WritableOperations(BaseOperations):
         Call it from a worker thread, never the trio thread."""
         for name in names:
             with contextlib.suppress(OSError):
-                pyfuse3.invalidate_entry(parent_inode, os.fsencode(name))
+                invalidate_entry(parent_inode, os.fsencode(name))
 
     # -- the tree ---------------------------------------------------------------------
 
     @guarded
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
-                     ) -> pyfuse3.EntryAttributes:
+                     ) -> EntryAttributes:
         attr = self.fs.find(parent_inode, fs_name(name))
         if attr is None:
             return negative_entry()
@@ -167,7 +173,7 @@ class WritableOperations(BaseOperations):
         return attributes(attr)
 
     @guarded
-    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def getattr(self, inode: int, ctx: Any = None) -> EntryAttributes:
         return attributes(self.fs.getattr(inode))
 
     @guarded
@@ -184,14 +190,14 @@ class WritableOperations(BaseOperations):
         return fh
 
     @guarded
-    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+    async def readdir(self, fh: int, start_id: int, token: ReaddirToken) -> None:
         inode, listing = self._listings[fh]
         if start_id == 0 or not listing.items:
             # a snapshot per pass, so offsets stay meaningful while the directory changes
             listing.items = self.fs.readdir(inode)
         for pos in range(start_id, len(listing.items)):
             name, attr = listing.items[pos]
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), attributes(attr), pos + 1):
+            if not readdir_reply(token, os.fsencode(name), attributes(attr), pos + 1):
                 break
             self.fs.remember(attr.ino)
 
@@ -203,7 +209,7 @@ class WritableOperations(BaseOperations):
                 self.fs.node(listing[0]).opens -= 1
 
     @guarded
-    async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
+    async def statfs(self, ctx: Any = None) -> StatvfsData:
         stats = self.fs.statfs()
         free, avail, ffree = self.fs.statvfs_free()
         return statvfs(stats, free, avail, ffree)
@@ -216,7 +222,7 @@ class WritableOperations(BaseOperations):
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
         # ENOSYS: the kernel stops asking (it otherwise asks for security.capability
         # before every write) and answers EOPNOTSUPP itself from then on
-        raise pyfuse3.FUSEError(errno.ENOSYS)
+        raise FUSEError(errno.ENOSYS)
 
     @guarded
     async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
@@ -241,7 +247,7 @@ class WritableOperations(BaseOperations):
     # -- files ------------------------------------------------------------------------
 
     @guarded
-    async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+    async def open(self, inode: int, flags: int, ctx: Any = None) -> FileInfo:
         writing = bool(flags & _WRITE_ACCESS)
         if writing or flags & os.O_TRUNC:
             async with self.gate:
@@ -257,7 +263,7 @@ class WritableOperations(BaseOperations):
             node = self.fs.open(inode, writing)
         fh = self._fh()
         self._handles[fh] = Opened(node, writing)
-        return pyfuse3.FileInfo(fh=fh)
+        return FileInfo(fh=fh)
 
     @read_guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -289,7 +295,7 @@ class WritableOperations(BaseOperations):
 
     @guarded
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None,
-                      ctx: Any = None) -> pyfuse3.EntryAttributes:
+                      ctx: Any = None) -> EntryAttributes:
         async with self.gate:
             node = self.fs.node(inode)
             size = attr.st_size if fields.update_size else None
@@ -337,7 +343,7 @@ class WritableOperations(BaseOperations):
 
     @guarded
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
-                     ctx: Any = None) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+                     ctx: Any = None) -> tuple[FileInfo, EntryAttributes]:
         text = fs_name(name)
         async with self.gate:
             try:
@@ -349,7 +355,7 @@ class WritableOperations(BaseOperations):
             fh = self._fh()
             self._handles[fh] = Opened(node, True)
             self.fs.remember(node.ino)
-            return pyfuse3.FileInfo(fh=fh), attributes(self.fs.attr(node))
+            return FileInfo(fh=fh), attributes(self.fs.attr(node))
 
     def _drop_unhandled_writer(self, parent_inode: int, name: str) -> None:
         """A ``create`` that failed after the file was made open for writing (its
@@ -367,7 +373,7 @@ class WritableOperations(BaseOperations):
 
     @guarded
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
-                    ctx: Any = None) -> pyfuse3.EntryAttributes:
+                    ctx: Any = None) -> EntryAttributes:
         text = fs_name(name)
         async with self.gate:
             owner = self._owner(parent_inode, ctx)
@@ -377,7 +383,7 @@ class WritableOperations(BaseOperations):
 
     @guarded
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any = None
-                    ) -> pyfuse3.EntryAttributes:
+                    ) -> EntryAttributes:
         text = fs_name(name)
         async with self.gate:
             if self.fs.node(parent_inode).mode & stat.S_ISGID:
@@ -387,20 +393,20 @@ class WritableOperations(BaseOperations):
 
     @guarded
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any = None
-                      ) -> pyfuse3.EntryAttributes:
+                      ) -> EntryAttributes:
         text = fs_name(name)
         async with self.gate:
             return self._entry(self.fs.symlink(parent_inode, text, os.fsdecode(target),
                                                owner=self._owner(parent_inode, ctx)))
 
-    def _entry(self, node: Node) -> pyfuse3.EntryAttributes:
+    def _entry(self, node: Node) -> EntryAttributes:
         """The reply to a request that gives the kernel a new reference to ``node``."""
         self.fs.remember(node.ino)
         return attributes(self.fs.attr(node))
 
     @guarded
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any = None
-                   ) -> pyfuse3.EntryAttributes:
+                   ) -> EntryAttributes:
         text = fs_name(new_name)
         async with self.gate:
             node = self.fs.node(inode)
