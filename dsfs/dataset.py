@@ -525,8 +525,9 @@ class Dataset:
 
     @property
     def file_entries_dict(self) -> dict[str, Entry]:
-        """Path → entry (size, digest, mode, chunks) of every file."""
-        return {e.path: e for e in self.iter_files() if e.kind == FILE}
+        """Path → entry (size, digest, mode, chunks) of every file held in the
+        store (external files are in ``link_entries_dict``, as in ClearML)."""
+        return {e.path: e for e in self.iter_files() if e.kind == FILE and e.url is None}
 
     @property
     def file_entries(self) -> list[Entry]:
@@ -534,8 +535,9 @@ class Dataset:
 
     @property
     def link_entries_dict(self) -> dict[str, Entry]:
-        """ClearML's external links; dsfs has none yet (empty)."""
-        return {}
+        """Path → entry of every external file (ClearML's links): ``entry.url``
+        is the object's URL, ``entry.etag`` its ETag when it was added."""
+        return {e.path: e for e in self.iter_files() if e.kind == FILE and e.url is not None}
 
     def get_num_chunks(self, include_parents: bool = True) -> int:
         """How many distinct chunks hold this version's files (with

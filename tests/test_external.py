@@ -171,6 +171,8 @@ def test_https_objects_are_referenced_and_read_lazily(web, local_store: str, tmp
             "labels.csv": b"a,b\n1,2\n"}
     got = Dataset.get(dataset_project="web", dataset_name="mixed")
     assert sorted(got.list_files()) == sorted(want)
+    assert sorted(got.link_entries_dict) == ["labels.csv", "remote/big.bin"]
+    assert sorted(got.file_entries_dict) == ["local.txt"]
     assert files_of(Path(got.get_local_copy())) == want
     invoke("get", "--copy", str(tmp_path / "copy"), "web/mixed")
     assert files_of(tmp_path / "copy") == want
