@@ -26,7 +26,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_mount_support import mounted, needs_fuse
+from test_mount_support import mounted, needs_fuse, run
 
 from dsfs.dataset import Dataset
 from dsfs.errors import FormatVersionError
@@ -282,6 +282,31 @@ def test_bad_urls_are_refused_with_one_line(web, local_store: str, run_dsfs) -> 
         Dataset.create("p", "m").add_external_files("/local/path")
 
 
+def test_squash_delete_and_gc_keep_external_files_readable(web, local_store: str,
+                                                           tmp_path: Path) -> None:
+    root, url = web
+    (root / "one.bin").write_bytes(b"1" * 3000)
+    (root / "two.bin").write_bytes(b"2" * 3000)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "local.txt").write_bytes(b"local")
+    first = Dataset.create("g", "a")
+    first.add_files(src)
+    first.add_external_files(f"{url}/one.bin")
+    first.finalize()
+    second = Dataset.create("g", "a", parent_datasets=[first.id])
+    second.add_external_files(f"{url}/two.bin", dataset_path="more")
+    second.finalize()
+    invoke("squash", first.id, second.id, "-p", "g", "-n", "flat")
+    invoke("delete", "--project", "g", "--name", "a", "--entire-dataset", "--yes")
+    invoke("gc", "--grace", "0s")
+    flat = Dataset.get(dataset_project="g", dataset_name="flat")
+    assert sorted(flat.link_entries_dict) == ["more/two.bin", "one.bin"]
+    assert files_of(Path(flat.get_local_copy())) == {
+        "local.txt": b"local", "one.bin": b"1" * 3000, "more/two.bin": b"2" * 3000}
+    assert "ok:" in invoke("verify", "g/flat")
+
+
 # -- mounts -----------------------------------------------------------------------------------
 
 
@@ -308,6 +333,20 @@ def test_mounts_read_external_files_and_fail_changed_ones_with_eio(
         with pytest.raises(OSError) as caught:
             (mnt / "ext" / "change.bin").read_bytes()
         assert caught.value.errno == 5  # EIO
+        if writable:  # an edit of the external file makes it a file of the store
+            with open(mnt / "ext" / "keep.bin", "ab") as f:
+                f.write(b"+")
+            (mnt / "new.txt").write_bytes(b"new")
+            run(env, "commit", str(mnt), "-m", "edit", check=True)
+    if writable:
+        child = Dataset.get(dataset_project="m", dataset_name="n")
+        assert child.id != ds.id
+        assert sorted(child.link_entries_dict) == ["ext/change.bin"]
+        assert sorted(child.file_entries_dict) == ["ext/keep.bin", "new.txt"]
+        (root / "keep.bin").unlink()  # the edited copy no longer needs the object
+        (root / "change.bin").write_bytes(change)  # the object as it was added
+        assert files_of(Path(child.get_local_copy())) == {
+            "ext/keep.bin": keep + b"+", "ext/change.bin": change, "new.txt": b"new"}
 
 
 # -- the format -------------------------------------------------------------------------------
