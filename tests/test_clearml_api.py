@@ -254,3 +254,24 @@ def test_engine_errors_speak_python(local_store: str, data: Path) -> None:
         draft.finalize()
         Dataset.create(dataset_project="p", dataset_name="n")
     assert "--version" not in str(info.value)
+
+
+def test_get_by_project_alone_is_the_latest_version_in_it(local_store: str, data: Path) -> None:
+    out = run_script("""
+        from dsfs import Dataset
+
+        for name, tags in (("b", ["x"]), ("a", []), ("c", ["x"]), ("b", [])):
+            ds = Dataset.create(dataset_project="proj", dataset_name=name, dataset_tags=tags)
+            ds.add_files(DATA / "labels.csv")
+            ds.finalize()
+        sub = Dataset.create(dataset_project="proj/sub", dataset_name="deeper")
+        sub.add_files(DATA / "labels.csv")
+        sub.finalize()
+        latest = Dataset.get(dataset_project="proj")
+        tagged = Dataset.get(dataset_project="proj", dataset_tags=["x"])
+    """, DATA=data)
+    # ClearML's Dataset.get with only a project: the most recent dataset there
+    assert (out["latest"].name, out["latest"].version) == ("b", "1.0.1")
+    assert out["tagged"].name == "c"
+    with pytest.raises(NotFoundError):
+        Dataset.get(dataset_project="empty-project")

@@ -43,6 +43,9 @@ from dsfs_cli.main import cli
 class _Handler(http.server.BaseHTTPRequestHandler):
     root = ""
     etags = True
+    #: answer every n-th ranged GET with 503 (0: never), counting in ``failed``
+    flaky = 0
+    served: list[int]
 
     def _file(self) -> str | None:
         path = os.path.join(self.root, self.path.split("?", 1)[0].lstrip("/"))
@@ -73,6 +76,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with open(path, "rb") as f:
             data = f.read()
         wanted = self.headers.get("Range")
+        self.served.append(1)
+        if wanted and self.flaky and len(self.served) % self.flaky == 0:
+            self.send_error(503)
+            return
         if wanted:
             first, last = (int(x) for x in wanted.split("=", 1)[1].split("-"))
             last = min(last, len(data) - 1)
@@ -89,8 +96,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def http_server(root: Path, etags: bool = True) -> Iterator[str]:
-    handler = type("Handler", (_Handler,), {"root": str(root), "etags": etags})
+def http_server(root: Path, etags: bool = True, flaky: int = 0) -> Iterator[str]:
+    handler = type("Handler", (_Handler,), {"root": str(root), "etags": etags,
+                                            "flaky": flaky, "served": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -265,6 +273,34 @@ def test_objects_without_etag_are_verified_by_their_bytes(tmp_path: Path, local_
         (root / "f.bin").write_bytes(b"9123456789" * 100)  # same size, no ETag
         err = invoke("verify", "p/plain", code=6)
         assert "f.bin" in err and "changed since it was added" in err
+
+
+def test_http_reads_are_retried_when_the_server_fails_now_and_then(tmp_path: Path,
+                                                                   local_store: str) -> None:
+    root = tmp_path / "flaky"
+    root.mkdir()
+    rng = random.Random(8)
+    files = {f"f{i}.bin": rng.randbytes(rng.randrange(1, 40_000)) for i in range(6)}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    with http_server(root, flaky=2) as url:
+        invoke("create", "-p", "p", "-n", "flaky")
+        invoke("add", *(f"{url}/{name}" for name in files))
+        invoke("close")  # whole-object GETs: never failed
+        invoke("get", "--copy", str(tmp_path / "copy"), "p/flaky")
+    assert files_of(tmp_path / "copy") == files
+
+
+def test_object_keys_that_escape_the_folder_are_refused(foreign, local_store: str) -> None:
+    client, bucket = foreign
+    client.put_object(Bucket=bucket, Key="d/ok.txt", Body=b"ok")
+    client.put_object(Bucket=bucket, Key="d/../evil.txt", Body=b"evil")
+    invoke("create", "-p", "p", "-n", "keys")
+    err = invoke("add", f"s3://{bucket}/d/", code=10)
+    assert "not a safe relative path" in err
+    invoke("add", f"s3://{bucket}/d/ok.txt")
+    invoke("close")
+    assert Dataset.get(dataset_project="p", dataset_name="keys").list_files() == ["ok.txt"]
 
 
 def test_bad_urls_are_refused_with_one_line(web, local_store: str, run_dsfs) -> None:
