@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("dsfs.store",),
     ("dsfs.cache",),
     ("dsfs.repository",),
-    ("dsfs.catalog",),
+    ("dsfs.catalog", "dsfs.refs"),
     ("dsfs.engine",),
     ("dsfs.dataset", "dsfs.shard", "dsfs.vfs"),
     ("dsfs.content",),

@@ -27,7 +27,9 @@ Tables (all integers little-endian):
     cursor in byte order.  An encoded entry (``dsfs.engine.treeindex``) is
     kind u8 | mode u32 | mtime ns i64 | size u64, then for a file: raw digest (16)
     | chunk count u32 | per chunk: raw chunk id (16) | raw pack id (16) |
-    offset u64 | length u64; for a symlink: the target's bytes.
+    offset u64 | length u64, and for an external file (store format 2) the raw
+    pack ids are zero and the chunks are followed by the URL, a newline and the
+    ETag (UTF-8); for a symlink: the target's bytes.
 
 ``tree_dirs``
     key: raw version id (16) | dir key (16)

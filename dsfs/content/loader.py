@@ -20,6 +20,7 @@ from dsfs.errors import DiskFullError, DsfsError, LocalError, StoreError
 from dsfs.format.digest import chunk_id, id_to_bytes
 from dsfs.format.manifest import ChunkRef
 from dsfs.store.base import Store
+from dsfs.store.external import is_external
 
 log = logging.getLogger("dsfs.mount.reader")
 
@@ -57,7 +58,8 @@ class ChunkLoader:
             self.cache.discard([cid])
         elif self.cache.has(cid):
             self.cache.discard([cid])  # indexed but its file is gone
-        if not window and self.spans.enabled:
+        # an external object has no pack index to span: its chunks are fetched alone
+        if not window and self.spans.enabled and not is_external(ref.pack_id):
             spanned = self._span(ref)
             if spanned is not None:
                 return spanned
