@@ -190,6 +190,8 @@ def test_https_objects_are_referenced_and_read_lazily(web, local_store: str, tmp
         f.seek(8 * 1024 * 1024 - 3)
         assert f.read(10) == big[8 * 1024 * 1024 - 3:8 * 1024 * 1024 + 7]
     assert "ok:" in invoke("verify", "web/mixed")
+    rows = {r["path"]: r for r in json.loads(invoke("list", "web/mixed", "--json"))}
+    assert rows["labels.csv"]["url"] == f"{url}/labels.csv" and "url" not in rows["local.txt"]
     # the manifest names the URL and the ETag, and is format 2
     repo = Repository.open(local_store)
     data = repo.store.get(mf.manifest_key(got.id))
