@@ -215,6 +215,28 @@ class Dataset:
         self._changed()
         return count
 
+    def add_external_files(self, source_url: str | Sequence[str],
+                           wildcard: str | Sequence[str] | None = None,
+                           dataset_path: str | None = None, recursive: bool = True,
+                           verbose: bool = False, max_workers: int | None = None) -> int:
+        """Record objects by URL without storing them (ClearML's links):
+        ``s3://bucket/key``, an ``s3://bucket/prefix/`` folder (its objects
+        below ``dataset_path`` at their relative paths), or ``https://``;
+        ``finalize`` reads each once for its digests and reads later fetch
+        from the URL.  Returns how many were added."""
+        draft = self._require_draft()
+        urls = [source_url] if isinstance(source_url, str) else list(source_url)
+        for url in urls:
+            if not isinstance(url, str) or "://" not in url:
+                raise UsageError(f"source_url {url!r} is not a URL (s3://, https:// or "
+                                 "http://); add local files with add_files()")
+        patterns = None if wildcard is None else (
+            wildcard if isinstance(wildcard, str) else list(wildcard))
+        count = versions.add_files(draft, urls, dataset_path or "", patterns, recursive,
+                                   self.reporter)
+        self._changed()
+        return count
+
     def remove_files(self, dataset_path: str | None = None, recursive: bool = True,
                      verbose: bool = False) -> int:
         """Remove dataset paths matching a glob (a folder removes all below it);
@@ -503,8 +525,9 @@ class Dataset:
 
     @property
     def file_entries_dict(self) -> dict[str, Entry]:
-        """Path → entry (size, digest, mode, chunks) of every file."""
-        return {e.path: e for e in self.iter_files() if e.kind == FILE}
+        """Path → entry (size, digest, mode, chunks) of every file held in the
+        store (external files are in ``link_entries_dict``, as in ClearML)."""
+        return {e.path: e for e in self.iter_files() if e.kind == FILE and e.url is None}
 
     @property
     def file_entries(self) -> list[Entry]:
@@ -512,8 +535,9 @@ class Dataset:
 
     @property
     def link_entries_dict(self) -> dict[str, Entry]:
-        """ClearML's external links; dsfs has none yet (empty)."""
-        return {}
+        """Path → entry of every external file (ClearML's links): ``entry.url``
+        is the object's URL, ``entry.etag`` its ETag when it was added."""
+        return {e.path: e for e in self.iter_files() if e.kind == FILE and e.url is not None}
 
     def get_num_chunks(self, include_parents: bool = True) -> int:
         """How many distinct chunks hold this version's files (with

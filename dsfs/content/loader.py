@@ -22,6 +22,7 @@ from dsfs.format.digest import chunk_id, id_to_bytes
 from dsfs.format.manifest import ChunkRef
 from dsfs.format.pack import HEADER_SIZE
 from dsfs.store.base import Store
+from dsfs.store.external import is_external
 
 log = logging.getLogger("dsfs.mount.reader")
 
@@ -66,7 +67,8 @@ class ChunkLoader:
             self.cache.discard([cid])
         elif self.cache.has(cid):
             self.cache.discard([cid])  # indexed but its file is gone
-        if not window and self.spans.enabled:
+        # an external object has no pack index to span: its chunks are fetched alone
+        if not window and self.spans.enabled and not is_external(ref.pack_id):
             spanned = self._span(ref, own)
             if spanned is not None:
                 return spanned

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from dsfs.engine import dirtree
+from dsfs.engine import dirtree, external
 from dsfs.engine.dirtree import DirTree, file_head, same_content, same_file
 from dsfs.engine.packer import Packer, PendingRef
 from dsfs.engine.scan import SourceItem, readlink, skip_special, stat_listing
@@ -78,7 +78,7 @@ class DeltaSpool:
         self._pack_id: Any = None
 
     def write(self, entry: Entry) -> None:
-        for ref in entry.chunks:
+        for ref in () if entry.url is not None else entry.chunks:  # external: no packs
             if not ref.pack_id.startswith("@"):
                 self.pack_ids.add(ref.pack_id)
         self._file.write(entry_line(entry))
@@ -167,6 +167,13 @@ class DeltaBuilder:
             self._changed(old, self._decoder.decode(path, enc))
 
     def item(self, path: str, old: bytes | None, item: SourceItem) -> None:
+        if item.kind == FILE and external.is_external(item.source):
+            entry = external.hash_object(path, item)
+            if old is not None and old == encode_entry(entry):
+                self.keep(path, old)
+            else:
+                self._changed(old, entry)
+            return
         if item.kind == FILE:
             if (self.trust_mtime and old is not None
                     and old[:dirtree.HEAD_SIZE] == file_head(item.mode, item.mtime_ns,

@@ -1,0 +1,388 @@
+"""External files (issue 13, ClearML's links): objects a version references by
+URL, on a foreign S3 bucket (moto) or an HTTP server on 127.0.0.1.
+
+Added by URL without a copy in the store, read lazily (``get``, ``get
+--copy``, ``dsfs://``, read-only and writable mounts), checked by ``verify``;
+an object changed or removed after the close is reported by ``verify``
+(exit 6) and fails every read with an integrity error rather than returning
+mixed bytes.  Manifests holding external files are store format 2; a store
+holds both formats and a format-1 reader refuses only the new manifests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_mount_support import mounted, needs_fuse
+
+from dsfs.dataset import Dataset
+from dsfs.errors import FormatVersionError
+from dsfs.format import manifest as mf
+from dsfs.format import version as fmt
+from dsfs.fsspec import DsfsFileSystem
+from dsfs.repository import Repository
+from dsfs.store import open_store
+from dsfs_cli.main import cli
+
+# -- an HTTP server with Range and ETag, serving a folder ---------------------------------
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    root = ""
+    etags = True
+
+    def _file(self) -> str | None:
+        path = os.path.join(self.root, self.path.split("?", 1)[0].lstrip("/"))
+        return path if os.path.isfile(path) else None
+
+    def _start(self, path: str, status: int, length: int, extra: dict[str, str]) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(length))
+        if self.etags:
+            st = os.stat(path)
+            self.send_header("ETag", f'"{st.st_size:x}-{st.st_mtime_ns:x}"')
+        for key, value in extra.items():
+            self.send_header(key, value)
+        self.end_headers()
+
+    def do_HEAD(self) -> None:  # noqa: N802 - http.server's name
+        path = self._file()
+        if path is None:
+            self.send_error(404)
+            return
+        self._start(path, 200, os.path.getsize(path), {})
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        path = self._file()
+        if path is None:
+            self.send_error(404)
+            return
+        with open(path, "rb") as f:
+            data = f.read()
+        wanted = self.headers.get("Range")
+        if wanted:
+            first, last = (int(x) for x in wanted.split("=", 1)[1].split("-"))
+            last = min(last, len(data) - 1)
+            part = data[first:last + 1]
+            self._start(path, 206, len(part),
+                        {"Content-Range": f"bytes {first}-{last}/{len(data)}"})
+            self.wfile.write(part)
+        else:
+            self._start(path, 200, len(data), {})
+            self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def http_server(root: Path, etags: bool = True) -> Iterator[str]:
+    handler = type("Handler", (_Handler,), {"root": str(root), "etags": etags})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    root = tmp_path / "www"
+    root.mkdir()
+    with http_server(root) as url:
+        yield root, url
+
+
+@pytest.fixture
+def foreign(s3_endpoint: str | None) -> Iterator[tuple[Any, str]]:
+    """A second bucket, not the store's: where the external objects live."""
+    if s3_endpoint is None:
+        pytest.skip("needs the local moto server")
+    from s3_support import make_client, new_bucket
+
+    client = make_client(s3_endpoint)
+    yield client, new_bucket(client)
+    client.close()
+
+
+@pytest.fixture
+def local_store(tmp_path: Path, dsfs_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+                ) -> str:
+    url = str(tmp_path / "store")
+    monkeypatch.setenv("DSFS_STORE", url)
+    return url
+
+
+def invoke(*args: str, code: int = 0) -> str:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == code, (args, result.stdout, result.stderr)
+    return result.stdout + result.stderr
+
+
+def store_bytes(store_url: str) -> int:
+    return sum(info.size for info in open_store(store_url).list(""))
+
+
+def files_of(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+# -- adding and reading ---------------------------------------------------------------------
+
+
+def test_https_objects_are_referenced_and_read_lazily(web, local_store: str, tmp_path: Path
+                                                       ) -> None:
+    root, url = web
+    rng = random.Random(13)
+    big = rng.randbytes(9 * 1024 * 1024 + 5)  # two chunks
+    (root / "data").mkdir()
+    (root / "data" / "big.bin").write_bytes(big)
+    (root / "labels.csv").write_bytes(b"a,b\n1,2\n")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "local.txt").write_bytes(b"held in the store\n")
+
+    ds = Dataset.create(dataset_project="web", dataset_name="mixed")
+    ds.add_files(str(src))
+    assert ds.add_external_files(source_url=f"{url}/data/big.bin", dataset_path="remote") == 1
+    assert ds.add_external_files([f"{url}/labels.csv"]) == 1
+    ds.upload()
+    ds.finalize()
+    assert store_bytes(local_store) < 64 * 1024  # the objects were not copied
+
+    want = {"local.txt": b"held in the store\n", "remote/big.bin": big,
+            "labels.csv": b"a,b\n1,2\n"}
+    got = Dataset.get(dataset_project="web", dataset_name="mixed")
+    assert sorted(got.list_files()) == sorted(want)
+    assert sorted(got.link_entries_dict) == ["labels.csv", "remote/big.bin"]
+    assert sorted(got.file_entries_dict) == ["local.txt"]
+    assert files_of(Path(got.get_local_copy())) == want
+    invoke("get", "--copy", str(tmp_path / "copy"), "web/mixed")
+    assert files_of(tmp_path / "copy") == want
+    fs = fsspec.filesystem("dsfs") if "dsfs" in fsspec.available_protocols() \
+        else DsfsFileSystem()
+    with fs.open("web/mixed/remote/big.bin", "rb") as f:
+        f.seek(8 * 1024 * 1024 - 3)
+        assert f.read(10) == big[8 * 1024 * 1024 - 3:8 * 1024 * 1024 + 7]
+    assert "ok:" in invoke("verify", "web/mixed")
+    # the manifest names the URL and the ETag, and is format 2
+    repo = Repository.open(local_store)
+    data = repo.store.get(mf.manifest_key(got.id))
+    assert int.from_bytes(data[8:10], "little") == fmt.EXTERNAL_FORMAT
+    entries = {e.path: e for e in mf.iter_entries(data)}
+    assert entries["remote/big.bin"].url == f"{url}/data/big.bin"
+    assert entries["remote/big.bin"].etag
+    assert entries["local.txt"].url is None
+
+
+def test_s3_prefix_with_wildcards_and_recursion(foreign, store_url: str, tmp_path: Path
+                                                 ) -> None:
+    client, bucket = foreign
+    objects = {"shots/a.txt": b"a" * 10, "shots/sub/b.bin": b"b" * 20_000,
+               "shots/sub/deep/c.txt": b"c", "shots/d.csv": b"d,e\n", "other/x.txt": b"x"}
+    for key, data in objects.items():
+        client.put_object(Bucket=bucket, Key=key, Body=data)
+    invoke("create", "-p", "s3", "-n", "links")
+    out = invoke("add", f"s3://{bucket}/shots/", "--wildcard", "*.txt", "--wildcard", "*.bin")
+    assert "added 3" in out
+    invoke("add", f"s3://{bucket}/shots", "--dataset-folder", "flat", "--wildcard", "*.csv")
+    invoke("close")
+    ds = Dataset.get(dataset_project="s3", dataset_name="links")
+    assert sorted(ds.list_files()) == ["a.txt", "flat/d.csv", "sub/b.bin", "sub/deep/c.txt"]
+    copy = Path(ds.get_local_copy())
+    assert files_of(copy) == {"a.txt": b"a" * 10, "sub/b.bin": b"b" * 20_000,
+                              "sub/deep/c.txt": b"c", "flat/d.csv": b"d,e\n"}
+    # recursive=False keeps the folder's own objects; one object by its key
+    child = Dataset.create("s3", "links", parent_datasets=[ds.id])
+    assert child.add_external_files(f"s3://{bucket}/shots/", dataset_path="top",
+                                    recursive=False) == 2
+    assert child.add_external_files(f"s3://{bucket}/other/x.txt", dataset_path="one") == 1
+    child.finalize()
+    assert sorted(Dataset.get(dataset_id=child.id).list_files()) == [
+        "a.txt", "flat/d.csv", "one/x.txt", "sub/b.bin", "sub/deep/c.txt",
+        "top/a.txt", "top/d.csv"]
+    diff = invoke("diff", f"s3/links@{ds.header.version}", "s3/links")
+    assert "top/a.txt" in diff and "one/x.txt" in diff
+
+
+def test_a_changed_or_removed_object_is_reported_and_never_read(
+        foreign, web, local_store: str, tmp_path: Path) -> None:
+    client, bucket = foreign
+    root, url = web
+    client.put_object(Bucket=bucket, Key="k/one.bin", Body=b"1" * 5000)
+    client.put_object(Bucket=bucket, Key="k/two.bin", Body=b"2" * 5000)
+    (root / "page.txt").write_bytes(b"page one\n")
+    invoke("create", "-p", "p", "-n", "n")
+    invoke("add", f"s3://{bucket}/k/", f"{url}/page.txt")
+    invoke("close")
+    assert "ok:" in invoke("verify", "p/n")
+
+    # same size, other bytes: the ETag tells
+    client.put_object(Bucket=bucket, Key="k/one.bin", Body=b"X" * 5000)
+    client.delete_object(Bucket=bucket, Key="k/two.bin")
+    (root / "page.txt").write_bytes(b"page two\n")
+    err = invoke("verify", "p/n", code=6)
+    assert "one.bin: external object" in err and "changed" in err
+    assert "two.bin: external object" in err and "is gone" in err
+    assert "page.txt: external object" in err
+    report = json.loads(invoke("verify", "p/n", "--json", code=6))
+    assert len(report["problems"]) == 3
+
+    err = invoke("get", "--copy", str(tmp_path / "copy"), "p/n", code=6)
+    assert "changed since it was added" in err or "is gone" in err
+    assert not (tmp_path / "copy").exists()  # nothing left of a failed copy
+    with pytest.raises(Exception, match="changed since it was added|is gone"):
+        Dataset.get(dataset_project="p", dataset_name="n").get_local_copy()
+
+
+def test_objects_without_etag_are_verified_by_their_bytes(tmp_path: Path, local_store: str
+                                                          ) -> None:
+    root = tmp_path / "plain"
+    root.mkdir()
+    (root / "f.bin").write_bytes(b"0123456789" * 100)
+    with http_server(root, etags=False) as url:
+        invoke("create", "-p", "p", "-n", "plain")
+        invoke("add", f"{url}/f.bin")
+        invoke("close")
+        assert "ok:" in invoke("verify", "p/plain")
+        (root / "f.bin").write_bytes(b"9123456789" * 100)  # same size, no ETag
+        err = invoke("verify", "p/plain", code=6)
+        assert "f.bin" in err and "changed since it was added" in err
+
+
+def test_bad_urls_are_refused_with_one_line(web, local_store: str, run_dsfs) -> None:
+    _root, url = web
+    run_dsfs("create", "-p", "p", "-n", "n", check=True)
+    for bad in ("ftp://host/file", "gs://bucket/key", f"{url}/missing.bin"):
+        result = run_dsfs("add", bad)
+        assert result.returncode == 10, result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    secret = "s3cr3tPassw0rd"
+    result = run_dsfs("add", f"https://user:{secret}@example.com/x")
+    assert result.returncode == 10 and secret not in result.stderr + result.stdout
+    assert "credentials" in result.stderr
+    with pytest.raises(Exception, match="not a URL"):
+        Dataset.create("p", "m").add_external_files("/local/path")
+
+
+# -- mounts -----------------------------------------------------------------------------------
+
+
+@needs_fuse
+@pytest.mark.parametrize("writable", [False, True])
+def test_mounts_read_external_files_and_fail_changed_ones_with_eio(
+        web, local_store: str, dsfs_env: dict[str, str], tmp_path: Path, writable: bool) -> None:
+    root, url = web
+    rng = random.Random(5)
+    keep, change = rng.randbytes(300_000), rng.randbytes(70_000)
+    (root / "keep.bin").write_bytes(keep)
+    (root / "change.bin").write_bytes(change)
+    ds = Dataset.create("m", "n")
+    ds.add_external_files([f"{url}/keep.bin", f"{url}/change.bin"], dataset_path="ext")
+    ds.finalize()
+    (root / "change.bin").write_bytes(rng.randbytes(70_000))
+    mnt = tmp_path / "mnt"
+    extra = ("--writable",) if writable else ()
+    env = {**dsfs_env, "DSFS_STORE": local_store}
+    with mounted(env, "m/n", mnt, *extra):
+        assert sorted(os.listdir(mnt / "ext")) == ["change.bin", "keep.bin"]
+        assert (mnt / "ext" / "keep.bin").read_bytes() == keep
+        assert os.stat(mnt / "ext" / "change.bin").st_size == 70_000
+        with pytest.raises(OSError) as caught:
+            (mnt / "ext" / "change.bin").read_bytes()
+        assert caught.value.errno == 5  # EIO
+
+
+# -- the format -------------------------------------------------------------------------------
+
+
+def test_a_store_holds_both_formats_and_an_old_reader_refuses_only_the_new(
+        web, local_store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, url = web
+    (root / "x.bin").write_bytes(b"external")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"local")
+    old = Dataset.create("f", "n")
+    old.add_files(str(src))
+    old.finalize()
+    new = Dataset.create("f", "n", parent_datasets=[old.id])
+    new.add_external_files(f"{url}/x.bin")
+    new.finalize()
+    repo = Repository.open(local_store)
+    raw_old = repo.store.get(mf.manifest_key(old.id))
+    raw_new = repo.store.get(mf.manifest_key(new.id))
+    assert int.from_bytes(raw_old[8:10], "little") == fmt.BASE_FORMAT == 1
+    assert int.from_bytes(raw_new[8:10], "little") == fmt.EXTERNAL_FORMAT == 2
+    assert repo.store.read_config()["format_version"] == 1  # type: ignore[index]
+    assert files_of(Path(Dataset.get(dataset_id=new.id).get_local_copy())) == {
+        "a.txt": b"local", "x.bin": b"external"}
+    # a dsfs that reads format 1 at most
+    monkeypatch.setattr(fmt, "FORMAT_VERSION", 1)
+    assert mf.decode_header(raw_old).id == old.id
+    with pytest.raises(FormatVersionError, match="format 2"):
+        mf.decode_header(raw_new)
+
+
+# -- a random mix through add, close, get, list and diff ---------------------------------------
+
+_names = st.sampled_from(["a", "b", "c", "d/e", "d/f", "g/h/i"])
+_files = st.dictionaries(_names, st.tuples(st.booleans(), st.binary(max_size=3000)),
+                         min_size=1, max_size=5)
+
+
+@settings(max_examples=8, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rounds=st.lists(_files, min_size=1, max_size=3))
+def test_random_mixes_of_local_and_external_files(web, local_store: str, tmp_path: Path,
+                                                  rounds) -> None:
+    root, url = web
+    name = f"n{random.getrandbits(40):x}"
+    model: dict[str, bytes] = {}
+    previous = None
+    for n, files in enumerate(rounds):
+        before = dict(model)
+        ds = Dataset.create("mix", name, parent_datasets=[previous] if previous else None)
+        for path, (outside, content) in files.items():
+            if any(p.startswith(path + "/") or path.startswith(p + "/") for p in model):
+                continue  # a file where a directory is (or the reverse): not this test's case
+            folder = path.rpartition("/")[0]
+            if outside:
+                where = root / f"r{n}-{name}" / path
+                where.parent.mkdir(parents=True, exist_ok=True)
+                where.write_bytes(content)
+                ds.add_external_files(f"{url}/r{n}-{name}/{path}", dataset_path=folder)
+            else:
+                where = tmp_path / f"src-{name}-{n}" / path
+                where.parent.mkdir(parents=True, exist_ok=True)
+                where.write_bytes(content)
+                ds.add_files(str(where), dataset_path=folder)
+            model[path] = content
+        ds.finalize()
+        got = Dataset.get(dataset_id=ds.id)
+        assert sorted(got.list_files()) == sorted(model)
+        assert files_of(Path(got.get_local_copy())) == model
+        assert "ok:" in invoke("verify", ds.id)
+        if previous:
+            rows = invoke("diff", previous, ds.id).splitlines()
+            named = {row.split()[1] for row in rows if row[:1] in "+-M" and len(row.split()) > 1}
+            for path, content in model.items():
+                assert (path in named) == (before.get(path) != content), (path, rows)
+        previous = ds.id
