@@ -49,8 +49,9 @@ Tables (all integers little-endian):
     reader touches many), over every process; a run older than the policy's
     window starts again.
 
-Tables ``tree_versions``, ``tree_deltas``, ``tree_dirs`` and ``tree_listings`` hold
-version trees, one directory at a time; ``dsfs.cache.treetables`` documents them.
+Tables ``tree_versions``, ``tree_deltas``, ``tree_dirs``, ``tree_listings`` and
+``tree_heads`` hold version trees, one directory at a time;
+``dsfs.cache.treetables`` documents them.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class CacheIndex(TreeTables):
         self._tree_deltas = self.env.open_db(b"tree_deltas")
         self._tree_dirs = self.env.open_db(b"tree_dirs")
         self._tree_listings = self.env.open_db(b"tree_listings")
+        self._tree_heads = self.env.open_db(b"tree_heads")
         self._counters = self.env.open_db(b"counters")
         self._pack_misses = self.env.open_db(b"pack_misses")
         self._span_scopes = self.env.open_db(b"span_scopes")

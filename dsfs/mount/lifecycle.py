@@ -216,7 +216,7 @@ def _writable(repo: Repository, header: Header, source: TreeSource, upper: Upper
         log.warning("the data of %s is kept in %s", where, kept)
     if removed:
         log.info("removed %d data file(s) no edit refers to", removed)
-    ops = WritableOperations(fs, reader)
+    ops = WritableOperations(fs, reader, no_open=PATCHED)
 
     def fresh(version: Header) -> TreeSource:
         return open_tree_source(repo, version)
