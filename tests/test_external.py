@@ -26,7 +26,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_mount_support import mounted, needs_fuse
+from test_mount_support import mounted, needs_fuse, run
 
 from dsfs.dataset import Dataset
 from dsfs.errors import FormatVersionError
@@ -43,6 +43,9 @@ from dsfs_cli.main import cli
 class _Handler(http.server.BaseHTTPRequestHandler):
     root = ""
     etags = True
+    #: answer every n-th ranged GET with 503 (0: never), counting in ``failed``
+    flaky = 0
+    served: list[int]
 
     def _file(self) -> str | None:
         path = os.path.join(self.root, self.path.split("?", 1)[0].lstrip("/"))
@@ -73,6 +76,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with open(path, "rb") as f:
             data = f.read()
         wanted = self.headers.get("Range")
+        self.served.append(1)
+        if wanted and self.flaky and len(self.served) % self.flaky == 0:
+            self.send_error(503)
+            return
         if wanted:
             first, last = (int(x) for x in wanted.split("=", 1)[1].split("-"))
             last = min(last, len(data) - 1)
@@ -89,8 +96,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def http_server(root: Path, etags: bool = True) -> Iterator[str]:
-    handler = type("Handler", (_Handler,), {"root": str(root), "etags": etags})
+def http_server(root: Path, etags: bool = True, flaky: int = 0) -> Iterator[str]:
+    handler = type("Handler", (_Handler,), {"root": str(root), "etags": etags,
+                                            "flaky": flaky, "served": []})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -267,6 +275,34 @@ def test_objects_without_etag_are_verified_by_their_bytes(tmp_path: Path, local_
         assert "f.bin" in err and "changed since it was added" in err
 
 
+def test_http_reads_are_retried_when_the_server_fails_now_and_then(tmp_path: Path,
+                                                                   local_store: str) -> None:
+    root = tmp_path / "flaky"
+    root.mkdir()
+    rng = random.Random(8)
+    files = {f"f{i}.bin": rng.randbytes(rng.randrange(1, 40_000)) for i in range(6)}
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    with http_server(root, flaky=2) as url:
+        invoke("create", "-p", "p", "-n", "flaky")
+        invoke("add", *(f"{url}/{name}" for name in files))
+        invoke("close")  # whole-object GETs: never failed
+        invoke("get", "--copy", str(tmp_path / "copy"), "p/flaky")
+    assert files_of(tmp_path / "copy") == files
+
+
+def test_object_keys_that_escape_the_folder_are_refused(foreign, local_store: str) -> None:
+    client, bucket = foreign
+    client.put_object(Bucket=bucket, Key="d/ok.txt", Body=b"ok")
+    client.put_object(Bucket=bucket, Key="d/../evil.txt", Body=b"evil")
+    invoke("create", "-p", "p", "-n", "keys")
+    err = invoke("add", f"s3://{bucket}/d/", code=10)
+    assert "not a safe relative path" in err
+    invoke("add", f"s3://{bucket}/d/ok.txt")
+    invoke("close")
+    assert Dataset.get(dataset_project="p", dataset_name="keys").list_files() == ["ok.txt"]
+
+
 def test_bad_urls_are_refused_with_one_line(web, local_store: str, run_dsfs) -> None:
     _root, url = web
     run_dsfs("create", "-p", "p", "-n", "n", check=True)
@@ -280,6 +316,31 @@ def test_bad_urls_are_refused_with_one_line(web, local_store: str, run_dsfs) -> 
     assert "credentials" in result.stderr
     with pytest.raises(Exception, match="not a URL"):
         Dataset.create("p", "m").add_external_files("/local/path")
+
+
+def test_squash_delete_and_gc_keep_external_files_readable(web, local_store: str,
+                                                           tmp_path: Path) -> None:
+    root, url = web
+    (root / "one.bin").write_bytes(b"1" * 3000)
+    (root / "two.bin").write_bytes(b"2" * 3000)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "local.txt").write_bytes(b"local")
+    first = Dataset.create("g", "a")
+    first.add_files(src)
+    first.add_external_files(f"{url}/one.bin")
+    first.finalize()
+    second = Dataset.create("g", "a", parent_datasets=[first.id])
+    second.add_external_files(f"{url}/two.bin", dataset_path="more")
+    second.finalize()
+    invoke("squash", first.id, second.id, "-p", "g", "-n", "flat")
+    invoke("delete", "--project", "g", "--name", "a", "--entire-dataset", "--yes")
+    invoke("gc", "--grace", "0s")
+    flat = Dataset.get(dataset_project="g", dataset_name="flat")
+    assert sorted(flat.link_entries_dict) == ["more/two.bin", "one.bin"]
+    assert files_of(Path(flat.get_local_copy())) == {
+        "local.txt": b"local", "one.bin": b"1" * 3000, "more/two.bin": b"2" * 3000}
+    assert "ok:" in invoke("verify", "g/flat")
 
 
 # -- mounts -----------------------------------------------------------------------------------
@@ -308,6 +369,20 @@ def test_mounts_read_external_files_and_fail_changed_ones_with_eio(
         with pytest.raises(OSError) as caught:
             (mnt / "ext" / "change.bin").read_bytes()
         assert caught.value.errno == 5  # EIO
+        if writable:  # an edit of the external file makes it a file of the store
+            with open(mnt / "ext" / "keep.bin", "ab") as f:
+                f.write(b"+")
+            (mnt / "new.txt").write_bytes(b"new")
+            run(env, "commit", str(mnt), "-m", "edit", check=True)
+    if writable:
+        child = Dataset.get(dataset_project="m", dataset_name="n")
+        assert child.id != ds.id
+        assert sorted(child.link_entries_dict) == ["ext/change.bin"]
+        assert sorted(child.file_entries_dict) == ["ext/keep.bin", "new.txt"]
+        (root / "keep.bin").unlink()  # the edited copy no longer needs the object
+        (root / "change.bin").write_bytes(change)  # the object as it was added
+        assert files_of(Path(child.get_local_copy())) == {
+            "ext/keep.bin": keep + b"+", "ext/change.bin": change, "new.txt": b"new"}
 
 
 # -- the format -------------------------------------------------------------------------------

@@ -25,7 +25,9 @@ pack of the store.
 
 from __future__ import annotations
 
+import http.client
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -47,6 +49,8 @@ from dsfs.store.base import Store
 SCHEMES = ("s3", "https", "http")
 #: Seconds an HTTP request may wait for the server.
 HTTP_TIMEOUT = 60
+#: Tries of an HTTP range read that fails on the way (S3 reads are retried by botocore).
+HTTP_ATTEMPTS = 4
 #: Bytes per piece when a whole object is streamed.
 STREAM_PIECE = 1 << 20
 
@@ -170,13 +174,22 @@ def read_range(url: str, offset: int, length: int) -> bytes:
         except StoreCorruptError:  # shorter than when it was added
             raise _changed(url) from None
     headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
-    try:
-        with _open(url, headers=headers) as reply:
-            if reply.status != 206:  # the server sent the whole object
-                _skip(reply, offset)
-            data = _read_exactly(reply, length)
-    except ObjectNotFoundError:
-        raise _gone(url) from None
+    for attempt in range(HTTP_ATTEMPTS):
+        try:
+            with _open(url, headers=headers) as reply:
+                if reply.status != 206:  # the server sent the whole object
+                    _skip(reply, offset)
+                data = _read_exactly(reply, length)
+            break
+        except ObjectNotFoundError:
+            raise _gone(url) from None
+        except (StoreUnavailableError, OSError, http.client.HTTPException) as exc:
+            # a refused connection, a 5xx or a body cut off: worth another try
+            if attempt + 1 >= HTTP_ATTEMPTS:
+                if isinstance(exc, StoreUnavailableError):
+                    raise
+                raise StoreUnavailableError(f"cannot read {shown(url)}: {exc}") from None
+            time.sleep(min(2.0, 0.2 * 2 ** attempt))
     if len(data) != length:
         raise _changed(url)
     return data
