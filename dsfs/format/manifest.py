@@ -24,7 +24,7 @@ import json
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from dsfs.errors import IntegrityError
 from dsfs.format.digest import is_chunk_id
@@ -234,9 +234,18 @@ def encode(header: Header, entries: Iterable[Entry]) -> bytes:
 
 def encode_lines(header: Header, lines: Iterable[bytes]) -> bytes:
     """A manifest from its header and its entries' lines (``entry_line``)."""
-    header_bytes = json.dumps(header.to_json(), sort_keys=True).encode("utf-8")
     body = io.BytesIO()
-    with gzip.GzipFile(fileobj=body, mode="wb", compresslevel=6, mtime=0) as gz:
+    write_lines(body, header, lines)
+    return body.getvalue()
+
+
+def write_lines(target: BinaryIO, header: Header, lines: Iterable[bytes]) -> None:
+    """Write the manifest of ``header`` and its entries' lines to ``target``
+    as they come (a manifest of millions of entries is never held whole)."""
+    header_bytes = json.dumps(header.to_json(), sort_keys=True).encode("utf-8")
+    target.write(_PREFIX.pack(MANIFEST_MAGIC, FORMAT_VERSION, 0, len(header_bytes)))
+    target.write(header_bytes)
+    with gzip.GzipFile(fileobj=target, mode="wb", compresslevel=6, mtime=0) as gz:
         batch: list[bytes] = []
         for line in lines:
             batch.append(line)
@@ -244,8 +253,6 @@ def encode_lines(header: Header, lines: Iterable[bytes]) -> bytes:
                 gz.write(b"".join(batch))
                 batch.clear()
         gz.write(b"".join(batch))
-    prefix = _PREFIX.pack(MANIFEST_MAGIC, FORMAT_VERSION, 0, len(header_bytes))
-    return prefix + header_bytes + body.getvalue()
 
 
 def _split(data: bytes) -> tuple[int, int]:
