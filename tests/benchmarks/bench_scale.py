@@ -58,7 +58,6 @@ from bench_mount import (  # noqa: E402
     seed_entries,
 )
 
-
 #: ``--lock FILE``: every measured command (and the synthetic publish) runs
 #: holding this lock, so a long run shares a machine one command at a time.
 LOCK_PATH: str | None = None
