@@ -23,7 +23,7 @@ from dsfs.errors import IntegrityError, LocalError, NotFoundError, StoreError, l
 from dsfs.format import manifest as mf
 from dsfs.format.digest import digest_hex
 from dsfs.format.pack import TRAILER_SIZE, index_span, pack_id_from_key, pack_key, parse_index
-from dsfs.format.version import FORMAT_VERSION
+from dsfs.format.version import BASE_FORMAT
 from dsfs.fsutil import write_atomic
 from dsfs.store import Store, open_store
 from dsfs.store.base import CONFIG_KEY
@@ -64,7 +64,7 @@ class Repository:
                     raise
                 log.warning("store %s unreachable; using its cached config", self.store.url)
             if cfg is None:
-                fresh = {"format_version": FORMAT_VERSION, "kind": "dsfs-store",
+                fresh = {"format_version": BASE_FORMAT, "kind": "dsfs-store",
                          "store_id": secrets.token_hex(16)}
                 # Two first writers race here; put_if_absent keeps exactly one config.
                 self.store.put_if_absent(CONFIG_KEY, json.dumps(fresh).encode())

@@ -8,7 +8,8 @@ dodge an import cycle) fails this test, which names the file, the line and
 both layers.
 
 Third-party libraries are held to their one owner as well (``boto3`` in the S3
-store, ``lmdb`` in the cache, ``pyfuse3`` in the adapters and the mount).
+store, ``lmdb`` in the cache's environment module, ``pyfuse3`` in the FUSE
+adapter's base).
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ LAYERS: list[tuple[str, ...]] = [
     ("dsfs.store",),
     ("dsfs.cache",),
     ("dsfs.repository",),
-    ("dsfs.catalog",),
+    ("dsfs.catalog", "dsfs.refs"),
     ("dsfs.engine",),
-    ("dsfs.dataset", "dsfs.shard", "dsfs.vfs"),
+    ("dsfs.dataset", "dsfs.dataset_store", "dsfs.pyargs", "dsfs.shard", "dsfs.vfs"),
     ("dsfs.content",),
     ("dsfs.overlay",),
     ("dsfs.fuse",),
@@ -43,8 +44,8 @@ LAYERS: list[tuple[str, ...]] = [
 OWNERS: dict[str, tuple[str, ...]] = {
     "boto3": ("dsfs.store.s3",),
     "botocore": ("dsfs.store.s3",),
-    "lmdb": ("dsfs.cache",),
-    "pyfuse3": ("dsfs.fuse", "dsfs.mount"),
+    "lmdb": ("dsfs.cache.lmdbenv",),
+    "pyfuse3": ("dsfs.fuse.adapter",),
     "click": ("dsfs_cli",),
     "fsspec": ("dsfs.fsspec.filesystem",),
     "jinja2": ("dsfs.ui.render",),

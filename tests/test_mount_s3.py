@@ -20,7 +20,7 @@ from fault_proxy import FaultProxy
 from s3_support import make_client, new_bucket, real_s3_url, s3_available
 from test_mount_support import mounted, needs_fuse, run
 
-from dsfs.content.reader import SCAN_WINDOW
+from dsfs.content.scan import SCAN_WINDOW
 
 pytestmark = [
     needs_fuse,

@@ -23,7 +23,12 @@ cache size limit (``CacheLimit``) and runs ``run`` in its nursery.
 * A handle whose reads follow each other is a sequential reader: it gets the
   next ``readahead`` chunks fetched in the background (started once per
   chunk it enters).  The kernel's own readahead for the mount is raised to
-  ``READAHEAD_KB`` (as root), so such a reader sends 1 MiB requests.
+  ``READAHEAD_KB`` (as root, ``dsfs.content.readahead``), so such a reader
+  sends 1 MiB requests.
+* A cold read of a small chunk that continues a scan of its pack brings the
+  following files' chunks along in the same ranged read (``dsfs.content.scan``).
+* Verifying or fetching a chunk, with retries, happens in a worker thread
+  (``dsfs.content.loader``).
 * A cold lone read may fetch its whole pack: once reads land across a pack
   (a shuffled epoch), the pack span policy (``dsfs.content.spans``) has
   the pack fetched with one GET and the following reads served from the
@@ -38,7 +43,6 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -48,8 +52,11 @@ import trio
 
 from dsfs.cache.chunks import ChunkCache
 from dsfs.chore import Chore, describe
+from dsfs.content.loader import ChunkLoader
+from dsfs.content.readahead import raise_readahead
+from dsfs.content.scan import ScanTracker
 from dsfs.content.spans import NO_SPANS, SpanPolicy
-from dsfs.errors import DiskFullError, DsfsError, LocalError, StoreError
+from dsfs.errors import LocalError
 from dsfs.flight import SingleFlight
 from dsfs.format.digest import chunk_id, id_to_bytes
 from dsfs.format.manifest import ChunkRef
@@ -58,8 +65,6 @@ from dsfs.vfs import OpenFile, Slice
 
 log = logging.getLogger("dsfs.mount.reader")
 
-#: Delays before the second, third, ... attempt of a failed fetch (seconds).
-RETRY_DELAYS = (0.2, 0.5, 1.0)
 #: Worker threads for store I/O and hashing.
 WORKERS = 16
 #: Chunks fetched ahead of a sequential reader.
@@ -69,21 +74,7 @@ TICK = 5.0
 #: Open chunk files kept for pread.
 OPEN_FILES = 128
 #: Cached chunks up to this size are verified in the event loop, not a thread.
-#: Also the largest chunk that a scan window carries along.
 INLINE_VERIFY = 256 * 1024
-#: Bytes of a pack that one miss continuing a scan fetches at most.
-SCAN_WINDOW = 2 * 1024 * 1024
-#: Neighbours further apart than this in a pack do not join a window.
-SCAN_GAP = 256 * 1024
-#: Recent fetch ends remembered per pack, and packs remembered.
-SCAN_TRACK = 8
-SCAN_PACKS = 256
-
-
-#: Kernel readahead for a mount, in KiB (the kernel's default for FUSE is 128):
-#: a sequential reader then sends requests of up to 1 MiB instead of 128 KiB,
-#: an eighth of the requests for the same bytes.
-READAHEAD_KB = 1024
 
 
 class FileReader(Protocol):
@@ -113,24 +104,6 @@ class CacheLimit(Protocol):
         ...
 
 
-def raise_readahead(mountpoint: str, kib: int = READAHEAD_KB) -> bool:
-    """Raise the kernel's readahead of the mount at ``mountpoint`` (its backing
-    device's ``read_ahead_kb`` in sysfs, found through ``/proc/self/mountinfo``
-    without touching the mount).  Needs root; best effort: False if not done."""
-    try:
-        with open("/proc/self/mountinfo") as table:
-            devices = [line.split()[2] for line in table
-                       if line.split()[4] == mountpoint]
-        if not devices:
-            return False
-        with open(f"/sys/class/bdi/{devices[-1]}/read_ahead_kb", "w") as knob:
-            knob.write(f"{kib}\n")
-        return True
-    except (OSError, IndexError) as exc:
-        log.debug("readahead of %s not raised: %s", mountpoint, exc)
-        return False
-
-
 def _due(chore: Chore, ticks: int) -> bool:
     """Whether a failing chore's back-off has passed (it is tried every tick
     while it works)."""
@@ -154,11 +127,9 @@ class ChunkReader:
                  spans: SpanPolicy = NO_SPANS) -> None:
         self.cache = cache
         self.store = store
-        self.spans = spans
+        self.loader = ChunkLoader(cache, store, spans)
         #: Bytes served since the counters were last flushed.
         self._read_bytes = 0
-        #: Record the cache's counters after every fetch (``_flush_counters``).
-        self.eager_counters = False
         self.readahead = readahead
         self.limit = limit
         self.cache_size = None if limit is None else limit.limit
@@ -169,8 +140,7 @@ class ChunkReader:
         self._next_fh = 1
         self._verified: set[str] = set()
         self._inflight: SingleFlight[str] = SingleFlight()
-        #: Where recent fetches ended, per pack (``_scan_window``).
-        self._pack_ends: OrderedDict[str, list[int]] = OrderedDict()
+        self._scans = ScanTracker()
         self._fds: OrderedDict[str, int] = OrderedDict()
         # ``ChunkCache.chunk_path`` as a plain string: pathlib costs more than
         # the open itself on the path of every small file
@@ -178,7 +148,6 @@ class ChunkReader:
         self._touched: set[str] = set()
         self._touch_lock = threading.Lock()
         self._nursery: trio.Nursery | None = None
-        self.fetches = 0
         self._unpruned = 0 if limit is None else 1  # bytes fetched since the last prune
         if limit is not None:  # a disk smaller than the limit: evict and retry
             limit.when_full(lambda: {*self._inflight, *self._fds})
@@ -375,7 +344,7 @@ class ChunkReader:
 
         ``file`` is the open file the chunk belongs to: on a miss that continues
         a scan of its pack, the chunks of the files after it come along in the
-        same ranged read (``_scan_window``)."""
+        same ranged read (``dsfs.content.scan``)."""
         cid = ref.chunk_id
         while cid not in self._verified:
             if await self._inflight.join(cid):
@@ -390,60 +359,20 @@ class ChunkReader:
     async def _fetch(self, ref: ChunkRef, file: OpenFile | None) -> None:
         """Fetch ``ref`` (and its scan window) in a worker thread; waiters of any
         chunk of the window wait for this one fetch."""
-        window = self._scan_window(ref, file) if file is not None else []
-        self._note_range(ref, window)
+        window = [] if file is None else self._scans.window(ref, file.neighbours, self._busy)
+        self._scans.note_range(ref, window)
 
         async def load() -> None:
-            await trio.to_thread.run_sync(self._load, ref, window, limiter=self.limiter)
+            self._unpruned += await trio.to_thread.run_sync(
+                self.loader.load, ref, window, file is not None, limiter=self.limiter)
             self._verified.add(ref.chunk_id)
 
         await self._inflight.lead(load, *(member.chunk_id for member in (ref, *window)))
 
-    def _note_range(self, ref: ChunkRef, window: list[ChunkRef]) -> None:
-        """Remember where this fetch ends in its pack (the next miss just after it
-        is a scan)."""
-        end = (window[-1] if window else ref)
-        ends = self._pack_ends.pop(ref.pack_id, None) or []
-        ends = [*ends[-(SCAN_TRACK - 1):], end.offset + end.length]
-        self._pack_ends[ref.pack_id] = ends
-        while len(self._pack_ends) > SCAN_PACKS:
-            self._pack_ends.popitem(last=False)
-
-    def _scan_window(self, ref: ChunkRef, file: OpenFile) -> list[ChunkRef]:
-        """The chunks to fetch with a small chunk that continues a scan of its pack.
-
-        A miss is a scan when a fetch of this process ended just before the
-        chunk in the same pack, or at most one chunk of its size before it (a
-        reader going through a directory, or several readers sharing one out).
-        The window is then the chunks of the following files that lie next in
-        the pack, up to ``SCAN_WINDOW`` bytes in all, stopping at the first
-        that is not (another pack, a gap, or a chunk this process already has
-        or is fetching).  A lone read of one file fetches that file's bytes
-        only.
-        """
-        if ref.length > INLINE_VERIFY or file.neighbours is None:
-            return []
-        ends = self._pack_ends.get(ref.pack_id)
-        # just after a fetch, or one file of its size further (readers racing)
-        if not ends or not any(0 <= ref.offset - end <= ref.length for end in ends):
-            return []
-        window: list[ChunkRef] = []
-        limit = ref.offset + SCAN_WINDOW
-        last_end = ref.offset + ref.length
-        for near in file.neighbours():
-            if (near.pack_id != ref.pack_id or near.length > INLINE_VERIFY
-                    or not 0 <= near.offset - last_end <= SCAN_GAP
-                    or near.offset + near.length > limit
-                    or near.chunk_id in self._verified or near.chunk_id in self._inflight):
-                break
-            window.append(near)
-            last_end = near.offset + near.length
-        return window
-
     def _verify_inline(self, ref: ChunkRef) -> bool:
         """A small cached chunk checked right here (hashing 64 KiB costs less than
-        a trip to a worker thread); False leaves it to ``_load``: missing,
-        corrupt (``_load`` logs, discards and fetches it) or unreadable."""
+        a trip to a worker thread); False leaves it to ``ChunkLoader.load``:
+        missing, corrupt (it logs, discards and fetches it) or unreadable."""
         cid = ref.chunk_id
         try:
             fd = self._fd(cid)
@@ -458,74 +387,31 @@ class ChunkReader:
             self.cache.index.add_chunks([(raw, len(data))])
         return True
 
-    def _load(self, ref: ChunkRef, window: list[ChunkRef] | None = None) -> None:
-        """In a worker thread: verify the cached copy, or fetch it (with the
-        chunks of its scan window, in one ranged read) with retries."""
-        cid = ref.chunk_id
-        path = self.cache.chunk_path(cid)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            data = None
-        if data is not None:
-            if chunk_id(data) == cid:
-                if not self.cache.has(cid):  # index lost or cleared: re-record it
-                    self.cache.index.add_chunks([(id_to_bytes(cid), len(data))])
-                return
-            log.warning("cached chunk %s is corrupt; discarding it and fetching again", cid)
-            self.cache.discard([cid])
-        elif self.cache.has(cid):
-            self.cache.discard([cid])  # indexed but its file is gone
-        if not window and self.spans.enabled and self._span(ref):
-            return
-        delays = (0.0, *RETRY_DELAYS)
-        for attempt, delay in enumerate(delays, 1):
-            time.sleep(delay)
-            try:
-                fetched = self.cache.fetch(self.store, [ref, *(window or ())])
-                self.fetches += 1
-                self._unpruned += fetched
-                self._flush_counters()
-                return
-            except DsfsError as exc:
-                if attempt == len(delays):
-                    if isinstance(exc, DiskFullError | LocalError):
-                        raise  # a full or unusable cache is not the store's failure
-                    raise StoreError(
-                        f"cannot fetch chunk {cid} from {self.store.url} after "
-                        f"{attempt} attempts: {exc}") from None
-                log.warning("fetch of chunk %s failed (attempt %d of %d): %s",
-                            cid, attempt, len(delays), exc)
-                # the next attempts fetch this chunk alone: a neighbour that is
-                # corrupt in the store must not fail the read of a sound file
-                window = None
+    def _busy(self, cid: str) -> bool:
+        """Whether this reader has ``cid`` verified or is fetching it (a scan
+        window stops there)."""
+        return cid in self._verified or cid in self._inflight
 
-    def _span(self, ref: ChunkRef) -> bool:
-        """In a worker thread: count a cold lone read in ``ref``'s pack and, when
-        it is the policy's ``after``-th, fetch the whole pack; whether ``ref``
-        is now cached.  A span that fails leaves the chunk to the usual fetch."""
-        raw = bytes.fromhex(ref.pack_id)
-        try:
-            if self.cache.index.note_pack_miss(raw, self.spans.seconds) < self.spans.after:
-                return False
-            fetched = self.cache.fetch_pack(self.store, ref)
-            self.cache.index.forget_pack_misses(raw)
-        except DsfsError as exc:
-            log.info("whole-pack fetch for chunk %s failed, fetching the chunk: %s",
-                     ref.chunk_id, exc)
-            return False
-        self.fetches += 1
-        self._unpruned += fetched
-        self._flush_counters()
-        return True
+    # -- what the loader holds: the span policy and the fetch counts ---------------------
 
-    def _flush_counters(self) -> None:
-        """With ``eager_counters``, add the counts of a fetch to the index at once
-        (a loader's worker may be killed rather than closed); a mount adds them
-        every few seconds and at unmount."""
-        if not self.eager_counters:
-            return
-        try:
-            self.cache.flush_counters()
-        except DsfsError as exc:  # counts are kept for the next flush
-            log.debug("counters not recorded: %s", exc)
+    @property
+    def spans(self) -> SpanPolicy:
+        return self.loader.spans
+
+    @spans.setter
+    def spans(self, policy: SpanPolicy) -> None:
+        self.loader.spans = policy
+
+    @property
+    def eager_counters(self) -> bool:
+        """Record the cache's counters after every fetch (a data loader's worker
+        may be killed rather than closed); a mount adds them every few seconds."""
+        return self.loader.eager_counters
+
+    @eager_counters.setter
+    def eager_counters(self, eager: bool) -> None:
+        self.loader.eager_counters = eager
+
+    @property
+    def fetches(self) -> int:
+        return self.loader.fetches

@@ -113,7 +113,7 @@ def publish(repo: Repository, header: Header, delta: Iterable[Entry] | EncodedDe
             check_parents_exist(repo, header)
             if isinstance(delta, Iterable):
                 reused = {ref.pack_id for entry in delta if entry.kind == FILE
-                          for ref in entry.chunks}
+                          and entry.url is None for ref in entry.chunks}
             else:
                 reused = set(delta.pack_ids)
             check_packs_exist(repo, reused - lock.fresh_packs)

@@ -4,7 +4,10 @@ The adapters are siblings over ``BaseOperations``: ``ReadOnlyOperations``
 (``dsfs.fuse.readonly``, one version through ``VersionFS``) and
 ``WritableOperations`` (``dsfs.fuse.writable``, a version and its overlay
 through ``OverlayFS``).  They and the mount lifecycle (``dsfs.mount``) are the
-only importers of pyfuse3.  Each handler converts its arguments (names arrive
+users of pyfuse3, and this module is its only importer: the others take the
+names they need from here (``FUSEError``, ``EntryAttributes``, ...; the mount
+starts and ends the session with ``start_session``/``serve_requests``/
+``end_session``).  Each handler converts its arguments (names arrive
 as bytes: ``os.fsdecode`` in the adapters and nowhere else), calls down one
 layer (file contents come from the ``FileReader`` of ``dsfs.content`` that owns
 store I/O), and converts the answer.
@@ -47,6 +50,40 @@ from dsfs.vfs import (
 )
 
 log = logging.getLogger("dsfs.fuse")
+
+# -- pyfuse3's names for the adapters and the mount (pyfuse3 is imported here only) ---
+FUSEError = pyfuse3.FUSEError
+EntryAttributes = pyfuse3.EntryAttributes
+FileInfo = pyfuse3.FileInfo
+ReaddirToken = pyfuse3.ReaddirToken
+StatvfsData = pyfuse3.StatvfsData
+ENOATTR = pyfuse3.ENOATTR
+readdir_reply = pyfuse3.readdir_reply
+invalidate_entry = pyfuse3.invalidate_entry
+#: pyfuse3's default mount options
+DEFAULT_OPTIONS: frozenset[str] = frozenset(pyfuse3.default_options)
+
+
+def start_session(ops: pyfuse3.Operations, mountpoint: str, options: set[str]) -> None:
+    """Mount ``ops`` at ``mountpoint`` (RuntimeError if the kernel refuses)."""
+    pyfuse3.init(ops, mountpoint, options)
+
+
+async def serve_requests(**loop: int) -> None:
+    """Answer the kernel's requests until the session ends (an unmount or
+    ``stop_serving``); ``loop`` goes to ``pyfuse3.main``."""
+    await pyfuse3.main(**loop)
+
+
+def stop_serving() -> None:
+    """End ``serve_requests`` (from the trio thread)."""
+    pyfuse3.terminate()
+
+
+def end_session(unmount: bool) -> None:
+    """Close the session, unmounting when ``unmount``."""
+    pyfuse3.close(unmount=unmount)
+
 
 #: What the installed pyfuse3 adds to the release (dsfs's patch); empty for stock pyfuse3.
 EXTENSIONS: frozenset[str] = frozenset(getattr(pyfuse3, "extensions", ()))

@@ -26,15 +26,20 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import pyfuse3
-
 from dsfs.content import FileReader
 from dsfs.fuse.adapter import (
+    ENOATTR,
     ERRNO,
     BaseOperations,
+    EntryAttributes,
+    FileInfo,
+    FUSEError,
+    ReaddirToken,
+    StatvfsData,
     entry_attributes,
     guard,
     negative_entry,
+    readdir_reply,
     statvfs,
 )
 from dsfs.vfs import NoEntry, VersionFS
@@ -47,8 +52,8 @@ guarded = guard(ERRNO)
 INODE_HANDLES = 256
 
 
-def _read_only() -> pyfuse3.FUSEError:
-    return pyfuse3.FUSEError(errno.EROFS)
+def _read_only() -> FUSEError:
+    return FUSEError(errno.EROFS)
 
 
 class ReadOnlyOperations(BaseOperations):
@@ -81,7 +86,7 @@ class ReadOnlyOperations(BaseOperations):
 
     @guarded
     async def lookup(self, parent_inode: int, name: bytes, ctx: Any = None
-                     ) -> pyfuse3.EntryAttributes:
+                     ) -> EntryAttributes:
         done = self._handshake
         if done is not None:
             # no-open: the first lookup comes before the first file's open
@@ -93,7 +98,7 @@ class ReadOnlyOperations(BaseOperations):
             return negative_entry()
 
     @guarded
-    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def getattr(self, inode: int, ctx: Any = None) -> EntryAttributes:
         return entry_attributes(self.vfs.getattr(inode))
 
     @guarded
@@ -105,14 +110,14 @@ class ReadOnlyOperations(BaseOperations):
         if self.no_open_inode:
             # ENOSYS once: the kernel stops sending OPENDIR and RELEASEDIR and
             # caches listings (readdir gets the inode)
-            raise pyfuse3.FUSEError(errno.ENOSYS)
+            raise FUSEError(errno.ENOSYS)
         self.vfs.opendir(inode)
         return inode
 
     @guarded
-    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+    async def readdir(self, fh: int, start_id: int, token: ReaddirToken) -> None:
         for name, attr, next_id in self.vfs.readdir(fh, start_id):
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), entry_attributes(attr),
+            if not readdir_reply(token, os.fsencode(name), entry_attributes(attr),
                                          next_id):
                 break
 
@@ -121,7 +126,7 @@ class ReadOnlyOperations(BaseOperations):
         return None
 
     @guarded
-    async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
+    async def statfs(self, ctx: Any = None) -> StatvfsData:
         return statvfs(self.vfs.statfs())
 
     @guarded
@@ -132,7 +137,7 @@ class ReadOnlyOperations(BaseOperations):
     @guarded
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
         self.vfs.getattr(inode)
-        raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+        raise FUSEError(ENOATTR)
 
     @guarded
     async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
@@ -145,14 +150,14 @@ class ReadOnlyOperations(BaseOperations):
     # -- reading files -------------------------------------------------------------
 
     @guarded
-    async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+    async def open(self, inode: int, flags: int, ctx: Any = None) -> FileInfo:
         file = self.vfs.open(inode, writing=bool(flags & _WRITE_FLAGS))
         if self.no_open_inode:
             # ENOSYS once (here, after the checks, so this open still fails
             # as it should): no more OPEN and RELEASE; reads get the inode and
             # the kernel keeps the page cache as with keep_cache
-            raise pyfuse3.FUSEError(errno.ENOSYS)
-        return pyfuse3.FileInfo(fh=self.reader.open(file), keep_cache=True)
+            raise FUSEError(errno.ENOSYS)
+        return FileInfo(fh=self.reader.open(file), keep_cache=True)
 
     @guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -183,30 +188,30 @@ class ReadOnlyOperations(BaseOperations):
     # -- changes: a read-only version refuses them all --------------------------------
 
     async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None,
-                      ctx: Any = None) -> pyfuse3.EntryAttributes:
+                      ctx: Any = None) -> EntryAttributes:
         raise _read_only()
 
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         raise _read_only()
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
-                     ctx: Any = None) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+                     ctx: Any = None) -> tuple[FileInfo, EntryAttributes]:
         raise _read_only()
 
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
-                    ctx: Any = None) -> pyfuse3.EntryAttributes:
+                    ctx: Any = None) -> EntryAttributes:
         raise _read_only()
 
     async def mkdir(self, parent_inode: int, name: bytes, mode: int, ctx: Any = None
-                    ) -> pyfuse3.EntryAttributes:
+                    ) -> EntryAttributes:
         raise _read_only()
 
     async def symlink(self, parent_inode: int, name: bytes, target: bytes, ctx: Any = None
-                      ) -> pyfuse3.EntryAttributes:
+                      ) -> EntryAttributes:
         raise _read_only()
 
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes, ctx: Any = None
-                   ) -> pyfuse3.EntryAttributes:
+                   ) -> EntryAttributes:
         raise _read_only()
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: Any = None) -> None:

@@ -25,7 +25,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import pyfuse3
 import trio
 
 from dsfs.chore import describe
@@ -34,7 +33,15 @@ from dsfs.content.spans import span_policy
 from dsfs.errors import ConflictError, DsfsError, InputError, LocalError
 from dsfs.format.manifest import Header
 from dsfs.fuse import BaseOperations, ReadOnlyOperations
-from dsfs.fuse.adapter import PATCHED, pyfuse3_build
+from dsfs.fuse.adapter import (
+    DEFAULT_OPTIONS,
+    PATCHED,
+    end_session,
+    pyfuse3_build,
+    serve_requests,
+    start_session,
+    stop_serving,
+)
 from dsfs.fuse.writable import WritableOperations
 from dsfs.logutil import rate_limit_repeats
 from dsfs.mount import cachectl, table
@@ -97,7 +104,7 @@ def fuse_options(header: Header, allow_other: bool, debug: bool, writable: bool 
     only on a mount other users may enter: without ``allow_other`` nobody but
     the mounting user (and root) can, and the check would cost a GETATTR of the
     parent after every create and rename."""
-    options = set(pyfuse3.default_options) - {"default_permissions"}
+    options = set(DEFAULT_OPTIONS) - {"default_permissions"}
     options |= {"nodev", "nosuid", f"fsname=dsfs:{header.id}", "subtype=dsfs"}
     if not writable:
         options.add("ro")
@@ -128,7 +135,8 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
         source = open_tree_source(repo, header)
         reader = ChunkReader(repo.cache, repo.store, limit=None if cache_size is None
                              else cachectl.CacheLimit(repo.cache, cache_size),
-                             spans=span_policy(source.totals()[1], repo.cache.root, cache_size))
+                             spans=span_policy(source.totals()[1], repo.cache.root, cache_size,
+                                               scope=header.id))
         ops: BaseOperations
         if upper is not None:
             session = _writable(repo, header, source, upper, records, reader, path)
@@ -140,7 +148,7 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
         for signum in _STOP_SIGNALS:
             signal.signal(signum, _remember_signal)
         try:
-            pyfuse3.init(ops, path, fuse_options(header, allow_other, debug,
+            start_session(ops, path, fuse_options(header, allow_other, debug,
                                                  writable=session is not None))
         except RuntimeError as exc:
             raise ConflictError(f"cannot mount at {path}: {exc} (see {log_file})") from None
@@ -155,7 +163,7 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
             })
         except BaseException as exc:
             # the kernel shows the mount already: never leave it without a server
-            pyfuse3.close(unmount=True)
+            end_session(unmount=True)
             if isinstance(exc, OSError):
                 raise LocalError(f"cannot write the mount's state file "
                                  f"{table.state_path(path)}: {describe(exc)}") from None
@@ -187,7 +195,7 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
         raise
     finally:
         reader.close()
-        pyfuse3.close(unmount=unmount)
+        end_session(unmount=unmount)
         if session is not None:
             _close_overlay(session)
         try:
@@ -208,7 +216,7 @@ def _writable(repo: Repository, header: Header, source: TreeSource, upper: Upper
         log.warning("the data of %s is kept in %s", where, kept)
     if removed:
         log.info("removed %d data file(s) no edit refers to", removed)
-    ops = WritableOperations(fs, reader)
+    ops = WritableOperations(fs, reader, no_open=PATCHED)
 
     def fresh(version: Header) -> TreeSource:
         return open_tree_source(repo, version)
@@ -246,7 +254,7 @@ async def _main(reader: ChunkReader, ready_fd: int | None, session: Session | No
                            "version_id": session.header.id if session else None})
         # the patched build's loop takes how often it lets the other tasks run
         loop: dict[str, int] = {"yield_every": YIELD_EVERY} if PATCHED else {}
-        await pyfuse3.main(min_tasks=4, max_tasks=MAX_TASKS, **loop)
+        await serve_requests(min_tasks=4, max_tasks=MAX_TASKS, **loop)
         nursery.cancel_scope.cancel()
 
 
@@ -263,11 +271,11 @@ async def _on_signal(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNOR
         task_status.started()
         if _early_signals:  # arrived between the mount and this receiver
             log.info("received %s: unmounting", signal.Signals(_early_signals[0]).name)
-            pyfuse3.terminate()
+            stop_serving()
             return
         async for signum in signals:
             log.info("received %s: unmounting", signal.Signals(signum).name)
-            pyfuse3.terminate()
+            stop_serving()
             return
 
 
