@@ -128,7 +128,7 @@ EXIT_CODES: dict[int, str] = {
     IntegrityError.exit_code: "integrity failure: data does not match its digest",
     FormatVersionError.exit_code: "the store was written by a newer dsfs",
     StoreError.exit_code: "the store failed or could not be reached",
-    InputError.exit_code: "a local input path is missing or unusable",
+    InputError.exit_code: "a local input path or external URL is missing or unusable",
     DiskFullError.exit_code: "no space left on a local disk (cache, data dir, target)",
     LocalError.exit_code: "a local directory, program or process dsfs needs is unusable",
 }

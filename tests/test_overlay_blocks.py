@@ -78,7 +78,7 @@ def test_overlapping_writes_share_one_copy_up_and_one_fill(fs: OverlayFS) -> Non
     assert reader.reads == [("d/f", 0, len(DATA))]  # one fetch for three writers
     assert node.data is not None and not node.missing
     assert reader.files == {}  # every reader handle released
-    opened = Opened(fs.open(node.ino, False), False)
+    opened = Opened(fs.open(node.ino))
     assert trio.run(blocks.read, opened, 0, len(DATA)) == DATA
     blocks.close(opened)
 
@@ -87,8 +87,8 @@ def test_a_partly_copied_file_reads_from_both_layers_and_fills_for_commit(
         fs: OverlayFS) -> None:
     reader = SlowReader({"d/f": DATA})
     blocks = Blocks(fs, reader)
-    node = fs.open(fs.resolve("d/f").ino, True)
-    opened = Opened(node, True)
+    node = fs.open(fs.resolve("d/f").ino)
+    opened = Opened(node)
     trio.run(blocks.copy_up, node, None)
     assert node.data is not None and node.missing == {0}  # sparse: nothing fetched yet
     assert reader.reads == []

@@ -56,12 +56,12 @@ def test_edits_replay_to_the_same_upper_layer(tmp_path: Path) -> None:
     fs = open_fs(tmp_path / "o", source)
     d = ino(fs, "d")
     node = fs.create(d, "new.txt", stat.S_IFREG | 0o600)
-    fs.open(node.ino, True)
+    fs.open(node.ino)
     plan = fs.copy_up_plan(node, None)
     assert plan is None  # created files live in the upper layer already
     node.fd = os.open(fs.upper.data_path(node.data), os.O_RDWR)
     fs.write(node, 0, b"hello")
-    fs.release(node, True)
+    fs.release(node)
     fs.mkdir(ROOT_INO, "empty", 0o750)
     fs.symlink(d, "s", "../l")
     fs.unlink(d, "b.txt")
@@ -110,9 +110,9 @@ def test_spare_data_files_and_unchanged_attributes(tmp_path: Path) -> None:
     d = ino(fs, "d")
     data = tmp_path / "o" / "data"
     node = fs.create(d, "new", stat.S_IFREG | 0o600, opening=True)
-    assert node.fd is not None and node.opens == node.writers == 1
+    assert node.fd is not None and node.opens == 1
     assert os.fstat(node.fd).st_mtime_ns == node.mtime_ns  # what a remount reads back
-    fs.release(node, True)
+    fs.release(node)
     deadline = time.monotonic() + 10
     while len(os.listdir(data)) < 1 + SPARES and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -182,7 +182,7 @@ def test_partial_copy_up_keeps_untouched_blocks_below(tmp_path: Path) -> None:
     tree = lower_tree(big=0, huge=size)
     fs = open_fs(tmp_path / "o", tree)
     node = fs.resolve("huge")
-    fs.open(node.ino, True)
+    fs.open(node.ino)
     plan = fs.copy_up_plan(node, None)
     assert plan is not None and plan.length == size
     fs.copy_up_done(plan)
@@ -201,7 +201,7 @@ def test_partial_copy_up_keeps_untouched_blocks_below(tmp_path: Path) -> None:
     fs.setattr(node.ino, size=BLOCK + 100)  # what grows back is zeros, not lower bytes
     assert fs.read_plan(node, BLOCK, 100) == [(True, BLOCK, BLOCK + 3),
                                               (False, BLOCK + 3, BLOCK + 100)]
-    fs.release(node, True)
+    fs.release(node)
     fs.upper.close()
     again = open_fs(tmp_path / "o", tree)
     copy = again.resolve("huge")

@@ -150,12 +150,12 @@ class Harness:
         self.upper.close()
 
     def hold(self, path: str) -> None:
-        node = self.fs.open(self.fs.resolve(path).ino, True)
+        node = self.fs.open(self.fs.resolve(path).ino)
         self.held.append(node)
 
     def release_held(self) -> None:
         for node in self.held:
-            self.fs.release(node, True)
+            self.fs.release(node)
         self.held = []
 
     def write_node(self, node: Node, offset: int, data: bytes) -> None:
@@ -194,7 +194,7 @@ class Harness:
             self.fs.copy_up_done(plan)
 
     def write(self, path: str, offset: int, data: bytes) -> None:
-        node = self.fs.open(self.fs.resolve(path).ino, True)
+        node = self.fs.open(self.fs.resolve(path).ino)
         try:
             if node.data is None or node.missing:
                 self._copy_up(node, None)
@@ -203,7 +203,7 @@ class Harness:
                 self._fill(node, offset, offset + len(data), covered=True)
             self.fs.write(node, offset, data)
         finally:
-            self.fs.release(node, True)
+            self.fs.release(node)
 
     def create(self, path: str, mode: int, data: bytes) -> None:
         parent, name = self.where(path)
@@ -212,7 +212,7 @@ class Harness:
             if data:
                 self.fs.write(node, 0, data)
         finally:
-            self.fs.release(node, True)
+            self.fs.release(node)
 
     def truncate(self, path: str, size: int) -> None:
         node = self.fs.resolve(path)

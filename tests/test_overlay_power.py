@@ -146,11 +146,11 @@ def step(h: Harness, model: History, op: tuple) -> None:
     elif kind == "fsync":
         path = pick(files, i)
         if path is not None:
-            node = h.fs.open(h.fs.resolve(path).ino, True)
+            node = h.fs.open(h.fs.resolve(path).ino)
             try:
                 h.fs.fsync(node, datasync=bool(j % 2))
             finally:
-                h.fs.release(node, True)
+                h.fs.release(node)
             model.fsyncs.setdefault(names[path][1], []).append(n)
             model.barriers.append(n)
     elif kind == "fsyncdir":

@@ -7,6 +7,7 @@ import click
 from dsfs.catalog import Catalog
 from dsfs.dataset import Dataset
 from dsfs.engine import versions
+from dsfs.errors import UsageError
 
 from ..completion import complete_ref
 from ..context import AppContext, json_option, parse_ref_text, pass_app, split_multi
@@ -52,8 +53,10 @@ def create(app: AppContext, project: str, name: str, version_: str | None,
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(readable=False))
+@click.argument("paths", nargs=-1, type=click.Path(readable=False))
 @click.option("--id", "draft_id", metavar="ID", help="Draft to add to [default: the current one].")
+@click.option("--links", "links", multiple=True, metavar="URL",
+              help="External objects (s3://, https://) to reference, not copy (repeat).")
 @click.option("--dataset-folder", default="", metavar="D",
               help="Place the files below this folder of the dataset.")
 @click.option("--wildcard", "wildcards", multiple=True, metavar="GLOB",
@@ -61,16 +64,21 @@ def create(app: AppContext, project: str, name: str, version_: str | None,
 @click.option("--non-recursive", is_flag=True, help="Do not descend into subdirectories.")
 @json_option
 @pass_app
-def add(app: AppContext, paths: tuple[str, ...], draft_id: str | None, dataset_folder: str,
-        wildcards: tuple[str, ...], non_recursive: bool, as_json: bool) -> None:
+def add(app: AppContext, paths: tuple[str, ...], draft_id: str | None, links: tuple[str, ...],
+        dataset_folder: str, wildcards: tuple[str, ...], non_recursive: bool,
+        as_json: bool) -> None:
     """Add files or folders to a draft (a folder's contents, not the folder itself).
 
     Symlinks are stored as symlinks and never followed (LINK/ with a slash
     adds the folder LINK points to); fifos, sockets and devices are skipped
     with a warning.  A directory that cannot be read fails the whole add.
-    Files are read when the draft is closed."""
+    Files are read when the draft is closed.  A URL (s3://BUCKET/KEY, an
+    s3://BUCKET/PREFIX/ folder, https://...) is an external file: referenced
+    by URL, read once at close for its digests, never copied to the store."""
+    if not paths and not links:
+        raise UsageError("add needs PATHS or --links URL")
     ds = Dataset.open_draft(draft_id, app.store, app.cache_dir, app.reporter)
-    count = ds.add_files(list(paths), list(wildcards) or None, dataset_folder,
+    count = ds.add_files(list(paths) + list(links), list(wildcards) or None, dataset_folder,
                          not non_recursive)
     if as_json:
         print_json({"draft": ds.id, "added": count})

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import click
 
+from dsfs import config
 from dsfs.catalog import drop_cached_manifests
 from dsfs.engine import parts
 from dsfs.engine import prefetch as prefetch_plan
@@ -62,8 +63,16 @@ def stats(app: AppContext, as_json: bool) -> None:
     counts = found.counters
     click.echo(f"fetched: {counts.get('gets', 0)} GET(s), "
                f"{human_size(counts.get('fetched_bytes', 0))} "
-               f"({counts.get('span_fetches', 0)} whole pack(s)); "
+               f"({counts.get('span_fetches', 0)} whole pack(s), "
+               f"{counts.get('shuffled_spans', 0)} of them at a first read of shuffled reads); "
                f"read: {human_size(counts.get('read_bytes', 0))} (since the last clear)")
+    after, shuffled, seconds, share = config.span_settings()
+    click.echo("spans:   " + ("off" if after <= 0 else
+               f"a pack whole after {after} cold reads in it"
+               + (f", or at the first once {shuffled} packs of a version had one"
+                  if shuffled > 0 else "")
+               + f" (within {seconds:g} s; for versions up to {share:g} of the "
+               "limit or free space)"))
     if found.oldest_access:
         when = time.localtime(found.oldest_access)
         click.echo(f"oldest access: {time.strftime('%Y-%m-%d %H:%M', when)}")

@@ -78,7 +78,7 @@ def commit(app: AppContext, mountpoint: str, message: str, version_: str | None,
 @click.argument("mountpoint", type=click.Path())
 @pass_app
 def discard(app: AppContext, mountpoint: str) -> None:
-    """Drop every edit of a writable mount (refused while files are open for writing)."""
+    """Drop every edit of a writable mount (files open meanwhile keep what they had)."""
     answer = _ask(mountpoint, {"op": "discard"})
     if not app.quiet:
         click.echo(f"discarded the edits of {mountpoint} ({answer['discarded']} paths)")

@@ -35,6 +35,7 @@ from dsfs.format.manifest import ChunkRef
 from dsfs.format.pack import pack_key, read_index
 from dsfs.fsutil import TMP_PREFIX, write_temp
 from dsfs.store.base import Store
+from dsfs.store.external import corrupt_chunk, read_pack_range
 
 #: Adjacent chunks of one pack closer than this are fetched with one ranged read.
 COALESCE_GAP = 256 * 1024
@@ -92,7 +93,7 @@ class ChunkCache:
 
     def count(self, **deltas: int) -> None:
         """Add to this process's counts (``gets``, ``fetched_bytes``,
-        ``read_bytes``, ``span_fetches``)."""
+        ``read_bytes``, ``span_fetches``, ``shuffled_spans``)."""
         with self._counts_lock:
             for name, delta in deltas.items():
                 self._counts[name] += delta
@@ -227,15 +228,12 @@ class ChunkCache:
             pack_id, group = job
             start = group[0].offset
             end = group[-1].offset + group[-1].length
-            blob = store.get_range(pack_key(pack_id), start, end - start)
+            blob = read_pack_range(store, pack_id, start, end - start)
             self.count(gets=1, fetched_bytes=len(blob))
             for ref in group:
                 data = blob[ref.offset - start : ref.offset - start + ref.length]
                 if chunk_id(data) != ref.chunk_id:
-                    raise IntegrityError(
-                        f"chunk {ref.chunk_id} in pack {pack_id} of the store is corrupt "
-                        "(its bytes do not match its digest)"
-                    )
+                    raise IntegrityError(corrupt_chunk(ref.chunk_id, pack_id))
                 tmp, final = self._stage(ref.chunk_id, data)
                 with lock:
                     staged.append((ref.chunk_id, ref.length, tmp, final))

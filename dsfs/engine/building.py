@@ -45,8 +45,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from dsfs.engine import dirtree
-from dsfs.engine.dirtree import DirTree, file_head, same_content, same_file
+from dsfs.engine import dirtree, external, statdigest
+from dsfs.engine.dirtree import DirTree, VersionTree, file_head, same_content, same_file
 from dsfs.engine.packer import Packer, PendingRef
 from dsfs.engine.scan import SourceItem, readlink, skip_special, stat_listing
 from dsfs.engine.treeindex import Decoder, encode_entry
@@ -78,7 +78,7 @@ class DeltaSpool:
         self._pack_id: Any = None
 
     def write(self, entry: Entry) -> None:
-        for ref in entry.chunks:
+        for ref in () if entry.url is not None else entry.chunks:  # external: no packs
             if not ref.pack_id.startswith("@"):
                 self.pack_ids.add(ref.pack_id)
         self._file.write(entry_line(entry))
@@ -167,6 +167,13 @@ class DeltaBuilder:
             self._changed(old, self._decoder.decode(path, enc))
 
     def item(self, path: str, old: bytes | None, item: SourceItem) -> None:
+        if item.kind == FILE and external.is_external(item.source):
+            entry = external.hash_object(path, item)
+            if old is not None and old == encode_entry(entry):
+                self.keep(path, old)
+            else:
+                self._changed(old, entry)
+            return
         if item.kind == FILE:
             if (self.trust_mtime and old is not None
                     and old[:dirtree.HEAD_SIZE] == file_head(item.mode, item.mtime_ns,
@@ -322,12 +329,26 @@ def sync_folder(builder: DeltaBuilder, base: DirTree, root: str, reporter: Repor
     # a snapshot writes every entry: no quick path that skips unchanged ones
     trust = builder.trust_mtime and not builder.snapshot
 
+    # a directory whose stat digest equals its base listing's memoized one
+    # passes whole, without reading that listing (one parent's tree only)
+    digests = base if trust and isinstance(base, VersionTree) else None
     read = 0
 
     def frame(prefix: str, directory: str, node: Any, is_root: bool) -> _Frame:
         nonlocal read
         names, stats = stat_listing(directory, reporter, is_root)
+        known = None
+        if digests is not None and node is not None:
+            known = digests.stat_digest(node)
+            if known is not None and known == statdigest.of_stats(names, stats):
+                builder.totals.files += len(names)
+                builder.totals.size += sum(map(_SIZE, stats))
+                return _Frame(prefix, directory, [])
         listing = base.listing(node) if node is not None else []
+        if digests is not None and known is None and node is not None:
+            digest = statdigest.of_listing(listing)
+            if digest is not None:
+                digests.remember_stat_digest(node, digest)
         read += len(listing)
         if read >= RELEASE_EVERY:  # the base's listings are read once each
             read = 0
@@ -379,6 +400,8 @@ def sync_folder(builder: DeltaBuilder, base: DirTree, root: str, reporter: Repor
             frames.append(pushed)
         else:
             frames.pop()
+    if digests is not None:
+        digests.flush()
 
 
 # -- close: a flat stream of the new tree joined with the base ------------------------------

@@ -95,6 +95,11 @@ _FIRST = _HEAD.size + _FILE.size
 
 def _file_refs(encoded: bytes) -> list[RawRef]:
     count = _FILE.unpack_from(encoded, _HEAD.size)[1]
+    end = _FIRST + count * _CHUNK.size
+    if len(encoded) > end:  # an external file: its chunks lie in the object at its URL
+        url = encoded[end:].partition(b"\n")[0]
+        return [(cid, url, offset, length) for cid, _zero, offset, length
+                in (_CHUNK.unpack_from(encoded, _FIRST + i * _CHUNK.size) for i in range(count))]
     if count == 1:
         return [_CHUNK.unpack_from(encoded, _FIRST)]
     return [_CHUNK.unpack_from(encoded, _FIRST + i * _CHUNK.size) for i in range(count)]

@@ -70,6 +70,17 @@ class VersionTree:
     def listing(self, node: Any) -> Listing:
         return self.source.dir_listing(node)
 
+    def stat_digest(self, node: Any) -> bytes | None:
+        """The memoized ``statdigest.of_listing`` of ``listing(node)``, or None."""
+        return self.source.stat_digest(node)
+
+    def remember_stat_digest(self, node: Any, digest: bytes) -> None:
+        self.source.remember_stat_digest(node, digest)
+
+    def flush(self) -> None:
+        """Write the digests remembered and not yet written."""
+        self.source.flush_stat_digests()
+
 
 def open_version_tree(repo: Repository, header: Header) -> VersionTree:
     return VersionTree(open_tree_source(repo, header))

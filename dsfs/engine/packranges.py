@@ -18,8 +18,8 @@ from dsfs.errors import IntegrityError
 from dsfs.format.digest import PREFIX as CHUNK_PREFIX
 from dsfs.format.digest import chunk_id, digest_bytes
 from dsfs.format.manifest import ChunkRef
-from dsfs.format.pack import pack_key
 from dsfs.store.base import Store
+from dsfs.store.external import corrupt_chunk, read_pack_range
 
 Range = tuple[str, list[ChunkRef]]
 
@@ -52,14 +52,12 @@ def read_ranges(store: Store, ranges: Iterable[Range], out: dict[str, memoryview
     for pack_id, group in ranges:
         start = group[0].offset
         end = group[-1].offset + group[-1].length
-        blob = memoryview(store.get_range(pack_key(pack_id), start, end - start))
+        blob = memoryview(read_pack_range(store, pack_id, start, end - start))
         total += end - start
         for ref in group:
             data = blob[ref.offset - start: ref.offset - start + ref.length]
             if chunk_id(data) != ref.chunk_id:
-                raise IntegrityError(
-                    f"chunk {ref.chunk_id} in pack {pack_id} of the store is corrupt "
-                    "(its bytes do not match its digest)")
+                raise IntegrityError(corrupt_chunk(ref.chunk_id, pack_id))
             out[ref.chunk_id] = data
     return total
 
@@ -100,13 +98,13 @@ def read_raw(store: Store, ranges: Iterable[RawRange], out: dict[bytes, memoryvi
     for pack, group in ranges:
         start = group[0][2]
         end = max(ref[2] + ref[3] for ref in group)
-        blob = memoryview(store.get_range(pack_key(pack.hex()), start, end - start))
+        # a raw pack id, or an external file's URL (``copywriter._file_refs``)
+        location = pack.decode() if b"://" in pack else pack.hex()
+        blob = memoryview(read_pack_range(store, location, start, end - start))
         total += end - start
         for cid, _pack, offset, length in group:
             data = blob[offset - start: offset - start + length]
             if digest_bytes(data) != cid:
-                raise IntegrityError(
-                    f"chunk {CHUNK_PREFIX}{cid.hex()} in pack {pack.hex()} of the store is "
-                    "corrupt (its bytes do not match its digest)")
+                raise IntegrityError(corrupt_chunk(CHUNK_PREFIX + cid.hex(), location))
             out[cid] = data
     return total

@@ -145,6 +145,7 @@ class LmdbTreeSource:
         self._unreleased = 0
         #: How many directories this process resolved (not found memoized).
         self.resolved = 0
+        self._heads: list[tuple[bytes, bytes, bytes]] = []
 
     # -- TreeSource --------------------------------------------------------------
 
@@ -268,6 +269,27 @@ class LmdbTreeSource:
         if any(items[i][0] >= items[i + 1][0] for i in range(len(items) - 1)):
             items.sort(key=lambda item: item[0])
         return items
+
+    def stat_digest(self, path: str) -> bytes | None:
+        """The stat digest (``dsfs.engine.statdigest``) memoized for directory
+        ``path``'s listing, or None.  Kept per listing owner: versions that
+        share a listing share its digest."""
+        record = self._dir(self.vid, path)
+        return None if record is None else self.index.tree_heads(record.owner, dir_key(path))
+
+    def remember_stat_digest(self, path: str, digest: bytes) -> None:
+        """Memoize ``statdigest.of_listing`` of directory ``path``'s listing
+        (written in batches; ``flush_stat_digests`` writes the rest)."""
+        record = self._dir(self.vid, path)
+        if record is not None:
+            self._heads.append((record.owner, dir_key(path), digest))
+            if len(self._heads) >= 1000:
+                self.flush_stat_digests()
+
+    def flush_stat_digests(self) -> None:
+        if self._heads:
+            self.index.put_tree_heads(self._heads)
+            self._heads = []
 
     def walk_children(self, path: str) -> list[tuple[str, Entry]]:
         """``children`` for a walk that lists each directory once: the listing

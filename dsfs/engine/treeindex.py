@@ -76,8 +76,13 @@ def encode_entry(entry: Entry) -> bytes:
     head = _HEAD.pack(_KINDS[entry.kind], entry.mode, entry.mtime_ns, entry.size)
     if entry.kind == FILE:
         parts = [head, _FILE.pack(_raw_digest(entry.digest or ""), len(entry.chunks))]
-        parts += [_CHUNK.pack(_raw_digest(c.chunk_id), bytes.fromhex(c.pack_id), c.offset,
-                              c.length) for c in entry.chunks]
+        if entry.url is not None:  # an external file: its URL follows the chunks
+            parts += [_CHUNK.pack(_raw_digest(c.chunk_id), raw.EXTERNAL_PACK, c.offset,
+                                  c.length) for c in entry.chunks]
+            parts.append(f"{entry.url}\n{entry.etag or ''}".encode())
+        else:
+            parts += [_CHUNK.pack(_raw_digest(c.chunk_id), bytes.fromhex(c.pack_id), c.offset,
+                                  c.length) for c in entry.chunks]
         return b"".join(parts)
     if entry.kind == SYMLINK:
         return head + (entry.target or "").encode("utf-8", "surrogateescape")
@@ -104,13 +109,17 @@ class Decoder:
             digest = CHUNK_PREFIX + raw.hex()
             chunks = []
             pos = _HEAD.size + _FILE.size
+            url = etag = None
+            if len(data) > pos + count * _CHUNK.size:  # an external file
+                url, _, etag = data[pos + count * _CHUNK.size:].decode().partition("\n")
             for _ in range(count):
                 craw, praw, offset, length = _CHUNK.unpack_from(data, pos)
                 pos += _CHUNK.size
                 # a one-chunk file's chunk id is its digest: share the string
                 cid = digest if craw == raw else CHUNK_PREFIX + craw.hex()
-                chunks.append(ChunkRef(cid, self._pack(praw), offset, length))
-            return Entry(path, FILE, size, mode, mtime, digest, tuple(chunks))
+                chunks.append(ChunkRef(cid, url or self._pack(praw), offset, length))
+            return Entry(path, FILE, size, mode, mtime, digest, tuple(chunks), url=url,
+                         etag=etag)
         if kind == KIND_SYMLINK:
             target = data[_HEAD.size:].decode("utf-8", "surrogateescape")
             return Entry(path, SYMLINK, size, mode, mtime, target=target)
@@ -247,7 +256,8 @@ def index_version(repo: Repository, header: Header) -> VersionInfo:
                                 value = b"".join([
                                     pack_head(cut_file, KIND_FILE, mode, mtime, e.s),
                                     _FILE.pack(digest, len(chunks)),
-                                    *(_CHUNK.pack(*ch) for ch in chunks)])
+                                    *(_CHUNK.pack(*ch) for ch in chunks),
+                                    raw.external_trailer(e)])
                         elif kind == "x":
                             yield key, _CUT_RECORD
                             while parent and parent not in marked and parent not in touched:

@@ -17,9 +17,9 @@ from dsfs.engine.treeindex import Decoder
 from dsfs.errors import DsfsError
 from dsfs.format.digest import CHUNK_SIZE, chunk_id, file_hasher
 from dsfs.format.manifest import FILE, SYMLINK, ChunkRef, Entry, Header
-from dsfs.format.pack import pack_key
 from dsfs.report import Reporter
 from dsfs.repository import Repository
+from dsfs.store import external
 
 VERIFY_THREADS = 8
 
@@ -47,13 +47,13 @@ def verify_store(repo: Repository, header: Header, reporter: Reporter | None = N
         found = []
         for ref in sorted(refs.values(), key=lambda r: r.offset):
             try:
-                data = repo.store.get_range(pack_key(pack_id), ref.offset, ref.length)
+                data = external.read_pack_range(repo.store, pack_id, ref.offset, ref.length)
             except DsfsError as exc:
                 found.append(f"{users[ref.chunk_id][0]}: chunk {ref.chunk_id} unreadable: {exc}")
                 continue
             if chunk_id(data) != ref.chunk_id:
                 for path in users[ref.chunk_id]:
-                    found.append(f"{path}: chunk {ref.chunk_id} in pack {pack_id} is corrupt")
+                    found.append(f"{path}: {external.corrupt_chunk(ref.chunk_id, pack_id)}")
         return found
 
     total = int(header.stats.get("files", 0))
@@ -63,15 +63,24 @@ def verify_store(repo: Repository, header: Header, reporter: Reporter | None = N
         by_pack: dict[str, dict[str, ChunkRef]] = defaultdict(dict)
         refs = files = 0
 
+        outside: list[Entry] = []
+
         def check_window() -> None:
             for found in pool.map(lambda item: check_pack(item, users), by_pack.items()):
                 problems.extend(found)
+            problems.extend(p for p in pool.map(_check_external, outside) if p)
+            outside.clear()
             progress.advance(files)
 
         for entry in treewalk.iter_files(source):
             files += 1
             if entry.kind != FILE:
                 continue
+            if entry.url is not None:
+                outside.append(entry)
+                refs += 1
+                if entry.etag:  # the ETag vouches for the bytes: no need to read them
+                    continue
             for ref in entry.chunks:
                 users[ref.chunk_id].append(entry.path)
                 by_pack[ref.pack_id][ref.chunk_id] = ref
@@ -82,6 +91,25 @@ def verify_store(repo: Repository, header: Header, reporter: Reporter | None = N
                 refs = files = 0
         check_window()
     return sorted(problems)
+
+
+def _check_external(entry: Entry) -> str | None:
+    """An external file's object as it is now against what close recorded:
+    gone, another size or another ETag is a problem (the bytes are not read)."""
+    url = entry.url or ""
+    try:
+        now = external.stat(url)
+    except DsfsError as exc:
+        return f"{entry.path}: external object {external.shown(url)} unreadable: {exc}"
+    if now is None:
+        return f"{entry.path}: external object {external.shown(url)} is gone"
+    if now.size != entry.size:
+        return (f"{entry.path}: external object {external.shown(url)} changed "
+                f"(size {entry.size} -> {now.size})")
+    if entry.etag and now.etag != entry.etag:
+        return (f"{entry.path}: external object {external.shown(url)} changed "
+                f"(ETag {entry.etag} -> {now.etag or 'none'})")
+    return None
 
 
 def verify_folder(repo: Repository, header: Header, folder: str,

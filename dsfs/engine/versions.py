@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from dsfs import catalog as cat
-from dsfs.engine import attributes, dirtree, draftops, drafts, locks, treewalk
+from dsfs.engine import attributes, dirtree, draftops, drafts, external, locks, treewalk
 from dsfs.engine.building import DeltaBuilder, join, sync_folder
 from dsfs.engine.dirtree import DirTree
 from dsfs.engine.drafts import Draft
@@ -98,6 +98,10 @@ def add_files(draft: Draft, paths: list[str], dataset_folder: str = "",
     wildcards = [wildcard] if wildcard is None or isinstance(wildcard, str) else wildcard
     added = 0
     for path in paths:
+        if "://" in path:  # an external object or s3:// folder, recorded by URL
+            added += draft.add_items(external.scan(
+                path, dataset_folder, [w for w in wildcards if w], recursive))
+            continue
         scans = [scan(path, dataset_folder, pattern, recursive, reporter)
                  for pattern in wildcards]
         added += draft.add_items(scans[0] if len(scans) == 1 else _union(scans))

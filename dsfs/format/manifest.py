@@ -24,11 +24,11 @@ import json
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from dsfs.errors import IntegrityError
 from dsfs.format.digest import is_chunk_id
-from dsfs.format.version import FORMAT_VERSION, check_format_version
+from dsfs.format.version import BASE_FORMAT, EXTERNAL_FORMAT, check_format_version
 
 MANIFEST_MAGIC = b"DSFSMNFT"
 _PREFIX = struct.Struct("<8sHHI")
@@ -37,6 +37,10 @@ PREFIX_SIZE = _PREFIX.size  # 16
 HEADER_PROBE_SIZE = 64 * 1024
 
 FILE, DIR, SYMLINK, REMOVED = "file", "dir", "symlink", "removed"
+#: URL schemes an external file may have (read by ``dsfs.store.external``).
+EXTERNAL_SCHEMES = ("s3", "https", "http")
+EXTERNAL_KEY = b'"u":{'
+
 _KIND_CODES = {FILE: "f", DIR: "d", SYMLINK: "l", REMOVED: "x"}
 _CODE_KINDS = {v: k for k, v in _KIND_CODES.items()}
 
@@ -67,6 +71,10 @@ class Entry:
     digest: str | None = None
     chunks: tuple[ChunkRef, ...] = ()
     target: str | None = None
+    #: An external file (format 2): the object's URL, which is then also the
+    #: location of every chunk (``ChunkRef.pack_id``), and its ETag at close.
+    url: str | None = None
+    etag: str | None = None
 
     def same_content(self, other: Entry) -> bool:
         """True when a user would call the two unchanged (mtime aside)."""
@@ -183,7 +191,12 @@ def entry_to_json(entry: Entry) -> dict[str, Any]:
     if entry.kind == FILE:
         obj["s"] = entry.size
         obj["h"] = entry.digest
-        obj["c"] = [[c.chunk_id, c.pack_id, c.offset, c.length] for c in entry.chunks]
+        if entry.url is not None:
+            # an external file's chunks lie in the object itself: "" stands for it
+            obj["c"] = [[c.chunk_id, "", c.offset, c.length] for c in entry.chunks]
+            obj["u"] = {"url": entry.url, "etag": entry.etag or ""}
+        else:
+            obj["c"] = [[c.chunk_id, c.pack_id, c.offset, c.length] for c in entry.chunks]
     elif entry.kind == SYMLINK:
         obj["l"] = _encode_path(entry.target or "")
     return obj
@@ -197,8 +210,9 @@ def entry_from_json(obj: Any) -> Entry:
             return Entry(path, REMOVED)
         mode, mtime = int(obj["m"]), int(obj["mt"])
         if kind == FILE:
+            url, etag = external_of(obj)
             chunks = tuple(
-                ChunkRef(_str(c[0]), _hex_id(c[1], "pack id"), int(c[2]), int(c[3]))
+                ChunkRef(_str(c[0]), _location(c[1], url), int(c[2]), int(c[3]))
                 for c in obj["c"]
             )
             if any(c.offset < 0 or c.length < 0 for c in chunks):
@@ -208,7 +222,7 @@ def entry_from_json(obj: Any) -> Entry:
                 raise ValueError("chunk lengths do not add up to the file size")
             if not all(is_chunk_id(c.chunk_id) for c in chunks) or not is_chunk_id(obj["h"]):
                 raise ValueError("bad digest")
-            return Entry(path, FILE, size, mode, mtime, obj["h"], chunks)
+            return Entry(path, FILE, size, mode, mtime, obj["h"], chunks, url=url, etag=etag)
         if kind == SYMLINK:
             target_obj = obj["l"]
             target = target_obj["p"] if "p" in target_obj else base64.b64decode(
@@ -223,6 +237,28 @@ def entry_from_json(obj: Any) -> Entry:
         raise IntegrityError(f"manifest entry is malformed ({exc}): {str(obj)[:200]}") from None
 
 
+def external_of(obj: Any) -> tuple[str | None, str | None]:
+    """The ``u`` key of a file entry: (URL, ETag), or (None, None) for a file
+    held in the store's packs."""
+    ext = obj.get("u")
+    if ext is None:
+        return None, None
+    url, etag = _str(ext["url"]), _str(ext.get("etag", ""))
+    if any(c in url + etag for c in "\n\x00"):
+        raise ValueError("external URL or ETag holds a newline or NUL")
+    if "://" not in url or url.split("://", 1)[0].lower() not in EXTERNAL_SCHEMES:
+        raise ValueError(f"external URL {url[:80]!r} has an unsupported scheme")
+    return url, etag
+
+
+def _location(pack: Any, url: str | None) -> str:
+    if url is not None:
+        if pack != "":
+            raise ValueError("an external file's chunk names a pack")
+        return url
+    return _hex_id(pack, "pack id")
+
+
 def entry_line(entry: Entry) -> bytes:
     """One manifest line (JSON and a newline), as ``encode`` writes it."""
     return json.dumps(entry_to_json(entry), separators=(",", ":")).encode() + b"\n"
@@ -234,18 +270,38 @@ def encode(header: Header, entries: Iterable[Entry]) -> bytes:
 
 def encode_lines(header: Header, lines: Iterable[bytes]) -> bytes:
     """A manifest from its header and its entries' lines (``entry_line``)."""
-    header_bytes = json.dumps(header.to_json(), sort_keys=True).encode("utf-8")
     body = io.BytesIO()
-    with gzip.GzipFile(fileobj=body, mode="wb", compresslevel=6, mtime=0) as gz:
+    write_lines(body, header, lines)
+    return body.getvalue()
+
+
+def write_lines(target: BinaryIO, header: Header, lines: Iterable[bytes]) -> None:
+    """Write the manifest of ``header`` and its entries' lines to ``target`` (a
+    seekable file) as they come: a manifest of millions of entries is never
+    held whole.  The format field is set once every line has been seen."""
+    header_bytes = json.dumps(header.to_json(), sort_keys=True).encode("utf-8")
+    start = target.tell()
+    version = BASE_FORMAT
+    target.write(_PREFIX.pack(MANIFEST_MAGIC, version, 0, len(header_bytes)))
+    target.write(header_bytes)
+    with gzip.GzipFile(fileobj=target, mode="wb", compresslevel=6, mtime=0) as gz:
         batch: list[bytes] = []
         for line in lines:
+            # A manifest with an external file is format 2, so that a reader of
+            # format 1 refuses it instead of taking "" for a pack id.  JSON
+            # escapes every quote inside a string, so '"u":{' can only be the key.
+            if version == BASE_FORMAT and EXTERNAL_KEY in line:
+                version = EXTERNAL_FORMAT
             batch.append(line)
             if len(batch) >= 4096:
                 gz.write(b"".join(batch))
                 batch.clear()
         gz.write(b"".join(batch))
-    prefix = _PREFIX.pack(MANIFEST_MAGIC, FORMAT_VERSION, 0, len(header_bytes))
-    return prefix + header_bytes + body.getvalue()
+    if version != BASE_FORMAT:
+        end = target.tell()
+        target.seek(start)
+        target.write(_PREFIX.pack(MANIFEST_MAGIC, version, 0, len(header_bytes)))
+        target.seek(end)
 
 
 def _split(data: bytes) -> tuple[int, int]:

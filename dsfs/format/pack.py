@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from dsfs.errors import IntegrityError
 from dsfs.format.digest import bytes_to_id, digest_bytes, digest_hex, id_to_bytes
-from dsfs.format.version import FORMAT_VERSION, check_format_version
+from dsfs.format.version import BASE_FORMAT, check_format_version
 
 PACK_MAGIC = b"DSFSPACK"
 TRAILER_MAGIC = b"DSFSPEND"
@@ -62,7 +62,7 @@ class PackBuilder:
     def __init__(self) -> None:
         # Blobs are kept as separate objects and joined once in finish(): growing
         # one buffer would copy every byte again at each reallocation.
-        self._parts: list[bytes | memoryview] = [_HEADER.pack(PACK_MAGIC, FORMAT_VERSION)]
+        self._parts: list[bytes | memoryview] = [_HEADER.pack(PACK_MAGIC, BASE_FORMAT)]
         self._size = HEADER_SIZE
         self._entries: list[PackEntry] = []
         self._ids: set[str] = set()
@@ -92,7 +92,7 @@ class PackBuilder:
         )
         self._parts.append(index)
         self._parts.append(_TRAILER.pack(
-            len(self._entries), digest_bytes(index), FORMAT_VERSION, TRAILER_MAGIC
+            len(self._entries), digest_bytes(index), BASE_FORMAT, TRAILER_MAGIC
         ))
         data = b"".join(self._parts)
         self._parts = []

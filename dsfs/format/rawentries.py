@@ -24,7 +24,7 @@ from typing import BinaryIO
 import msgspec
 
 from dsfs.errors import IntegrityError
-from dsfs.format.manifest import _split
+from dsfs.format.manifest import _split, external_of
 
 #: Decompressed bytes decoded per msgspec call (a few thousand lines).
 BLOCK = 1 << 20
@@ -42,12 +42,16 @@ class RawEntry(msgspec.Struct, gc=False):
     h: str | None = None
     c: list[tuple[str, str, int, int]] | None = None
     l: dict[str, str] | None = None  # noqa: E741 - the format's key
+    u: dict[str, str] | None = None  # an external file (format 2)
 
 
 _BATCH = msgspec.json.Decoder(list[RawEntry])
 CHUNK_ID = re.compile(r"xxh3_128:[0-9a-f]{32}\Z")
 PACK_ID = re.compile(r"[0-9a-f]{32}\Z")
 BAD_PART = re.compile(r"(?:^|/)(?:\.\.?)?(?:/|$)")
+#: The raw pack id an external file's chunks carry in tree records (their
+#: location is the URL in the record's trailer, ``external_trailer``).
+EXTERNAL_PACK = bytes(16)
 
 
 def _bad(obj: object, why: str) -> IntegrityError:
@@ -83,10 +87,16 @@ def file_digests(e: RawEntry) -> tuple[bytes, list[tuple[bytes, bytes, int, int]
     digest = bytes.fromhex(h[9:])
     out = []
     total = 0
+    external = e.u is not None
+    if external:
+        external_trailer(e)  # checks the URL
     for cid, pid, offset, length in chunks:
         if offset < 0 or length < 0:
             raise _bad(e, "negative chunk offset or length")
-        if not PACK_ID.match(pid):
+        if external:
+            if pid != "":
+                raise _bad(e, "an external file's chunk names a pack")
+        elif not PACK_ID.match(pid):
             raise _bad(e, f"pack id {pid!r} is not a 32-digit hex id")
         if cid == h:
             craw = digest
@@ -94,11 +104,23 @@ def file_digests(e: RawEntry) -> tuple[bytes, list[tuple[bytes, bytes, int, int]
             craw = bytes.fromhex(cid[9:])
         else:
             raise _bad(e, "bad digest")
-        out.append((craw, bytes.fromhex(pid), offset, length))
+        out.append((craw, EXTERNAL_PACK if external else bytes.fromhex(pid), offset, length))
         total += length
     if total != e.s:
         raise _bad(e, "chunk lengths do not add up to the file size")
     return digest, out
+
+
+def external_trailer(e: RawEntry) -> bytes:
+    """What follows an external file's chunks in its tree record: the URL, a
+    newline and the ETag (b"" for a file held in packs)."""
+    if e.u is None:
+        return b""
+    try:
+        url, etag = external_of({"u": e.u})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise _bad(e, f"bad external object: {exc}") from None
+    return f"{url}\n{etag}".encode()
 
 
 def symlink_target(e: RawEntry) -> str:
@@ -200,5 +222,5 @@ def pack_ids(source: BinaryIO) -> set[str]:
         for e in batch:
             check_entry(e)
             if e.t == "f" and e.c:
-                found.update(c[1] for c in e.c)
+                found.update(c[1] for c in e.c if c[1])  # "": an external file
     return found

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from dsfs.errors import FormatVersionError, IntegrityError
 
-#: Bumped whenever a reader of the previous version could misread new objects.
-FORMAT_VERSION = 1
+#: Bumped whenever a reader of the previous version could misread new objects;
+#: the highest format this dsfs reads.  Format 2 added external files.
+FORMAT_VERSION = 2
+#: What dsfs writes into the config, packs, and manifests without external
+#: files: their layout did not change, so readers of format 1 still read them.
+BASE_FORMAT = 1
+#: A manifest holding an external file (docs/format.md, "External files").
+EXTERNAL_FORMAT = 2
 
 
 def check_format_version(found: object, what: str) -> None:

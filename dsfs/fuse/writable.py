@@ -7,6 +7,12 @@ reads of lower and partly copied files go through the content reader; the
 first change to a lower file copies it up, sparse, and a write fills only the
 blocks it touches).
 
+With dsfs's patch (``no_open``) ``open`` answers ENOSYS: the kernel sends no
+OPEN and RELEASE, truncates for ``open(O_TRUNC)`` with a SETATTR of its own
+(``atomic_o_trunc`` off), and reads and writes come with the inode; a file's
+open state is then per inode (``dsfs.fuse.handles``), and its copy-up happens
+at its first write or truncation, as without the patch.
+
 Every request that changes the tree passes the ``Gate``: a commit closes it,
 waits for the changes in flight to finish, and opens it again once the child
 version is published and the mount rebased; changes issued meanwhile wait,
@@ -45,7 +51,8 @@ from dsfs.fuse.adapter import (
     readdir_reply,
     statvfs,
 )
-from dsfs.overlay.blocks import Blocks, Opened
+from dsfs.fuse.handles import Handles
+from dsfs.overlay.blocks import Blocks
 from dsfs.overlay.fs import OverlayFS
 from dsfs.overlay.nodes import (
     NAME_MAX,
@@ -60,7 +67,6 @@ from dsfs.vfs import Attr, NoEntry
 log = logging.getLogger("dsfs.fuse.writable")
 
 WRITABLE_ERRNO: dict[type[BaseException], int] = {**ERRNO, **OVERLAY_ERRNO}
-_WRITE_ACCESS = os.O_WRONLY | os.O_RDWR
 
 #: Changes answer a full disk with ENOSPC (and EDQUOT, EFBIG, ...: ``PASS_THROUGH``).
 guarded = guard(WRITABLE_ERRNO, PASS_THROUGH)
@@ -144,12 +150,17 @@ class WritableOperations(BaseOperations):
     every change passes through this mount, a commit changes nothing visible
     and a discard invalidates the top-level names it replaces."""
 
-    def __init__(self, fs: OverlayFS, reader: FileReader) -> None:
+    def __init__(self, fs: OverlayFS, reader: FileReader, no_open: bool = False) -> None:
         super().__init__(reader)
         self.fs = fs
         self.blocks = Blocks(fs, reader)
         self.gate = Gate()
-        self._handles: dict[int, Opened] = {}
+        #: no OPEN/RELEASE: requests carry the inode, and the kernel truncates
+        #: for open(O_TRUNC) with a SETATTR (pyfuse3 reads both at ``init``;
+        #: only the patched build has them)
+        self.no_open_inode = no_open
+        self.atomic_o_trunc = not no_open
+        self.handles = Handles(self.blocks, by_inode=no_open)
         self._listings: dict[int, tuple[int, _Listing]] = {}
 
     def invalidate_names(self, parent_inode: int, names: Iterable[str]) -> None:
@@ -240,6 +251,8 @@ class WritableOperations(BaseOperations):
     async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
         try:
             for inode, count in inode_list:
+                if self.fs.references(inode) <= count:
+                    self.handles.forget(inode)  # first: the node may go with its count
                 self.fs.forget(inode, count)
         except Exception:  # noqa: BLE001 - forget has no reply; keep the mount up
             log.exception("forget failed")
@@ -248,43 +261,48 @@ class WritableOperations(BaseOperations):
 
     @guarded
     async def open(self, inode: int, flags: int, ctx: Any = None) -> FileInfo:
-        writing = bool(flags & _WRITE_ACCESS)
-        if writing or flags & os.O_TRUNC:
+        if self.no_open_inode:
+            # ENOSYS once: the kernel stops sending OPEN and RELEASE (the open
+            # state is per inode, ``Handles``)
+            raise FUSEError(errno.ENOSYS)
+        if flags & os.O_TRUNC:
             async with self.gate:
-                node = self.fs.open(inode, writing)
+                node = self.fs.open(inode)
                 try:
-                    if flags & os.O_TRUNC:
-                        await self.blocks.copy_up(node, keep=0)
-                        self.fs.setattr(inode, size=0)
+                    await self.blocks.copy_up(node, keep=0)
+                    self.fs.setattr(inode, size=0)
                 except BaseException:
-                    self.fs.release(node, writing)
+                    self.fs.release(node)
                     raise
         else:
-            node = self.fs.open(inode, writing)
-        fh = self._fh()
-        self._handles[fh] = Opened(node, writing)
-        return FileInfo(fh=fh)
+            node = self.fs.open(inode)
+        return FileInfo(fh=self.handles.add(node))
 
     @read_guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        return await self.blocks.read(self._handles[fh], off, size)
+        with self.handles.use(fh) as opened:
+            return await self.blocks.read(opened, off, size)
 
     @guarded
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        node = self._handles[fh].node
-        async with self.gate:
-            await self.blocks.prepare_write(node, off, off + len(buf))
-            return self.fs.write(node, off, buf)
+        with self.handles.use(fh) as opened:
+            node = opened.node
+            async with self.gate:
+                await self.blocks.prepare_write(node, off, off + len(buf))
+                return self.fs.write(node, off, buf)
 
     @guarded
     async def release(self, fh: int) -> None:
-        opened = self._handles.pop(fh, None)
-        if opened is not None:
-            self.blocks.close(opened)
+        self.handles.release(fh)
 
     @guarded
     async def fsync(self, fh: int, datasync: bool) -> None:
-        handle = self._handles.get(fh)
+        if self.handles.by_inode:
+            # the data file must be open to be synced, even if its handle was closed
+            with self.handles.use(fh) as opened:
+                self.fs.fsync(opened.node, datasync)
+            return
+        handle = self.handles.get(fh)
         self.fs.fsync(handle.node if handle else None, datasync)
 
     @guarded
@@ -350,26 +368,23 @@ class WritableOperations(BaseOperations):
                 node = self.fs.create(parent_inode, text, mode, opening=True,
                                       owner=self._owner(parent_inode, ctx))
             except BaseException:
-                self._drop_unhandled_writer(parent_inode, text)
+                self._drop_unhandled_open(parent_inode, text)
                 raise
-            fh = self._fh()
-            self._handles[fh] = Opened(node, True)
+            fh = self.handles.add(node)
             self.fs.remember(node.ino)
             return FileInfo(fh=fh), attributes(self.fs.attr(node))
 
-    def _drop_unhandled_writer(self, parent_inode: int, name: str) -> None:
-        """A ``create`` that failed after the file was made open for writing (its
-        journal record could not be written, say) leaves no handle: close it, or
-        its writer would block ``discard`` for the life of the mount."""
+    def _drop_unhandled_open(self, parent_inode: int, name: str) -> None:
+        """A ``create`` that failed after the file was made open (its journal
+        record could not be written, say) leaves no handle: close it, or its
+        data file would stay open for the life of the mount."""
         try:
             node = self.fs.children(self.fs.node(parent_inode)).get(name)
         except Exception:  # noqa: BLE001 - nothing to undo
             return
-        if node is None or node.writers <= 0:
+        if node is None or node.opens <= 0 or self.handles.holds(node):
             return
-        if any(h.node is node for h in self._handles.values()):
-            return
-        self.fs.release(node, True)
+        self.fs.release(node)
 
     @guarded
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,

@@ -34,7 +34,6 @@ import trio
 from dsfs.chore import Chore, describe
 from dsfs.engine import locks
 from dsfs.errors import (
-    ConflictError,
     DiskFullError,
     DsfsError,
     InputError,
@@ -182,10 +181,8 @@ class Session:
 
     async def discard(self) -> dict[str, Any]:
         async with self.ops.gate.hold():
-            writers = self.fs.writers()
-            if writers:
-                raise ConflictError(f"{len(writers)} file(s) are open for writing (e.g. "
-                                    f"{writers[0]}): close them before discarding")
+            # a file open meanwhile is left as if unlinked: it reads and writes
+            # its discarded bytes until closed (``OverlayFS.reset``)
             regions = oc.collect(self.fs)
             count = len(regions.new) + len(regions.old)
             source = await trio.to_thread.run_sync(self._fresh_source, self.header)

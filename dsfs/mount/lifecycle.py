@@ -135,7 +135,8 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
         source = open_tree_source(repo, header)
         reader = ChunkReader(repo.cache, repo.store, limit=None if cache_size is None
                              else cachectl.CacheLimit(repo.cache, cache_size),
-                             spans=span_policy(source.totals()[1], repo.cache.root, cache_size))
+                             spans=span_policy(source.totals()[1], repo.cache.root, cache_size,
+                                               scope=header.id))
         ops: BaseOperations
         if upper is not None:
             session = _writable(repo, header, source, upper, records, reader, path)
@@ -215,7 +216,7 @@ def _writable(repo: Repository, header: Header, source: TreeSource, upper: Upper
         log.warning("the data of %s is kept in %s", where, kept)
     if removed:
         log.info("removed %d data file(s) no edit refers to", removed)
-    ops = WritableOperations(fs, reader)
+    ops = WritableOperations(fs, reader, no_open=PATCHED)
 
     def fresh(version: Header) -> TreeSource:
         return open_tree_source(repo, version)

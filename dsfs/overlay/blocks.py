@@ -42,7 +42,6 @@ class Opened:
     handle of its lower entry once a read needed it."""
 
     node: Node
-    writing: bool
     reader_fh: int | None = None
     reader_entry: Entry | None = None
 
@@ -92,7 +91,7 @@ class Blocks:
         if opened.reader_fh is not None:
             self.reader.release(opened.reader_fh)
             opened.reader_fh = None
-        self.fs.release(opened.node, opened.writing)
+        self.fs.release(opened.node)
 
     # -- copying up -----------------------------------------------------------------------
 

@@ -40,7 +40,10 @@ class Contents(Records):
 
     # -- opening and reading -----------------------------------------------------------
 
-    def open(self, ino: int, writing: bool) -> Node:
+    def open(self, ino: int) -> Node:
+        """Count one more handle of ``ino`` (a kernel file handle, or a no-open
+        mount's per-inode handle): its data file stays open, and its bytes stay
+        while it is unlinked."""
         node = self.node(ino)
         if node.kind == DIR:
             raise IsADirectory(self.path(node))
@@ -48,22 +51,30 @@ class Contents(Records):
             raise InvalidArgument(f"{self.path(node)} is not a regular file")
         if node.data is not None and node.fd is None:
             node.fd = os.open(self.upper.data_file(node.data), os.O_RDWR | os.O_CLOEXEC)
-        # counted once the open succeeded: a failed open leaves no phantom writer
+        # counted once the open succeeded: a failed open leaves no phantom handle
         node.opens += 1
-        node.writers += writing
         return node
 
-    def release(self, node: Node, writing: bool) -> None:
+    def release(self, node: Node) -> None:
         node.opens -= 1
-        node.writers -= writing
         if node.opens == 0:
             if node.fd is not None:
                 os.close(node.fd)
                 node.fd = None
-            if node.data is not None and (not node.dirty or not self.attached(node)):
-                # clean after a commit, or unlinked while open: the bytes are no
-                # longer needed once the last handle is gone
+            attached = self.attached(node)
+            if attached and node.data is not None and not node.dirty:
+                # clean after a commit: the version has the bytes
                 self._drop_data(node)
+            elif not attached:
+                self._unreferenced(node)
+
+    def _unreferenced(self, node: Node) -> None:
+        """An unlinked (or discarded) node: its bytes go once neither a handle nor
+        the kernel refers to it.  The kernel holds its reference while a process
+        has the file open, so this covers files opened without an OPEN request."""
+        if node.opens == 0 and node.lookups == 0:
+            self._drop_data(node)
+            self._inodes.pop(node.ino, None)
 
     def _drop_data(self, node: Node) -> None:
         if node.data is None:
@@ -228,11 +239,12 @@ class Contents(Records):
         self.upper.sync()
 
     def _forget_subtree(self, node: Node) -> None:
-        """Data files of a removed node (and below) go once no handle uses them."""
+        """Data files of a removed node (and below) go now if nothing refers to them,
+        else once neither a handle nor the kernel does (``_unreferenced``)."""
         stack = [node]
         while stack:
             current = stack.pop()
-            if current.data is not None and current.opens == 0:
+            if current.data is not None and current.opens == 0 and current.lookups == 0:
                 self.upper.retire(current.data)
                 current.data = None
             if current.children:

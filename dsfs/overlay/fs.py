@@ -96,7 +96,7 @@ class OverlayFS(Contents):
         node.data = data_id
         self._own(node, owner)
         if opening:
-            node.fd, node.opens, node.writers = fd, 1, 1
+            node.fd, node.opens = fd, 1
         else:
             os.close(fd)
         self._attach(parent, name, node)
@@ -344,7 +344,9 @@ class OverlayFS(Contents):
         old_root = self.root
         names = list(old_root.children or {})
         for node in self._inodes.values():
-            if node.data is not None and node.opens == 0:
+            # a file still open (the kernel still refers to it) keeps its bytes
+            # until closed, like an unlinked one (``_unreferenced``)
+            if node.data is not None and node.opens == 0 and node.lookups == 0:
                 self.upper.retire(node.data)
                 node.data = None
         self.source = source

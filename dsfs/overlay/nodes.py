@@ -96,7 +96,7 @@ class Node:
 
     __slots__ = ("ino", "kind", "mode", "mtime_ns", "size", "lower", "data", "fd",
                  "target", "lower_dir", "children", "parent", "name", "dirty", "marked",
-                 "opens", "writers", "digest", "version", "lookups", "held", "missing",
+                 "opens", "digest", "version", "lookups", "held", "missing",
                  "lower_end", "uid", "gid", "atime_ns", "ctime_ns", "ftype", "rdev", "nsub",
                  "aliases")
 
@@ -116,8 +116,7 @@ class Node:
         self.name = ""
         self.dirty = False  # content or attributes differ from where it came from
         self.marked = False  # this directory has changes at or below it
-        self.opens = 0
-        self.writers = 0
+        self.opens = 0  # handles: kernel file handles, or a no-open mount's per inode
         self.digest: tuple[int, str] | None = None  # (version, digest of the data file)
         self.version = 0  # bumped by every write, invalidates ``digest``
         self.lookups = 0  # references the kernel holds (see ``remember``/``forget``)
@@ -213,6 +212,11 @@ class Inodes:
 
     # -- the kernel's references ------------------------------------------------------
 
+    def references(self, ino: int) -> int:
+        """How many references to ``ino`` the kernel holds."""
+        node = self._inodes.get(ino)
+        return 0 if node is None else node.lookups
+
     def remember(self, ino: int) -> None:
         """The kernel was given one more reference to ``ino`` (an entry reply)."""
         node = self._inodes.get(ino)
@@ -237,13 +241,18 @@ class Inodes:
         if parent is not None:
             parent.held = max(0, parent.held - 1)
         if not self.attached(node):
-            if node.opens == 0:
-                self._inodes.pop(node.ino, None)
+            self._unreferenced(node)
             return
         while parent is not None and parent.held == 0 and self._collapse(parent):
             if parent.lookups or parent.parent is None:
                 break
             parent = parent.parent
+
+    def _unreferenced(self, node: Node) -> None:
+        """A node outside the tree that the kernel forgot (``Contents`` drops its
+        bytes too, once no handle refers to it either)."""
+        if node.opens == 0:
+            self._inodes.pop(node.ino, None)
 
     def _releasable(self, node: Node) -> bool:
         return (node.lookups == 0 and node.opens == 0 and node.data is None
@@ -418,9 +427,6 @@ class Inodes:
             if node.data is not None:
                 ids.add(node.data)
         return ids
-
-    def writers(self) -> list[str]:
-        return [self.path(n) or "/" for n in self._inodes.values() if n.writers > 0]
 
     def iter_nodes(self) -> Iterator[Node]:
         return iter(list(self._inodes.values()))
