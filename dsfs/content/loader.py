@@ -45,6 +45,10 @@ class ChunkLoader:
         #: Fetches from the store so far.
         self.fetches = 0
         self._span_slots = threading.BoundedSemaphore(SPAN_FETCHES)
+        #: Packs this process is fetching whole, and the event set when done:
+        #: another read of the same pack waits for it without taking a slot.
+        self._packs_running: dict[str, threading.Event] = {}
+        self._packs_lock = threading.Lock()
 
     def load(self, ref: ChunkRef, window: list[ChunkRef] | None = None,
              own: bool = False) -> int:
@@ -107,8 +111,21 @@ class ChunkLoader:
                 evidence=own and ref.offset != HEADER_SIZE)
             if not policy.whole_pack(misses, packs):
                 return None
-            with self._span_slots:
-                fetched = self.cache.fetch_pack(self.store, ref)
+            with self._packs_lock:
+                running = self._packs_running.get(ref.pack_id)
+                leader = running is None
+                if running is None:
+                    running = self._packs_running[ref.pack_id] = threading.Event()
+            if not leader:
+                running.wait()
+                return 0 if self.cache.has(ref.chunk_id) else None
+            try:
+                with self._span_slots:
+                    fetched = self.cache.fetch_pack(self.store, ref)
+            finally:
+                with self._packs_lock:
+                    del self._packs_running[ref.pack_id]
+                running.set()
             self.cache.index.forget_pack_misses(raw)
             if fetched and misses < policy.after:  # at the first touch: shuffled
                 self.cache.count(shuffled_spans=1)
