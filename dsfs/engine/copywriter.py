@@ -36,9 +36,10 @@ import os
 import pickle
 import signal
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from dsfs.engine.packranges import RawRef, plan_raw, read_raw
 from dsfs.errors import DsfsError, IntegrityError
@@ -52,6 +53,10 @@ _WRITE_BITS = 0o222
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: A file bigger than this is a batch of its own, read a few chunks at a time.
 BIG_FILE = 16 * 1024 * 1024
+#: Files are written in batches of consecutive paths: at most this many files...
+BATCH_FILES = 1024
+#: ... and this many bytes (a bigger file is a batch of its own, read in steps).
+BATCH_BYTES = BIG_FILE
 #: Worker processes (or threads, for stores that cannot be forked).
 WORKERS = max(2, min(4, os.cpu_count() or 2))
 #: Trees with fewer files are written by the calling thread (a pool costs more).
@@ -59,6 +64,7 @@ PARALLEL_MIN_FILES = 2048
 
 #: A batch: (path, encoded entry) per file.
 Job = tuple[bytes, bytes]
+T = TypeVar("T")
 
 
 @dataclass
@@ -70,6 +76,9 @@ class Settings:
     chunk_dir: bytes  # <cache>/chunks, for chunks the parent says are cached
     umask: int
     stop: Stop
+    #: Directories known to exist below the target (``dsfs.engine.streamcopy``
+    #: makes them as it goes; each forked worker has its own copy).
+    dirs: set[bytes] = field(default_factory=set)
 
 
 _settings: Settings | None = None  # a worker process's copy
@@ -223,10 +232,10 @@ def _init_worker(settings: Settings) -> None:
     _settings = settings
 
 
-def _worker_batch(jobs: list[Job], cached: frozenset[bytes]) -> list[bytes]:
+def _in_worker(task: Callable[..., T], *args: Any) -> T:
     assert _settings is not None
     try:
-        return write_batch(_settings, jobs, cached)
+        return task(_settings, *args)
     except BaseException as exc:
         # the exception travels back pickled: make sure it can
         try:
@@ -240,7 +249,8 @@ def _worker_batch(jobs: list[Job], cached: frozenset[bytes]) -> list[bytes]:
 
 
 class Pool:
-    """Runs ``write_batch`` for one copy: in the caller, threads or processes."""
+    """Runs the tasks of one copy (``write_batch``, or any module-level
+    function taking the settings first): in the caller, threads or processes."""
 
     def __init__(self, settings: Settings, files: int) -> None:
         self.settings = settings
@@ -255,14 +265,15 @@ class Pool:
             else:
                 self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="dsfs-get")
 
-    def submit(self, jobs: list[Job], cached: frozenset[bytes]) -> Future[list[bytes]]:
+    def submit(self, task: Callable[..., T], *args: Any) -> Future[T]:
+        """Run ``task(settings, *args)``; in the caller (at once) for a small copy."""
         if self.executor is None:
-            done: Future[list[bytes]] = Future()
-            done.set_result(write_batch(self.settings, jobs, cached))
+            done: Future[T] = Future()
+            done.set_result(task(self.settings, *args))
             return done
         if self.processes:
-            return self.executor.submit(_worker_batch, jobs, cached)
-        return self.executor.submit(write_batch, self.settings, jobs, cached)
+            return self.executor.submit(_in_worker, task, *args)
+        return self.executor.submit(task, self.settings, *args)
 
     @property
     def depth(self) -> int:
@@ -284,5 +295,5 @@ def new_settings(store: Store, read_only: bool, chunk_dir: str) -> Settings:
     return Settings(store, read_only, os.fsencode(chunk_dir), umask, Stop())
 
 
-__all__ = ["BIG_FILE", "Job", "Pool", "Settings", "chunk_ids", "file_key", "file_size",
-           "new_settings", "write_batch", "write_file"]
+__all__ = ["BATCH_BYTES", "BATCH_FILES", "BIG_FILE", "Job", "Pool", "Settings", "chunk_ids",
+           "file_key", "file_size", "new_settings", "write_batch", "write_file"]
