@@ -102,7 +102,9 @@ class Stop:
 _FIRST = _HEAD.size + _FILE.size
 
 
-def _file_refs(encoded: bytes) -> list[RawRef]:
+def file_refs(encoded: bytes) -> list[RawRef]:
+    """The chunks of an encoded file entry, as raw refs (an external file's
+    carry its URL where the pack id would be)."""
     count = _FILE.unpack_from(encoded, _HEAD.size)[1]
     end = _FIRST + count * _CHUNK.size
     if len(encoded) > end:  # an external file: its chunks lie in the object at its URL
@@ -116,7 +118,7 @@ def _file_refs(encoded: bytes) -> list[RawRef]:
 
 def chunk_ids(encoded: bytes) -> list[bytes]:
     """The raw chunk ids of an encoded file entry."""
-    return [ref[0] for ref in _file_refs(encoded)]
+    return [ref[0] for ref in file_refs(encoded)]
 
 
 def file_size(encoded: bytes) -> int:
@@ -189,21 +191,36 @@ def write_batch(settings: Settings, jobs: list[Job], cached: frozenset[bytes]
     if len(jobs) == 1 and file_size(jobs[0][1]) > BIG_FILE:
         _big_file(settings, *jobs[0], cached, bad)
         return bad
-    files = [(path, _HEAD.unpack_from(encoded), _file_refs(encoded)) for path, encoded in jobs]
-    chunks = _chunks(settings, [ref for _p, _h, refs in files for ref in refs], cached, bad)
+    files = []
+    for path, encoded in jobs:
+        _kind, mode, mtime, _size = _HEAD.unpack_from(encoded)
+        files.append((path, mode & 0o7777, mtime, file_refs(encoded)))
+    write_files(settings, files, cached, bad)
+    return bad
+
+
+#: A file to write: (path, mode without the type bits, mtime ns, its chunks).
+FileJob = tuple[bytes, int, int, list[RawRef]]
+
+
+def write_files(settings: Settings, files: list[FileJob], cached: frozenset[bytes],
+                bad: list[bytes]) -> None:
+    """Write files (none bigger than a batch) once all their chunks are read
+    and verified; corrupt cached chunks are added to ``bad``."""
+    chunks = _chunks(settings, [ref for file in files for ref in file[3]], cached, bad)
     stop = settings.stop
-    for path, (_kind, mode, mtime, _size), refs in files:
+    for path, mode, mtime, refs in files:
         if stop.is_set():
             break
-        write_file(settings, path, mode & 0o7777, mtime, [chunks[ref[0]] for ref in refs])
-    return bad
+        write_file(settings, path, mode, mtime,
+                   [chunks[refs[0][0]]] if len(refs) == 1 else [chunks[r[0]] for r in refs])
 
 
 def _big_file(settings: Settings, path: bytes, encoded: bytes, cached: frozenset[bytes],
               bad: list[bytes]) -> None:
     """A file larger than a batch: its chunks are read a few at a time and
     appended; the mode and mtime are set last."""
-    refs = _file_refs(encoded)
+    refs = file_refs(encoded)
     step = max(1, BIG_FILE // CHUNK_SIZE)
     fd = os.open(path, _OPEN_FLAGS, 0o600)  # owner-writable while it is filled
     try:
@@ -295,5 +312,6 @@ def new_settings(store: Store, read_only: bool, chunk_dir: str) -> Settings:
     return Settings(store, read_only, os.fsencode(chunk_dir), umask, Stop())
 
 
-__all__ = ["BATCH_BYTES", "BATCH_FILES", "BIG_FILE", "Job", "Pool", "Settings", "chunk_ids",
-           "file_key", "file_size", "new_settings", "write_batch", "write_file"]
+__all__ = ["BATCH_BYTES", "BATCH_FILES", "BIG_FILE", "FileJob", "Job", "Pool", "Settings",
+           "chunk_ids", "file_key", "file_refs", "file_size", "new_settings", "write_batch",
+           "write_file", "write_files"]

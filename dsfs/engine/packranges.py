@@ -98,7 +98,7 @@ def read_raw(store: Store, ranges: Iterable[RawRange], out: dict[bytes, memoryvi
     for pack, group in ranges:
         start = group[0][2]
         end = max(ref[2] + ref[3] for ref in group)
-        # a raw pack id, or an external file's URL (``copywriter._file_refs``)
+        # a raw pack id, or an external file's URL (``copywriter.file_refs``)
         location = pack.decode() if b"://" in pack else pack.hex()
         blob = memoryview(read_pack_range(store, location, start, end - start))
         total += end - start

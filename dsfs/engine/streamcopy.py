@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsfs.engine import copywriter
-from dsfs.engine.copywriter import Job, Settings
+from dsfs.engine.copywriter import FileJob, Settings
 from dsfs.engine.tree import IMPLIED_DIR_MODE
 from dsfs.engine.treeindex import KIND_DIR, KIND_FILE, KIND_SYMLINK, MAX_NAME_BYTES
 from dsfs.errors import IntegrityError
@@ -61,7 +61,8 @@ BLOCK_BYTES = 1 << 20
 _HEAD = struct.Struct("<BIqQ")  # kind, mode, mtime ns, size
 _FILE = struct.Struct("<16sI")  # digest, chunk count
 _CHUNK = struct.Struct("<16s16sQQ")  # chunk id, pack id, offset, length
-_FILE1 = struct.Struct("<BIqQ16sI16s16sQQ")  # head + file + one chunk
+_U32, _U64, _I64 = 1 << 32, 1 << 64, -(1 << 63)  # the ranges of I, Q and q
+_chunk_id, _pack_id = raw.CHUNK_ID.match, raw.PACK_ID.match
 
 
 class NotStreamable(Exception):
@@ -153,13 +154,14 @@ def write_block(settings: Settings, prefix: bytes, block: bytes) -> BlockDone:
         entries = raw.decode_lines(block)
     except IntegrityError as exc:
         raise NotStreamable(str(exc)) from None
-    batch: list[Job] = []
+    files: list[FileJob] = []
     size = 0
     last_parent = None
     batch_files, batch_bytes = copywriter.BATCH_FILES, copywriter.BATCH_BYTES
+    quick_path, fromhex = raw.quick_path, bytes.fromhex
     try:
         for e in entries:
-            path = raw.quick_path(e).encode("utf-8", "surrogateescape")
+            path = quick_path(e).encode("utf-8", "surrogateescape")
             parent, _, name = path.rpartition(b"/")
             if len(name) > MAX_NAME_BYTES:
                 raise NotStreamable("a name is too long for the tree index")
@@ -168,14 +170,33 @@ def write_block(settings: Settings, prefix: bytes, block: bytes) -> BlockDone:
                 last_parent = parent
             kind = e.t
             if kind == "f":
-                encoded = _encoded_file(e)
-                file_size = e.s
-                if batch and (len(batch) >= batch_files or size + file_size > batch_bytes):
-                    done.files += _write(settings, batch)
-                    batch, size = [], 0
+                # the common case (one chunk in a pack) checked inline, as
+                # treeindex.index_version checks it; anything else in full
+                c, h, mode, mtime, file_size = e.c, e.h, e.m, e.mt, e.s
+                job: FileJob | None = None
+                if (c is not None and len(c) == 1 and h is not None and mtime is not None
+                        and e.u is None and 0 <= mode < _U32 and _I64 <= mtime < -_I64):
+                    cid, pid, offset, length = c[0]
+                    if (cid == h and length == file_size and 0 <= length < _U64
+                            and 0 <= offset < _U64 and _chunk_id(h) and _pack_id(pid)):
+                        job = (prefix + path, mode & 0o7777, mtime,
+                               [(fromhex(h[9:]), fromhex(pid), offset, length)])
+                if job is None:
+                    encoded = _encoded_file(e)
+                    if file_size > copywriter.BIG_FILE:  # a batch of its own, read in steps
+                        done.files += _write(settings, files)
+                        files, size = [], 0
+                        copywriter.write_batch(settings, [(prefix + path, encoded)], frozenset())
+                        done.files += 1
+                        continue
+                    assert mtime is not None  # _encoded_file checked it
+                    job = (prefix + path, mode & 0o7777, mtime, copywriter.file_refs(encoded))
+                if files and (len(files) >= batch_files or size + file_size > batch_bytes):
+                    done.files += _write(settings, files)
+                    files, size = [], 0
                     if settings.stop.is_set():
                         return done
-                batch.append((prefix + path, encoded))
+                files.append(job)
                 size += file_size
             elif kind == "d":
                 raw.check_attrs(e)
@@ -189,20 +210,19 @@ def write_block(settings: Settings, prefix: bytes, block: bytes) -> BlockDone:
                 done.links.append((path, target, e.mt))  # type: ignore[arg-type]
             else:
                 raise NotStreamable(f"the manifest has an entry of kind {kind!r}")
-        if batch:
-            done.files += _write(settings, batch)
+        done.files += _write(settings, files)
     except (IntegrityError, UnicodeEncodeError, struct.error) as exc:
         raise NotStreamable(str(exc)) from None
-    return done
-
-
-def _write(settings: Settings, batch: list[Job]) -> int:
-    try:
-        copywriter.write_batch(settings, batch, frozenset())
     except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
         # a path listed twice, or as a file and as a directory
         raise NotStreamable(f"{exc.filename!r}: {exc.strerror}") from None
-    return len(batch)
+    return done
+
+
+def _write(settings: Settings, files: list[FileJob]) -> int:
+    if files:
+        copywriter.write_files(settings, files, frozenset(), [])
+    return len(files)
 
 
 def _make_dirs(settings: Settings, prefix: bytes, path: bytes, made: list[bytes]) -> None:
@@ -226,17 +246,7 @@ def _make_dirs(settings: Settings, prefix: bytes, path: bytes, made: list[bytes]
 def _encoded_file(e: raw.RawEntry) -> bytes:
     """A file entry in the tree index's encoded form (``treeindex``), checked
     as the indexer checks it."""
-    c, h, mode, mtime = e.c, e.h, e.m, e.mt
-    if (c is not None and len(c) == 1 and mode >= 0 and mtime is not None and h is not None
-            and e.u is None):
-        cid, pid, offset, length = c[0]
-        if (cid == h and length == e.s and length >= 0 and offset >= 0
-                and raw.CHUNK_ID.match(h) and raw.PACK_ID.match(pid)):
-            digest = bytes.fromhex(h[9:])
-            return _FILE1.pack(KIND_FILE, mode, mtime, length, digest, 1, digest,
-                               bytes.fromhex(pid), offset, length)
     raw.check_attrs(e)
     digest, chunks = raw.file_digests(e)
-    return b"".join([_HEAD.pack(KIND_FILE, mode, mtime, e.s), _FILE.pack(digest, len(chunks)),
+    return b"".join([_HEAD.pack(KIND_FILE, e.m, e.mt, e.s), _FILE.pack(digest, len(chunks)),
                      *(_CHUNK.pack(*ch) for ch in chunks), raw.external_trailer(e)])
-
