@@ -439,7 +439,7 @@ _files = st.dictionaries(_names, st.tuples(st.booleans(), st.binary(max_size=300
                          min_size=1, max_size=5)
 
 
-@settings(max_examples=8, deadline=None,
+@settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rounds=st.lists(_files, min_size=1, max_size=3))
 def test_random_mixes_of_local_and_external_files(web, local_store: str, tmp_path: Path,
