@@ -103,7 +103,7 @@ class Repository:
         path = self._manifest_cache_path(version_id)
         for candidate in (path, path.with_name(version_id + ".head")):
             try:
-                return mf.decode_header(candidate.read_bytes())
+                return mf.decode_header(_read_head(candidate))
             except FileNotFoundError:
                 continue
         return None
@@ -199,7 +199,7 @@ class Repository:
             head_path = path.with_name(version_id + ".head")
             for candidate in (path, head_path):
                 try:
-                    data = candidate.read_bytes()
+                    data = _read_head(candidate)
                     break
                 except FileNotFoundError:
                     continue
@@ -269,6 +269,20 @@ class Repository:
 
 #: The environment variable naming the cache directory (``config.cache_dir``).
 CACHE_ENV = "DSFS_CACHE_DIR"
+
+
+def _read_head(path: Path) -> bytes:
+    """The prefix and header of a cached manifest file (never its entries:
+    the manifest of a 10M-entry version is hundreds of MiB)."""
+    with open(path, "rb") as f:
+        data = f.read(mf.HEADER_PROBE_SIZE)
+        try:
+            needed = mf.header_length(data)
+        except IntegrityError:
+            return data  # decode_header says what is wrong
+        if len(data) < needed:
+            data += f.read(needed - len(data))
+    return data
 
 
 def cache_problem(cache_root: Path) -> LocalError | None:

@@ -230,6 +230,13 @@ def test_s3_prefix_with_wildcards_and_recursion(foreign, store_url: str, tmp_pat
         "top/a.txt", "top/d.csv"]
     diff = invoke("diff", f"s3/links@{ds.header.version}", "s3/links")
     assert "top/a.txt" in diff and "one/x.txt" in diff
+    # ClearML removes external files by their links too: a glob or a folder URL
+    last = Dataset.create("s3", "links", parent_datasets=[child.id])
+    assert last.remove_files(f"s3://{bucket}/shots/sub") == 2
+    assert last.remove_files(f"s3://{bucket}/*.csv") == 2
+    assert last.remove_files("top/a.txt") == 1
+    last.finalize()
+    assert sorted(Dataset.get(dataset_id=last.id).list_files()) == ["a.txt", "one/x.txt"]
 
 
 def test_a_changed_or_removed_object_is_reported_and_never_read(
@@ -439,7 +446,7 @@ _files = st.dictionaries(_names, st.tuples(st.booleans(), st.binary(max_size=300
                          min_size=1, max_size=5)
 
 
-@settings(max_examples=8, deadline=None,
+@settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rounds=st.lists(_files, min_size=1, max_size=3))
 def test_random_mixes_of_local_and_external_files(web, local_store: str, tmp_path: Path,

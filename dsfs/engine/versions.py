@@ -129,7 +129,9 @@ def mirror_folder(draft: Draft, folder: str, dataset_folder: str = "",
 
 def remove_files(draft: Draft, patterns: list[str]) -> None:
     for pattern in patterns:
-        draft.add_removal(normalize_dataset_path(pattern) or pattern)
+        # an external file's URL is a pattern too (kept as given)
+        draft.add_removal(pattern if "://" in pattern
+                          else normalize_dataset_path(pattern) or pattern)
     drafts.save(draft)
 
 
