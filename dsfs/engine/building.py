@@ -168,7 +168,7 @@ class DeltaBuilder:
 
     def item(self, path: str, old: bytes | None, item: SourceItem) -> None:
         if item.kind == FILE and external.is_external(item.source):
-            entry = external.hash_object(path, item)
+            entry = external.hash_object(path, item, self.progress)
             if old is not None and old == encode_entry(entry):
                 self.keep(path, old)
             else:

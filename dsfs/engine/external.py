@@ -22,6 +22,7 @@ from dsfs.engine.scan import SourceItem, normalize_dataset_path
 from dsfs.errors import InputError, IntegrityError
 from dsfs.format.digest import CHUNK_SIZE, chunk_id, file_hasher
 from dsfs.format.manifest import FILE, ChunkRef, Entry, validate_path
+from dsfs.report import Progress
 from dsfs.store import external
 from dsfs.store.external import is_external
 
@@ -60,9 +61,10 @@ def scan(url: str, dataset_folder: str = "", wildcards: Sequence[str] | None = N
     return sorted(items.values(), key=lambda i: dfs_key(i.path))
 
 
-def hash_object(path: str, item: SourceItem) -> Entry:
+def hash_object(path: str, item: SourceItem, progress: Progress | None = None) -> Entry:
     """Read the object once and return its entry: chunk digests located in the
-    object itself, the file digest, and the size and ETag it has now."""
+    object itself, the file digest, and the size and ETag it has now;
+    ``progress`` advances by the bytes read."""
     url = item.source
     now = external.stat(url)
     if now is None:
@@ -79,6 +81,8 @@ def hash_object(path: str, item: SourceItem) -> Entry:
         offset += len(piece)
 
     for data in external.read_chunks(url):
+        if progress is not None:
+            progress.advance(len(data))
         hasher.update(data)
         pending += data
         while len(pending) >= CHUNK_SIZE:
