@@ -29,7 +29,7 @@ import fnmatch
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from dsfs.engine.dirtree import dfs_key, open_version_tree, walk
+from dsfs.engine.dirtree import dfs_key, open_version_tree, outer_join, walk
 from dsfs.engine.drafts import Draft, iter_items
 from dsfs.engine.scan import SourceItem
 from dsfs.engine.treeindex import IMPLIED_DIR, KIND_DIR, Decoder, encode_entry, external_url
@@ -125,24 +125,12 @@ def _mirror(stream: Stream, prefix: str, items: Iterable[SourceItem]
 def _merge(old: Stream, new: Iterable[tuple[str, Value]]
            ) -> Iterator[tuple[str, Value, Any]]:
     """Two streams in walking order as one: (path, value, value it replaced)."""
-    olds = iter(old)
-    current = next(olds, None)
-    current_key = dfs_key(current[0]) if current is not None else ""
-    for path, value in new:
-        key = dfs_key(path)
-        while current is not None and current_key < key:
-            yield current[0], current[1], None
-            current = next(olds, None)
-            current_key = dfs_key(current[0]) if current is not None else ""
-        replaced = None
-        if current is not None and current_key == key:
-            replaced = current[1]
-            current = next(olds, None)
-            current_key = dfs_key(current[0]) if current is not None else ""
-        yield path, value, replaced
-    while current is not None:
-        yield current[0], current[1], None
-        current = next(olds, None)
+    for path, before, value in outer_join(old, new):
+        if value is None:
+            assert before is not None
+            yield path, before, None
+        else:
+            yield path, value, before
 
 
 def _link(value: Value) -> str:
