@@ -58,7 +58,7 @@ def scan(url: str, dataset_folder: str = "", wildcards: Sequence[str] | None = N
     ``s3://`` folder) every object below it at its path relative to the folder,
     below ``dataset_folder``.  ``wildcards`` match the object's file name (any
     of them); ``recursive=False`` keeps the folder's own objects only."""
-    external.check_url(url)
+    url = external.check_url(url)
     folder = normalize_dataset_path(dataset_folder)
     base = url.split("?", 1)[0].rstrip("/")
     items: dict[str, SourceItem] = {}

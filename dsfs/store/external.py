@@ -45,6 +45,7 @@ from dsfs.errors import (
 )
 from dsfs.format.pack import pack_key
 from dsfs.store.base import Store
+from dsfs.store.s3common import parse_url
 
 SCHEMES = ("s3", "https", "http")
 #: Seconds an HTTP request may wait for the server.
@@ -77,8 +78,11 @@ def shown(url: str) -> str:
 
 
 def check_url(url: str) -> str:
-    """``url`` if dsfs can read it; else an ``InputError`` that says why."""
+    """``url`` if dsfs can read it, its scheme in lower case; else an
+    ``InputError`` that says why."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in SCHEMES:
+        url = scheme + url[len(scheme):]  # S3://, HTTPS:// work as well
     if scheme not in SCHEMES:
         raise InputError(f"cannot add {shown(url)!r}: the scheme {scheme!r} is not supported "
                          "(external files are s3://, https:// or http:// URLs)")
@@ -94,8 +98,6 @@ def check_url(url: str) -> str:
 
 
 def _bucket_key(url: str) -> tuple[str, str]:
-    from dsfs.store.s3 import parse_url  # noqa: PLC0415 - boto3 only for s3:// URLs
-
     bucket, key = parse_url(url.split("?", 1)[0])
     return bucket, key
 
