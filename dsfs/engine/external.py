@@ -49,7 +49,7 @@ FILE_MODE = stat.S_IFREG | 0o644
 WORKERS = 8
 LOOKAHEAD = 64
 
-__all__ = ["FILE_MODE", "Prehasher", "hash_object", "is_external", "scan"]
+__all__ = ["FILE_MODE", "Prehasher", "hash_object", "is_external", "scan", "scan_many"]
 
 
 def scan(url: str, dataset_folder: str = "", wildcards: Sequence[str] | None = None,
@@ -78,6 +78,21 @@ def scan(url: str, dataset_folder: str = "", wildcards: Sequence[str] | None = N
                              f"{path!r} is not a safe relative path") from None
         items[path] = SourceItem(path, FILE, remote.url, remote.size, FILE_MODE,
                                  int(remote.mtime * 1e9), remote.etag)
+    return sorted(items.values(), key=lambda i: dfs_key(i.path))
+
+
+def scan_many(urls: Sequence[str], dataset_folder: str = "",
+              wildcards: Sequence[str] | None = None, recursive: bool = True
+              ) -> list[SourceItem]:
+    """``scan`` of several URLs, ``WORKERS`` at a time (each http(s) URL costs
+    a HEAD request), as one list in walking order; a later URL wins a path."""
+    with ThreadPoolExecutor(max_workers=min(WORKERS, len(urls)) or 1,
+                            thread_name_prefix="dsfs-external") as pool:
+        scans = list(pool.map(lambda url: scan(url, dataset_folder, wildcards, recursive),
+                              urls))
+    items: dict[str, SourceItem] = {}
+    for found in scans:
+        items.update((i.path, i) for i in found)
     return sorted(items.values(), key=lambda i: dfs_key(i.path))
 
 
