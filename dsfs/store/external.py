@@ -4,7 +4,7 @@ A version may name objects that live outside its store (ClearML's "links",
 ``dsfs add s3://bucket/prefix/...`` or ``https://host/file``).  This module
 is the one place that reads them: ``stat`` (size and ETag), ``listing`` (the
 objects under an ``s3://`` prefix), ``read_range`` (bytes at an offset) and
-``read_chunks`` (the whole object, piece by piece, for hashing at close).
+``open_object`` (the whole object, piece by piece, for hashing at close).
 
 Schemes: ``s3://BUCKET/KEY`` through the S3 store's client (boto3's standard
 configuration: credentials, region and ``AWS_ENDPOINT_URL``; boto3 stays in
@@ -208,26 +208,37 @@ def _changed(url: str) -> StoreCorruptError:
                              "added (it is shorter)")
 
 
-def read_chunks(url: str, piece: int = STREAM_PIECE) -> Iterator[bytes]:
-    """The whole object, ``piece`` bytes at a time."""
+def open_object(url: str, piece: int = STREAM_PIECE
+                ) -> tuple[Remote, Iterator[bytes]] | None:
+    """The object as it is now and its bytes, ``piece`` at a time (None: it
+    does not exist).  http(s): one GET, whose reply gives size and ETag;
+    s3: a HEAD, then ranged GETs of ``S3_PIECE``."""
     if url.startswith("s3://"):
         remote = stat(url)
         if remote is None:
-            raise _gone(url)
+            return None
         step = max(piece, S3_PIECE)  # fewer, larger GETs: each is a request
-        for offset in range(0, remote.size, step):
-            yield read_range(url, offset, min(step, remote.size - offset))
-        return
+
+        def ranges() -> Iterator[bytes]:
+            for offset in range(0, remote.size, step):
+                yield read_range(url, offset, min(step, remote.size - offset))
+
+        return remote, ranges()
     try:
         reply = _open(url)
     except ObjectNotFoundError:
-        raise _gone(url) from None
-    with reply:
-        while True:
-            data = reply.read(piece)
-            if not data:
-                return
-            yield data
+        return None
+
+    def body() -> Iterator[bytes]:
+        with reply:
+            while data := reply.read(piece):
+                yield data
+
+    try:
+        return _remote(url, reply), body()
+    except BaseException:
+        reply.close()
+        raise
 
 
 def corrupt_chunk(cid: str, location: str) -> str:
