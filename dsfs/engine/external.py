@@ -14,10 +14,11 @@ Close reads several objects at a time: ``Prehasher`` wraps the stream of the
 new tree's rows and hashes the external objects a few dozen rows ahead in
 worker threads, in the order the walk will ask for them.  What an object
 hashed to is remembered in the cache (``external/<digest of the URL>.json``,
-with its strong ETag; used while a HEAD shows the same ETag and size), so ``upload()`` then ``finalize()``, a close retried
-after a failure, or the same objects added to a later version read each
-object once.  A remembered answer that were wrong could only fail reads
-(every chunk is checked), never change bytes.
+with its strong ETag; used while a HEAD shows the same ETag and size), so
+``upload()`` then ``finalize()``, a close retried after a failure, or the
+same objects added to a later version read each object once.  A remembered
+answer that were wrong could only fail reads (every chunk is checked), never
+change bytes.
 """
 
 from __future__ import annotations
