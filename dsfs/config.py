@@ -6,8 +6,10 @@ chunk cache; without it, the XDG cache directory.  ``DSFS_DATA_DIR`` holds the
 local state that belongs to no store object (drafts, the current draft).
 ``DSFS_SETTLE_SECONDS`` is how long a writable mount's commit keeps asking
 the store whether a claim whose write failed got written after all.
-``DSFS_SPAN_AFTER``, ``DSFS_SPAN_SECONDS`` and ``DSFS_SPAN_SHARE`` set the
-pack span policy of readers (``dsfs.content.spans``).
+``DSFS_SPAN_AFTER``, ``DSFS_SPAN_SHUFFLED``, ``DSFS_SPAN_SECONDS`` and
+``DSFS_SPAN_SHARE`` set the pack span policy of readers
+(``dsfs.content.spans``).  ``DSFS_PACK_SIZE`` and ``DSFS_PACK_MAX_SIZE`` set
+the size of the packs writers make (``dsfs.engine.packer``).
 """
 
 from __future__ import annotations
@@ -66,11 +68,14 @@ def mount_key(mountpoint: str) -> str:
 
 
 #: Cold lone reads in one pack after which a reader fetches the whole pack
-#: (``DSFS_SPAN_AFTER``; 0 turns spans off), the seconds such a run of
-#: misses counts for (``DSFS_SPAN_SECONDS``), and the share of the cache
-#: limit (or of the cache disk's free space) a version may fill for its
-#: readers to fetch whole packs (``DSFS_SPAN_SHARE``).
+#: (``DSFS_SPAN_AFTER``; 0 turns spans off), the packs of one version with
+#: such a read after which every cold lone read of the version fetches its
+#: whole pack at once (``DSFS_SPAN_SHUFFLED``; 0: never at the first read),
+#: the seconds such runs of misses count for (``DSFS_SPAN_SECONDS``), and
+#: the share of the cache limit (or of the cache disk's free space) a
+#: version may fill for its readers to fetch whole packs (``DSFS_SPAN_SHARE``).
 SPAN_AFTER = 2
+SPAN_SHUFFLED = 8
 SPAN_SECONDS = 600.0
 SPAN_SHARE = 0.5
 
@@ -83,8 +88,18 @@ def _number(var: str, default: float) -> float:
     return value if value >= 0 else default
 
 
-def span_settings() -> tuple[int, float, float]:
-    """(misses before a whole-pack fetch, seconds a run counts, cache share)."""
+def span_settings() -> tuple[int, int, float, float]:
+    """(misses in a pack before a whole-pack fetch, packs of a version missed
+    before every miss fetches its pack, seconds a run counts, cache share)."""
     return (int(_number("DSFS_SPAN_AFTER", SPAN_AFTER)),
+            int(_number("DSFS_SPAN_SHUFFLED", SPAN_SHUFFLED)),
             _number("DSFS_SPAN_SECONDS", SPAN_SECONDS),
             _number("DSFS_SPAN_SHARE", SPAN_SHARE))
+
+
+def pack_sizes(target: int, most: int) -> tuple[int, int]:
+    """(bytes at which a writer closes a pack, bytes up to which a pack of big
+    chunks may grow): ``DSFS_PACK_SIZE`` (else ``target``) and
+    ``DSFS_PACK_MAX_SIZE`` (else ``most``; never below the first)."""
+    size = int(_number("DSFS_PACK_SIZE", 0)) or target
+    return size, max(size, int(_number("DSFS_PACK_MAX_SIZE", 0)) or most)

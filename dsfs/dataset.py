@@ -10,16 +10,16 @@ The CLI is a thin layer over this class and ``dsfs.engine``.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from dsfs import catalog as cat
+from dsfs import dataset_store
+from dsfs.dataset_store import parent_id
 from dsfs.engine import (
     attributes,
-    deleting,
     drafts,
     materialize,
     parts,
@@ -31,43 +31,20 @@ from dsfs.engine import (
 from dsfs.engine.latest import note_outdated_parent
 from dsfs.engine.scan import SourceItem
 from dsfs.engine.tree import Changes, TreeResolver
-from dsfs.errors import DsfsError, NotFoundError, UsageError
+from dsfs.errors import UsageError
 from dsfs.format.manifest import DIR, FILE, Entry, Header
+from dsfs.pyargs import (
+    PathArg,
+    fspath,
+    fspaths,
+    in_python_words,
+    open_repo,
+    unsupported,
+    words,
+)
 from dsfs.report import Reporter
 from dsfs.repository import Repository
 from dsfs.shard import Shard
-
-PathArg = str | os.PathLike[str]
-
-
-def _fspath(value: PathArg, argument: str) -> str:
-    if not isinstance(value, (str, os.PathLike)):
-        raise UsageError(f"{argument} must be a str or os.PathLike path, not "
-                         f"{type(value).__name__}")
-    return os.fspath(value)
-
-
-def _fspaths(value: PathArg | Sequence[PathArg], argument: str) -> list[str]:
-    if isinstance(value, (str, os.PathLike)):
-        return [_fspath(value, argument)]
-    return [_fspath(v, argument) for v in value]
-
-
-def _open_repo(store: PathArg | None, cache_dir: PathArg | None) -> Repository:
-    """The store (a URL, or a local path as str or os.PathLike) and the cache."""
-    return Repository.open(None if store is None else _fspath(store, "store"),
-                           None if cache_dir is None else _fspath(cache_dir, "cache_dir"))
-
-
-def _words(value: str | Sequence[str] | None) -> list[str]:
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else [str(v) for v in value]
-
-
-def _unsupported(argument: str, value: Any, default: Any, why: str) -> None:
-    if value != default:
-        raise UsageError(f"{argument}={value!r} is not supported by dsfs: {why}")
 
 
 class Dataset:
@@ -156,18 +133,18 @@ class Dataset:
         does).  ``output_uri``, ClearML's storage location, is the store when
         ``store`` is not given: dsfs keeps a version's data and manifest in
         one store."""
-        _unsupported("use_current_task", use_current_task, False,
-                     "dsfs has no ClearML tasks")
-        repo = _open_repo(store or output_uri, cache_dir)
+        unsupported("use_current_task", use_current_task, False,
+                    "dsfs has no ClearML tasks")
+        repo = open_repo(store or output_uri, cache_dir)
         catalog = cat.Catalog(repo)
-        parent_ids = [_parent_id(catalog, p) for p in parent_datasets or []]
+        parent_ids = [parent_id(catalog, p) for p in parent_datasets or []]
         if dataset_project is None and parent_ids:
             dataset_project = catalog.resolve(cat.Ref(id=parent_ids[-1])).project
         if not dataset_project or not dataset_name:
             raise UsageError("Dataset.create() needs dataset_project and dataset_name "
                              "(dataset_project may come from parent_datasets)")
         draft = versions.create(repo, dataset_project, dataset_name, dataset_version,
-                                _words(dataset_tags), parent_ids, description or "")
+                                words(dataset_tags), parent_ids, description or "")
         return cls(repo, draft.header, draft, reporter)
 
     @classmethod
@@ -175,7 +152,7 @@ class Dataset:
                    cache_dir: PathArg | None = None, reporter: Reporter | None = None) -> Dataset:
         """A draft created earlier on this machine (the current one by default)."""
         draft = drafts.load(draft_id)
-        repo = _open_repo(store or draft.store_url, cache_dir)
+        repo = open_repo(store or draft.store_url, cache_dir)
         return cls(repo, draft.header, draft, reporter)
 
     def _require_draft(self) -> drafts.Draft:
@@ -196,14 +173,14 @@ class Dataset:
         contents go below ``dataset_path``, or, with ``local_base_folder``, at
         their path relative to that folder."""
         draft = self._require_draft()
-        paths = _fspaths(path, "path")
+        paths = fspaths(path, "path")
         patterns = None if wildcard is None else (
             wildcard if isinstance(wildcard, str) else list(wildcard))
         count = 0
         for one in paths:
             folder = dataset_path or ""
             if local_base_folder is not None:
-                base = os.path.abspath(_fspath(local_base_folder, "local_base_folder"))
+                base = os.path.abspath(fspath(local_base_folder, "local_base_folder"))
                 where = os.path.abspath(one)
                 where = where if os.path.isdir(where) else os.path.dirname(where)
                 rel = os.path.relpath(where, base)
@@ -258,7 +235,7 @@ class Dataset:
         keeps it unchanged if its bytes are the same."""
         draft = self._require_draft()
         before = versions.preview(self.repo, draft)
-        versions.mirror_folder(draft, _fspath(local_path, "local_path"), dataset_path or "",
+        versions.mirror_folder(draft, fspath(local_path, "local_path"), dataset_path or "",
                                self.reporter)
         after = versions.preview(self.repo, draft)
         self._changed()
@@ -300,25 +277,25 @@ class Dataset:
     # -- attributes -------------------------------------------------------------------
 
     def add_tags(self, tags: str | Sequence[str]) -> None:
-        words = _words(tags)
+        wanted = words(tags)
         if self._draft is not None:
             self._draft.header.tags = sorted(set(self._draft.header.tags)
-                                             | set(versions.check_tags(words)))
+                                             | set(versions.check_tags(wanted)))
             drafts.save(self._draft)
             self._header = self._draft.header
             return
-        new = versions.set_tags(self.repo, self._header, words, [])
+        new = versions.set_tags(self.repo, self._header, wanted, [])
         self._header.tags = new
 
     def remove_tags(self, tags: str | Sequence[str]) -> None:
         """Remove tags the version has (others are ignored, as in ClearML)."""
-        words = [t for t in _words(tags) if t in self.tags]
+        gone = [t for t in words(tags) if t in self.tags]
         if self._draft is not None:
-            self._draft.header.tags = sorted(set(self._draft.header.tags) - set(words))
+            self._draft.header.tags = sorted(set(self._draft.header.tags) - set(gone))
             drafts.save(self._draft)
             self._header = self._draft.header
             return
-        self._header.tags = versions.set_tags(self.repo, self._header, [], words)
+        self._header.tags = versions.set_tags(self.repo, self._header, [], gone)
 
     def set_description(self, description: str) -> None:
         if self._draft is not None:
@@ -344,136 +321,15 @@ class Dataset:
     def list_metadata(self) -> list[str]:
         return attributes.list_metadata(self.repo, self.id)
 
-    # -- the store's datasets (classmethods, as in ClearML) -----------------------------------
+    # -- the store's datasets: classmethods, as in ClearML (dsfs.dataset_store) -----------
 
-    @classmethod
-    def rename(cls, new_dataset_name: str, dataset_project: str, dataset_name: str,
-               store: PathArg | None = None, cache_dir: PathArg | None = None) -> list[str]:
-        """Rename a dataset (every version); returns the ids renamed."""
-        repo = _open_repo(store, cache_dir)
-        return attributes.rename_dataset(repo, dataset_project, dataset_name, dataset_project,
-                                         new_dataset_name)
-
-    @classmethod
-    def move_to_project(cls, new_dataset_project: str, dataset_project: str,
-                        dataset_name: str, store: PathArg | None = None,
-                        cache_dir: PathArg | None = None) -> list[str]:
-        """Move a dataset (every version) to another project; returns the ids moved."""
-        repo = _open_repo(store, cache_dir)
-        return attributes.rename_dataset(repo, dataset_project, dataset_name,
-                                         new_dataset_project, dataset_name)
-
-    @classmethod
-    def delete(cls, dataset_id: str | None = None, dataset_project: str | None = None,
-               dataset_name: str | None = None, force: bool = False,
-               dataset_version: str | None = None, entire_dataset: bool = False,
-               shallow_search: bool = False, delete_files: bool = True,
-               delete_external_files: bool = False, store: PathArg | None = None,
-               cache_dir: PathArg | None = None, dry_run: bool = False) -> list[str]:
-        """Delete one version, or with ``entire_dataset=True`` (and ``force=True``,
-        as in ClearML) every version of a dataset; returns the ids deleted (or
-        that would be, with ``dry_run``).  ``force`` also hides versions that
-        other versions are built on.  The data goes at the next ``gc``."""
-        _unsupported("delete_external_files", delete_external_files, False,
-                     "dsfs never deletes objects it does not own")
-        if dataset_id and (dataset_project or dataset_name):
-            raise UsageError("give dataset_id, or dataset_project and dataset_name, not both")
-        repo = _open_repo(store, cache_dir)
-        if entire_dataset:
-            if not force:
-                raise UsageError("Dataset.delete(entire_dataset=True) also needs force=True")
-            if not dataset_project or not dataset_name:
-                raise UsageError("entire_dataset=True needs dataset_project and dataset_name")
-            return deleting.delete_dataset(repo, dataset_project, dataset_name, force, dry_run)
-        header = cat.Catalog(repo).resolve(_ref(dataset_id, dataset_project, dataset_name,
-                                                dataset_version, None))
-        if not dry_run:
-            versions.delete(repo, header, force)
-        return [header.id]
-
-    @classmethod
-    def squash(cls, dataset_name: str, dataset_ids: Sequence[Any] | None = None,
-               dataset_project_name_pairs: Sequence[tuple[str, str]] | None = None,
-               output_url: str | None = None, dataset_project: str | None = None,
-               store: PathArg | None = None, cache_dir: PathArg | None = None,
-               reporter: Reporter | None = None) -> Dataset:
-        """A new parentless version holding the merged trees (later wins) of
-        the given versions, in the first one's project unless
-        ``dataset_project`` is given."""
-        repo = _open_repo(store or output_url, cache_dir)
-        catalog = cat.Catalog(repo)
-        ids = [_parent_id(catalog, d) for d in dataset_ids or []]
-        ids += [catalog.resolve(cat.Ref(project=p, name=n)).id
-                for p, n in dataset_project_name_pairs or []]
-        if not ids:
-            raise UsageError("Dataset.squash() needs dataset_ids or dataset_project_name_pairs")
-        project = dataset_project or catalog.resolve(cat.Ref(id=ids[0])).project
-        result = versions.squash(repo, ids, project, dataset_name)
-        return cls(repo, result.header, None, reporter)
-
-    @classmethod
-    def list_datasets(cls, dataset_project: str | None = None,
-                      partial_name: str | None = None, tags: Sequence[str] | None = None,
-                      ids: Sequence[str] | None = None, only_completed: bool = True,
-                      recursive_project_search: bool = True, include_archived: bool = True,
-                      store: PathArg | None = None, cache_dir: PathArg | None = None
-                      ) -> list[dict[str, Any]]:
-        """Published versions as ClearML's dicts: name, project, id, version,
-        tags, created, status ("completed"), plus description, files, size.
-        ``partial_name`` matches part of the name, case-insensitively (a
-        regular expression); sub-projects are searched unless
-        ``recursive_project_search=False``."""
-        repo = _open_repo(store, cache_dir)
-        headers = search.find_versions(repo, dataset_project, partial_name, _words(tags),
-                                       _words(ids), partial_name=True,
-                                       recursive=recursive_project_search)
-        return [version_dict(h) for h in headers]
-
-    # -- reading a version ---------------------------------------------------------------
-
-    @classmethod
-    def get(cls, dataset_id: str | None = None, dataset_project: str | None = None,
-            dataset_name: str | None = None, dataset_version: str | None = None,
-            dataset_tag: str | None = None, store: PathArg | None = None,
-            cache_dir: PathArg | None = None, reporter: Reporter | None = None,
-            dataset_tags: Sequence[str] | None = None, only_completed: bool = False,
-            only_published: bool = False, include_archived: bool = False,
-            auto_create: bool = False, writable_copy: bool = False, alias: str | None = None,
-            overridable: bool = False, shallow_search: bool = False,
-            silence_alias_warnings: bool = False) -> Dataset:
-        """A published version: by ``dataset_id`` (an id, a unique prefix, or a
-        reference ``PROJECT/NAME[@VERSION|#TAG]``), or by project and name
-        with an optional version string and tag(s) (the highest version that
-        matches).  ``auto_create``: a new draft if the dataset does not exist;
-        ``writable_copy``: a new draft whose parent is the version found.
-        Every version dsfs finds is completed; ClearML's ``alias`` and
-        ``overridable`` are for tasks and change nothing here."""
-        repo = _open_repo(store, cache_dir)
-        wanted_tags = _words(dataset_tags) + _words(dataset_tag)
-        try:
-            header = _resolve(repo, dataset_id, dataset_project, dataset_name, dataset_version,
-                              wanted_tags)
-        except NotFoundError:
-            if not auto_create or dataset_id or not (dataset_project and dataset_name):
-                raise
-            return cls.create(dataset_project, dataset_name, dataset_version, wanted_tags,
-                              store=store, cache_dir=cache_dir, reporter=reporter)
-        if writable_copy:
-            return cls.create(header.project, header.name, dataset_tags=wanted_tags,
-                              parent_datasets=[header.id], store=store, cache_dir=cache_dir,
-                              reporter=reporter)
-        return cls(repo, header, None, reporter)
-
-    @classmethod
-    def search(cls, project: str | None = None, name: str | None = None,
-               tags: list[str] | None = None, store: PathArg | None = None,
-               cache_dir: PathArg | None = None, ids: Sequence[str] = (),
-               partial_name: bool = False, recursive: bool = False) -> list[Header]:
-        """Headers of the published versions that match every given filter
-        (``dsfs.engine.search``)."""
-        repo = _open_repo(store, cache_dir)
-        return search.find_versions(repo, project, name, tags or [], ids,
-                                    partial_name=partial_name, recursive=recursive)
+    get = classmethod(dataset_store.get)
+    search = classmethod(dataset_store.search)
+    list_datasets = classmethod(dataset_store.list_datasets)
+    rename = classmethod(dataset_store.rename)
+    move_to_project = classmethod(dataset_store.move_to_project)
+    delete = classmethod(dataset_store.delete)
+    squash = classmethod(dataset_store.squash)
 
     def _tree(self) -> dict[str, Entry]:
         return TreeResolver(self.repo).tree(self.id)
@@ -494,7 +350,7 @@ class Dataset:
                                max_workers: int | None = None) -> str:
         """A writable copy in ``target_folder`` (new or empty; ``overwrite``
         empties it first)."""
-        target_folder = _fspath(target_folder, "target_folder")
+        target_folder = fspath(target_folder, "target_folder")
         share = parts.check_part(part, num_parts)
         return str(materialize.mutable_copy(self.repo, self._final_header(), target_folder,
                                             self.reporter, part=share, overwrite=overwrite))
@@ -601,13 +457,13 @@ class Dataset:
         """ClearML's check of a local copy: the paths that are missing or differ
         (an empty list when all is well)."""
         folder = (self.get_local_copy() if local_copy_path is None
-                  else _fspath(local_copy_path, "local_copy_path"))
+                  else fspath(local_copy_path, "local_copy_path"))
         return sorted({p.rsplit(": ", 1)[0] for p in self.verify(folder)})
 
     def verify(self, folder: str | None = None) -> list[str]:
         """Problems found (empty when all is well): stored chunks, or a local folder."""
         if folder is not None:
-            folder = _fspath(folder, "folder")
+            folder = fspath(folder, "folder")
         if folder is None:
             return verify.verify_store(self.repo, self._final_header(), self.reporter)
         return verify.verify_folder(self.repo, self._final_header(), folder, self.reporter)
@@ -623,101 +479,13 @@ def _differs(old: Entry | SourceItem, new: Entry | SourceItem) -> bool:
     return old.target != new.target
 
 
-def _ref(dataset_id: str | None, project: str | None, name: str | None, version: str | None,
-         tag: str | None) -> cat.Ref:
-    """The Ref for Python arguments; ``dataset_id`` may be an id, a prefix or a
-    one-word reference."""
-    if dataset_id:
-        if project or name:
-            raise UsageError("give dataset_id, or dataset_project and dataset_name, not both")
-        ref = cat.parse_ref(str(dataset_id))
-        if (version and ref.version not in (None, version)) or (tag and ref.tag):
-            raise UsageError(f"dataset_id {dataset_id!r} already names a version")
-        if version or tag:
-            if ref.id:
-                raise UsageError("dataset_version and dataset_tags need a dataset name, "
-                                 "not an id")
-            ref.version, ref.tag = version or ref.version, tag or ref.tag
-        return ref
-    if not project or not name:
-        raise UsageError("name a version: dataset_id, or dataset_project and dataset_name")
-    if version and tag:
-        raise UsageError("give dataset_version or dataset_tags, not both")
-    return cat.Ref(project=project, name=name, version=version, tag=tag)
-
-
-def _resolve(repo: Repository, dataset_id: str | None, project: str | None, name: str | None,
-             version: str | None, tags: list[str]) -> Header:
-    catalog = cat.Catalog(repo)
-    if len(tags) <= 1:
-        return catalog.resolve(_ref(dataset_id, project, name, version,
-                                    tags[0] if tags else None))
-    ref = _ref(dataset_id, project, name, version, None)
-    if ref.id:
-        header = catalog.resolve(ref)
-        if not set(tags) <= set(header.tags):
-            raise NotFoundError(f"version {header.id} does not carry every tag of {tags}")
-        return header
-    found = [h for h in search.find_versions(repo, ref.project, ref.name, tags,
-                                             recursive=False)
-             if ref.version in (None, h.version)]
-    if not found:
-        raise NotFoundError(f"no version of {ref.project}/{ref.name} carries all of {tags}")
-    return max(found, key=lambda h: cat.version_sort_key(h.version))
-
-
-def _parent_id(catalog: cat.Catalog, parent: Any) -> str:
-    if isinstance(parent, Dataset):
-        return parent.id
-    return catalog.resolve(cat.parse_ref(str(parent))).id
-
-
-def version_dict(header: Header) -> dict[str, Any]:
-    """A version as ``list_datasets`` and ``search --json`` show it."""
-    return {"id": header.id, "name": header.name, "project": header.project,
-            "version": header.version, "tags": list(header.tags),
-            "created": header.created, "status": "completed",
-            "description": header.description, "parents": list(header.parents),
-            "files": header.stats.get("files", 0), "size": header.stats.get("size", 0)}
-
-
-#: What the engine's messages say in command-line words, in Python words.
-_PYTHON_WORDS = [
-    ("delete them first or use --force", "delete them first or pass force=True"),
-    ("automatically: give --version", "automatically: give dataset_version="),
-    ("run 'dsfs create' first or pass --id", "call Dataset.create() first, or pass draft_id"),
-    ("by --project and --name", "by dataset_project and dataset_name"),
-    (": pass --store ", ": pass store="),
-]
-
-
-def _in_python_words(method: Any) -> Any:
-    """``method`` raising DsfsErrors whose messages name Python arguments
-    instead of the command-line options the engine's messages name."""
-
-    @functools.wraps(method)
-    def call(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return method(*args, **kwargs)
-        except DsfsError as exc:
-            text = str(exc)
-            for cli_words, python_words in _PYTHON_WORDS:
-                text = text.replace(cli_words, python_words)
-            if text == str(exc):
-                raise
-            exc.args = (text,)
-            raise
-
-    return call
-
-
 for _name, _member in list(vars(Dataset).items()):
     if _name.startswith("_"):
         continue
     if isinstance(_member, classmethod):
-        setattr(Dataset, _name, classmethod(_in_python_words(_member.__func__)))
+        setattr(Dataset, _name, classmethod(in_python_words(_member.__func__)))
     elif inspect.isfunction(_member):
-        setattr(Dataset, _name, _in_python_words(_member))
+        setattr(Dataset, _name, in_python_words(_member))
 
 
 __all__ = ["Dataset"]

@@ -113,7 +113,10 @@ def test_child_version_sync_remove_and_counts(local_store: str, data: Path) -> N
     run_script(CREATE, DATA=data)
     (data / "images" / "cats" / "cat0.png").write_bytes(b"changed")
     (data / "images" / "readme0.txt").unlink()
+    (data / "images" / "readme1.txt").unlink()
     (data / "images" / "new.txt").write_text("new")
+    (data / "images" / "new2.txt").write_text("new 2")
+    (data / "images" / "new3.txt").write_text("new 3")
     out = run_script("""
         from dsfs import Dataset
 
@@ -129,13 +132,14 @@ def test_child_version_sync_remove_and_counts(local_store: str, data: Path) -> N
         modified_files = child.list_modified_files()
         removed_files = child.list_removed_files()
     """, DATA=data)
-    assert (out["removed"], out["added"], out["modified"]) == (1, 1, 1)
+    # ClearML's Dataset.sync_folder returns (removed, added, modified), in that order
+    assert (out["removed"], out["added"], out["modified"]) == (2, 3, 1)
     assert out["dropped"] == 4 and out["none"] == 0
     child = out["child"]
     assert child.parents == [out["parent"].id]
     assert out["modified_files"] == ["images/cats/cat0.png"]
-    assert len(out["removed_files"]) == 5
-    assert child.get_num_chunks(include_parents=False) == 2
+    assert len(out["removed_files"]) == 6
+    assert child.get_num_chunks(include_parents=False) == 4
 
 
 def test_tags_description_rename_move_list_squash_delete(local_store: str, data: Path) -> None:
@@ -250,3 +254,24 @@ def test_engine_errors_speak_python(local_store: str, data: Path) -> None:
         draft.finalize()
         Dataset.create(dataset_project="p", dataset_name="n")
     assert "--version" not in str(info.value)
+
+
+def test_get_by_project_alone_is_the_latest_version_in_it(local_store: str, data: Path) -> None:
+    out = run_script("""
+        from dsfs import Dataset
+
+        for name, tags in (("b", ["x"]), ("a", []), ("c", ["x"]), ("b", [])):
+            ds = Dataset.create(dataset_project="proj", dataset_name=name, dataset_tags=tags)
+            ds.add_files(DATA / "labels.csv")
+            ds.finalize()
+        sub = Dataset.create(dataset_project="proj/sub", dataset_name="deeper")
+        sub.add_files(DATA / "labels.csv")
+        sub.finalize()
+        latest = Dataset.get(dataset_project="proj")
+        tagged = Dataset.get(dataset_project="proj", dataset_tags=["x"])
+    """, DATA=data)
+    # ClearML's Dataset.get with only a project: the most recent dataset there
+    assert (out["latest"].name, out["latest"].version) == ("b", "1.0.1")
+    assert out["tagged"].name == "c"
+    with pytest.raises(NotFoundError):
+        Dataset.get(dataset_project="empty-project")

@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("dsfs.repository",),
     ("dsfs.catalog", "dsfs.refs"),
     ("dsfs.engine",),
-    ("dsfs.dataset", "dsfs.shard", "dsfs.vfs"),
+    ("dsfs.dataset", "dsfs.dataset_store", "dsfs.pyargs", "dsfs.shard", "dsfs.vfs"),
     ("dsfs.content",),
     ("dsfs.overlay",),
     ("dsfs.fuse",),

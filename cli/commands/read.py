@@ -15,6 +15,7 @@ from dsfs.engine import drafts, materialize, parts, treewalk
 from dsfs.engine import search as search_engine
 from dsfs.errors import UsageError
 from dsfs.format.manifest import REMOVED, Entry
+from dsfs.store.external import shown
 
 from ..completion import complete_name, complete_project, complete_ref, complete_tag
 from ..context import (
@@ -117,14 +118,11 @@ def list_(app: AppContext, ref: Ref, modified: bool, patterns: tuple[str, ...],
     ds = _dataset(app, ref)
     rows: Iterator[dict[str, Any]]
     if share is not None:
-        rows = ({"path": e.path, "type": e.kind, "size": e.size, "digest": e.digest,
-                 "target": e.target}
-                for e in parts.select(ds.iter_files, lambda e: e.size, *share))
+        rows = (_file_row(e) for e in parts.select(ds.iter_files, lambda e: e.size, *share))
     elif modified:
         rows = (_change_row(path, old, new) for path, old, new in ds.iter_own_changes())
     else:
-        rows = ({"path": e.path, "type": e.kind, "size": e.size, "digest": e.digest,
-                 "target": e.target} for e in ds.iter_files())
+        rows = (_file_row(e) for e in ds.iter_files())
     if patterns:
         tests = [search_engine.path_matcher(p, not non_recursive) for p in patterns]
         rows = (r for r in rows if any(test(r["path"]) for test in tests))
@@ -136,6 +134,16 @@ def list_(app: AppContext, ref: Ref, modified: bool, patterns: tuple[str, ...],
         prefix = f"{r['change'][0].upper()} " if modified else ""
         suffix = f" -> {safe_path(r['target'])}" if r.get("target") else ""
         click.echo(f"{prefix}{r['size']:>12}  {safe_path(r['path'])}{suffix}")
+
+
+def _file_row(e: Entry) -> dict[str, Any]:
+    """A file of ``list --json``; an external file also names its URL (without
+    a query string, which may hold a signature)."""
+    row: dict[str, Any] = {"path": e.path, "type": e.kind, "size": e.size,
+                           "digest": e.digest, "target": e.target}
+    if e.url is not None:
+        row["url"] = shown(e.url)
+    return row
 
 
 def _change_row(path: str, old: Entry | None, new: Entry | None) -> dict[str, Any]:

@@ -93,7 +93,7 @@ class ChunkCache:
 
     def count(self, **deltas: int) -> None:
         """Add to this process's counts (``gets``, ``fetched_bytes``,
-        ``read_bytes``, ``span_fetches``)."""
+        ``read_bytes``, ``span_fetches``, ``shuffled_spans``)."""
         with self._counts_lock:
             for name, delta in deltas.items():
                 self._counts[name] += delta

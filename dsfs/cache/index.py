@@ -29,7 +29,8 @@ Tables (all integers little-endian):
     Lets ``get`` hard-link an unchanged file instead of writing it again.
 
 ``counters``
-    key: ASCII name (``gets``, ``fetched_bytes``, ``read_bytes``, ``span_fetches``)
+    key: ASCII name (``gets``, ``fetched_bytes``, ``read_bytes``, ``span_fetches``,
+    ``shuffled_spans``)
     value: u64, a running total since the cache was made or its counters cleared
     What the fetch path did, summed over every process (``dsfs cache stats``);
     processes add their counts in batches.
@@ -41,8 +42,16 @@ Tables (all integers little-endian):
     the pack span policy (``dsfs.content.spans``); a run older than the
     policy's window starts again at one, a pack fetched whole is removed.
 
-Tables ``tree_versions``, ``tree_deltas``, ``tree_dirs`` and ``tree_listings`` hold
-version trees, one directory at a time; ``dsfs.cache.treetables`` documents them.
+``span_scopes``
+    key: a scope (the id of the version being read, ASCII)
+    value: packs u32 | first pack of the current run, seconds since the epoch u64
+    Packs of that version in which a run of cold lone reads began (a shuffled
+    reader touches many), over every process; a run older than the policy's
+    window starts again.
+
+Tables ``tree_versions``, ``tree_deltas``, ``tree_dirs``, ``tree_listings`` and
+``tree_heads`` hold version trees, one directory at a time;
+``dsfs.cache.treetables`` documents them.
 """
 
 from __future__ import annotations
@@ -83,8 +92,10 @@ class CacheIndex(TreeTables):
         self._tree_deltas = self.env.open_db(b"tree_deltas")
         self._tree_dirs = self.env.open_db(b"tree_dirs")
         self._tree_listings = self.env.open_db(b"tree_listings")
+        self._tree_heads = self.env.open_db(b"tree_heads")
         self._counters = self.env.open_db(b"counters")
         self._pack_misses = self.env.open_db(b"pack_misses")
+        self._span_scopes = self.env.open_db(b"span_scopes")
 
     def _write(self, db: Database | None = None
                ) -> contextlib.AbstractContextManager[Transaction]:
@@ -163,19 +174,32 @@ class CacheIndex(TreeTables):
         with self._write() as txn:
             txn.drop(self._counters, delete=False)
             txn.drop(self._pack_misses, delete=False)
+            txn.drop(self._span_scopes, delete=False)
 
-    def note_pack_miss(self, pack_id: bytes, window: float) -> int:
+    def note_pack_miss(self, pack_id: bytes, window: float, scope: bytes = b"",
+                       evidence: bool = False) -> tuple[int, int]:
         """Count one more cold lone read in a pack; return the misses of its
         current run (a run whose first miss is older than ``window`` seconds
-        starts again)."""
+        starts again) and the packs of ``scope`` in which a run began within
+        ``window`` (this one counted if it begins one and ``evidence`` says the
+        read may count: a reader's own, not at the start of a pack)."""
         now = int(time.time())
-        with self._write(self._pack_misses) as txn:
-            old = txn.get(pack_id)
+        with self._write() as txn:
+            old = txn.get(pack_id, db=self._pack_misses)
             count, first = _MISSES.unpack(old) if old is not None else (0, now)
             if now - first > window:
                 count, first = 0, now
-            txn.put(pack_id, _MISSES.pack(count + 1, first))
-        return count + 1
+            txn.put(pack_id, _MISSES.pack(count + 1, first), db=self._pack_misses)
+            packs = 0
+            if scope:
+                old = txn.get(scope, db=self._span_scopes)
+                packs, began = _MISSES.unpack(old) if old is not None else (0, now)
+                if now - began > window:
+                    packs, began = 0, now
+                if evidence and count == 0:
+                    packs += 1
+                    txn.put(scope, _MISSES.pack(packs, began), db=self._span_scopes)
+        return count + 1, packs
 
     def forget_pack_misses(self, pack_id: bytes) -> None:
         with self._write(self._pack_misses) as txn:

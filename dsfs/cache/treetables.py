@@ -1,6 +1,6 @@
 """Version trees in the cache index, one directory at a time.
 
-The four ``tree_*`` tables of the cache's LMDB environment, read and written
+The five ``tree_*`` tables of the cache's LMDB environment, read and written
 through ``TreeTables``, which ``dsfs.cache.index.CacheIndex`` mixes in.
 
 Tables (all integers little-endian):
@@ -54,7 +54,15 @@ Tables (all integers little-endian):
     (an empty value: the name is removed); written before the ``tree_dirs``
     record that points at it.
 
-The four ``tree_*`` tables are keyed by version first, so forgetting a version
+``tree_heads``
+    key: raw version id (16) | dir key (16)
+    value: a directory's stat digest (``dsfs.engine.statdigest``: a scheme
+    byte, then 16 bytes) of the listing that ``tree_dirs`` records of this
+    version as owner resolve to (the version's own listing of that
+    directory); present only for listings whose entries are all regular files.
+    Lets ``sync`` pass an unchanged directory without reading its listing.
+
+The five ``tree_*`` tables are keyed by version first, so forgetting a version
 is a range delete (``forget_tree_versions``), and ``clear_trees`` empties
 them all.  A version's records may point at an ancestor's (``tree_dirs``
 owners), so whoever forgets a version also forgets the versions that depend
@@ -84,6 +92,7 @@ class TreeTables:
     _tree_deltas: Database
     _tree_dirs: Database
     _tree_listings: Database
+    _tree_heads: Database
 
     def _write(self, db: Database | None = None
                ) -> contextlib.AbstractContextManager[Transaction]:
@@ -231,14 +240,24 @@ class TreeTables:
                                 break
 
     def clear_trees(self) -> None:
-        """Empty the four ``tree_*`` tables."""
+        """Empty the five ``tree_*`` tables."""
         with self._write() as txn:
             for db in self._tree_tables():
                 txn.drop(db, delete=False)
 
     def _tree_tables(self) -> tuple[Database, ...]:
         return (self._tree_versions, self._tree_dirs, self._tree_listings,
-                self._tree_deltas)
+                self._tree_deltas, self._tree_heads)
+
+    def tree_heads(self, version_id: bytes, dir_key: bytes) -> bytes | None:
+        """The stat digest memoized for a version's listing of one directory."""
+        with self.env.begin(db=self._tree_heads) as txn:
+            value = txn.get(version_id + dir_key)
+        return None if value is None else bytes(value)
+
+    def put_tree_heads(self, items: Iterable[tuple[bytes, bytes, bytes]]) -> None:
+        """Memoize (version id, dir key, stat digest) triples, one transaction."""
+        self._put_all(self._tree_heads, ((vid + key, digest) for vid, key, digest in items))
 
     def tree_listing_record(self, version_id: bytes, dir_key: bytes, name: bytes
                             ) -> bytes | None:

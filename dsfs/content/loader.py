@@ -12,6 +12,7 @@ only its own read.  Touches the cache and the store, nothing above them.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from dsfs.cache.chunks import ChunkCache
@@ -19,6 +20,7 @@ from dsfs.content.spans import NO_SPANS, SpanPolicy
 from dsfs.errors import DiskFullError, DsfsError, LocalError, StoreError
 from dsfs.format.digest import chunk_id, id_to_bytes
 from dsfs.format.manifest import ChunkRef
+from dsfs.format.pack import HEADER_SIZE
 from dsfs.store.base import Store
 from dsfs.store.external import is_external
 
@@ -26,6 +28,9 @@ log = logging.getLogger("dsfs.mount.reader")
 
 #: Delays before the second, third, ... attempt of a failed fetch (seconds).
 RETRY_DELAYS = (0.2, 0.5, 1.0)
+#: Whole-pack fetches one process runs at once: each holds its pack in memory
+#: (up to 64 MiB), and a few big GETs at a time keep the store busy already.
+SPAN_FETCHES = 4
 
 
 class ChunkLoader:
@@ -39,10 +44,18 @@ class ChunkLoader:
         self.eager_counters = False
         #: Fetches from the store so far.
         self.fetches = 0
+        self._span_slots = threading.BoundedSemaphore(SPAN_FETCHES)
+        #: Packs this process is fetching whole, and the event set when done:
+        #: another read of the same pack waits for it without taking a slot.
+        self._packs_running: dict[str, threading.Event] = {}
+        self._packs_lock = threading.Lock()
 
-    def load(self, ref: ChunkRef, window: list[ChunkRef] | None = None) -> int:
+    def load(self, ref: ChunkRef, window: list[ChunkRef] | None = None,
+             own: bool = False) -> int:
         """Verify the cached copy of ``ref``, or fetch it (with the chunks of its
-        scan window, in one ranged read) with retries; the bytes downloaded."""
+        scan window, in one ranged read) with retries; the bytes downloaded.
+        ``own``: a reader asked for the chunk (not readahead), so the policy
+        may count the miss as a sign of shuffled reads."""
         cid = ref.chunk_id
         path = self.cache.chunk_path(cid)
         try:
@@ -60,7 +73,7 @@ class ChunkLoader:
             self.cache.discard([cid])  # indexed but its file is gone
         # an external object has no pack index to span: its chunks are fetched alone
         if not window and self.spans.enabled and not is_external(ref.pack_id):
-            spanned = self._span(ref)
+            spanned = self._span(ref, own)
             if spanned is not None:
                 return spanned
         delays = (0.0, *RETRY_DELAYS)
@@ -85,17 +98,37 @@ class ChunkLoader:
                 window = None
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    def _span(self, ref: ChunkRef) -> int | None:
-        """Count a cold lone read in ``ref``'s pack and, when it is the policy's
-        ``after``-th, fetch the whole pack; the bytes downloaded if ``ref`` is
-        now cached, None if not.  A span that fails leaves the chunk to the
-        usual fetch."""
+    def _span(self, ref: ChunkRef, own: bool) -> int | None:
+        """Count a cold lone read in ``ref``'s pack and, when the policy says
+        so, fetch the whole pack; the bytes downloaded if ``ref`` is now
+        cached, None if not.  A span that fails leaves the chunk to the usual
+        fetch."""
         raw = bytes.fromhex(ref.pack_id)
+        policy = self.spans
         try:
-            if self.cache.index.note_pack_miss(raw, self.spans.seconds) < self.spans.after:
+            misses, packs = self.cache.index.note_pack_miss(
+                raw, policy.seconds, policy.scope.encode(),
+                evidence=own and ref.offset != HEADER_SIZE)
+            if not policy.whole_pack(misses, packs):
                 return None
-            fetched = self.cache.fetch_pack(self.store, ref)
+            with self._packs_lock:
+                running = self._packs_running.get(ref.pack_id)
+                leader = running is None
+                if running is None:
+                    running = self._packs_running[ref.pack_id] = threading.Event()
+            if not leader:
+                running.wait()
+                return 0 if self.cache.has(ref.chunk_id) else None
+            try:
+                with self._span_slots:
+                    fetched = self.cache.fetch_pack(self.store, ref)
+            finally:
+                with self._packs_lock:
+                    del self._packs_running[ref.pack_id]
+                running.set()
             self.cache.index.forget_pack_misses(raw)
+            if fetched and misses < policy.after:  # at the first touch: shuffled
+                self.cache.count(shuffled_spans=1)
         except DsfsError as exc:
             log.info("whole-pack fetch for chunk %s failed, fetching the chunk: %s",
                      ref.chunk_id, exc)

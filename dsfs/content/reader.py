@@ -364,7 +364,7 @@ class ChunkReader:
 
         async def load() -> None:
             self._unpruned += await trio.to_thread.run_sync(
-                self.loader.load, ref, window, limiter=self.limiter)
+                self.loader.load, ref, window, file is not None, limiter=self.limiter)
             self._verified.add(ref.chunk_id)
 
         await self._inflight.lead(load, *(member.chunk_id for member in (ref, *window)))

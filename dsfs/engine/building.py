@@ -45,8 +45,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from dsfs.engine import dirtree, external
-from dsfs.engine.dirtree import DirTree, file_head, same_content, same_file
+from dsfs.engine import dirtree, external, statdigest
+from dsfs.engine.dirtree import DirTree, VersionTree, file_head, same_content, same_file
 from dsfs.engine.packer import Packer, PendingRef
 from dsfs.engine.scan import SourceItem, readlink, skip_special, stat_listing
 from dsfs.engine.treeindex import Decoder, encode_entry
@@ -137,6 +137,8 @@ class DeltaBuilder:
         self._changes = 0
         #: chain depth of the version (1 for a snapshot); set by its maker
         self.depth = 1
+        #: hashes the external objects of the walk ahead of it (set by its maker)
+        self.prehasher: external.Prehasher | None = None
 
     # -- rows ----------------------------------------------------------------------
 
@@ -168,7 +170,9 @@ class DeltaBuilder:
 
     def item(self, path: str, old: bytes | None, item: SourceItem) -> None:
         if item.kind == FILE and external.is_external(item.source):
-            entry = external.hash_object(path, item)
+            entry = (self.prehasher.entry(path, item) if self.prehasher is not None
+                     else external.hash_object(path, item, self.progress,
+                                               external.memo_dir(self.repo.cache_root)))
             if old is not None and old == encode_entry(entry):
                 self.keep(path, old)
             else:
@@ -329,12 +333,26 @@ def sync_folder(builder: DeltaBuilder, base: DirTree, root: str, reporter: Repor
     # a snapshot writes every entry: no quick path that skips unchanged ones
     trust = builder.trust_mtime and not builder.snapshot
 
+    # a directory whose stat digest equals its base listing's memoized one
+    # passes whole, without reading that listing (one parent's tree only)
+    digests = base if trust and isinstance(base, VersionTree) else None
     read = 0
 
     def frame(prefix: str, directory: str, node: Any, is_root: bool) -> _Frame:
         nonlocal read
         names, stats = stat_listing(directory, reporter, is_root)
+        known = None
+        if digests is not None and node is not None:
+            known = digests.stat_digest(node)
+            if known is not None and known == statdigest.of_stats(names, stats):
+                builder.totals.files += len(names)
+                builder.totals.size += sum(map(_SIZE, stats))
+                return _Frame(prefix, directory, [])
         listing = base.listing(node) if node is not None else []
+        if digests is not None and known is None and node is not None:
+            digest = statdigest.of_listing(listing)
+            if digest is not None:
+                digests.remember_stat_digest(node, digest)
         read += len(listing)
         if read >= RELEASE_EVERY:  # the base's listings are read once each
             read = 0
@@ -386,6 +404,8 @@ def sync_folder(builder: DeltaBuilder, base: DirTree, root: str, reporter: Repor
             frames.append(pushed)
         else:
             frames.pop()
+    if digests is not None:
+        digests.flush()
 
 
 # -- close: a flat stream of the new tree joined with the base ------------------------------
@@ -395,25 +415,11 @@ def join(builder: DeltaBuilder, base: DirTree,
          new: Iterable[tuple[str, bytes | SourceItem]]) -> None:
     """``new`` (paths in walking order, each an encoded entry or a local item)
     joined with the base's walk; every path goes to ``builder``."""
-    key = dirtree.dfs_key
-    old_rows = dirtree.walk(base)
-    old = next(old_rows, None)
-    old_key = key(old[0]) if old is not None else ""
-    for path, value in new:
-        new_key = key(path)
-        while old is not None and old_key < new_key:
-            builder.removed(old[0], old[1])
-            old = next(old_rows, None)
-            old_key = key(old[0]) if old is not None else ""
-        before = None
-        if old is not None and old_key == new_key:
-            before = old[1]
-            old = next(old_rows, None)
-            old_key = key(old[0]) if old is not None else ""
-        if isinstance(value, bytes):
+    for path, before, value in dirtree.outer_join(dirtree.walk(base), new):
+        if value is None:
+            assert before is not None
+            builder.removed(path, before)
+        elif isinstance(value, bytes):
             builder.encoded(path, before, value)
         else:
             builder.item(path, before, value)
-    while old is not None:
-        builder.removed(old[0], old[1])
-        old = next(old_rows, None)

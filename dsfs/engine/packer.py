@@ -7,7 +7,12 @@ cache's record of what the store holds (kept current by
 and a rerun after an interruption re-uploads no finished pack.  Packs are
 uploaded by a few worker threads while hashing goes on; at most
 ``MAX_INFLIGHT`` finished packs wait in memory.  A pack is closed at about
-16 MiB or ``MAX_PACK_CHUNKS`` chunks.  Memory does not grow with
+16 MiB, or at ``MAX_PACK_CHUNKS`` chunks; a pack of big chunks (``BIG_CHUNK``
+on average) grows until it holds ``PACK_MIN_CHUNKS`` of them, up to 64 MiB:
+files of 1 MiB make packs of 32 MiB, so a reader that fetches whole packs
+needs a GET per 32 files (sizes from ``dsfs.config.pack_sizes``:
+``DSFS_PACK_SIZE``, ``DSFS_PACK_MAX_SIZE``).
+Memory does not grow with
 the number of files: a pack's chunks are recorded in the cache index as soon
 as its upload is done (later duplicates are found there), so only the chunks
 of packs still being built or uploaded are held.
@@ -30,6 +35,7 @@ import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from dsfs import config
 from dsfs.engine import locks
 from dsfs.engine.scan import open_recorded_file
 from dsfs.errors import InputError
@@ -41,11 +47,18 @@ from dsfs.repository import Repository
 
 UPLOAD_THREADS = 4
 MAX_INFLIGHT = 4
-#: A pack is closed at PACK_TARGET_SIZE bytes or at this many chunks, whichever
-#: comes first: what a pack costs in memory while it is built and uploaded is
-#: per chunk too (its index, the refs waiting for its id), and 16 MiB of tiny
-#: files would be hundreds of thousands of chunks.
+#: A pack is closed at this many chunks whatever its size: what a pack costs
+#: in memory while it is built and uploaded is per chunk too (its index, the
+#: refs waiting for its id), and 16 MiB of tiny files would be hundreds of
+#: thousands of chunks.
 MAX_PACK_CHUNKS = 8_192
+#: A pack whose chunks average BIG_CHUNK or more grows past PACK_TARGET_SIZE
+#: until it holds PACK_MIN_CHUNKS chunks, up to PACK_MAX_SIZE: big files make
+#: big packs, so that a pack still holds enough files for a reader that
+#: fetches it whole (a shuffled epoch) to save requests.
+BIG_CHUNK = 512 * 1024
+PACK_MIN_CHUNKS = 32
+PACK_MAX_SIZE = 64 * 1024 * 1024
 #: Lookups in the cache index between two releases of its mapped pages.
 RELEASE_EVERY = 2_000
 
@@ -84,6 +97,9 @@ class Packer:
         self.store_id = repo.store_id
         self.stats = PackStats()
         self._builder = PackBuilder()
+        #: Bytes at which a pack is closed (of big chunks: PACK_MIN_CHUNKS of
+        #: them), and at which any pack is.
+        self._pack_size, self._pack_max = config.pack_sizes(PACK_TARGET_SIZE, PACK_MAX_SIZE)
         self._seq = 0
         #: chunks of packs not yet recorded in the cache index
         self._placed: dict[str, PendingRef] = {}
@@ -147,7 +163,10 @@ class Packer:
         ref = PendingRef(cid, self._seq, entry.offset, entry.length)
         self.stats.chunks_new += 1
         self._placed[cid] = ref
-        if len(self._builder) >= PACK_TARGET_SIZE or self._builder.chunk_count >= MAX_PACK_CHUNKS:
+        size, chunks = len(self._builder), self._builder.chunk_count
+        if ((size >= self._pack_size
+             and (chunks >= PACK_MIN_CHUNKS or size < BIG_CHUNK * chunks))
+                or size >= self._pack_max or chunks >= MAX_PACK_CHUNKS):
             self._flush()
         return ref
 

@@ -93,12 +93,15 @@ class Session:
         self._versions: dict[str, Version] = {}
         self._lock = threading.Lock()
         self._largest = 0
+        #: The version the span policy counts shuffled reads for: the largest.
+        self._scope = ""
 
     def _make_reader(self) -> tuple[ChunkCache, Store, ChunkReader]:
         cache = self.repo.cache
         limit = None if self.limit is None else cachectl.CacheLimit(cache, self.limit)
         reader = ChunkReader(cache, self.repo.store, limit=limit,
-                             spans=span_policy(self._largest, cache.root, self.limit))
+                             spans=span_policy(self._largest, cache.root, self.limit,
+                                               scope=self._scope))
         reader.eager_counters = True  # a data loader's worker is killed, not closed
         self._chunk_reader = reader
         return cache, self.repo.store, reader
@@ -113,11 +116,12 @@ class Session:
         with self._lock:
             found = self._versions.setdefault(ref_text, Version(ref_text, header, vfs))
             size = int(header.stats.get("size", 0))
-            if size > self._largest:  # the span policy allows for the largest version
-                self._largest = size
+            if size > self._largest or not self._scope:
+                # the span policy allows for the largest version
+                self._largest, self._scope = max(size, self._largest), header.id
                 if self._chunk_reader is not None:
                     self._chunk_reader.spans = span_policy(size, self.repo.cache.root,
-                                                           self.limit)
+                                                           self.limit, scope=header.id)
             return found
 
     def locate(self, path: str) -> tuple[Version, str]:

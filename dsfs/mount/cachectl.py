@@ -58,8 +58,10 @@ STALE_TEMP_SECONDS = 3600.0
 
 
 #: The cache's counters: ranged and whole-pack GETs, bytes they fetched, whole
-#: packs fetched (the span policy), bytes that readers (mounts, fsspec) served.
-COUNTERS = ("gets", "fetched_bytes", "span_fetches", "read_bytes")
+#: packs fetched (the span policy), of those the ones fetched at the first read
+#: in the pack because the version's reads looked shuffled, bytes that readers
+#: (mounts, fsspec) served.
+COUNTERS = ("gets", "fetched_bytes", "span_fetches", "shuffled_spans", "read_bytes")
 
 
 def parse_size(text: str | None) -> int | None:

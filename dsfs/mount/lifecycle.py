@@ -135,7 +135,8 @@ def serve(repo: Repository, header: Header, mountpoint: str, *, allow_other: boo
         source = open_tree_source(repo, header)
         reader = ChunkReader(repo.cache, repo.store, limit=None if cache_size is None
                              else cachectl.CacheLimit(repo.cache, cache_size),
-                             spans=span_policy(source.totals()[1], repo.cache.root, cache_size))
+                             spans=span_policy(source.totals()[1], repo.cache.root, cache_size,
+                                               scope=header.id))
         ops: BaseOperations
         if upper is not None:
             session = _writable(repo, header, source, upper, records, reader, path)

@@ -25,7 +25,9 @@ pack of the store.
 
 from __future__ import annotations
 
+import http.client
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -47,8 +49,11 @@ from dsfs.store.base import Store
 SCHEMES = ("s3", "https", "http")
 #: Seconds an HTTP request may wait for the server.
 HTTP_TIMEOUT = 60
-#: Bytes per piece when a whole object is streamed.
+#: Tries of an HTTP range read that fails on the way (S3 reads are retried by botocore).
+HTTP_ATTEMPTS = 4
+#: Bytes per piece when a whole object is streamed (per ranged GET on S3).
 STREAM_PIECE = 1 << 20
+S3_PIECE = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -170,13 +175,22 @@ def read_range(url: str, offset: int, length: int) -> bytes:
         except StoreCorruptError:  # shorter than when it was added
             raise _changed(url) from None
     headers = {"Range": f"bytes={offset}-{offset + length - 1}"}
-    try:
-        with _open(url, headers=headers) as reply:
-            if reply.status != 206:  # the server sent the whole object
-                _skip(reply, offset)
-            data = _read_exactly(reply, length)
-    except ObjectNotFoundError:
-        raise _gone(url) from None
+    for attempt in range(HTTP_ATTEMPTS):
+        try:
+            with _open(url, headers=headers) as reply:
+                if reply.status != 206:  # the server sent the whole object
+                    _skip(reply, offset)
+                data = _read_exactly(reply, length)
+            break
+        except ObjectNotFoundError:
+            raise _gone(url) from None
+        except (StoreUnavailableError, OSError, http.client.HTTPException) as exc:
+            # a refused connection, a 5xx or a body cut off: worth another try
+            if attempt + 1 >= HTTP_ATTEMPTS:
+                if isinstance(exc, StoreUnavailableError):
+                    raise
+                raise StoreUnavailableError(f"cannot read {shown(url)}: {exc}") from None
+            time.sleep(min(2.0, 0.2 * 2 ** attempt))
     if len(data) != length:
         raise _changed(url)
     return data
@@ -198,8 +212,9 @@ def read_chunks(url: str, piece: int = STREAM_PIECE) -> Iterator[bytes]:
         remote = stat(url)
         if remote is None:
             raise _gone(url)
-        for offset in range(0, remote.size, piece):
-            yield read_range(url, offset, min(piece, remote.size - offset))
+        step = max(piece, S3_PIECE)  # fewer, larger GETs: each is a request
+        for offset in range(0, remote.size, step):
+            yield read_range(url, offset, min(step, remote.size - offset))
         return
     try:
         reply = _open(url)

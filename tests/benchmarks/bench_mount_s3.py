@@ -10,7 +10,8 @@ repetition mounts it with an empty cache and has ``--readers`` threads read
 every file once.  The baseline downloads the same files, stored as one object
 each, with the same number of boto3 threads.  Both go through a counting proxy
 (tests/fault_proxy.py with no faults), which reports GET requests and bytes.
-Aims (issue 4): one ranged GET per small file at most (a scan of a directory
+Mount and baseline rounds alternate, so the load of the machine hits both
+alike.  Aims (issue 4): one ranged GET per small file at most (a scan of a directory
 makes it far fewer: the following files of a pack come with the same GET), no
 bytes fetched beyond readahead, and wall time >= 1x the boto3 baseline.
 Mind that moto reads a whole object to serve any range, which real S3 does not.
@@ -19,31 +20,17 @@ Mind that moto reads a whole object to serve any range, which real S3 does not.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: helpers
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import boto3  # noqa: E402
-from botocore.config import Config  # noqa: E402
-from fault_proxy import FaultProxy  # noqa: E402
-from s3_support import aws_environment, moto_server  # noqa: E402
-
-DSFS = str(Path(sys.executable).with_name("dsfs"))
-
-
-def run(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run([DSFS, *args], env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"dsfs {' '.join(args)} failed: {result.stderr}")
-    return result.stdout
+from s3bench import BUCKET, PLAIN_PREFIX, S3Bench, run, s3_bench, uptime, write_files  # noqa: E402
 
 
 def read_all(paths: list[Path], readers: int) -> float:
@@ -68,67 +55,52 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dsfs-bench-s3mount-"))
     try:
-        with moto_server() as endpoint:
-            bench(work, endpoint, args)
+        with s3_bench(work, args.readers) as s3:
+            bench(work, s3, args)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def bench(work: Path, endpoint: str, args: argparse.Namespace) -> None:
+def bench(work: Path, s3: S3Bench, args: argparse.Namespace) -> None:
+    print(f"uptime at start: {uptime()}", flush=True)
     src = work / "src"
-    for i in range(args.files):
-        path = src / f"d{i % 100:02d}" / f"f{i:06d}.bin"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(os.urandom(args.size_kib * 1024))
-    files = sorted(p.relative_to(src) for p in src.rglob("*.bin"))
-    proxy = FaultProxy(endpoint, rate=0.0, lifetime=24 * 3600).start()
-    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "DSFS_"))}
-    env = {**base_env, **aws_environment(proxy.url)}
-    client = boto3.client("s3", endpoint_url=proxy.url, region_name=env["AWS_REGION"],
-                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                          config=Config(max_pool_connections=args.readers))
-    client.create_bucket(Bucket="bench")
-    env.update(DSFS_STORE="s3://bench/ds", DSFS_DATA_DIR=str(work / "data"))
-    version = run({**env, "DSFS_CACHE_DIR": str(work / "cache-close")},
-                  "sync", str(src), "-p", "bench", "-n", "cold").strip().splitlines()[-1]
-    with ThreadPoolExecutor(args.readers) as pool:
-        list(pool.map(lambda rel: client.upload_file(str(src / rel), "bench",
-                                                     f"plain/{rel}"), files))
+    files = write_files(src, args.files, args.size_kib)
+    version = s3.sync(src, "cold", work / "cache-close")
+    s3.upload_plain(src, files, args.readers)
+    client = s3.client
 
     mount_times, gets, fetched, pack_gets = [], [], [], []
+    boto_times, boto_gets = [], []
     for round_ in range(args.repeat):
         mnt = work / f"mnt{round_}"
         mnt.mkdir()
-        renv = {**env, "DSFS_CACHE_DIR": str(work / f"cache{round_}")}
+        renv = {**s3.env, "DSFS_CACHE_DIR": str(work / f"cache{round_}")}
         run(renv, "mount", version, str(mnt))
         try:
-            before = (proxy.stats.methods["GET"], proxy.stats.bytes_down,
-                      proxy.stats.pack_gets)
+            before = s3.traffic()
             mount_times.append(read_all([mnt / rel for rel in files], args.readers))
-            gets.append(proxy.stats.methods["GET"] - before[0])
-            fetched.append(proxy.stats.bytes_down - before[1])
-            pack_gets.append(proxy.stats.pack_gets - before[2])
+            t = s3.traffic() - before
+            gets.append(t.gets)
+            fetched.append(t.bytes_down)
+            pack_gets.append(t.pack_gets)
         finally:
             run(renv, "umount", str(mnt))
         shutil.rmtree(work / f"cache{round_}", ignore_errors=True)
 
-    boto_times, boto_gets = [], []
-    for _ in range(args.repeat):
-        before = proxy.stats.methods["GET"]
+        before = s3.traffic()
         start = time.perf_counter()
         with ThreadPoolExecutor(args.readers) as pool:
-            list(pool.map(lambda rel: client.get_object(Bucket="bench", Key=f"plain/{rel}")
-                          ["Body"].read(), files))
+            list(pool.map(lambda rel: client.get_object(  # type: ignore[attr-defined]
+                Bucket=BUCKET, Key=f"{PLAIN_PREFIX}/{rel}")["Body"].read(), files))
         boto_times.append(time.perf_counter() - start)
-        boto_gets.append(proxy.stats.methods["GET"] - before)
-    proxy.stop()
+        boto_gets.append((s3.traffic() - before).gets)
 
     n = len(files)
     data = n * args.size_kib * 1024
     ours, base = statistics.median(mount_times), statistics.median(boto_times)
     print(f"\ncold reads of {n} files of {args.size_kib} KiB by {args.readers} readers, "
           f"medians of {args.repeat} (ratio = boto3 time / dsfs time; >1 is faster)")
+    print(f"uptime at end: {uptime()}")
     print(f"  dsfs mount : {ours:7.2f} s   GETs {statistics.median(gets):>7.0f} "
           f"({statistics.median(gets) / n:.3f} per file; "
           f"{statistics.median(pack_gets):.0f} of packs)   bytes fetched "

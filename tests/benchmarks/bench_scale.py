@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -46,7 +47,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_mount import (  # noqa: E402
@@ -57,10 +57,33 @@ from bench_mount import (  # noqa: E402
     seed_entries,
 )
 
+#: ``--lock FILE``: every measured command (and the synthetic publish) runs
+#: holding this lock, so a long run shares a machine one command at a time.
+LOCK_PATH: str | None = None
+
+
+@contextlib.contextmanager
+def bench_lock() -> Iterator[None]:
+    if LOCK_PATH is None:
+        yield
+        return
+    with open(LOCK_PATH, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
 
 def run(command: list[str], env: dict[str, str], results: dict, label: str,
         check: bool = True) -> str:
     """Run one command under wait4 and record its time and peak RSS."""
+    with bench_lock():
+        return _run(command, env, results, label, check)
+
+
+def _run(command: list[str], env: dict[str, str], results: dict, label: str,
+         check: bool) -> str:
     start = time.perf_counter()
     proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
@@ -167,62 +190,98 @@ def bench_real(args: argparse.Namespace, base: Path, env: dict[str, str], result
         results["ratio_get_copy_speed_over_tar"] = round(tar / results["get_copy_s"], 3)
 
 
-def bench_synthetic(args: argparse.Namespace, base: Path, env: dict[str, str],
-                    results: dict) -> None:
-    def dsfs(*a: str) -> None:
-        subprocess.run([DSFS, *a], env={**os.environ, **env}, check=True, capture_output=True)
-
-    seed_entries(dsfs, base, env)
+def bench_synthetic(args: argparse.Namespace, base: Path, results: dict) -> None:
+    versions, envs = {}, {}
     for count in args.synthetic:
         label = f"n{count}"
+        # a store and cache per size: gc and search of one size see its versions only
+        home = base / label
+        home.mkdir()
+        env = envs[label] = {"DSFS_STORE": str(home / "store"),
+                             "DSFS_DATA_DIR": str(home / "data"),
+                             "DSFS_CACHE_DIR": str(home / "cache")}
+
+        def dsfs(*a: str, env: dict[str, str] = env) -> None:
+            subprocess.run([DSFS, *a], env={**os.environ, **env}, check=True,
+                           capture_output=True)
+
+        seed_entries(dsfs, home, env)
         start = time.perf_counter()
         # Published by a child process: this one stays small, because a
         # command's ru_maxrss (from wait4) includes the RSS of the process that
         # forked it (vfork, then exec), which for 10M entries held here is GBs.
-        ids = subprocess.run([sys.executable, __file__, "--publish-synthetic", str(count)],
-                             env={**os.environ, **env}, check=True, capture_output=True,
-                             text=True).stdout.split()
-        header, child = SimpleNamespace(id=ids[0]), SimpleNamespace(id=ids[1])
-        merge = SimpleNamespace(id=ids[2])
+        with bench_lock():
+            ids = subprocess.run([sys.executable, __file__, "--publish-synthetic", str(count)],
+                                 env={**os.environ, **env}, check=True, capture_output=True,
+                                 text=True).stdout.split()
         results[f"{label}_publish_s"] = round(time.perf_counter() - start, 3)
+        versions[label] = ids
+        print(f"{label}: published in {results[f'{label}_publish_s']} s", file=sys.stderr)
         # first, while the version is not indexed yet (list would index it)
         mnt = base / f"mnt-{label}"
-        with fuse_process([DSFS, "mount", "--foreground", header.id, str(mnt)], mnt,
-                          env) as (ready, _proc):
+        with bench_lock(), fuse_process([DSFS, "mount", "--foreground", ids[0], str(mnt)],
+                                        mnt, env) as (ready, _proc):
             results[f"{label}_first_mount_index_s"] = round(ready, 3)
-        run([DSFS, "list", header.id], env, results, f"{label}_list")
-        run([DSFS, "diff", header.id, child.id], env, results, f"{label}_diff")
-        run([DSFS, "verify", header.id], env, results, f"{label}_verify_store")
-        run([DSFS, "search"], env, results, f"{label}_search")
-        run([DSFS, "lineage", child.id], env, results, f"{label}_lineage")
-        run([DSFS, "lineage", merge.id], env, results, f"{label}_lineage_two_parents")
-        run([DSFS, "list", merge.id, "--modified"], env, results,
-            f"{label}_list_modified_two_parents")
-        run([DSFS, "squash", child.id, "-p", "bench", "-n", f"{label}-squashed"], env, results,
-            f"{label}_squash")
-        run([DSFS, "squash", header.id, child.id, "-p", "bench", "-n", f"{label}-squashed2"],
-            env, results, f"{label}_squash_two")
-        run([DSFS, "prefetch", header.id, "--dry-run"], env, results,
-            f"{label}_prefetch_dry_run", check=False)
-        run([DSFS, "gc", "--dry-run"], env, results, f"{label}_gc_dry_run")
+        print(f"{label}: first mount (indexing) {ready:.1f} s", file=sys.stderr)
+
+    def commands(label: str, version: str, child: str, merge: str) -> dict[str, list[str]]:
+        return {
+            "list": ["list", version],
+            "diff": ["diff", version, child],
+            "verify_store": ["verify", version],
+            "search": ["search"],
+            "squash": ["squash", child, "-p", "bench", "-n", f"{label}-squashed"],
+            "squash_two": ["squash", version, child, "-p", "bench", "-n",
+                           f"{label}-squashed2"],
+            "prefetch_dry_run": ["prefetch", version, "--dry-run"],
+            "gc_dry_run": ["gc", "--dry-run"],
+            "lineage": ["lineage", child],
+            "lineage_two_parents": ["lineage", merge],
+            "list_modified_two_parents": ["list", merge, "--modified"],
+        }
+
+    # Interleaved: each command at every size before the next command, so that
+    # a run cut short still has same-run pairs.
+    for name in commands("", "", "", ""):
+        if name in args.skip_commands:
+            continue
+        for label, ids in versions.items():
+            run([DSFS, *commands(label, *ids)[name]], envs[label], results,
+                f"{label}_{name}", check=name != "prefetch_dry_run")
     if len(args.synthetic) >= 2:
         small, big = (f"n{c}" for c in args.synthetic[:2])
         for command in ("list", "diff", "verify_store", "squash", "squash_two", "gc_dry_run",
                         "search", "prefetch_dry_run", "lineage_two_parents"):
+            if f"{big}_{command}_rss_mib" not in results:
+                continue
             results[f"rss_ratio_{command}_{big}_over_{small}"] = round(
                 results[f"{big}_{command}_rss_mib"] / results[f"{small}_{command}_rss_mib"], 2)
 
 
 class _Synthetic:
-    """``count`` entries made on the fly (re-iterable: ``publish`` reads them twice)."""
+    """``count`` entries as manifest lines made on the fly (an encoded delta,
+    ``dsfs.engine.publish.EncodedDelta``): each seed's line is encoded once
+    with a placeholder path, so 10M lines cost string formatting, not JSON."""
+
+    PLACEHOLDER = "@@PATH@@"
 
     def __init__(self, seeds: list, count: int) -> None:
-        self.seeds, self.count = seeds, count
+        from dsfs.format import manifest as mf
 
-    def __iter__(self) -> Iterator:
-        seeds = self.seeds
-        return (replace(seeds[i % len(seeds)], path=f"m{i // 100_000:03d}/"
-                        f"d{(i // 1000) % 100:02d}/f{i:08d}") for i in range(self.count))
+        self.count = count
+        self.pack_ids = {ref.pack_id for seed in seeds for ref in seed.chunks}
+        self.templates = [mf.entry_line(replace(seed, path=self.PLACEHOLDER)).split(
+            self.PLACEHOLDER.encode()) for seed in seeds]
+        for template in self.templates:
+            assert len(template) == 2, "the placeholder path must appear once"
+
+    def lines(self) -> Iterator[bytes]:
+        templates = self.templates
+        seeds = len(templates)
+        for i in range(self.count):
+            before, after = templates[i % seeds]
+            yield b"%sm%03d/d%02d/f%08d%s" % (before, i // 100_000, (i // 1000) % 100, i,
+                                               after)
 
 
 def publish_synthetic(count: int) -> None:
@@ -241,7 +300,7 @@ def publish_synthetic(count: int) -> None:
     header = new_header(repo, "bench", f"n{count}")
     header.stats = {"files": count,
                     "size": sum(seeds[i % len(seeds)].size for i in range(count))}
-    header = publish(repo, header, _Synthetic(seeds, count), False)  # type: ignore[arg-type]
+    header = publish(repo, header, _Synthetic(seeds, count), False)
     changed = [replace(seeds[(i + 1) % len(seeds)], path=f"m000/d00/f{i:08d}")
                for i in range(10)]
     child = publish_version(repo, f"n{count}", changed, parents=[header.id], depth=2)
@@ -329,11 +388,21 @@ def main() -> None:
                         help="'copies': leave out tar, get and get --copy (real section)")
     parser.add_argument("--base", default=None,
                         help="directory for the scratch space (default: the system's temp)")
+    parser.add_argument("--skip-commands", default="",
+                        help="synthetic section: comma-separated commands to leave out "
+                             "(list, diff, verify_store, search, squash, squash_two, "
+                             "prefetch_dry_run, gc_dry_run, lineage, lineage_two_parents, "
+                             "list_modified_two_parents)")
+    parser.add_argument("--lock", default=None,
+                        help="hold this lock file (flock) while each command runs")
     args = parser.parse_args()
+    global LOCK_PATH
+    LOCK_PATH = args.lock
     args.synthetic = [int(x) for x in args.synthetic.split(",") if x]
     sections = set(args.only.split(","))
     results: dict = {"tmpfs": args.tmpfs}
     args.skip = set(args.skip.split(","))
+    args.skip_commands = set(args.skip_commands.split(","))
     with scratch(args.tmpfs, args.base) as base:
         env = {"DSFS_STORE": str(base / "store"), "DSFS_DATA_DIR": str(base / "data"),
                "DSFS_CACHE_DIR": str(base / "cache")}
@@ -341,7 +410,7 @@ def main() -> None:
             if "real" in sections:
                 bench_real(args, base, env, results)
             if "synthetic" in sections:
-                bench_synthetic(args, base, env, results)
+                bench_synthetic(args, base, results)
             if "dirchurn" in sections:
                 bench_dirchurn(args, base, results)
         finally:
