@@ -137,6 +137,8 @@ class DeltaBuilder:
         self._changes = 0
         #: chain depth of the version (1 for a snapshot); set by its maker
         self.depth = 1
+        #: hashes the external objects of the walk ahead of it (set by its maker)
+        self.prehasher: external.Prehasher | None = None
 
     # -- rows ----------------------------------------------------------------------
 
@@ -168,7 +170,9 @@ class DeltaBuilder:
 
     def item(self, path: str, old: bytes | None, item: SourceItem) -> None:
         if item.kind == FILE and external.is_external(item.source):
-            entry = external.hash_object(path, item, self.progress)
+            entry = (self.prehasher.entry(path, item) if self.prehasher is not None
+                     else external.hash_object(path, item, self.progress,
+                                               external.memo_dir(self.repo.cache_root)))
             if old is not None and old == encode_entry(entry):
                 self.keep(path, old)
             else:

@@ -101,6 +101,7 @@ def add_files(draft: Draft, paths: list[str], dataset_folder: str = "",
         if "://" in path:  # an external object or s3:// folder, recorded by URL
             added += draft.add_items(external.scan(
                 path, dataset_folder, [w for w in wildcards if w], recursive))
+            draft.ops[-1]["external"] = True  # close hashes these ahead, in threads
             continue
         scans = [scan(path, dataset_folder, pattern, recursive, reporter)
                  for pattern in wildcards]
@@ -307,7 +308,16 @@ def _build_draft(repo: Repository, draft: Draft, header: Header,
                                     if op["op"] != "remove")
 
     def walk(builder: DeltaBuilder, base: DirTree) -> None:
-        join(builder, base, draftops.new_tree(dirtree.walk(base), draft, reporter))
+        rows = draftops.new_tree(dirtree.walk(base), draft, reporter)
+        if not any(op.get("external") for op in draft.ops):
+            join(builder, base, rows)
+            return
+        builder.prehasher = external.Prehasher(rows, builder.progress,
+                                               external.memo_dir(repo.cache_root))
+        try:
+            join(builder, base, builder.prehasher.rows())
+        finally:
+            builder.prehasher.close()
 
     return build_version(repo, header, walk, reporter, trust_mtime=trust)
 

@@ -102,26 +102,25 @@ def _groups(ctx: Any) -> set[int]:
 
 
 class Gate:
-    """Changes pass one at a time or many at once; a commit stops them all."""
+    """Changes pass one at a time or many at once; a commit stops them all.
+    Passing costs two counter updates: an event exists only while a commit
+    waits for the changes in flight (every change request passes here)."""
 
     def __init__(self) -> None:
         self.active = 0
         self.closed = False
         self._opened = trio.Event()
         self._opened.set()
-        self._idle = trio.Event()
-        self._idle.set()
+        self._idle: trio.Event | None = None  # set once ``active`` is back to 0
 
     async def __aenter__(self) -> None:
         while self.closed:
             await self._opened.wait()
         self.active += 1
-        if self.active == 1:
-            self._idle = trio.Event()
 
     async def __aexit__(self, *exc: object) -> None:
         self.active -= 1
-        if self.active == 0:
+        if self.active == 0 and self._idle is not None:
             self._idle.set()
 
     @contextlib.asynccontextmanager
@@ -132,7 +131,12 @@ class Gate:
         self.closed = True
         self._opened = trio.Event()
         try:
-            await self._idle.wait()
+            if self.active:
+                self._idle = trio.Event()
+                try:
+                    await self._idle.wait()
+                finally:
+                    self._idle = None
             yield
         finally:
             self.closed = False

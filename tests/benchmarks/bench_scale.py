@@ -49,7 +49,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_mount import (  # noqa: E402
@@ -206,14 +205,22 @@ def bench_real(args: argparse.Namespace, base: Path, env: dict[str, str], result
         results["ratio_get_copy_speed_over_tar"] = round(tar / results["get_copy_s"], 3)
 
 
-def bench_synthetic(args: argparse.Namespace, base: Path, env: dict[str, str],
-                    results: dict) -> None:
-    def dsfs(*a: str) -> None:
-        subprocess.run([DSFS, *a], env={**os.environ, **env}, check=True, capture_output=True)
-
-    seed_entries(dsfs, base, env)
+def bench_synthetic(args: argparse.Namespace, base: Path, results: dict) -> None:
+    versions, envs = {}, {}
     for count in args.synthetic:
         label = f"n{count}"
+        # a store and cache per size: gc and search of one size see its versions only
+        home = base / label
+        home.mkdir()
+        env = envs[label] = {"DSFS_STORE": str(home / "store"),
+                             "DSFS_DATA_DIR": str(home / "data"),
+                             "DSFS_CACHE_DIR": str(home / "cache")}
+
+        def dsfs(*a: str, env: dict[str, str] = env) -> None:
+            subprocess.run([DSFS, *a], env={**os.environ, **env}, check=True,
+                           capture_output=True)
+
+        seed_entries(dsfs, home, env)
         start = time.perf_counter()
         # Published by a child process: this one stays small, because a
         # command's ru_maxrss (from wait4) includes the RSS of the process that
@@ -222,32 +229,40 @@ def bench_synthetic(args: argparse.Namespace, base: Path, env: dict[str, str],
             ids = subprocess.run([sys.executable, __file__, "--publish-synthetic", str(count)],
                                  env={**os.environ, **env}, check=True, capture_output=True,
                                  text=True).stdout.split()
-        header, child = SimpleNamespace(id=ids[0]), SimpleNamespace(id=ids[1])
-        merge = SimpleNamespace(id=ids[2])
         results[f"{label}_publish_s"] = round(time.perf_counter() - start, 3)
+        versions[label] = ids
+        print(f"{label}: published in {results[f'{label}_publish_s']} s", file=sys.stderr)
         # first, while the version is not indexed yet (list would index it)
         mnt = base / f"mnt-{label}"
-        with bench_lock(), fuse_process([DSFS, "mount", "--foreground", header.id, str(mnt)],
+        with bench_lock(), fuse_process([DSFS, "mount", "--foreground", ids[0], str(mnt)],
                                         mnt, env) as (ready, _proc):
             results[f"{label}_first_mount_index_s"] = round(ready, 3)
-        commands = {
-            "list": ["list", header.id],
-            "diff": ["diff", header.id, child.id],
-            "verify_store": ["verify", header.id],
+        print(f"{label}: first mount (indexing) {ready:.1f} s", file=sys.stderr)
+
+    def commands(label: str, version: str, child: str, merge: str) -> dict[str, list[str]]:
+        return {
+            "list": ["list", version],
+            "diff": ["diff", version, child],
+            "verify_store": ["verify", version],
             "search": ["search"],
-            "squash": ["squash", child.id, "-p", "bench", "-n", f"{label}-squashed"],
-            "squash_two": ["squash", header.id, child.id, "-p", "bench", "-n",
+            "squash": ["squash", child, "-p", "bench", "-n", f"{label}-squashed"],
+            "squash_two": ["squash", version, child, "-p", "bench", "-n",
                            f"{label}-squashed2"],
-            "prefetch_dry_run": ["prefetch", header.id, "--dry-run"],
+            "prefetch_dry_run": ["prefetch", version, "--dry-run"],
             "gc_dry_run": ["gc", "--dry-run"],
-            "lineage": ["lineage", child.id],
-            "lineage_two_parents": ["lineage", merge.id],
-            "list_modified_two_parents": ["list", merge.id, "--modified"],
+            "lineage": ["lineage", child],
+            "lineage_two_parents": ["lineage", merge],
+            "list_modified_two_parents": ["list", merge, "--modified"],
         }
-        for name, command in commands.items():
-            if name not in args.skip_commands:
-                run([DSFS, *command], env, results, f"{label}_{name}",
-                    check=name != "prefetch_dry_run")
+
+    # Interleaved: each command at every size before the next command, so that
+    # a run cut short still has same-run pairs.
+    for name in commands("", "", "", ""):
+        if name in args.skip_commands:
+            continue
+        for label, ids in versions.items():
+            run([DSFS, *commands(label, *ids)[name]], envs[label], results,
+                f"{label}_{name}", check=name != "prefetch_dry_run")
     if len(args.synthetic) >= 2:
         small, big = (f"n{c}" for c in args.synthetic[:2])
         for command in ("list", "diff", "verify_store", "squash", "squash_two", "gc_dry_run",
@@ -415,7 +430,7 @@ def main() -> None:
             elif "sync" in sections:
                 bench_sync(args, base, env, results)
             if "synthetic" in sections:
-                bench_synthetic(args, base, env, results)
+                bench_synthetic(args, base, results)
             if "dirchurn" in sections:
                 bench_dirchurn(args, base, results)
         finally:
