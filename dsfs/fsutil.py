@@ -23,7 +23,7 @@ import json
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 #: Prefix of every temporary file dsfs writes (stores and caches skip and
 #: clean up names that start with it).
@@ -84,20 +84,27 @@ def _make_dirs(directory: Path, durable: bool) -> None:
             fsync_dir(made.parent)
 
 
-def write_temp(directory: Path, data: bytes | memoryview, *, durable: bool,
+#: Bytes copied per read when a temporary file is filled from another file.
+COPY_BLOCK = 1 << 20
+
+
+def write_temp(directory: Path, data: bytes | memoryview | BinaryIO, *, durable: bool,
                writeback: bool = False, mode: int = 0o644) -> Path:
-    """Write ``data`` to a new temporary file in ``directory`` (created if
-    needed) and return its path; fsynced if ``durable``.  ``writeback`` starts
-    the kernel's write-out at once (for a caller that syncs the file system
-    later).  The caller renames or links the file into place, or removes it."""
+    """Write ``data`` (bytes, or a binary file read from its current position
+    to its end, a block at a time) to a new temporary file in ``directory``
+    (created if needed) and return its path; fsynced if ``durable``.
+    ``writeback`` starts the kernel's write-out at once (for a caller that
+    syncs the file system later).  The caller renames or links the file into
+    place, or removes it."""
     _make_dirs(directory, durable)
     tmp = directory / f"{TMP_PREFIX}{secrets.token_hex(8)}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        if isinstance(data, bytes | bytearray | memoryview):
+            _write_all(fd, data)
+        else:
+            while block := data.read(COPY_BLOCK):
+                _write_all(fd, block)
         if durable:
             os.fsync(fd)
         elif writeback:
@@ -109,6 +116,13 @@ def write_temp(directory: Path, data: bytes | memoryview, *, durable: bool,
         raise
     os.close(fd)
     return tmp
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 def write_atomic(path: Path, data: bytes | memoryview | str, *, durable: bool,

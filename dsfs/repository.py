@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import secrets
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -105,7 +107,7 @@ class Repository:
         path = self._manifest_cache_path(version_id)
         for candidate in (path, path.with_name(version_id + ".head")):
             try:
-                return mf.decode_header(candidate.read_bytes())
+                return mf.decode_header(_read_head(candidate))
             except FileNotFoundError:
                 continue
         return None
@@ -149,16 +151,53 @@ class Repository:
 
     def open_manifest(self, version_id: str) -> BinaryIO:
         """The manifest object as a file to stream from: its local copy, fetched
-        first if need be (for readers of big manifests, which should not hold
-        them in memory)."""
+        first if need be, a block at a time (for readers of big manifests,
+        which should not hold them in memory)."""
         path = self._manifest_cache_path(version_id)
-        if version_id not in self._manifest_memo:
-            with contextlib.suppress(FileNotFoundError):
-                return open(path, "rb")  # noqa: SIM115 - the caller closes it
-        data = self.manifest_bytes(version_id, memo=False)  # fetched and cached
+        data = self._manifest_memo.get(version_id)
+        if data is not None:
+            return io.BytesIO(data)
         with contextlib.suppress(FileNotFoundError):
             return open(path, "rb")  # noqa: SIM115 - the caller closes it
-        return io.BytesIO(data)
+        with self.manifest_spool() as spool:
+            self.store.get_into(mf.manifest_key(version_id), spool)
+            spool.seek(0)
+            head = spool.read(mf.HEADER_PROBE_SIZE)
+            spool.seek(0)
+            _check_id(mf.decode_header(spool.read(mf.header_length(head))), version_id)
+            self.adopt_manifest(version_id, spool)
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+
+    @contextlib.contextmanager
+    def manifest_spool(self) -> Iterator[BinaryIO]:
+        """A new temporary file under the cache for a manifest being written or
+        fetched; removed on leaving unless ``adopt_manifest`` took it."""
+        directory = self.cache_root / "tmp"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=directory, prefix=".manifest-")
+            os.close(fd)
+        except OSError as exc:
+            raise local_os_error(exc, self.cache_root, "the cache") from None
+        try:
+            with open(name, "w+b", buffering=1 << 20) as spool:
+                yield spool
+        except OSError as exc:
+            raise local_os_error(exc, self.cache_root, "the cache") from None
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+
+    def adopt_manifest(self, version_id: str, spool: BinaryIO) -> None:
+        """Make the whole manifest in ``spool`` (from ``manifest_spool``, its
+        bytes checked or written by us) the local copy of ``version_id``."""
+        spool.flush()
+        path = self._manifest_cache_path(version_id)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(spool.name, path)
+        except OSError as exc:
+            raise local_os_error(exc, self.cache_root, "the cache") from None
 
     def header(self, version_id: str) -> mf.Header:
         """A version's header, reading only the head of its manifest when the
@@ -169,7 +208,7 @@ class Repository:
             head_path = path.with_name(version_id + ".head")
             for candidate in (path, head_path):
                 try:
-                    data = candidate.read_bytes()
+                    data = _read_head(candidate)
                     break
                 except FileNotFoundError:
                     continue
@@ -239,6 +278,20 @@ class Repository:
 
 #: The environment variable naming the cache directory (``config.cache_dir``).
 CACHE_ENV = "DSFS_CACHE_DIR"
+
+
+def _read_head(path: Path) -> bytes:
+    """The prefix and header of a cached manifest file (never its entries:
+    the manifest of a 10M-entry version is hundreds of MiB)."""
+    with open(path, "rb") as f:
+        data = f.read(mf.HEADER_PROBE_SIZE)
+        try:
+            needed = mf.header_length(data)
+        except IntegrityError:
+            return data  # decode_header says what is wrong
+        if len(data) < needed:
+            data += f.read(needed - len(data))
+    return data
 
 
 def cache_problem(cache_root: Path) -> LocalError | None:

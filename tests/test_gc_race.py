@@ -38,6 +38,7 @@ _ROUNDS = os.environ.get("DSFS_GC_RACE_ROUNDS")
 CI_ROUNDS = {"local": int(_ROUNDS or 4), "s3": int(_ROUNDS or 1)}
 SLOW_ROUNDS = int(os.environ.get("DSFS_GC_RACE_SLOW_ROUNDS", "20"))
 WRITERS = 8
+DELETE_WAIT = ["--wait", "60s"]
 
 
 def _dsfs() -> list[str]:
@@ -260,6 +261,47 @@ def test_a_crashed_writer_blocks_gc_only_until_its_lock_is_stale(
     done = _run(["gc", "--grace", "0", "--wait", "0"], env)
     assert done.returncode == 0, done.stderr
     assert not list(seen.list("locks/"))
+
+
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_delete_waits_for_a_close_that_builds_on_the_version(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path,
+        dsfs_env: dict[str, str]) -> None:
+    """A close builds a child of V and has checked that V's manifest exists;
+    ``delete V`` meanwhile must not remove that manifest (the child would be
+    published without a tree): it waits for the close's lock, then sees the
+    child and refuses."""
+    store = _store(kind, request, tmp_path)
+    parent = _seed_version(store, tmp_path)
+    child_folder = tmp_path / "child"
+    _write_files(child_folder, {"a.bin": os.urandom(1000), "b.bin": b"b"})
+    marker = tmp_path / "publishing"
+    stall = ("import pathlib, sys, time; from dsfs.engine import publish; "
+             "inner = publish._publish; "
+             f"publish._publish = lambda *a, **k: (pathlib.Path({str(marker)!r}).touch(), "
+             "time.sleep(4), inner(*a, **k))[2]; "
+             "from dsfs_cli.main import main; "
+             f"sys.argv = ['dsfs', '-q', 'sync', {str(child_folder)!r}, '-p', 'p', '-n', 'n']; "
+             "main()")
+    writer = subprocess.Popen([sys.executable, "-c", stall],
+                              env=_machine(tmp_path / "w", store),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not marker.exists():  # past its check of the parents, before its claim
+        assert writer.poll() is None, writer.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    deleted = _run(["delete", parent, *DELETE_WAIT], _machine(tmp_path / "d", store))
+    out, err = writer.communicate(timeout=120)
+    assert writer.returncode == 0, err
+    child = out.split()[-1]
+    assert deleted.returncode == 5 and "depend on" in deleted.stderr, (
+        deleted.returncode, deleted.stderr)
+    listed = _run(["list", child], _machine(tmp_path / "r", store))
+    assert listed.returncode == 0 and "a.bin" in listed.stdout, listed.stderr
+    from dsfs.store import open_store
+
+    assert not list(open_store(store).list("locks/"))
 
 
 @pytest.mark.parametrize("kind", STORE_KINDS)

@@ -8,6 +8,7 @@ unchanged, and the child's manifest must hold only the edits.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -256,6 +257,48 @@ def test_open_file_during_commit_and_failed_commit(dataset: dict) -> None:
         (mnt / "z").write_text("z")
         out = dsfs(dataset, "commit", str(mnt))
         assert "no longer the latest" in out.stderr
+
+
+def test_a_commit_waiting_for_gc_leaves_the_mount_writable(dataset: dict) -> None:
+    """While gc holds the store, a commit waits for it without holding the
+    mount's changes: a write made meanwhile returns at once and becomes part
+    of the commit, which publishes once gc is done."""
+    import sys
+
+    from test_mount_support import DSFS
+
+    from dsfs.engine import locks
+    from dsfs.repository import Repository
+
+    mnt = dataset["base"] / "mnt-gcwait"
+    repo = Repository.open(dataset["env"]["DSFS_STORE"], str(dataset["base"] / "gc-cache"))
+    with mounted(dataset["env"], dataset["id"], mnt, "--writable", "--overlay", "gcwait"):
+        (mnt / "first.txt").write_text("first\n")
+        with locks.exclusive(repo, "test gc", wait_seconds=0):
+            commit = subprocess.Popen([DSFS, "commit", str(mnt), "-m", "waited"],
+                                      env={**os.environ, **dataset["env"]},
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)
+            time.sleep(2)  # the commit has asked the mount and waits for the lock
+            assert commit.poll() is None, commit.communicate()
+            write = [sys.executable, "-c",
+                     f"open({str(mnt / 'during.txt')!r}, 'w').write('during')"]
+            # a writer blocked at the gate cannot even be killed (its request is
+            # in the daemon) until the lock goes: wait for it, then let gc end
+            writer = subprocess.Popen(write)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                writer.wait(timeout=20)
+            wrote_at_once = writer.returncode == 0
+            commit_still_waiting = commit.poll() is None
+        writer.wait(timeout=120)
+        out, err = commit.communicate(timeout=120)
+        assert wrote_at_once, "a write waited at the gate while the commit waited for gc"
+        assert commit_still_waiting, (out, err)
+        assert commit.returncode == 0, err
+        child = out.strip().splitlines()[-1]
+    listed = dsfs(dataset, "list", child).stdout
+    assert "first.txt" in listed and "during.txt" in listed, listed
+    assert not list(repo.store.list("locks/"))
 
 
 def test_commands_need_a_writable_mount(dataset: dict, tmp_path: Path) -> None:

@@ -7,7 +7,9 @@ unchanged or it is not a store.
 
 from __future__ import annotations
 
+import random
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -130,6 +132,40 @@ def test_large_object(store: Store) -> None:
     store.put("big", data)
     assert store.get_range("big", 5 * 1024 * 1024, 4096) == data[5 * 1024 * 1024 :][:4096]
     assert store.get("big") == data
+
+
+def test_put_file_if_absent_and_get_into_stream_whole_objects(store: Store,
+                                                              tmp_path: Path) -> None:
+    """The file forms of a conditional write and a whole read: the bytes of the
+    whole file (wherever its position was), written once only, read back
+    exactly into a file; a missing key writes nothing into the target."""
+    rng = random.Random(11)
+    for size in (0, 1, (1 << 20) + 7, 3 * (1 << 20)):
+        data = rng.randbytes(size)
+        source = tmp_path / f"src{size}"
+        source.write_bytes(data)
+        with open(source, "rb") as f:
+            f.seek(size // 2)  # read from the start regardless
+            assert store.put_file_if_absent(f"m/{size}", f) is True
+        with open(source, "rb") as f:
+            assert store.put_file_if_absent(f"m/{size}", f) is False
+        with open(tmp_path / "out", "w+b") as out:
+            out.write(b"prefix")
+            assert store.get_into(f"m/{size}", out) == size
+            out.seek(0)
+            assert out.read() == b"prefix" + data
+    other = tmp_path / "other"
+    other.write_bytes(b"second writer")
+    with open(other, "rb") as f:
+        assert store.put_file_if_absent("m/1", f) is False
+    assert store.get("m/1") == data_of(tmp_path / "src1")
+    with open(tmp_path / "missing", "w+b") as out, pytest.raises(ObjectNotFoundError):
+        store.get_into("no/such", out)
+    assert (tmp_path / "missing").read_bytes() == b""
+
+
+def data_of(path: Path) -> bytes:
+    return path.read_bytes()
 
 
 def test_unknown_scheme_is_refused() -> None:

@@ -97,14 +97,19 @@ def move(app: AppContext, project: str, name: str, new_project: str) -> None:
 @click.option("--yes", "-y", is_flag=True,
               help="Do not ask for confirmation (needed for --entire-dataset without "
                    "a terminal).")
+@click.option("--wait", default=gc_engine.DEFAULT_WAIT, show_default=True, metavar="DURATION",
+              help="How long to wait for closes and commits to finish (they hold "
+                   "shared store locks) before giving up with exit code 5.")
 @json_option
 @pass_app
 def delete(app: AppContext, ref: Ref, force: bool, entire_dataset: bool, dry_run: bool,
-           yes: bool, as_json: bool) -> None:
+           yes: bool, wait: str, as_json: bool) -> None:
     """Delete a version, or with --entire-dataset every version of a dataset.
 
-    Refuses while other versions depend on them (unless --force).  The data
-    is freed by the next `dsfs gc`."""
+    Refuses while other versions depend on them (unless --force).  Takes the
+    store's exclusive lock, as gc does, so it waits for closes and commits
+    running elsewhere.  The data is freed by the next `dsfs gc`."""
+    wait_seconds = gc_engine.parse_duration(wait)
     if entire_dataset:
         if ref.id or ref.version or ref.tag:
             raise UsageError("--entire-dataset takes a dataset: --project P --name N "
@@ -120,13 +125,14 @@ def delete(app: AppContext, ref: Ref, force: bool, entire_dataset: bool, dry_run
             click.confirm(f"delete all {len(rows)} version(s) of "
                           f"{safe_path(ref.project)}/{safe_path(ref.name)}?", abort=True,
                           err=True)
-        deleting.delete_dataset(app.repo, ref.project, ref.name, force, dry_run)
+        deleting.delete_dataset(app.repo, ref.project, ref.name, force, dry_run,
+                                wait_seconds, app.reporter)
     else:
         header = app.resolve(ref)
         rows = [{"id": header.id, "project": header.project, "name": header.name,
                  "version": header.version}]
         if not dry_run:
-            message = versions.delete(app.repo, header, force)
+            message = versions.delete(app.repo, header, force, wait_seconds, app.reporter)
             if not as_json:
                 if not app.quiet:
                     click.echo(message)

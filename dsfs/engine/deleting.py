@@ -8,15 +8,16 @@ versions of *other* datasets built on this one are looked for: without
 ``force`` they make the whole command fail with nothing deleted; with
 ``force`` the versions they build on are hidden (their manifests stay for
 those children), as ``delete --force`` does.  The data goes at the next
-``gc``.
+``gc``.  All of it runs under the store's exclusive lock, as one delete does.
 """
 
 from __future__ import annotations
 
 from dsfs import catalog as cat
-from dsfs.engine import versions
+from dsfs.engine import locks, versions
 from dsfs.errors import ConflictError, NotFoundError
 from dsfs.format.manifest import Header
+from dsfs.report import Reporter
 from dsfs.repository import Repository
 
 
@@ -45,9 +46,20 @@ def dataset_versions(repo: Repository, project: str, name: str) -> list[Header]:
 
 
 def delete_dataset(repo: Repository, project: str, name: str, force: bool = False,
-                   dry_run: bool = False) -> list[str]:
+                   dry_run: bool = False,
+                   wait_seconds: float = versions.DELETE_WAIT_SECONDS,
+                   reporter: Reporter | None = None) -> list[str]:
     """Delete every version of ``project/name``; returns their ids (children
-    first).  ``dry_run``: only say which."""
+    first).  ``dry_run``: only say which.  Under the store's exclusive lock
+    (see ``versions.delete``), taken once for all of them."""
+    if dry_run:
+        return _delete_dataset(repo, project, name, force, dry_run=True)
+    with locks.exclusive(repo, "delete", wait_seconds, reporter):
+        return _delete_dataset(repo, project, name, force, dry_run=False)
+
+
+def _delete_dataset(repo: Repository, project: str, name: str, force: bool,
+                    dry_run: bool) -> list[str]:
     ordered = dataset_versions(repo, project, name)
     ours = {h.id for h in ordered}
     outside = [h for h in cat.Catalog(repo).visible_headers()
@@ -59,5 +71,5 @@ def delete_dataset(repo: Repository, project: str, name: str, force: bool = Fals
     if dry_run:
         return [h.id for h in ordered]
     for header in ordered:
-        versions.delete(repo, header, force=bool(outside))
+        versions.delete_holding_the_store(repo, header, force=bool(outside))
     return [h.id for h in ordered]

@@ -3,7 +3,9 @@
 1. packs (already uploaded by the packer), made durable with ``Store.flush``,
    and a check that every older pack the version reuses still exists (gc may
    have removed an unreferenced one);
-2. the manifest, with a conditional write;
+2. the manifest, with a conditional write, uploaded from a spool file under
+   the cache (never held in memory; the store makes it visible only whole,
+   ``Store.put_file_if_absent``), which becomes its cached copy;
 3. the claim ``names/<project>/<name>/<version>``, with a conditional write.
    The claim is the commit point: until it exists the version is invisible,
    and a crash before it leaves only objects that gc may collect.
@@ -26,6 +28,7 @@ tree).
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
@@ -33,7 +36,7 @@ from typing import Protocol
 
 from dsfs import catalog as cat
 from dsfs.engine import locks
-from dsfs.errors import ConflictError, NotFoundError, StoreError
+from dsfs.errors import ConflictError, DsfsError, NotFoundError, StoreError
 from dsfs.format import manifest as mf
 from dsfs.format.manifest import FILE, Entry, Header
 from dsfs.format.pack import pack_id_from_key, pack_key
@@ -141,23 +144,21 @@ def _publish(repo: Repository, header: Header, delta: Iterable[Entry] | EncodedD
             on_attempt(header.id, header.version)
         store.flush()  # packs durable before the manifest that references them
         header.created = now_iso()
-        data = (mf.encode(header, delta) if isinstance(delta, Iterable)
-                else mf.encode_lines(header, delta.lines()))
-        lock.check()  # gc cannot have run since the packs were checked
-        if not store.put_if_absent(key, data):
-            header.id = uuid.uuid4().hex
-            continue
-        claim = cat.claim_key(header.project, header.name, header.version)
-        try:
-            lock.check()
-        except ConflictError:
-            store.delete(key)  # never claimed: nobody can depend on it
-            raise
-        if store.put_if_absent(claim, header.id.encode()):
-            return header
-        if claim_owner(repo, header.project, header.name, header.version) == header.id:
-            return header  # our own write, its reply lost
-        store.delete(key)  # never visible: nobody can depend on it
+        with repo.manifest_spool() as spool:
+            # spooled to a file and uploaded from it: a manifest of millions of
+            # entries (~35 bytes each) is never held in memory
+            mf.write_lines(spool, header, (mf.entry_line(entry) for entry in delta)
+                           if isinstance(delta, Iterable) else delta.lines())
+            spool.flush()
+            lock.check()  # gc cannot have run since the packs were checked
+            if not store.put_file_if_absent(key, spool):
+                header.id = uuid.uuid4().hex
+                continue
+            if _claim(repo, header, key, lock):
+                # its local copy, not fetched again; published whether or not it fits
+                with contextlib.suppress(DsfsError):
+                    repo.adopt_manifest(header.id, spool)
+                return header
         if explicit_version:
             raise ConflictError(
                 f"version {header.version} of {header.project}/{header.name} was "
@@ -165,6 +166,24 @@ def _publish(repo: Repository, header: Header, delta: Iterable[Entry] | EncodedD
             )
         _next_attempt(repo, header)
     raise ConflictError(f"could not claim a version string for {header.project}/{header.name}")
+
+
+def _claim(repo: Repository, header: Header, key: str, lock: locks.StoreLock) -> bool:
+    """Write the claim of the manifest at ``key``; False (and the manifest,
+    never visible, deleted) when another writer claimed the version first."""
+    store = repo.store
+    claim = cat.claim_key(header.project, header.name, header.version)
+    try:
+        lock.check()
+    except ConflictError:
+        store.delete(key)  # never claimed: nobody can depend on it
+        raise
+    if store.put_if_absent(claim, header.id.encode()):
+        return True
+    if claim_owner(repo, header.project, header.name, header.version) == header.id:
+        return True  # our own write, its reply lost
+    store.delete(key)  # never visible: nobody can depend on it
+    return False
 
 
 def _next_attempt(repo: Repository, header: Header) -> None:

@@ -101,6 +101,7 @@ def add_files(draft: Draft, paths: list[str], dataset_folder: str = "",
         if "://" in path:  # an external object or s3:// folder, recorded by URL
             added += draft.add_items(external.scan(
                 path, dataset_folder, [w for w in wildcards if w], recursive))
+            draft.ops[-1]["external"] = True  # close hashes these ahead, in threads
             continue
         scans = [scan(path, dataset_folder, pattern, recursive, reporter)
                  for pattern in wildcards]
@@ -129,7 +130,9 @@ def mirror_folder(draft: Draft, folder: str, dataset_folder: str = "",
 
 def remove_files(draft: Draft, patterns: list[str]) -> None:
     for pattern in patterns:
-        draft.add_removal(normalize_dataset_path(pattern) or pattern)
+        # an external file's URL is a pattern too (kept as given)
+        draft.add_removal(pattern if "://" in pattern
+                          else normalize_dataset_path(pattern) or pattern)
     drafts.save(draft)
 
 
@@ -305,7 +308,16 @@ def _build_draft(repo: Repository, draft: Draft, header: Header,
                                     if op["op"] != "remove")
 
     def walk(builder: DeltaBuilder, base: DirTree) -> None:
-        join(builder, base, draftops.new_tree(dirtree.walk(base), draft, reporter))
+        rows = draftops.new_tree(dirtree.walk(base), draft, reporter)
+        if not any(op.get("external") for op in draft.ops):
+            join(builder, base, rows)
+            return
+        builder.prehasher = external.Prehasher(rows, builder.progress,
+                                               external.memo_dir(repo.cache_root))
+        try:
+            join(builder, base, builder.prehasher.rows())
+        finally:
+            builder.prehasher.close()
 
     return build_version(repo, header, walk, reporter, trust_mtime=trust)
 
@@ -405,8 +417,24 @@ def set_tags(repo: Repository, header: Header, add: list[str], remove: list[str]
     return sorted(tags)
 
 
-def delete(repo: Repository, header: Header, force: bool = False) -> str:
-    """Remove a version; returns a sentence saying what was done."""
+#: How long ``delete`` waits, by default, for closes and commits to finish.
+DELETE_WAIT_SECONDS = 600.0
+
+
+def delete(repo: Repository, header: Header, force: bool = False,
+           wait_seconds: float = DELETE_WAIT_SECONDS, reporter: Reporter | None = None) -> str:
+    """Remove a version; returns a sentence saying what was done.
+
+    Under the store's exclusive lock, as gc: a close or commit building a child
+    of this version holds a shared lock from before it checks that its parents
+    exist until its claim is written, so the children seen here are all there
+    will be, and no child can be published on a manifest deleted meanwhile."""
+    with locks.exclusive(repo, "delete", wait_seconds, reporter):
+        return delete_holding_the_store(repo, header, force)
+
+
+def delete_holding_the_store(repo: Repository, header: Header, force: bool = False) -> str:
+    """``delete`` for a caller that holds the store's exclusive lock."""
     catalog = cat.Catalog(repo)
     children = catalog.children(header.id)
     if children and not force:

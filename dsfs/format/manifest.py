@@ -24,7 +24,7 @@ import json
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from dsfs.errors import IntegrityError
 from dsfs.format.digest import is_chunk_id
@@ -270,10 +270,21 @@ def encode(header: Header, entries: Iterable[Entry]) -> bytes:
 
 def encode_lines(header: Header, lines: Iterable[bytes]) -> bytes:
     """A manifest from its header and its entries' lines (``entry_line``)."""
-    header_bytes = json.dumps(header.to_json(), sort_keys=True).encode("utf-8")
     body = io.BytesIO()
+    write_lines(body, header, lines)
+    return body.getvalue()
+
+
+def write_lines(target: BinaryIO, header: Header, lines: Iterable[bytes]) -> None:
+    """Write the manifest of ``header`` and its entries' lines to ``target`` (a
+    seekable file) as they come: a manifest of millions of entries is never
+    held whole.  The format field is set once every line has been seen."""
+    header_bytes = json.dumps(header.to_json(), sort_keys=True).encode("utf-8")
+    start = target.tell()
     version = BASE_FORMAT
-    with gzip.GzipFile(fileobj=body, mode="wb", compresslevel=6, mtime=0) as gz:
+    target.write(_PREFIX.pack(MANIFEST_MAGIC, version, 0, len(header_bytes)))
+    target.write(header_bytes)
+    with gzip.GzipFile(fileobj=target, mode="wb", compresslevel=6, mtime=0) as gz:
         batch: list[bytes] = []
         for line in lines:
             # A manifest with an external file is format 2, so that a reader of
@@ -286,8 +297,11 @@ def encode_lines(header: Header, lines: Iterable[bytes]) -> bytes:
                 gz.write(b"".join(batch))
                 batch.clear()
         gz.write(b"".join(batch))
-    prefix = _PREFIX.pack(MANIFEST_MAGIC, version, 0, len(header_bytes))
-    return prefix + header_bytes + body.getvalue()
+    if version != BASE_FORMAT:
+        end = target.tell()
+        target.seek(start)
+        target.write(_PREFIX.pack(MANIFEST_MAGIC, version, 0, len(header_bytes)))
+        target.seek(end)
 
 
 def _split(data: bytes) -> tuple[int, int]:

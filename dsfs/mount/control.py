@@ -13,7 +13,9 @@ A commit holds every change at the gate (``dsfs.fuse.writable.Gate``) from
 before it reads the upper layer until the mount is rebased: the version
 holds exactly what the tree showed when the commit began, and a change
 issued meanwhile (a write to a file left open, say) waits and then becomes
-an edit of the child.  Reads go on throughout.
+an edit of the child.  Reads go on throughout.  The commit takes the store's
+shared lock before the gate, so while it waits for a gc the mount still
+takes changes.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 import trio
 
 from dsfs.chore import Chore, describe
+from dsfs.engine import locks
 from dsfs.errors import (
     DiskFullError,
     DsfsError,
@@ -85,6 +88,18 @@ class Session:
                 **result.to_json()}
 
     async def commit(self, message: str, version: str | None, tags: list[str]) -> dict:
+        # The store lock first, the gate second: a gc holds the store for
+        # minutes, and waiting for it at the gate would stop every change to
+        # the mount meanwhile.  The build below reuses this process's hold.
+        hold = await trio.to_thread.run_sync(locks.Hold, self.repo, "commit")
+        try:
+            return await self._commit_holding_the_store(message, version, tags)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(hold.release)
+
+    async def _commit_holding_the_store(self, message: str, version: str | None,
+                                        tags: list[str]) -> dict:
         async with self.ops.gate.hold():
             self.upper.sync()
             done = await self._earlier_attempt()

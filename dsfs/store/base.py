@@ -9,6 +9,10 @@ immutable byte objects.  The engine relies on exactly these promises, and
   ``put_if_absent`` is durable when it returns.
 * ``put_if_absent`` writes only if no object has the key, and says whether it
   did; two concurrent callers get one ``True`` and one ``False``.
+  ``put_file_if_absent`` is the same write with the bytes read from a file
+  (a manifest of millions of entries is never held in memory), and
+  ``get_into`` the whole-object read written into a file: both with the
+  same atomicity (a failed upload publishes nothing) and error mapping.
 * ``get`` of a missing key raises ``ObjectNotFoundError``; ``get_range``
   returns exactly the bytes asked for or raises (``StoreCorruptError`` when
   the object is shorter than the range).
@@ -43,9 +47,11 @@ immutable byte objects.  The engine relies on exactly these promises, and
 from __future__ import annotations
 
 import json
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from dsfs.errors import (
     DiskFullError,
@@ -62,9 +68,14 @@ from dsfs.format.version import check_format_version
 
 CONFIG_KEY = "config"
 
+def file_size(source: BinaryIO) -> int:
+    """The size of an open regular file, whatever its position."""
+    return os.fstat(source.fileno()).st_size
+
+
 __all__ = ["CONFIG_KEY", "DiskFullError", "ObjectInfo", "ObjectNotFoundError",
            "RangeNotSatisfiableError", "Store", "StoreAccessError", "StoreCorruptError",
-           "StoreError", "StoreUnavailableError"]
+           "StoreError", "StoreUnavailableError", "file_size"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +117,21 @@ class Store(ABC):
 
     @abstractmethod
     def stat(self, key: str) -> ObjectInfo | None: ...
+
+    def put_file_if_absent(self, key: str, source: BinaryIO) -> bool:
+        """``put_if_absent`` of the whole contents of ``source`` (a regular file
+        opened for reading; read from its start).  This default reads it into
+        memory; the backends override it to stream."""
+        source.seek(0)
+        return self.put_if_absent(key, source.read())
+
+    def get_into(self, key: str, target: BinaryIO) -> int:
+        """Write the whole object to ``target`` (from its current position);
+        return its size.  This default holds the object in memory; the
+        backends override it to stream."""
+        data = self.get(key)
+        target.write(data)
+        return len(data)
 
     def remove_stale_uploads(self, older_than: float) -> int:
         """Remove partial uploads (temporary files, unfinished multipart uploads)

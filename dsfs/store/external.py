@@ -51,8 +51,9 @@ SCHEMES = ("s3", "https", "http")
 HTTP_TIMEOUT = 60
 #: Tries of an HTTP range read that fails on the way (S3 reads are retried by botocore).
 HTTP_ATTEMPTS = 4
-#: Bytes per piece when a whole object is streamed.
+#: Bytes per piece when a whole object is streamed (per ranged GET on S3).
 STREAM_PIECE = 1 << 20
+S3_PIECE = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -211,8 +212,9 @@ def read_chunks(url: str, piece: int = STREAM_PIECE) -> Iterator[bytes]:
         remote = stat(url)
         if remote is None:
             raise _gone(url)
-        for offset in range(0, remote.size, piece):
-            yield read_range(url, offset, min(piece, remote.size - offset))
+        step = max(piece, S3_PIECE)  # fewer, larger GETs: each is a request
+        for offset in range(0, remote.size, step):
+            yield read_range(url, offset, min(step, remote.size - offset))
         return
     try:
         reply = _open(url)

@@ -11,7 +11,8 @@ tests nothing sets ``DSFS_FAULTS`` and ``open_store`` returns the real store.
 
 OPERATION
     a ``Store`` method: ``get``, ``get_range``, ``get_head``, ``put``,
-    ``put_if_absent``, ``delete``, ``list``, ``stat``, ``flush``, or ``*``.
+    ``put_if_absent``, ``delete``, ``list``, ``stat``, ``flush``, or ``*``
+    (``put_file_if_absent`` counts as ``put_if_absent``, ``get_into`` as ``get``).
 KEY_PREFIX
     the rule applies to keys starting with it (empty: every key; for ``list``
     the listed prefix, for ``flush`` the empty key).
@@ -38,7 +39,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 from dsfs.errors import (
     ObjectNotFoundError,
@@ -159,6 +160,18 @@ class FaultyStore(Store):
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         return self._run("put_if_absent", key, lambda: self.inner.put_if_absent(key, data))
+
+    def put_file_if_absent(self, key: str, source: BinaryIO) -> bool:
+        # the same operation as put_if_absent, so rules written for it apply
+        return self._run("put_if_absent", key,
+                         lambda: self.inner.put_file_if_absent(key, source))
+
+    def get_into(self, key: str, target: BinaryIO) -> int:
+        # through get, so that every rule for it (corrupt included) applies;
+        # memory is no concern in fault tests
+        data = self.get(key)
+        target.write(data)
+        return len(data)
 
     def delete(self, key: str) -> None:
         self._run("delete", key, lambda: self.inner.delete(key))

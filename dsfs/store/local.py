@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from dsfs.errors import (
     DiskFullError,
@@ -22,7 +23,7 @@ from dsfs.errors import (
     StoreCorruptError,
     StoreError,
 )
-from dsfs.fsutil import TMP_PREFIX, fsync_dir, syncfs, write_temp
+from dsfs.fsutil import COPY_BLOCK, TMP_PREFIX, fsync_dir, syncfs, write_temp
 from dsfs.store.base import ObjectInfo, Store
 
 _TMP_PREFIX = TMP_PREFIX
@@ -99,7 +100,7 @@ class LocalStore(Store):
         except OSError as exc:
             raise self._error(exc, "write", key) from None
 
-    def put_if_absent(self, key: str, data: bytes) -> bool:
+    def put_if_absent(self, key: str, data: bytes | BinaryIO) -> bool:
         path = self._path(key)
         try:
             tmp = write_temp(path.parent, data, durable=True)
@@ -113,6 +114,22 @@ class LocalStore(Store):
             return True
         except OSError as exc:
             raise self._error(exc, "write", key) from None
+
+    def put_file_if_absent(self, key: str, source: BinaryIO) -> bool:
+        """Copied a block at a time into the temporary file that is then linked."""
+        source.seek(0)
+        return self.put_if_absent(key, source)
+
+    def get_into(self, key: str, target: BinaryIO) -> int:
+        try:
+            with open(self._path(key), "rb") as f:
+                size = 0
+                while block := f.read(COPY_BLOCK):
+                    target.write(block)
+                    size += len(block)
+                return size
+        except OSError as exc:
+            raise self._error(exc, "read", key) from None
 
     def remove_stale_uploads(self, older_than: float) -> int:
         """Temporary files left by a writer that was killed mid-write."""

@@ -36,16 +36,12 @@ session is used only in the constructor).
 from __future__ import annotations
 
 import contextlib
-import io
-import random
-import re
+import functools
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, BinaryIO, TypeVar
 
 import boto3
 import botocore.exceptions as bexc
@@ -60,9 +56,10 @@ from dsfs.errors import (
     StoreCorruptError,
     StoreError,
     StoreUnavailableError,
-    UsageError,
 )
 from dsfs.store.base import ObjectInfo, Store
+from dsfs.store.s3common import backoff, parse_url, reply_error, scrub
+from dsfs.store.s3upload import Payload, multipart, same_bytes
 
 T = TypeVar("T")
 
@@ -76,25 +73,12 @@ MULTIPART_THREADS = 4
 DEFAULT_MAX_ATTEMPTS = 8
 #: Attempts of a read whose body breaks off mid-stream (botocore gives up at once).
 STREAM_ATTEMPTS = 6
-BACKOFF_BASE = 0.1
-BACKOFF_CAP = 5.0
+#: Bytes of a response body read at a time by ``get_into``.
+READ_BLOCK = 1024 * 1024
 
 #: Key of the probe objects that check conditional writes are enforced.
 PROBE_PREFIX = ".dsfs-probe/"
 _WRITE_TOKEN = "dsfs-write-token"
-
-#: S3 error codes of a refused identity or permission.
-_ACCESS_CODES = frozenset({"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch",
-                           "ExpiredToken", "InvalidToken", "AllAccessDisabled",
-                           "AccountProblem"})
-#: S3 error codes that may pass on their own (botocore has retried them already).
-_TRANSIENT_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException",
-                              "RequestTimeout", "InternalError",
-                              "ServiceUnavailable", "503"})
-
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,254}$")
-_ACCESS_KEY_RE = re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{12,}\b")
-_URL_USERINFO_RE = re.compile(r"(//)[^/@\s]*@")
 
 # Endpoints (endpoint URL, bucket) whose conditional writes were checked in this
 # process, so every store object opened on them does not probe again.
@@ -119,38 +103,6 @@ try:  # urllib3 is botocore's transport; its errors can escape a body read
     _STREAM_ERRORS += (_u3.HTTPError,)
 except ImportError:  # pragma: no cover - botocore always brings urllib3
     pass
-
-
-def backoff(attempt: int) -> float:
-    """Full-jitter exponential backoff (AWS architecture blog), in seconds."""
-    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * (2**attempt)))
-
-
-def parse_url(url: str) -> tuple[str, str]:
-    """``s3://BUCKET/PREFIX`` → (bucket, prefix without surrounding slashes)."""
-    if not url.startswith("s3://"):
-        raise UsageError("an S3 store URL looks like s3://BUCKET/PREFIX")
-    rest = url[len("s3://"):]
-    netloc = rest.split("/", 1)[0]
-    # A secret key may contain '/', which would move part of it into the path:
-    # any '@' or ':' in the authority (never valid in a bucket name) means userinfo.
-    if "@" in netloc or ":" in netloc or ("@" in rest and ":" in rest.split("@", 1)[0]):
-        raise UsageError(
-            "the store URL embeds credentials (s3://KEY:SECRET@bucket/...), which dsfs "
-            "refuses so that they never reach drafts or logs: give s3://BUCKET/PREFIX and "
-            "configure credentials the standard way (AWS_PROFILE, AWS_ACCESS_KEY_ID / "
-            "AWS_SECRET_ACCESS_KEY, ~/.aws/credentials or an instance role)"
-        )
-    parts = urlsplit(url)
-    if parts.query or parts.fragment:
-        raise UsageError("an S3 store URL takes no ?query or #fragment: use s3://BUCKET/PREFIX")
-    bucket = netloc
-    if not _BUCKET_RE.match(bucket):
-        raise UsageError(f"{bucket!r} is not a valid S3 bucket name (in store URL {url!r})")
-    prefix = rest[len(netloc):].strip("/")
-    if any(p in ("", ".", "..") for p in prefix.split("/")) and prefix:
-        raise UsageError(f"the prefix of the store URL {url!r} has an empty, '.' or '..' part")
-    return bucket, prefix
 
 
 class S3Store(Store):
@@ -208,10 +160,7 @@ class S3Store(Store):
                          if s and len(s) >= 4]
 
     def _clean(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        text = _ACCESS_KEY_RE.sub("***", text)
-        return _URL_USERINFO_RE.sub(r"\1***@", text)
+        return scrub(text, self._secrets)
 
     def _key(self, key: str) -> str:
         parts = key.split("/")
@@ -227,26 +176,10 @@ class S3Store(Store):
         where = f"{op} {key} in {self.url}"
         if isinstance(exc, bexc.ClientError):
             err = exc.response.get("Error", {})
-            code = str(err.get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            message = self._clean(str(err.get("Message", "") or ""))
-            if code in ("NoSuchKey", "404", "NotFound") or (status == 404 and not code):
-                return ObjectNotFoundError(f"{key} is not in the store {self.url}")
-            if code == "NoSuchBucket":
-                return StoreError(f"cannot {where}: the bucket {self.bucket} does not exist")
-            if code == "InvalidRange" or status == 416:
-                return RangeNotSatisfiableError(
-                    f"cannot {where}: the range starts past the end of the object")
-            if code in _ACCESS_CODES or status == 403:
-                return StoreAccessError(
-                    f"cannot {where}: access denied ({code or status}); check the "
-                    "credentials boto3 uses (AWS_PROFILE, AWS_ACCESS_KEY_ID, "
-                    "~/.aws/credentials) and the bucket's policy"
-                )
-            detail = f"{code}: {message}" if message else code or f"HTTP {status}"
-            if code in _TRANSIENT_CODES or (isinstance(status, int) and status >= 500):
-                return StoreUnavailableError(f"cannot {where} ({detail}) after retries")
-            return StoreError(f"cannot {where} ({detail}) after retries")
+            return reply_error(str(err.get("Code", "")),
+                               exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode"),
+                               self._clean(str(err.get("Message", "") or "")),
+                               where, key, self.url, self.bucket)
         if isinstance(exc, bexc.NoCredentialsError | bexc.PartialCredentialsError):
             return StoreAccessError(
                 f"cannot {where}: no usable S3 credentials; configure them the standard "
@@ -294,6 +227,37 @@ class S3Store(Store):
 
     def get(self, key: str) -> bytes:
         return self._read("read", key)
+
+    def get_into(self, key: str, target: BinaryIO) -> int:
+        """Streamed a block at a time; a body that breaks off is re-requested
+        from where it stopped, pinned to the same object (``IfMatch``)."""
+        full = self._key(key)
+        written, etag, size = 0, None, None
+        for attempt in range(STREAM_ATTEMPTS):
+            ask: dict[str, Any] = {}
+            if etag is not None:
+                ask = {"IfMatch": etag, "Range": f"bytes={written}-"}
+            if size == written and written:
+                return written  # whole already; nothing left to ask for
+            reply: dict[str, Any] = self._call("read", key, functools.partial(
+                self._client.get_object, Bucket=self.bucket, Key=full, **ask))
+            if etag is None:
+                etag, size = reply.get("ETag"), reply.get("ContentLength")
+            try:
+                with contextlib.closing(reply["Body"]) as body:
+                    while block := body.read(READ_BLOCK):
+                        target.write(block)
+                        written += len(block)
+                if size is not None and written != size:
+                    raise bexc.IncompleteReadError(actual_bytes=written, expected_bytes=size)
+                return written
+            except _STREAM_ERRORS as exc:
+                if attempt + 1 >= STREAM_ATTEMPTS or etag is None:
+                    raise self._error(exc, "read", key) from None
+                time.sleep(backoff(attempt))
+            except bexc.BotoCoreError as exc:
+                raise self._error(exc, "read", key) from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def get_range(self, key: str, offset: int, length: int) -> bytes:
         if offset < 0 or length < 0:
@@ -374,10 +338,16 @@ class S3Store(Store):
     # -- writes ------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes) -> None:
-        self._upload(key, bytes(data), conditional=False, token=None)
+        self._upload(key, Payload(bytes(data)), conditional=False, token=None)
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
-        data = bytes(data)
+        return self._put_if_absent(key, Payload(bytes(data)))
+
+    def put_file_if_absent(self, key: str, source: BinaryIO) -> bool:
+        """Streamed from the file: one PUT, or parts read a range at a time."""
+        return self._put_if_absent(key, Payload(source=source))
+
+    def _put_if_absent(self, key: str, payload: Payload) -> bool:
         self._check_conditional_writes()
         # A random token in the object's metadata tells our write from another
         # writer's, even when both wrote the same bytes.
@@ -385,7 +355,7 @@ class S3Store(Store):
         resent = False
         for attempt in range(STREAM_ATTEMPTS):
             try:
-                self._upload(key, data, conditional=True, token=token)
+                self._upload(key, payload, conditional=True, token=token)
                 return True
             except _PreconditionFailed as failed:
                 if failed.conflict and attempt + 1 < STREAM_ATTEMPTS:
@@ -396,11 +366,11 @@ class S3Store(Store):
                     continue
                 if not (failed.retried or resent):
                     return False  # refused at the first attempt: another writer's object
-                return self._is_our_write(key, data, token)
+                return self._is_our_write(key, payload, token)
         raise StoreError(f"cannot write {key} to {self.url}: conflicting writes kept failing")
 
-    def _upload(self, key: str, data: bytes, conditional: bool, token: str | None) -> bool:
-        """PUT (or multipart-upload) ``data``; return whether botocore had to retry.
+    def _upload(self, key: str, payload: Payload, conditional: bool, token: str | None) -> bool:
+        """PUT (or multipart-upload) ``payload``; return whether botocore had to retry.
 
         Raises ``_PreconditionFailed`` for a conditional write refused with 412.
         """
@@ -411,9 +381,13 @@ class S3Store(Store):
         if token is not None:
             extra["Metadata"] = {_WRITE_TOKEN: token}
         try:
-            if len(data) > MULTIPART_THRESHOLD:
-                return self._multipart(full, data, extra)
-            reply = self._client.put_object(Bucket=self.bucket, Key=full, Body=data, **extra)
+            if payload.size > MULTIPART_THRESHOLD:
+                reply = multipart(self._client, self.bucket, full, payload, MULTIPART_PART_SIZE,
+                                  MULTIPART_THREADS, extra)
+                return _retried(reply)
+            with payload.body() as body:
+                reply = self._client.put_object(Bucket=self.bucket, Key=full, Body=body,
+                                                **extra)
             return _retried(reply)
         except bexc.ClientError as exc:
             status = _status(exc)
@@ -423,37 +397,7 @@ class S3Store(Store):
         except bexc.BotoCoreError as exc:
             raise self._error(exc, "write", key) from None
 
-    def _multipart(self, full: str, data: bytes, extra: dict[str, Any]) -> bool:
-        create_args = {k: v for k, v in extra.items() if k == "Metadata"}
-        upload = self._client.create_multipart_upload(Bucket=self.bucket, Key=full,
-                                                      **create_args)
-        upload_id = upload["UploadId"]
-        view = memoryview(data)
-        offsets = range(0, len(data), MULTIPART_PART_SIZE)
-
-        def send(number_offset: tuple[int, int]) -> dict[str, Any]:
-            number, offset = number_offset
-            body = io.BytesIO(view[offset:offset + MULTIPART_PART_SIZE])
-            reply = self._client.upload_part(Bucket=self.bucket, Key=full, UploadId=upload_id,
-                                             PartNumber=number, Body=body)
-            return {"PartNumber": number, "ETag": reply["ETag"]}
-
-        try:
-            with ThreadPoolExecutor(max_workers=MULTIPART_THREADS) as pool:
-                parts = list(pool.map(send, enumerate(offsets, start=1)))
-            complete_args = {k: v for k, v in extra.items() if k == "IfNoneMatch"}
-            reply = self._client.complete_multipart_upload(
-                Bucket=self.bucket, Key=full, UploadId=upload_id,
-                MultipartUpload={"Parts": parts}, **complete_args)
-            return _retried(reply)
-        except BaseException:
-            # An abandoned upload keeps costing storage until a lifecycle rule ends it.
-            with contextlib.suppress(bexc.BotoCoreError, bexc.ClientError):
-                self._client.abort_multipart_upload(Bucket=self.bucket, Key=full,
-                                                    UploadId=upload_id)
-            raise
-
-    def _is_our_write(self, key: str, data: bytes, token: str) -> bool:
+    def _is_our_write(self, key: str, payload: Payload, token: str) -> bool:
         """After a 412 on a retried conditional write: is the stored object ours?"""
         full = self._key(key)
         try:
@@ -465,11 +409,11 @@ class S3Store(Store):
         if stored_token is not None:
             return bool(stored_token == token)
         # An endpoint that drops user metadata: fall back to comparing the bytes.
-        if int(head.get("ContentLength", -1)) != len(data):
+        if int(head.get("ContentLength", -1)) != payload.size:
             return False
         try:
-            return self.get(key) == data
-        except NotFoundError:
+            return same_bytes(payload, lambda offset, length: self.get_range(key, offset, length))
+        except (NotFoundError, StoreCorruptError):
             return False
 
     def delete(self, key: str) -> None:
