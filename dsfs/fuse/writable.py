@@ -284,16 +284,21 @@ class WritableOperations(BaseOperations):
 
     @read_guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        with self.handles.use(fh) as opened:
+        opened = self.handles.acquire(fh)
+        try:
             return await self.blocks.read(opened, off, size)
+        finally:
+            self.handles.done(fh)
 
     @guarded
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        with self.handles.use(fh) as opened:
-            node = opened.node
+        node = self.handles.acquire(fh).node
+        try:
             async with self.gate:
                 await self.blocks.prepare_write(node, off, off + len(buf))
                 return self.fs.write(node, off, buf)
+        finally:
+            self.handles.done(fh)
 
     @guarded
     async def release(self, fh: int) -> None:
@@ -303,8 +308,11 @@ class WritableOperations(BaseOperations):
     async def fsync(self, fh: int, datasync: bool) -> None:
         if self.handles.by_inode:
             # the data file must be open to be synced, even if its handle was closed
-            with self.handles.use(fh) as opened:
-                self.fs.fsync(opened.node, datasync)
+            node = self.handles.acquire(fh).node
+            try:
+                self.fs.fsync(node, datasync)
+            finally:
+                self.handles.done(fh)
             return
         handle = self.handles.get(fh)
         self.fs.fsync(handle.node if handle else None, datasync)
