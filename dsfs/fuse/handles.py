@@ -20,9 +20,7 @@ speaks no FUSE.
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
-from collections.abc import Iterator
 
 from dsfs.overlay.blocks import Blocks, Opened
 from dsfs.overlay.nodes import Node
@@ -62,10 +60,11 @@ class Handles:
         """The handle ``fh`` if open (no-open: without opening one)."""
         return self._open.get(fh)
 
-    @contextlib.contextmanager
-    def use(self, fh: int) -> Iterator[Opened]:
-        """The ``Opened`` of a request's handle, kept open while the request
-        runs; per inode, opened now when it is not (``Contents.open``)."""
+    def acquire(self, fh: int) -> Opened:
+        """The ``Opened`` of a request's handle, kept open until ``done(fh)``
+        (call it in a ``finally``); per inode, opened now when it is not
+        (``Contents.open``).  Not a context manager: this runs for every read
+        and write, and a generator-based one costs more than the rest."""
         opened = self._open.get(fh)
         if opened is None:
             if not self.by_inode:
@@ -75,14 +74,15 @@ class Handles:
         elif self.by_inode:
             self._open.move_to_end(fh)
         self._busy[fh] = self._busy.get(fh, 0) + 1
-        try:
-            yield opened
-        finally:
-            left = self._busy[fh] - 1
-            if left:
-                self._busy[fh] = left
-            else:
-                del self._busy[fh]
+        return opened
+
+    def done(self, fh: int) -> None:
+        """The request that ``acquire``d ``fh`` is over."""
+        left = self._busy[fh] - 1
+        if left:
+            self._busy[fh] = left
+        else:
+            del self._busy[fh]
 
     def release(self, fh: int) -> None:
         """The kernel released ``fh``.  A per-inode handle stays (it is the
