@@ -69,12 +69,16 @@ class Repository:
                 # Two first writers race here; put_if_absent keeps exactly one config.
                 self.store.put_if_absent(CONFIG_KEY, json.dumps(fresh).encode())
                 cfg = self.store.read_config() or fresh
-            store_id = cfg.get("store_id")
-            if not isinstance(store_id, str) or len(store_id) != 32:
-                raise IntegrityError(f"store config at {self.store.url} has no valid store_id")
-            self._store_config = cfg
-            self._save_config(cfg)
+            self._adopt_config(cfg)
+        assert self._store_config is not None
         return self._store_config
+
+    def _adopt_config(self, cfg: dict) -> None:
+        store_id = cfg.get("store_id")
+        if not isinstance(store_id, str) or len(store_id) != 32:
+            raise IntegrityError(f"store config at {self.store.url} has no valid store_id")
+        self._store_config = cfg
+        self._save_config(cfg)
 
     def _config_cache_path(self) -> Path:
         return self.cache_root / "stores" / (digest_hex(self.store.url.encode()) + ".json")
@@ -113,8 +117,13 @@ class Repository:
         return bytes.fromhex(self.store_config["store_id"])
 
     def check_readable(self) -> None:
-        """Raise FormatVersionError early for a store written by a newer dsfs."""
-        self.store.read_config()
+        """Raise FormatVersionError early for a store written by a newer dsfs.
+        The config read is kept (``store_config`` needs no second GET); one
+        this repository read already was checked then."""
+        if self._store_config is None:
+            cfg = self.store.read_config()
+            if cfg is not None:
+                self._adopt_config(cfg)
 
     # -- manifests -------------------------------------------------------------
 

@@ -142,9 +142,11 @@ class ChunkCache:
             self.chunk_path(cid).unlink(missing_ok=True)
         self.index.forget_chunks(id_to_bytes(c) for c in cids)
 
-    def _stage(self, cid: str, data: bytes) -> tuple[Path, Path]:
-        """Write a verified chunk under a temporary name; return (tmp, final)."""
-        if chunk_id(data) != cid:
+    def _stage(self, cid: str, data: bytes | memoryview, verified: bool = False
+               ) -> tuple[Path, Path]:
+        """Write a chunk under a temporary name, verified here unless the caller
+        did; return (tmp, final)."""
+        if not verified and chunk_id(data) != cid:
             raise IntegrityError(f"chunk {cid} does not match its digest")
         final = self.chunk_path(cid)
         try:
@@ -288,11 +290,11 @@ class ChunkCache:
                 for entry in read_index(blob):
                     if self.has(entry.chunk_id):
                         continue
-                    data = bytes(view[entry.offset:entry.offset + entry.length])
+                    data = view[entry.offset:entry.offset + entry.length]  # no copy
                     if chunk_id(data) != entry.chunk_id:
                         continue  # its own read will fail; the others stay sound
                     staged.append((entry.chunk_id, entry.length,
-                                   *self._stage(entry.chunk_id, data)))
+                                   *self._stage(entry.chunk_id, data, verified=True)))
                     sound = sound or entry.chunk_id == wanted.chunk_id
                 if not sound:
                     raise IntegrityError(

@@ -29,7 +29,7 @@ log = logging.getLogger("dsfs.mount.reader")
 #: Delays before the second, third, ... attempt of a failed fetch (seconds).
 RETRY_DELAYS = (0.2, 0.5, 1.0)
 #: Whole-pack fetches one process runs at once: each holds its pack in memory
-#: (up to 64 MiB), and a few big GETs at a time keep the store busy already.
+#: (up to about 40 MiB), and a few big GETs at a time keep the store busy.
 SPAN_FETCHES = 4
 
 

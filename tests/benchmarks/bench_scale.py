@@ -12,6 +12,8 @@
   --copy``, ``verify`` of the store and of the folder.  Baselines measured
   in the same run: a bare stat walk (``find DIR -printf '%s %T@\\n'``) and a
   ``tar -c | tar -x`` copy of the tree.
+* ``sync``: only the ``sync`` rows of ``real`` (first, --rounds unchanged
+  interleaved with the stat walk, 10 changed).
 * ``synthetic``: versions of 1M and 10M entries written directly as
   manifests (no files; contents shared with a few seed files, as
   ``bench_mount.py``'s million), plus a child of each that changes 10
@@ -85,7 +87,10 @@ def run(command: list[str], env: dict[str, str], results: dict, label: str,
 def _run(command: list[str], env: dict[str, str], results: dict, label: str,
          check: bool) -> str:
     start = time.perf_counter()
-    proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.PIPE,
+    # bytecode cached, as an installed dsfs runs: a harness's
+    # PYTHONDONTWRITEBYTECODE would add ~0.15 s of compiling to every command
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    proc = subprocess.Popen(command, env={**environ, **env}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     # a reader thread per pipe would do; the outputs here are small or go to
     # files, so read stdout to EOF first, then reap with wait4 for the rusage
@@ -131,7 +136,10 @@ def scratch(use_tmpfs: bool, where: str | None = None) -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def bench_real(args: argparse.Namespace, base: Path, env: dict[str, str], results: dict) -> None:
+def bench_sync(args: argparse.Namespace, base: Path, env: dict[str, str], results: dict
+               ) -> Path:
+    """The tree, the first sync, --rounds unchanged syncs interleaved with the
+    stat walk, a sync of 10 changes; the tree's path."""
     src = base / "src"
     start = time.perf_counter()
     make_tree(src, args.files, args.per_dir)
@@ -144,26 +152,33 @@ def bench_real(args: argparse.Namespace, base: Path, env: dict[str, str], result
              f"tar -C {base}/tarcopy -xf -"], {}, results, "baseline_tar_copy")
         shutil.rmtree(base / "tarcopy")
     run([DSFS, "sync", str(src), "-p", "bench", "-n", "real"], env, results, "sync_first")
-    # unchanged sync against the stat walk, interleaved, three rounds each
+    # unchanged sync against the stat walk, interleaved, --rounds rounds each
     walks, syncs = [], []
-    for r in range(3):
+    rounds, mid = args.rounds, args.rounds // 2
+    for r in range(rounds):
         run(["sh", "-c", f"find {src} -printf '%s %T@\\n' > /dev/null"], {}, results,
             f"baseline_stat_walk_{r}")
         run([DSFS, "sync", str(src), "-p", "bench", "-n", "real"], env, results,
             f"sync_unchanged_{r}")
         walks.append(results[f"baseline_stat_walk_{r}_s"])
         syncs.append(results[f"sync_unchanged_{r}_s"])
-    results["sync_unchanged_s"] = sorted(syncs)[1]
+    results["sync_unchanged_s"] = sorted(syncs)[mid]
     results["sync_unchanged_rss_mib"] = results["sync_unchanged_0_rss_mib"]
-    results["stat_walk_median_s"] = sorted(walks)[1]
+    results["stat_walk_median_s"] = sorted(walks)[mid]
     results["ratio_sync_unchanged_over_stat_walk_median"] = round(
-        sorted(syncs)[1] / sorted(walks)[1], 2)
+        sorted(syncs)[mid] / sorted(walks)[mid], 2)
     results["ratio_sync_unchanged_over_stat_walk_cpu"] = round(
-        sum(results[f"sync_unchanged_{r}_cpu_s"] for r in range(3))
-        / sum(results[f"baseline_stat_walk_{r}_cpu_s"] for r in range(3)), 2)
+        sum(results[f"sync_unchanged_{r}_cpu_s"] for r in range(rounds))
+        / sum(results[f"baseline_stat_walk_{r}_cpu_s"] for r in range(rounds)), 2)
     for i in range(10):
         (src / "d00000" / f"f{i:07d}.txt").write_bytes(b"changed %d\n" % i)
     run([DSFS, "sync", str(src), "-p", "bench", "-n", "real"], env, results, "sync_10_changed")
+    return src
+
+
+def bench_real(args: argparse.Namespace, base: Path, env: dict[str, str], results: dict) -> None:
+    src = bench_sync(args, base, env, results)
+    copies = "copies" not in args.skip
     # add + close of the same tree as a child (every file read: add records no content)
     draft = run([DSFS, "create", "-p", "bench", "-n", "real", "--parents", "bench/real"],
                 env, results, "create").strip().splitlines()[-1]
@@ -381,7 +396,10 @@ def main() -> None:
     parser.add_argument("--tmpfs", action="store_true",
                         help="tree, store and cache on one tmpfs (takes the disk out)")
     parser.add_argument("--only", default="real,synthetic",
-                        help="comma-separated sections: real, synthetic, dirchurn")
+                        help="comma-separated sections: real, synthetic, dirchurn; sync (the "
+                             "first rows of real alone)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="unchanged syncs interleaved with stat walks (median of them)")
     parser.add_argument("--dir-entries", type=int, default=100_000,
                         help="entries of dirchurn's directory changed in 30 versions")
     parser.add_argument("--skip", default="",
@@ -409,6 +427,8 @@ def main() -> None:
         try:
             if "real" in sections:
                 bench_real(args, base, env, results)
+            elif "sync" in sections:
+                bench_sync(args, base, env, results)
             if "synthetic" in sections:
                 bench_synthetic(args, base, results)
             if "dirchurn" in sections:
