@@ -13,11 +13,12 @@ compares size and ETag (``dsfs.engine.verify``).
 Close reads several objects at a time: ``Prehasher`` wraps the stream of the
 new tree's rows and hashes the external objects a few dozen rows ahead in
 worker threads, in the order the walk will ask for them.  What an object
-hashed to is remembered in the cache (``external/<key>.json``, keyed by URL,
-strong ETag and size), so ``upload()`` then ``finalize()``, a close retried
-after a failure, or the same objects added to a later version read each
-object once.  A remembered answer that were wrong could only fail reads
-(every chunk is checked), never change bytes.
+hashed to is remembered in the cache (``external/<digest of the URL>.json``,
+with its strong ETag; used while a HEAD shows the same ETag and size), so
+``upload()`` then ``finalize()``, a close retried after a failure, or the
+same objects added to a later version read each object once.  A remembered
+answer that were wrong could only fail reads (every chunk is checked), never
+change bytes.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ FILE_MODE = stat.S_IFREG | 0o644
 WORKERS = 8
 LOOKAHEAD = 64
 
-__all__ = ["FILE_MODE", "Prehasher", "hash_object", "is_external", "scan"]
+__all__ = ["FILE_MODE", "Prehasher", "hash_object", "is_external", "scan", "scan_many"]
 
 
 def scan(url: str, dataset_folder: str = "", wildcards: Sequence[str] | None = None,
@@ -58,7 +59,7 @@ def scan(url: str, dataset_folder: str = "", wildcards: Sequence[str] | None = N
     ``s3://`` folder) every object below it at its path relative to the folder,
     below ``dataset_folder``.  ``wildcards`` match the object's file name (any
     of them); ``recursive=False`` keeps the folder's own objects only."""
-    external.check_url(url)
+    url = external.check_url(url)
     folder = normalize_dataset_path(dataset_folder)
     base = url.split("?", 1)[0].rstrip("/")
     items: dict[str, SourceItem] = {}
@@ -81,26 +82,47 @@ def scan(url: str, dataset_folder: str = "", wildcards: Sequence[str] | None = N
     return sorted(items.values(), key=lambda i: dfs_key(i.path))
 
 
+def scan_many(urls: Sequence[str], dataset_folder: str = "",
+              wildcards: Sequence[str] | None = None, recursive: bool = True
+              ) -> list[SourceItem]:
+    """``scan`` of several URLs, ``WORKERS`` at a time (each http(s) URL costs
+    a HEAD request), as one list in walking order; a later URL wins a path."""
+    with ThreadPoolExecutor(max_workers=min(WORKERS, len(urls)) or 1,
+                            thread_name_prefix="dsfs-external") as pool:
+        scans = list(pool.map(lambda url: scan(url, dataset_folder, wildcards, recursive),
+                              urls))
+    items: dict[str, SourceItem] = {}
+    for found in scans:
+        items.update((i.path, i) for i in found)
+    return sorted(items.values(), key=lambda i: dfs_key(i.path))
+
+
 def hash_object(path: str, item: SourceItem, progress: Progress | None = None,
                 memo: Path | None = None, stop: threading.Event | None = None) -> Entry:
     """Read the object once and return its entry: chunk digests located in the
     object itself, the file digest, and the size and ETag it has now;
     ``progress`` advances by the bytes read.  ``memo``: the directory of
     remembered answers (see the module docstring); ``stop``, once set, ends
-    the read early (the close is failing or interrupted)."""
+    the read early (the close is failing or interrupted).  One request for
+    an http(s) object seen for the first time (its GET gives size and ETag);
+    one HEAD for one remembered."""
     url = item.source
-    now = external.stat(url)
-    if now is None:
-        raise InputError(f"the external object {external.shown(url)} added as {path!r} "
-                         "is gone")
-    remembered = _recall(memo, url, now.etag, now.size)
+    remembered = _recall(memo, url)
     if remembered is not None:
-        digest, chunks = remembered
-        if progress is not None:
-            progress.advance(now.size)
-        return Entry(path, FILE, now.size, item.mode, item.mtime_ns, digest,
-                     tuple(ChunkRef(cid, url, o, n) for cid, o, n in chunks),
-                     url=url, etag=now.etag)
+        now = external.stat(url)
+        if now is None:
+            raise _gone(url, path)
+        digest, chunks, etag = remembered
+        if now.etag == etag and now.size == sum(n for _c, _o, n in chunks):
+            if progress is not None:
+                progress.advance(now.size)
+            return Entry(path, FILE, now.size, item.mode, item.mtime_ns, digest,
+                         tuple(ChunkRef(cid, url, o, n) for cid, o, n in chunks),
+                         url=url, etag=now.etag)
+    opened = external.open_object(url)
+    if opened is None:
+        raise _gone(url, path)
+    now, pieces = opened
     hasher = file_hasher()
     cut: list[tuple[str, int, int]] = []
     pending = bytearray()
@@ -111,7 +133,7 @@ def hash_object(path: str, item: SourceItem, progress: Progress | None = None,
         cut.append((chunk_id(piece), offset, len(piece)))
         offset += len(piece)
 
-    for data in external.read_chunks(url):
+    for data in pieces:
         if stop is not None and stop.is_set():
             raise InputError(f"reading {external.shown(url)} was stopped")
         if progress is not None:
@@ -127,46 +149,46 @@ def hash_object(path: str, item: SourceItem, progress: Progress | None = None,
         raise InputError(f"the external object {external.shown(url)} changed while it was "
                          f"read ({now.size} bytes announced, {offset} read): add it again")
     digest = hasher.digest_id()
-    _remember(memo, url, now.etag, now.size, digest, cut)
+    _remember(memo, url, now.etag, digest, cut)
     return Entry(path, FILE, offset, item.mode, item.mtime_ns, digest,
                  tuple(ChunkRef(cid, url, o, n) for cid, o, n in cut), url=url, etag=now.etag)
 
 
-def _memo_file(memo: Path | None, url: str, etag: str, size: int) -> Path | None:
-    # only a strong ETag names the content (a weak one, W/"...", may not)
-    if memo is None or not etag or etag.startswith("W/"):
+def _gone(url: str, path: str) -> InputError:
+    return InputError(f"the external object {external.shown(url)} added as {path!r} is gone")
+
+
+def _memo_file(memo: Path | None, url: str) -> Path | None:
+    if memo is None:
         return None
-    key = digest_hex("\n".join((url, etag, str(size))).encode())
-    return memo / f"{key}.json"
+    return memo / f"{digest_hex(url.encode())}.json"
 
 
-def _recall(memo: Path | None, url: str, etag: str, size: int
-            ) -> tuple[str, list[tuple[str, int, int]]] | None:
-    where = _memo_file(memo, url, etag, size)
-    if where is None:
+def _recall(memo: Path | None, url: str) -> tuple[str, list[tuple[str, int, int]], str] | None:
+    """(file digest, chunks, ETag) remembered for ``url``, if any."""
+    where = _memo_file(memo, url)
+    if where is None or not where.exists():
         return None
     try:
         obj = json.loads(where.read_bytes())
-        if obj["url"] != url or obj["etag"] != etag or obj["size"] != size:
+        if obj["url"] != url:
             return None
         chunks = [(str(c), int(o), int(n)) for c, o, n in obj["chunks"]]
-        if sum(n for _c, _o, n in chunks) != size:
-            return None
-        return str(obj["digest"]), chunks
+        return str(obj["digest"]), chunks, str(obj["etag"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None  # not remembered, or unreadable: read the object
+        return None  # unreadable: read the object
 
 
-def _remember(memo: Path | None, url: str, etag: str, size: int, digest: str,
+def _remember(memo: Path | None, url: str, etag: str, digest: str,
               chunks: list[tuple[str, int, int]]) -> None:
-    where = _memo_file(memo, url, etag, size)
-    if where is None:
+    # only a strong ETag names the content (a weak one, W/"...", may not)
+    where = _memo_file(memo, url)
+    if where is None or not etag or etag.startswith("W/"):
         return
-    data = json.dumps({"url": url, "etag": etag, "size": size, "digest": digest,
-                       "chunks": chunks}).encode()
+    data = json.dumps({"url": url, "etag": etag, "digest": digest, "chunks": chunks}).encode()
     with contextlib.suppress(OSError):  # a memo is an optimisation only
         where.parent.mkdir(parents=True, exist_ok=True)
-        tmp = where.with_name(f".tmp-{os.getpid()}-{where.name}")
+        tmp = where.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{where.name}")
         tmp.write_bytes(data)
         os.replace(tmp, where)
 

@@ -8,8 +8,9 @@ descriptor and the reader handle of its lower bytes, opened at the first
 request that needs them and kept for the ``INODE_HANDLES`` most recently used
 files (the others are closed, and opened again when next needed) or until the
 kernel forgets the inode.  A file created with ``create`` (which the kernel
-still sends, and answers with RELEASE) gets its inode as its handle, so the
-two kinds of request mean the same thing.
+still sends; it sends no RELEASE for it once it knows there is no OPEN)
+gets its inode as its handle, so the two kinds of request mean the same
+thing, and ``release`` leaves the per-inode handle in place.
 
 Nothing here decides what an open file may keep: the overlay keeps a file's
 bytes while a handle or a kernel reference holds it (``Contents.release``,
