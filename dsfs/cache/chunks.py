@@ -265,12 +265,14 @@ class ChunkCache:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def fetch_pack(self, store: Store, wanted: ChunkRef) -> int:
+    def fetch_pack(self, store: Store, wanted: ChunkRef,
+                   cached: list[str] | None = None) -> int:
         """Cache every sound chunk of ``wanted``'s pack, read whole with one GET;
         return the bytes downloaded (0 when another process fetched it while
         this one waited for the pack's lock).  A chunk that does not match its
         digest is left out; IntegrityError only if ``wanted`` is one of them
-        (or the pack's index is unreadable)."""
+        (or the pack's index is unreadable).  The ids of the chunks it cached
+        (each verified against its digest) are added to ``cached``."""
         locks = self.root / "locks"
         try:
             locks.mkdir(exist_ok=True)
@@ -304,6 +306,8 @@ class ChunkCache:
             except BaseException:
                 self._discard_staged(staged)
                 raise
+            if cached is not None:
+                cached.extend(cid for cid, _size, _tmp, _final in staged)
             return len(blob)
         finally:
             os.close(fd)  # releases the lock
