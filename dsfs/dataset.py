@@ -176,6 +176,11 @@ class Dataset:
         paths = fspaths(path, "path")
         patterns = None if wildcard is None else (
             wildcard if isinstance(wildcard, str) else list(wildcard))
+        if local_base_folder is None:  # one call: one draft save, URLs listed together
+            count = versions.add_files(draft, paths, dataset_path or "", patterns, recursive,
+                                       self.reporter)
+            self._changed()
+            return count
         count = 0
         for one in paths:
             folder = dataset_path or ""

@@ -69,12 +69,16 @@ class Repository:
                 # Two first writers race here; put_if_absent keeps exactly one config.
                 self.store.put_if_absent(CONFIG_KEY, json.dumps(fresh).encode())
                 cfg = self.store.read_config() or fresh
-            store_id = cfg.get("store_id")
-            if not isinstance(store_id, str) or len(store_id) != 32:
-                raise IntegrityError(f"store config at {self.store.url} has no valid store_id")
-            self._store_config = cfg
-            self._save_config(cfg)
+            self._adopt_config(cfg)
+        assert self._store_config is not None
         return self._store_config
+
+    def _adopt_config(self, cfg: dict) -> None:
+        store_id = cfg.get("store_id")
+        if not isinstance(store_id, str) or len(store_id) != 32:
+            raise IntegrityError(f"store config at {self.store.url} has no valid store_id")
+        self._store_config = cfg
+        self._save_config(cfg)
 
     def _config_cache_path(self) -> Path:
         return self.cache_root / "stores" / (digest_hex(self.store.url.encode()) + ".json")
@@ -103,7 +107,7 @@ class Repository:
         path = self._manifest_cache_path(version_id)
         for candidate in (path, path.with_name(version_id + ".head")):
             try:
-                return mf.decode_header(candidate.read_bytes())
+                return mf.decode_header(_read_head(candidate))
             except FileNotFoundError:
                 continue
         return None
@@ -113,8 +117,13 @@ class Repository:
         return bytes.fromhex(self.store_config["store_id"])
 
     def check_readable(self) -> None:
-        """Raise FormatVersionError early for a store written by a newer dsfs."""
-        self.store.read_config()
+        """Raise FormatVersionError early for a store written by a newer dsfs.
+        The config read is kept (``store_config`` needs no second GET); one
+        this repository read already was checked then."""
+        if self._store_config is None:
+            cfg = self.store.read_config()
+            if cfg is not None:
+                self._adopt_config(cfg)
 
     # -- manifests -------------------------------------------------------------
 
@@ -199,7 +208,7 @@ class Repository:
             head_path = path.with_name(version_id + ".head")
             for candidate in (path, head_path):
                 try:
-                    data = candidate.read_bytes()
+                    data = _read_head(candidate)
                     break
                 except FileNotFoundError:
                     continue
@@ -269,6 +278,20 @@ class Repository:
 
 #: The environment variable naming the cache directory (``config.cache_dir``).
 CACHE_ENV = "DSFS_CACHE_DIR"
+
+
+def _read_head(path: Path) -> bytes:
+    """The prefix and header of a cached manifest file (never its entries:
+    the manifest of a 10M-entry version is hundreds of MiB)."""
+    with open(path, "rb") as f:
+        data = f.read(mf.HEADER_PROBE_SIZE)
+        try:
+            needed = mf.header_length(data)
+        except IntegrityError:
+            return data  # decode_header says what is wrong
+        if len(data) < needed:
+            data += f.read(needed - len(data))
+    return data
 
 
 def cache_problem(cache_root: Path) -> LocalError | None:

@@ -27,12 +27,14 @@ if ! "$venv/bin/python" -c 'from dsfs.fuse.adapter import PATCHED; assert PATCHE
 fi
 "$venv/bin/pytest" -q "$@"
 if [ $# -eq 0 ]; then
-    # a read-only and a writable mount's requests, and everyday tools on a mount
+    # a read-only and a writable mount's requests, everyday tools on a mount, and
+    # files held open across a discard (per-open handles, not per inode)
     stock_tests=${STOCK_TESTS:-tests/test_fuse_requests.py
         tests/test_mount.py::test_tree_matches_source
         tests/test_mount.py::test_tools_cp_diff_tar_find_ls_stat
         tests/test_mount.py::test_python_open_seek_mmap
-        tests/test_mount.py::test_eight_parallel_readers}
+        tests/test_mount.py::test_eight_parallel_readers
+        tests/test_overlay.py::test_discard_with_files_held_open}
     bash "$here/packaging/pyfuse3/build.sh" "$venv" --stock "$venv/pyfuse3-stock"
     echo "== pytest with stock pyfuse3: $stock_tests" >&2
     # shellcheck disable=SC2086

@@ -256,6 +256,8 @@ def test_interrupted_close_resumes_without_reuploading(store_url: str, tmp_path:
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "src"
     src.mkdir()
+    # packs of 16 MiB, as many as flushes to interrupt (big chunks would grow them)
+    monkeypatch.setenv("DSFS_PACK_MAX_SIZE", str(16 * 1024 * 1024))
     for i in range(6):  # ~6 packs of 16 MiB
         (src / f"big{i}.bin").write_bytes(os.urandom(16 * 1024 * 1024))
     ds = Dataset.create("p", "n")

@@ -83,6 +83,12 @@ def test_prune_drops_manifests_and_trees_of_deleted_versions(store_url: str, tmp
     for ref in (keep, doomed):
         run_dsfs("list", ref, check=True)  # indexes their trees
     repo = Repository.open()
+    from dsfs.ui import stats as ui_stats
+
+    for ref in (keep, doomed):  # what `dsfs ui` keeps of each version it showed
+        ui_stats.compute(repo, repo.header(ref))
+    stats_files = {ref: ui_stats.stats_path(repo, ref) for ref in (keep, doomed)}
+    assert all(p.is_file() for p in stats_files.values())
     manifests = repo.cache_root / "manifests" / repo.store_id.hex()
     index = repo.cache.index
     assert index.tree_version(bytes.fromhex(doomed)) is not None
@@ -101,8 +107,13 @@ def test_prune_drops_manifests_and_trees_of_deleted_versions(store_url: str, tmp
     assert "cached manifest file(s)" in result.stdout
     assert not [p.name for p in manifests.iterdir() if p.name.startswith(doomed)]
     assert any(p.name.startswith(keep) for p in manifests.iterdir())
+    assert not stats_files[doomed].exists() and stats_files[keep].is_file()
     index = Repository.open().cache.index
     assert index.tree_version(bytes.fromhex(doomed)) is None
     assert index.tree_version(bytes.fromhex(keep)) is not None
     assert index.tree_version(bytes.fromhex(other)) is not None
     assert run_dsfs("list", keep, check=True).stdout
+    stray = stats_files[keep].with_name("notes.txt")  # not a statistics file: stays
+    stray.write_text("mine")
+    run_dsfs("cache", "clear", check=True)
+    assert not stats_files[keep].exists() and stray.read_text() == "mine"

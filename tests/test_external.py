@@ -43,9 +43,9 @@ from dsfs_cli.main import cli
 class _Handler(http.server.BaseHTTPRequestHandler):
     root = ""
     etags = True
-    #: answer every n-th ranged GET with 503 (0: never), counting in ``failed``
+    #: answer every n-th ranged GET with 503 (0: never); GETs are counted in ``served``
     flaky = 0
-    served: list[int]
+    served: list[str]
 
     def _file(self) -> str | None:
         path = os.path.join(self.root, self.path.split("?", 1)[0].lstrip("/"))
@@ -76,7 +76,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         with open(path, "rb") as f:
             data = f.read()
         wanted = self.headers.get("Range")
-        self.served.append(1)
+        self.served.append(self.path)
         if wanted and self.flaky and len(self.served) % self.flaky == 0:
             self.send_error(503)
             return
@@ -95,16 +95,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+#: The paths of the GETs each running server answered, by its URL.
+SERVED: dict[str, list[str]] = {}
+
+
 @contextlib.contextmanager
 def http_server(root: Path, etags: bool = True, flaky: int = 0) -> Iterator[str]:
+    served: list[str] = []
     handler = type("Handler", (_Handler,), {"root": str(root), "etags": etags,
-                                            "flaky": flaky, "served": []})
+                                            "flaky": flaky, "served": served})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    SERVED[url] = served
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        yield url
     finally:
+        del SERVED[url]
         server.shutdown()
         server.server_close()
 
@@ -170,7 +178,8 @@ def test_https_objects_are_referenced_and_read_lazily(web, local_store: str, tmp
     ds = Dataset.create(dataset_project="web", dataset_name="mixed")
     ds.add_files(str(src))
     assert ds.add_external_files(source_url=f"{url}/data/big.bin", dataset_path="remote") == 1
-    assert ds.add_external_files([f"{url}/labels.csv"]) == 1
+    # a scheme in capitals is recorded in lower case
+    assert ds.add_external_files([f"{url}/labels.csv".replace("http:", "HTTP:")]) == 1
     ds.upload()
     ds.finalize()
     assert store_bytes(local_store) < 64 * 1024  # the objects were not copied
@@ -230,6 +239,13 @@ def test_s3_prefix_with_wildcards_and_recursion(foreign, store_url: str, tmp_pat
         "top/a.txt", "top/d.csv"]
     diff = invoke("diff", f"s3/links@{ds.header.version}", "s3/links")
     assert "top/a.txt" in diff and "one/x.txt" in diff
+    # ClearML removes external files by their links too: a glob or a folder URL
+    last = Dataset.create("s3", "links", parent_datasets=[child.id])
+    assert last.remove_files(f"s3://{bucket}/shots/sub") == 2
+    assert last.remove_files(f"s3://{bucket}/*.csv") == 2
+    assert last.remove_files("top/a.txt") == 1
+    last.finalize()
+    assert sorted(Dataset.get(dataset_id=last.id).list_files()) == ["a.txt", "one/x.txt"]
 
 
 def test_a_changed_or_removed_object_is_reported_and_never_read(
@@ -305,6 +321,66 @@ def test_http_reads_are_retried_when_the_server_fails_now_and_then(tmp_path: Pat
         invoke("close")  # whole-object GETs: never failed
         invoke("get", "--copy", str(tmp_path / "copy"), "p/flaky")
     assert files_of(tmp_path / "copy") == files
+
+
+def test_close_reads_each_object_once_in_threads_and_remembers_it(tmp_path: Path,
+                                                                    local_store: str) -> None:
+    root = tmp_path / "count"
+    root.mkdir()
+    rng = random.Random(3)
+    files = {f"d{i % 3}/f{i}.bin": rng.randbytes(rng.randrange(0, 30_000)) for i in range(40)}
+    for rel, data in files.items():
+        (root / rel).parent.mkdir(exist_ok=True)
+        (root / rel).write_bytes(data)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f0.bin").write_bytes(b"local wins")
+    with http_server(root) as url:
+        served = SERVED[url]
+        ds = Dataset.create("c", "n")
+        ds.add_external_files([f"{url}/{rel}" for rel in files], dataset_path="ext")
+        ds.add_files(src / "f0.bin", dataset_path="ext")  # replaces an external file
+        ds.add_external_files(f"{url}/d1/f1.bin", dataset_path="again")
+        ds.remove_files("ext/f5.bin")
+        ds.upload()
+        # each object read once (f0 and f5 never: replaced or removed before
+        # close; f1 is added twice and two threads may race for it)
+        assert len(files) - 2 <= len(served) <= len(files) - 1
+        reads = len(served)
+        ds.finalize()  # after upload(): nothing is read again
+        assert len(served) == reads
+        want = {f"ext/{rel.rsplit('/', 1)[1]}": data for rel, data in files.items()}
+        want["ext/f0.bin"] = b"local wins"
+        want["again/f1.bin"] = files["d1/f1.bin"]
+        del want["ext/f5.bin"]
+        got = Dataset.get(dataset_id=ds.id)
+        assert files_of(Path(got.get_local_copy())) == want
+        assert sorted(got.link_entries_dict) == sorted(set(want) - {"ext/f0.bin"})
+        # the same objects in a later version: remembered, not read again
+        before = len(served)
+        child = Dataset.create("c", "n", parent_datasets=[ds.id])
+        child.add_external_files([f"{url}/{rel}" for rel in files], dataset_path="copy")
+        child.finalize()
+        assert sorted(served[before:]) == ["/d0/f0.bin", "/d2/f5.bin"]  # read for the first time
+        assert files_of(Path(Dataset.get(dataset_id=child.id).get_local_copy()))[
+            "copy/f7.bin"] == files["d1/f7.bin"]
+
+
+def test_an_object_gone_before_close_fails_it_and_nothing_is_published(
+        web, local_store: str) -> None:
+    root, url = web
+    for i in range(20):
+        (root / f"o{i}.bin").write_bytes(bytes([i]) * 1000)
+    invoke("create", "-p", "p", "-n", "gone")
+    invoke("add", *(f"{url}/o{i}.bin" for i in range(20)))
+    (root / "o13.bin").unlink()
+    err = invoke("close", code=10)
+    assert "o13.bin" in err and "is gone" in err
+    assert "Traceback" not in err
+    invoke("get", "p/gone", code=3)  # nothing published
+    (root / "o13.bin").write_bytes(bytes([13]) * 1000)
+    invoke("close")  # the draft is intact: closing again works
+    assert len(Dataset.get(dataset_project="p", dataset_name="gone").list_files()) == 20
 
 
 def test_object_keys_that_escape_the_folder_are_refused(foreign, local_store: str) -> None:

@@ -259,6 +259,40 @@ def test_open_file_during_commit_and_failed_commit(dataset: dict) -> None:
         assert "no longer the latest" in out.stderr
 
 
+def test_discard_with_files_held_open(dataset: dict) -> None:
+    """A discard while files are open for writing (the kernel sends no OPEN or
+    RELEASE with the patched pyfuse3, so the mount cannot know) succeeds; each
+    open file behaves as if unlinked: it reads and writes its own bytes until
+    closed, even when its per-inode state was closed by 300 other files, and
+    none of it shows in the tree or in a later commit."""
+    mnt = dataset["base"] / "mnt-discard-open"
+    with mounted(dataset["env"], dataset["id"], mnt, "--writable", "--overlay",
+                 "discard-open"):
+        new = os.open(mnt / "held.txt", os.O_RDWR | os.O_CREAT, 0o644)
+        os.write(new, b"new file")
+        lower = os.open(mnt / "victim" / "a.bin", os.O_RDWR)
+        os.pwrite(lower, b"EDIT", 10)
+        original = (dataset["src"] / "victim" / "a.bin").read_bytes()
+        for i in range(300):  # more files than the mount keeps open per inode
+            (mnt / f"before{i}").write_bytes(b"b")
+        out = dsfs(dataset, "discard", str(mnt))
+        assert "discarded" in out.stdout
+        for i in range(300):
+            (mnt / f"other{i}").write_bytes(b"o")
+        os.pwrite(new, b" and more", 8)
+        os.pwrite(lower, b"LATE", 20)
+        assert os.pread(new, 100, 0) == b"new file and more"
+        assert os.pread(lower, 30, 0) == original[:10] + b"EDIT" + original[14:20] + b"LATE" + \
+            original[24:30]
+        os.close(new)
+        os.close(lower)
+        assert not (mnt / "held.txt").exists()
+        assert (mnt / "victim" / "a.bin").read_bytes() == original
+        status = json.loads(dsfs(dataset, "status", "--json", str(mnt)).stdout)
+        assert {e["path"] for e in status["added"]} == {f"other{i}" for i in range(300)}
+        assert status["modified"] == [] and status["removed"] == []
+
+
 def test_a_commit_waiting_for_gc_leaves_the_mount_writable(dataset: dict) -> None:
     """While gc holds the store, a commit waits for it without holding the
     mount's changes: a write made meanwhile returns at once and becomes part

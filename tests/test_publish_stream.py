@@ -128,3 +128,23 @@ def test_streamed_fetch_of_a_manifest_is_exact(store_url: str, tmp_path_factory:
     assert fetched == writer.store.get(mf.manifest_key(published.id))
     assert list(mf.iter_entries(fetched)) == list(delta.entries())
     assert _spools(reader.cache_root) == []
+
+
+def test_header_of_a_cached_manifest_reads_only_its_head(store_url: str, tmp_path: Path) -> None:
+    """A published manifest is cached whole; asking for its header (every
+    command does, for every version it names) reads the head of that file,
+    not its entries."""
+    repo = _repo(store_url, tmp_path / "cache")
+    published = publish(repo, new_header(repo, "p", "h"), Lines(20_000, seed=5), False)
+    size = len(repo.store.get(mf.manifest_key(published.id)))
+    assert size > 2_000_000
+    for read in (lambda r: r.header(published.id), lambda r: r.cached_header(published.id)):
+        fresh = _repo(store_url, tmp_path / "cache")  # no in-memory copy
+        tracemalloc.start()
+        try:
+            header = read(fresh)
+            _size, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert header is not None and header.id == published.id
+        assert peak < size // 10, (peak, size)

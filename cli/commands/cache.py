@@ -16,6 +16,7 @@ from dsfs.errors import StoreError, UsageError
 from dsfs.format.manifest import FILE
 from dsfs.mount import cachectl
 from dsfs.shard import part_files
+from dsfs.ui import stats as ui_stats
 
 from ..completion import complete_ref
 from ..context import (
@@ -85,8 +86,9 @@ def stats(app: AppContext, as_json: bool) -> None:
 @pass_app
 def prune(app: AppContext, size_text: str | None, as_json: bool) -> None:
     """Evict least recently used chunks and `dsfs get` copies until the cache
-    fits SIZE; forget the memoized trees and cached manifests of versions the
-    store no longer holds.  `get --copy` folders are never touched."""
+    fits SIZE; forget the memoized trees, cached manifests and `dsfs ui`
+    statistics of versions the store no longer holds.  `get --copy` folders
+    are never touched."""
     limit = cachectl.parse_size(size_text) if size_text else cachectl.default_limit()
     if limit is None:
         raise UsageError(f"give --size or set ${cachectl.SIZE_ENV}")
@@ -97,6 +99,7 @@ def prune(app: AppContext, size_text: str | None, as_json: bool) -> None:
     try:
         forgotten = cachectl.forget_gone_trees(app.repo)
         manifests = cachectl.forget_gone_manifests(app.repo)
+        manifests += ui_stats.forget_gone(app.repo.cache_root, set(app.repo.version_ids()))
     except StoreError as exc:
         forgotten = manifests = None
         click.echo(f"version trees not checked (store unreachable: {exc})", err=True)
@@ -121,12 +124,13 @@ def prune(app: AppContext, size_text: str | None, as_json: bool) -> None:
 @json_option
 @pass_app
 def clear(app: AppContext, as_json: bool) -> None:
-    """Remove every cached chunk, manifest and memoized version tree, and
-    reset the counters of GETs and bytes.
+    """Remove every cached chunk, manifest, memoized version tree and
+    statistics of `dsfs ui`, and reset the counters of GETs and bytes.
 
     Version trees are kept while a dsfs mount is running."""
     removed, freed = cachectl.clear(app.repo.cache)
     manifests = drop_cached_manifests(app.repo.cache_root)
+    manifests += ui_stats.drop_all(app.repo.cache_root)
     forgotten = cachectl.clear_trees(app.repo.cache)
     if as_json:
         print_json({"chunks_removed": removed, "bytes_freed": freed,

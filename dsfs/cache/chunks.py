@@ -142,9 +142,11 @@ class ChunkCache:
             self.chunk_path(cid).unlink(missing_ok=True)
         self.index.forget_chunks(id_to_bytes(c) for c in cids)
 
-    def _stage(self, cid: str, data: bytes) -> tuple[Path, Path]:
-        """Write a verified chunk under a temporary name; return (tmp, final)."""
-        if chunk_id(data) != cid:
+    def _stage(self, cid: str, data: bytes | memoryview, verified: bool = False
+               ) -> tuple[Path, Path]:
+        """Write a chunk under a temporary name, verified here unless the caller
+        did; return (tmp, final)."""
+        if not verified and chunk_id(data) != cid:
             raise IntegrityError(f"chunk {cid} does not match its digest")
         final = self.chunk_path(cid)
         try:
@@ -263,12 +265,14 @@ class ChunkCache:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def fetch_pack(self, store: Store, wanted: ChunkRef) -> int:
+    def fetch_pack(self, store: Store, wanted: ChunkRef,
+                   cached: list[str] | None = None) -> int:
         """Cache every sound chunk of ``wanted``'s pack, read whole with one GET;
         return the bytes downloaded (0 when another process fetched it while
         this one waited for the pack's lock).  A chunk that does not match its
         digest is left out; IntegrityError only if ``wanted`` is one of them
-        (or the pack's index is unreadable)."""
+        (or the pack's index is unreadable).  The ids of the chunks it cached
+        (each verified against its digest) are added to ``cached``."""
         locks = self.root / "locks"
         try:
             locks.mkdir(exist_ok=True)
@@ -288,11 +292,11 @@ class ChunkCache:
                 for entry in read_index(blob):
                     if self.has(entry.chunk_id):
                         continue
-                    data = bytes(view[entry.offset:entry.offset + entry.length])
+                    data = view[entry.offset:entry.offset + entry.length]  # no copy
                     if chunk_id(data) != entry.chunk_id:
                         continue  # its own read will fail; the others stay sound
                     staged.append((entry.chunk_id, entry.length,
-                                   *self._stage(entry.chunk_id, data)))
+                                   *self._stage(entry.chunk_id, data, verified=True)))
                     sound = sound or entry.chunk_id == wanted.chunk_id
                 if not sound:
                     raise IntegrityError(
@@ -302,6 +306,8 @@ class ChunkCache:
             except BaseException:
                 self._discard_staged(staged)
                 raise
+            if cached is not None:
+                cached.extend(cid for cid, _size, _tmp, _final in staged)
             return len(blob)
         finally:
             os.close(fd)  # releases the lock

@@ -366,6 +366,8 @@ class ChunkReader:
             self._unpruned += await trio.to_thread.run_sync(
                 self.loader.load, ref, window, file is not None, limiter=self.limiter)
             self._verified.add(ref.chunk_id)
+            # the rest of a pack fetched whole was verified on its way in too
+            self._verified.update(self.loader.take_verified())
 
         await self._inflight.lead(load, *(member.chunk_id for member in (ref, *window)))
 

@@ -137,6 +137,8 @@ class DeltaBuilder:
         self._changes = 0
         #: chain depth of the version (1 for a snapshot); set by its maker
         self.depth = 1
+        #: hashes the external objects of the walk ahead of it (set by its maker)
+        self.prehasher: external.Prehasher | None = None
 
     # -- rows ----------------------------------------------------------------------
 
@@ -168,7 +170,9 @@ class DeltaBuilder:
 
     def item(self, path: str, old: bytes | None, item: SourceItem) -> None:
         if item.kind == FILE and external.is_external(item.source):
-            entry = external.hash_object(path, item, self.progress)
+            entry = (self.prehasher.entry(path, item) if self.prehasher is not None
+                     else external.hash_object(path, item, self.progress,
+                                               external.memo_dir(self.repo.cache_root)))
             if old is not None and old == encode_entry(entry):
                 self.keep(path, old)
             else:
@@ -411,25 +415,11 @@ def join(builder: DeltaBuilder, base: DirTree,
          new: Iterable[tuple[str, bytes | SourceItem]]) -> None:
     """``new`` (paths in walking order, each an encoded entry or a local item)
     joined with the base's walk; every path goes to ``builder``."""
-    key = dirtree.dfs_key
-    old_rows = dirtree.walk(base)
-    old = next(old_rows, None)
-    old_key = key(old[0]) if old is not None else ""
-    for path, value in new:
-        new_key = key(path)
-        while old is not None and old_key < new_key:
-            builder.removed(old[0], old[1])
-            old = next(old_rows, None)
-            old_key = key(old[0]) if old is not None else ""
-        before = None
-        if old is not None and old_key == new_key:
-            before = old[1]
-            old = next(old_rows, None)
-            old_key = key(old[0]) if old is not None else ""
-        if isinstance(value, bytes):
+    for path, before, value in dirtree.outer_join(dirtree.walk(base), new):
+        if value is None:
+            assert before is not None
+            builder.removed(path, before)
+        elif isinstance(value, bytes):
             builder.encoded(path, before, value)
         else:
             builder.item(path, before, value)
-    while old is not None:
-        builder.removed(old[0], old[1])
-        old = next(old_rows, None)

@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Iterator
-from typing import Any, Protocol
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol, TypeVar
 
 from dsfs.engine.treedirs import LmdbTreeSource, open_tree_source
 from dsfs.engine.treeindex import KIND_DIR, KIND_FILE, KIND_SYMLINK, Decoder
 from dsfs.format.manifest import Entry, Header
 from dsfs.repository import Repository
+
+A = TypeVar("A")
+B = TypeVar("B")
 
 #: (name, encoded entry, node of the child directory or None)
 Listing = list[tuple[str, bytes, Any]]
@@ -152,6 +155,31 @@ def walk(tree: DirTree) -> Iterator[tuple[str, bytes]]:
         yield path, enc
         if child is not None:
             stack.append((path + "/", iter(tree.listing(child))))
+
+
+def outer_join(old: Iterable[tuple[str, A]], new: Iterable[tuple[str, B]]
+               ) -> Iterator[tuple[str, A | None, B | None]]:
+    """Two streams of (path, value), each in walking order, joined by path:
+    (path, old value or None, new value or None) in walking order.  Values
+    are never None themselves."""
+    olds = iter(old)
+    current = next(olds, None)
+    current_key = dfs_key(current[0]) if current is not None else ""
+    for path, value in new:
+        key = dfs_key(path)
+        while current is not None and current_key < key:
+            yield current[0], current[1], None
+            current = next(olds, None)
+            current_key = dfs_key(current[0]) if current is not None else ""
+        before = None
+        if current is not None and current_key == key:
+            before = current[1]
+            current = next(olds, None)
+            current_key = dfs_key(current[0]) if current is not None else ""
+        yield path, before, value
+    while current is not None:
+        yield current[0], current[1], None
+        current = next(olds, None)
 
 
 def walk_entries(tree: DirTree) -> Iterator[Entry]:

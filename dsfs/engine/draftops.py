@@ -11,8 +11,9 @@ it is, or a ``SourceItem`` an operation recorded.  The stages apply the rules
 * ``mirror`` (``sync_folder``): everything at or below the prefix is replaced
   by the items;
 * ``remove``: every path matching the pattern (``fnmatch``, case-sensitive)
-  goes, with everything below a matching directory; a pattern that matches
-  nothing is reported;
+  goes, with everything below a matching directory (a pattern with ``://``
+  matches external files by URL instead); a pattern that matches nothing is
+  reported;
 * ``structure``: a missing ancestor directory is implied (mode ``0o40755``,
   mtime 0, as in ``dsfs.engine.tree.check_structure``); an entry below a
   file or symlink fails the close (``IntegrityError``).
@@ -28,10 +29,10 @@ import fnmatch
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from dsfs.engine.dirtree import dfs_key, open_version_tree, walk
+from dsfs.engine.dirtree import dfs_key, open_version_tree, outer_join, walk
 from dsfs.engine.drafts import Draft, iter_items
 from dsfs.engine.scan import SourceItem
-from dsfs.engine.treeindex import IMPLIED_DIR, KIND_DIR, Decoder, encode_entry
+from dsfs.engine.treeindex import IMPLIED_DIR, KIND_DIR, Decoder, encode_entry, external_url
 from dsfs.errors import IntegrityError
 from dsfs.format.manifest import DIR, REMOVED, Entry, Header
 from dsfs.report import Reporter
@@ -124,35 +125,41 @@ def _mirror(stream: Stream, prefix: str, items: Iterable[SourceItem]
 def _merge(old: Stream, new: Iterable[tuple[str, Value]]
            ) -> Iterator[tuple[str, Value, Any]]:
     """Two streams in walking order as one: (path, value, value it replaced)."""
-    olds = iter(old)
-    current = next(olds, None)
-    current_key = dfs_key(current[0]) if current is not None else ""
-    for path, value in new:
-        key = dfs_key(path)
-        while current is not None and current_key < key:
-            yield current[0], current[1], None
-            current = next(olds, None)
-            current_key = dfs_key(current[0]) if current is not None else ""
-        replaced = None
-        if current is not None and current_key == key:
-            replaced = current[1]
-            current = next(olds, None)
-            current_key = dfs_key(current[0]) if current is not None else ""
-        yield path, value, replaced
-    while current is not None:
-        yield current[0], current[1], None
-        current = next(olds, None)
+    for path, before, value in outer_join(old, new):
+        if value is None:
+            assert before is not None
+            yield path, before, None
+        else:
+            yield path, value, before
+
+
+def _link(value: Value) -> str:
+    """An external file's URL without its query string ("" for anything else)."""
+    if isinstance(value, bytes):
+        url = external_url(value) or ""
+    else:
+        url = value.source if "://" in value.source else ""
+    return url.split("?", 1)[0]
 
 
 def _remove(stream: Stream, pattern: str, reporter: Reporter) -> Iterator[tuple[str, Value]]:
     matched = False
     cut: str | None = None
+    # a pattern with "://" names external files by their URL (as ClearML's
+    # links): a glob, or a folder of the bucket or site
+    by_link = "://" in pattern
     for path, value in stream:
         if cut is not None:
             if path.startswith(cut):
                 continue
             cut = None
-        if fnmatch.fnmatchcase(path, pattern):
+        if by_link:
+            link = _link(value)
+            if link and (fnmatch.fnmatchcase(link, pattern)
+                         or link.startswith(pattern.rstrip("/") + "/")):
+                matched = True
+                continue
+        elif fnmatch.fnmatchcase(path, pattern):
             matched = True
             if _is_dir(value):
                 cut = path + "/"

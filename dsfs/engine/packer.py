@@ -8,7 +8,7 @@ and a rerun after an interruption re-uploads no finished pack.  Packs are
 uploaded by a few worker threads while hashing goes on; at most
 ``MAX_INFLIGHT`` finished packs wait in memory.  A pack is closed at about
 16 MiB, or at ``MAX_PACK_CHUNKS`` chunks; a pack of big chunks (``BIG_CHUNK``
-on average) grows until it holds ``PACK_MIN_CHUNKS`` of them, up to 64 MiB:
+on average) grows until it holds ``PACK_MIN_CHUNKS`` of them, up to 32 MiB:
 files of 1 MiB make packs of 32 MiB, so a reader that fetches whole packs
 needs a GET per 32 files (sizes from ``dsfs.config.pack_sizes``:
 ``DSFS_PACK_SIZE``, ``DSFS_PACK_MAX_SIZE``).
@@ -55,10 +55,11 @@ MAX_PACK_CHUNKS = 8_192
 #: A pack whose chunks average BIG_CHUNK or more grows past PACK_TARGET_SIZE
 #: until it holds PACK_MIN_CHUNKS chunks, up to PACK_MAX_SIZE: big files make
 #: big packs, so that a pack still holds enough files for a reader that
-#: fetches it whole (a shuffled epoch) to save requests.
+#: fetches it whole (a shuffled epoch) to save requests.  Not more: finished
+#: packs wait for upload in memory, and a pack stays a single PUT on S3.
 BIG_CHUNK = 512 * 1024
 PACK_MIN_CHUNKS = 32
-PACK_MAX_SIZE = 64 * 1024 * 1024
+PACK_MAX_SIZE = 32 * 1024 * 1024
 #: Lookups in the cache index between two releases of its mapped pages.
 RELEASE_EVERY = 2_000
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from dsfs.cache.chunks import COALESCE_GAP, MAX_RANGE
 from dsfs.errors import IntegrityError
@@ -22,6 +23,8 @@ from dsfs.store.base import Store
 from dsfs.store.external import corrupt_chunk, read_pack_range
 
 Range = tuple[str, list[ChunkRef]]
+#: Ranges of external objects read at once by ``read_raw``.
+EXTERNAL_READS = 8
 
 
 def plan_ranges(refs: Iterable[ChunkRef]) -> list[Range]:
@@ -93,18 +96,33 @@ def plan_raw(refs: Iterable[RawRef]) -> list[RawRange]:
 def read_raw(store: Store, ranges: Iterable[RawRange], out: dict[bytes, memoryview]) -> int:
     """``read_ranges`` for raw refs: each chunk's verified bytes into ``out``
     (raw chunk id -> bytes); a chunk that does not match its id is an
-    IntegrityError (exit 6) naming it and its pack."""
+    IntegrityError (exit 6) naming it and its pack.  Ranges of external
+    files (one object each, often small and far away) are read
+    ``EXTERNAL_READS`` at a time."""
+    outside: list[RawRange] = []
     total = 0
     for pack, group in ranges:
-        start = group[0][2]
-        end = max(ref[2] + ref[3] for ref in group)
-        # a raw pack id, or an external file's URL (``copywriter.file_refs``)
-        location = pack.decode() if b"://" in pack else pack.hex()
-        blob = memoryview(read_pack_range(store, location, start, end - start))
-        total += end - start
-        for cid, _pack, offset, length in group:
-            data = blob[offset - start: offset - start + length]
-            if digest_bytes(data) != cid:
-                raise IntegrityError(corrupt_chunk(CHUNK_PREFIX + cid.hex(), location))
-            out[cid] = data
+        if b"://" in pack:  # an external file's URL (``copywriter.file_refs``)
+            outside.append((pack, group))
+        else:
+            total += _read_one(store, pack.hex(), group, out)
+    if len(outside) == 1:
+        total += _read_one(store, outside[0][0].decode(), outside[0][1], out)
+    elif outside:
+        with ThreadPoolExecutor(max_workers=min(EXTERNAL_READS, len(outside))) as pool:
+            total += sum(pool.map(lambda r: _read_one(store, r[0].decode(), r[1], out),
+                                  outside))
     return total
+
+
+def _read_one(store: Store, location: str, group: list[RawRef],
+              out: dict[bytes, memoryview]) -> int:
+    start = group[0][2]
+    end = max(ref[2] + ref[3] for ref in group)
+    blob = memoryview(read_pack_range(store, location, start, end - start))
+    for cid, _pack, offset, length in group:
+        data = blob[offset - start: offset - start + length]
+        if digest_bytes(data) != cid:
+            raise IntegrityError(corrupt_chunk(CHUNK_PREFIX + cid.hex(), location))
+        out[cid] = data
+    return end - start

@@ -30,23 +30,23 @@ the listing holding that file fail (EIO); an entry below a parent's file is
 never reached, so never shown; a directory implied below a parent's file
 makes its parent directory's listing fail.  ``totals`` come from the header's
 stats, and the root's mtime is the newest mtime in the chain's deltas.
-One thread uses one source.
+One thread uses one source.  The record of a resolved directory is
+``dsfs.engine.dirrecord``'s; the reads that walkers use (encoded listings,
+ranges, stat digests) are ``dsfs.engine.walkreads``'s, mixed in.
 """
 
 from __future__ import annotations
 
-import struct
 from collections import OrderedDict
-from dataclasses import dataclass
 
 from dsfs.cache.index import CacheIndex
+from dsfs.engine.dirrecord import DELTA_FORM, OVERLAY_FORM, STORED_FORM, DirRecord
 from dsfs.engine.tree import IMPLIED_DIR_MODE
 from dsfs.engine.treeindex import (
     CUT,
     HAS_ENTRY,
     IMPLIED,
     IMPLIED_DIR,
-    KIND_DIR,
     Decoder,
     VersionInfo,
     dir_key,
@@ -56,16 +56,11 @@ from dsfs.engine.treeindex import (
     raw_name,
     split,
 )
+from dsfs.engine.walkreads import WalkReads
 from dsfs.errors import IntegrityError
 from dsfs.format.manifest import DIR, Entry, Header
 from dsfs.repository import Repository
 
-#: ``tree_dirs`` forms.  ``OVERLAY_FORM``: the listing is a base listing (the
-#: parent's, which may itself be an overlay) with the changes stored in
-#: ``tree_listings`` under ``owner`` applied (an empty value removes a name).
-DELTA_FORM, STORED_FORM, OVERLAY_FORM = 1, 2, 3
-_DIR = struct.Struct("<B16sH")  # form, owner, number of parent indexes (u16 each)
-_BASE = struct.Struct("<B16sB")  # an overlay's base: form, owner; overlays stacked
 #: Overlays stacked on one stored listing at most: reading a directory then
 #: merges at most this many short change lists into one listing; the next
 #: change stores the merged listing whole (and overlays start again on it).
@@ -77,54 +72,16 @@ LISTING_CACHE_ENTRIES = 20_000
 DIR_MEMO_SIZE = 200_000
 #: LMDB records read between two ``CacheIndex.release_pages`` calls: a walk of a
 #: big tree would otherwise keep every page of it resident in the mount process
-#: (about 250 MiB for a million files).  Some 20 MiB of pages at most.
-RELEASE_EVERY = 100_000
-
-# -- the source -----------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class DirRecord:
-    """Where a resolved listing lives (a decoded ``tree_dirs`` value)."""
-
-    form: int
-    owner: bytes
-    #: The parents (indexes into the version's parent list, in order) whose
-    #: trees still reach into this directory: those that have it as a directory
-    #: and were not overruled, here or above, by a later parent's file or by
-    #: the version's own delta.  Only they can contribute to its subdirectories.
-    bases: tuple[int, ...]
-    #: An overlay's base listing (form and owner) and how many overlays are
-    #: stacked, this one included (0 for the other forms).
-    base_form: int = 0
-    base_owner: bytes = b""
-    depth: int = 0
-
-    def encode(self) -> bytes:
-        head = (_DIR.pack(self.form, self.owner, len(self.bases))
-                + struct.pack(f"<{len(self.bases)}H", *self.bases))
-        if self.form == OVERLAY_FORM:
-            head += _BASE.pack(self.base_form, self.base_owner, self.depth)
-        return head
-
-    @classmethod
-    def decode(cls, data: bytes) -> DirRecord:
-        form, owner, count = _DIR.unpack_from(data)
-        bases = struct.unpack_from(f"<{count}H", data, _DIR.size)
-        if form == OVERLAY_FORM:
-            base_form, base_owner, depth = _BASE.unpack_from(data, _DIR.size + 2 * count)
-            return cls(form, owner, bases, base_form, base_owner, depth)
-        return cls(form, owner, bases)
-
-    def sharing(self, bases: tuple[int, ...]) -> DirRecord:
-        """The record of a version that shares this listing unchanged."""
-        return DirRecord(self.form, self.owner, bases, self.base_form, self.base_owner,
-                         self.depth)
-
+#: (about 250 MiB for a million files).  Reads of many small directories touch
+#: far more pages a record than one big listing: at 100,000 a million files in
+#: 10,000 folders kept 190 MiB resident through `dsfs list`, 45 MiB at 2,000
+#: (the madvise costs ~0.4 s of system time a million records).
+RELEASE_EVERY = 2_000
 
 _Listing = tuple[list[str], list[tuple[str, Entry]]]
 
 
-class LmdbTreeSource:
+class LmdbTreeSource(WalkReads):
     """One version's tree, resolved per directory through the LMDB index."""
 
     def __init__(self, index: CacheIndex, version_id: str,
@@ -245,109 +202,6 @@ class LmdbTreeSource:
             return self.index.tree_listing_record(record.owner, key, raw)
         rec = self.index.tree_delta_record(record.owner, key, raw)
         return None if rec is None else entry_of_record(rec)
-
-    def raw_children(self, path: str) -> list[tuple[bytes, bytes]]:
-        """(name as bytes, encoded entry) of each child of directory ``path``,
-        in the order of the names' bytes, nothing decoded (``get`` hands the
-        encoded entries to its writers as they are)."""
-        record = self._dir(self.vid, path)
-        return [] if record is None else self._raw_listing(record, path)
-
-    def dir_listing(self, path: str) -> list[tuple[str, bytes, str | None]]:
-        """The children of directory ``path`` as (name, encoded entry, path if
-        it is a directory), in name (str) order, nothing decoded but the
-        names and nothing memoized: for walks that look at most entries'
-        heads only (``dsfs.engine.dirtree``)."""
-        record = self._dir(self.vid, path)
-        if record is None:
-            return []
-        prefix = f"{path}/" if path else ""
-        items = []
-        for raw, encoded in self._raw_listing(record, path):
-            name = raw.decode("utf-8", "surrogateescape")
-            items.append((name, encoded, prefix + name if encoded[0] == KIND_DIR else None))
-        if any(items[i][0] >= items[i + 1][0] for i in range(len(items) - 1)):
-            items.sort(key=lambda item: item[0])
-        return items
-
-    def stat_digest(self, path: str) -> bytes | None:
-        """The stat digest (``dsfs.engine.statdigest``) memoized for directory
-        ``path``'s listing, or None.  Kept per listing owner: versions that
-        share a listing share its digest."""
-        record = self._dir(self.vid, path)
-        return None if record is None else self.index.tree_heads(record.owner, dir_key(path))
-
-    def remember_stat_digest(self, path: str, digest: bytes) -> None:
-        """Memoize ``statdigest.of_listing`` of directory ``path``'s listing
-        (written in batches; ``flush_stat_digests`` writes the rest)."""
-        record = self._dir(self.vid, path)
-        if record is not None:
-            self._heads.append((record.owner, dir_key(path), digest))
-            if len(self._heads) >= 1000:
-                self.flush_stat_digests()
-
-    def flush_stat_digests(self) -> None:
-        if self._heads:
-            self.index.put_tree_heads(self._heads)
-            self._heads = []
-
-    def walk_children(self, path: str) -> list[tuple[str, Entry]]:
-        """``children`` for a walk that lists each directory once: the listing
-        is not kept in the LRU (which would pin scattered objects in memory
-        while millions of others come and go)."""
-        record = self._dir(self.vid, path)
-        return [] if record is None else self._listing(record, path, memo=False)[1]
-
-    def encoded_children_range(self, path: str, start: str, limit: int
-                               ) -> tuple[list[tuple[str, bytes]], str | None]:
-        """Entries of directory ``path`` whose names are ``start`` or later (in
-        the byte order of their UTF-8 names), as (name, encoded entry), reading
-        at most ``limit`` records; and where the next range starts (None: the
-        listing ended).  Nothing is decoded (``decode_entry`` decodes one,
-        ``treeindex.is_dir`` tells a directory) nor kept in the LRU: a page of
-        a 100,000-entry directory reads a page.  Empty if not a directory."""
-        record = self._dir(self.vid, path)
-        if record is None:
-            return [], None
-        try:
-            raw_start = start.encode("utf-8", "surrogateescape")
-        except UnicodeEncodeError:
-            raw_start = b""
-        if record.form == OVERLAY_FORM:  # merged whole, then cut: one directory
-            merged = [(n, e) for n, e in self._raw_listing(record, path) if n >= raw_start]
-            page = merged[:limit]
-            next_start = None
-            if len(merged) > limit:
-                next_start = merged[limit][0].decode("utf-8", "surrogateescape")
-            return [(n.decode("utf-8", "surrogateescape"), e) for n, e in page], next_start
-        stored = self.index.tree_listing_range(record.owner, dir_key(path), raw_start, limit,
-                                               delta=record.form != STORED_FORM)
-        self._read(len(stored) + 1)
-        items = []
-        for raw, value in stored:
-            encoded = value if record.form == STORED_FORM else entry_of_record(value)
-            if encoded is not None:
-                items.append((raw.decode("utf-8", "surrogateescape"), encoded))
-        more = None
-        if len(stored) >= limit:
-            more = (stored[-1][0] + b"\x00").decode("utf-8", "surrogateescape")
-        return items, more
-
-    def count_children(self, path: str) -> int:
-        """How many entries directory ``path`` has (0: not a directory), from
-        its keys alone.  A listing that is a version's own delta records counts
-        a removal recorded there too (a delta removing what no parent has)."""
-        record = self._dir(self.vid, path)
-        if record is None:
-            return 0
-        if record.form == OVERLAY_FORM:
-            return len(self._raw_listing(record, path))
-        return self.index.tree_listing_size(record.owner, dir_key(path),
-                                            delta=record.form != STORED_FORM)
-
-    def decode_entry(self, path: str, encoded: bytes) -> Entry:
-        """The entry at ``path`` from its encoded form (``encoded_children_range``)."""
-        return self._decoder.decode(path, encoded)
 
     def _listing(self, record: DirRecord, path: str, memo: bool = True) -> _Listing:
         key = (record.form, record.owner, path)

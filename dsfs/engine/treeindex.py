@@ -134,6 +134,16 @@ class Decoder:
         return pack
 
 
+def external_url(encoded: bytes) -> str | None:
+    """The URL of an encoded external file (None for anything else)."""
+    if encoded[0] != KIND_FILE:
+        return None
+    end = _HEAD.size + _FILE.size + _FILE.unpack_from(encoded, _HEAD.size)[1] * _CHUNK.size
+    if len(encoded) <= end:
+        return None
+    return encoded[end:].decode().partition("\n")[0]
+
+
 def is_dir(encoded: bytes) -> bool:
     return encoded[0] == KIND_DIR
 

@@ -97,14 +97,23 @@ def add_files(draft: Draft, paths: list[str], dataset_folder: str = "",
     entries were added.  Several wildcards: the files that match any of them."""
     wildcards = [wildcard] if wildcard is None or isinstance(wildcard, str) else wildcard
     added = 0
-    for path in paths:
-        if "://" in path:  # an external object or s3:// folder, recorded by URL
-            added += draft.add_items(external.scan(
-                path, dataset_folder, [w for w in wildcards if w], recursive))
+    start = 0
+    while start < len(paths):
+        if "://" in paths[start]:
+            # a run of URLs (external objects, s3:// folders): listed in threads,
+            # recorded as one operation (a later URL wins a path)
+            end = start
+            while end < len(paths) and "://" in paths[end]:
+                end += 1
+            added += draft.add_items(external.scan_many(
+                paths[start:end], dataset_folder, [w for w in wildcards if w], recursive))
+            draft.ops[-1]["external"] = True  # close hashes these ahead, in threads
+            start = end
             continue
-        scans = [scan(path, dataset_folder, pattern, recursive, reporter)
+        scans = [scan(paths[start], dataset_folder, pattern, recursive, reporter)
                  for pattern in wildcards]
         added += draft.add_items(scans[0] if len(scans) == 1 else _union(scans))
+        start += 1
     drafts.save(draft)
     return added
 
@@ -129,7 +138,9 @@ def mirror_folder(draft: Draft, folder: str, dataset_folder: str = "",
 
 def remove_files(draft: Draft, patterns: list[str]) -> None:
     for pattern in patterns:
-        draft.add_removal(normalize_dataset_path(pattern) or pattern)
+        # an external file's URL is a pattern too (kept as given)
+        draft.add_removal(pattern if "://" in pattern
+                          else normalize_dataset_path(pattern) or pattern)
     drafts.save(draft)
 
 
@@ -305,7 +316,16 @@ def _build_draft(repo: Repository, draft: Draft, header: Header,
                                     if op["op"] != "remove")
 
     def walk(builder: DeltaBuilder, base: DirTree) -> None:
-        join(builder, base, draftops.new_tree(dirtree.walk(base), draft, reporter))
+        rows = draftops.new_tree(dirtree.walk(base), draft, reporter)
+        if not any(op.get("external") for op in draft.ops):
+            join(builder, base, rows)
+            return
+        builder.prehasher = external.Prehasher(rows, builder.progress,
+                                               external.memo_dir(repo.cache_root))
+        try:
+            join(builder, base, builder.prehasher.rows())
+        finally:
+            builder.prehasher.close()
 
     return build_version(repo, header, walk, reporter, trust_mtime=trust)
 

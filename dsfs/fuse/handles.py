@@ -8,8 +8,9 @@ descriptor and the reader handle of its lower bytes, opened at the first
 request that needs them and kept for the ``INODE_HANDLES`` most recently used
 files (the others are closed, and opened again when next needed) or until the
 kernel forgets the inode.  A file created with ``create`` (which the kernel
-still sends, and answers with RELEASE) gets its inode as its handle, so the
-two kinds of request mean the same thing.
+still sends; it sends no RELEASE for it once it knows there is no OPEN)
+gets its inode as its handle, so the two kinds of request mean the same
+thing, and ``release`` leaves the per-inode handle in place.
 
 Nothing here decides what an open file may keep: the overlay keeps a file's
 bytes while a handle or a kernel reference holds it (``Contents.release``,
@@ -20,9 +21,7 @@ speaks no FUSE.
 
 from __future__ import annotations
 
-import contextlib
 from collections import OrderedDict
-from collections.abc import Iterator
 
 from dsfs.overlay.blocks import Blocks, Opened
 from dsfs.overlay.nodes import Node
@@ -62,10 +61,11 @@ class Handles:
         """The handle ``fh`` if open (no-open: without opening one)."""
         return self._open.get(fh)
 
-    @contextlib.contextmanager
-    def use(self, fh: int) -> Iterator[Opened]:
-        """The ``Opened`` of a request's handle, kept open while the request
-        runs; per inode, opened now when it is not (``Contents.open``)."""
+    def acquire(self, fh: int) -> Opened:
+        """The ``Opened`` of a request's handle, kept open until ``done(fh)``
+        (call it in a ``finally``); per inode, opened now when it is not
+        (``Contents.open``).  Not a context manager: this runs for every read
+        and write, and a generator-based one costs more than the rest."""
         opened = self._open.get(fh)
         if opened is None:
             if not self.by_inode:
@@ -75,14 +75,15 @@ class Handles:
         elif self.by_inode:
             self._open.move_to_end(fh)
         self._busy[fh] = self._busy.get(fh, 0) + 1
-        try:
-            yield opened
-        finally:
-            left = self._busy[fh] - 1
-            if left:
-                self._busy[fh] = left
-            else:
-                del self._busy[fh]
+        return opened
+
+    def done(self, fh: int) -> None:
+        """The request that ``acquire``d ``fh`` is over."""
+        left = self._busy[fh] - 1
+        if left:
+            self._busy[fh] = left
+        else:
+            del self._busy[fh]
 
     def release(self, fh: int) -> None:
         """The kernel released ``fh``.  A per-inode handle stays (it is the

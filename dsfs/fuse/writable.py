@@ -102,26 +102,25 @@ def _groups(ctx: Any) -> set[int]:
 
 
 class Gate:
-    """Changes pass one at a time or many at once; a commit stops them all."""
+    """Changes pass one at a time or many at once; a commit stops them all.
+    Passing costs two counter updates: an event exists only while a commit
+    waits for the changes in flight (every change request passes here)."""
 
     def __init__(self) -> None:
         self.active = 0
         self.closed = False
         self._opened = trio.Event()
         self._opened.set()
-        self._idle = trio.Event()
-        self._idle.set()
+        self._idle: trio.Event | None = None  # set once ``active`` is back to 0
 
     async def __aenter__(self) -> None:
         while self.closed:
             await self._opened.wait()
         self.active += 1
-        if self.active == 1:
-            self._idle = trio.Event()
 
     async def __aexit__(self, *exc: object) -> None:
         self.active -= 1
-        if self.active == 0:
+        if self.active == 0 and self._idle is not None:
             self._idle.set()
 
     @contextlib.asynccontextmanager
@@ -132,7 +131,12 @@ class Gate:
         self.closed = True
         self._opened = trio.Event()
         try:
-            await self._idle.wait()
+            if self.active:
+                self._idle = trio.Event()
+                try:
+                    await self._idle.wait()
+                finally:
+                    self._idle = None
             yield
         finally:
             self.closed = False
@@ -280,16 +284,21 @@ class WritableOperations(BaseOperations):
 
     @read_guarded
     async def read(self, fh: int, off: int, size: int) -> bytes:
-        with self.handles.use(fh) as opened:
+        opened = self.handles.acquire(fh)
+        try:
             return await self.blocks.read(opened, off, size)
+        finally:
+            self.handles.done(fh)
 
     @guarded
     async def write(self, fh: int, off: int, buf: bytes) -> int:
-        with self.handles.use(fh) as opened:
-            node = opened.node
+        node = self.handles.acquire(fh).node
+        try:
             async with self.gate:
                 await self.blocks.prepare_write(node, off, off + len(buf))
                 return self.fs.write(node, off, buf)
+        finally:
+            self.handles.done(fh)
 
     @guarded
     async def release(self, fh: int) -> None:
@@ -299,8 +308,11 @@ class WritableOperations(BaseOperations):
     async def fsync(self, fh: int, datasync: bool) -> None:
         if self.handles.by_inode:
             # the data file must be open to be synced, even if its handle was closed
-            with self.handles.use(fh) as opened:
-                self.fs.fsync(opened.node, datasync)
+            node = self.handles.acquire(fh).node
+            try:
+                self.fs.fsync(node, datasync)
+            finally:
+                self.handles.done(fh)
             return
         handle = self.handles.get(fh)
         self.fs.fsync(handle.node if handle else None, datasync)

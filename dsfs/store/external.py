@@ -4,7 +4,7 @@ A version may name objects that live outside its store (ClearML's "links",
 ``dsfs add s3://bucket/prefix/...`` or ``https://host/file``).  This module
 is the one place that reads them: ``stat`` (size and ETag), ``listing`` (the
 objects under an ``s3://`` prefix), ``read_range`` (bytes at an offset) and
-``read_chunks`` (the whole object, piece by piece, for hashing at close).
+``open_object`` (the whole object, piece by piece, for hashing at close).
 
 Schemes: ``s3://BUCKET/KEY`` through the S3 store's client (boto3's standard
 configuration: credentials, region and ``AWS_ENDPOINT_URL``; boto3 stays in
@@ -45,6 +45,7 @@ from dsfs.errors import (
 )
 from dsfs.format.pack import pack_key
 from dsfs.store.base import Store
+from dsfs.store.s3common import parse_url
 
 SCHEMES = ("s3", "https", "http")
 #: Seconds an HTTP request may wait for the server.
@@ -77,8 +78,11 @@ def shown(url: str) -> str:
 
 
 def check_url(url: str) -> str:
-    """``url`` if dsfs can read it; else an ``InputError`` that says why."""
+    """``url`` if dsfs can read it, its scheme in lower case; else an
+    ``InputError`` that says why."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme in SCHEMES:
+        url = scheme + url[len(scheme):]  # S3://, HTTPS:// work as well
     if scheme not in SCHEMES:
         raise InputError(f"cannot add {shown(url)!r}: the scheme {scheme!r} is not supported "
                          "(external files are s3://, https:// or http:// URLs)")
@@ -94,8 +98,6 @@ def check_url(url: str) -> str:
 
 
 def _bucket_key(url: str) -> tuple[str, str]:
-    from dsfs.store.s3 import parse_url  # noqa: PLC0415 - boto3 only for s3:// URLs
-
     bucket, key = parse_url(url.split("?", 1)[0])
     return bucket, key
 
@@ -206,26 +208,37 @@ def _changed(url: str) -> StoreCorruptError:
                              "added (it is shorter)")
 
 
-def read_chunks(url: str, piece: int = STREAM_PIECE) -> Iterator[bytes]:
-    """The whole object, ``piece`` bytes at a time."""
+def open_object(url: str, piece: int = STREAM_PIECE
+                ) -> tuple[Remote, Iterator[bytes]] | None:
+    """The object as it is now and its bytes, ``piece`` at a time (None: it
+    does not exist).  http(s): one GET, whose reply gives size and ETag;
+    s3: a HEAD, then ranged GETs of ``S3_PIECE``."""
     if url.startswith("s3://"):
         remote = stat(url)
         if remote is None:
-            raise _gone(url)
+            return None
         step = max(piece, S3_PIECE)  # fewer, larger GETs: each is a request
-        for offset in range(0, remote.size, step):
-            yield read_range(url, offset, min(step, remote.size - offset))
-        return
+
+        def ranges() -> Iterator[bytes]:
+            for offset in range(0, remote.size, step):
+                yield read_range(url, offset, min(step, remote.size - offset))
+
+        return remote, ranges()
     try:
         reply = _open(url)
     except ObjectNotFoundError:
-        raise _gone(url) from None
-    with reply:
-        while True:
-            data = reply.read(piece)
-            if not data:
-                return
-            yield data
+        return None
+
+    def body() -> Iterator[bytes]:
+        with reply:
+            while data := reply.read(piece):
+                yield data
+
+    try:
+        return _remote(url, reply), body()
+    except BaseException:
+        reply.close()
+        raise
 
 
 def corrupt_chunk(cid: str, location: str) -> str:

@@ -14,10 +14,13 @@ statistics are on their way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,7 +118,39 @@ class Stats:
 
 
 def stats_path(repo: Repository, version_id: str) -> Path:
-    return repo.cache_root / "ui" / "stats" / f"{version_id}.json"
+    return _stats_dir(repo.cache_root) / f"{version_id}.json"
+
+
+def _stats_dir(cache_root: Path) -> Path:
+    return cache_root / "ui" / "stats"
+
+
+def drop_all(cache_root: Path) -> int:
+    """Remove every kept statistics file (``dsfs cache clear``); returns how many."""
+    return _remove(_stats_dir(cache_root), lambda _version_id: True)
+
+
+def forget_gone(cache_root: Path, existing: set[str]) -> int:
+    """Remove the statistics of versions not in ``existing`` (``dsfs cache
+    prune``, given the ids a store holds); returns how many went.  Only files
+    named ``<32 hex digits>.json`` are touched."""
+    return _remove(_stats_dir(cache_root), lambda version_id: version_id not in existing)
+
+
+def _remove(directory: Path, doomed: Callable[[str], bool]) -> int:
+    removed = 0
+    with contextlib.suppress(FileNotFoundError):
+        for entry in os.scandir(directory):
+            version_id, dot, suffix = entry.name.partition(".")
+            if (dot and suffix == "json" and _VERSION_ID.fullmatch(version_id)
+                    and doomed(version_id) and entry.is_file()):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
+
+
+_VERSION_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def cached(repo: Repository, version_id: str) -> Stats | None:

@@ -13,12 +13,15 @@ VENV --stock DIR``; default ``<venv>/pyfuse3-stock``): today's figure.
   kernel cache nothing (a GETATTR round trip each), in µs: a C libfuse
   low-level null file system compiled here (``nullfs_ll.c``, single-threaded
   loop), and ``tests/pyfuse3_probe.py --null`` on patched and on stock
-  pyfuse3.  Aim: patched <= 1.3x C.
+  pyfuse3.  Aim: patched <= 1.3x C.  Also the best
+  round and the CPU time of client and server per round trip.
 * ``rsync``: ``rsync -a`` of --rsync-files files of 512 bytes into a native
   directory, into dsfs's writable overlay (patched and stock) and into
   fuse-overlayfs, all on one tmpfs (store, cache, overlay, upper layers,
   sources), each round into a new directory.  Aims: dsfs >= 0.2x native and
-  faster than fuse-overlayfs.
+  faster than fuse-overlayfs.  Also CPU seconds of rsync plus the server
+  (``rsync_cpu_s``; ``..._over_native_cpu`` is native's over each's), which
+  a busy machine disturbs less than wall time.
 * ``walk``: ``os.walk`` + ``lstat`` of --walk-files files (100 directories)
   on a read-only mount, warm (after one untimed walk), against the native
   tree.  Aim: >= 0.8x native.
@@ -37,6 +40,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -63,11 +67,41 @@ def timed(func: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) a process has used so far (0 without one)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """CPU seconds this process's waited-for children (rsync) have used."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_timed(func: Callable[[], object], server: int | None) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process, its children and ``server``)
+    of ``func``: the CPU figure does not depend on how busy the machine is."""
+    cpu = process_cpu(server) + children_cpu() + time.process_time()
+    wall = timed(func)
+    return wall, process_cpu(server) + children_cpu() + time.process_time() - cpu
+
+
 @contextlib.contextmanager
 def mounted(command: list[str], mountpoint: Path, env: dict[str, str] | None = None
             ) -> Iterator[Path]:
     with fuse_process(command, mountpoint, env):
         yield mountpoint
+
+
+@contextlib.contextmanager
+def serving(command: list[str], mountpoint: Path, env: dict[str, str] | None = None
+            ) -> Iterator[int]:
+    """Mount with ``command``; yields the server's process id."""
+    with fuse_process(command, mountpoint, env) as (_ready, proc):
+        yield proc.pid
 
 
 def stock_env(stock: Path) -> dict[str, str]:
@@ -96,21 +130,33 @@ def bench_null(args: argparse.Namespace, base: Path, results: dict) -> None:
         "pyfuse3_stock": ([sys.executable, str(PROBE), "--null"], stock_env(args.stock)),
     }
     runs: dict[str, list[float]] = {k: [] for k in kinds}
+    cpu: dict[str, list[float]] = {k: [] for k in kinds}
     n = args.stats
+
+    def stats(mnt: Path) -> None:
+        for _ in range(n):
+            os.stat(mnt)
+
     for _ in range(args.rounds):
         for kind, (cmd, env) in kinds.items():
             mnt = base / f"null-{kind}"
-            with mounted([*cmd, str(mnt)], mnt, env):
+            with serving([*cmd, str(mnt)], mnt, env) as pid:
                 for _ in range(200):  # warm up
                     os.stat(mnt)
-                start = time.perf_counter()
-                for _ in range(n):
-                    os.stat(mnt)
-                runs[kind].append((time.perf_counter() - start) / n * 1e6)
+                wall, used = cpu_timed(lambda mnt=mnt: stats(mnt), pid)
+                runs[kind].append(wall / n * 1e6)
+                cpu[kind].append(used / n * 1e6)
     med = {k: statistics.median(v) for k, v in runs.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     results["null_us_runs"] = runs
     results["null_us"] = med
+    results["null_us_best"] = {k: min(v) for k, v in runs.items()}
+    # CPU of the client and the server per round trip (both sides' work, not waiting)
+    results["null_cpu_us"] = cpu_med
     results["null_patched_over_c"] = med["pyfuse3_patched"] / med["c_libfuse"]
+    results["null_patched_over_c_best"] = (min(runs["pyfuse3_patched"])
+                                           / min(runs["c_libfuse"]))
+    results["null_patched_over_c_cpu"] = cpu_med["pyfuse3_patched"] / cpu_med["c_libfuse"]
     results["null_stock_over_c"] = med["pyfuse3_stock"] / med["c_libfuse"]
 
 
@@ -135,9 +181,9 @@ def bench_rsync(args: argparse.Namespace, base: Path, env: dict[str, str],
     for d in (lower, upper, work):
         d.mkdir()
 
-    def rsync(target: Path) -> float:
-        return timed(lambda: subprocess.run(["rsync", "-a", f"{src}/", f"{target}/"],
-                                            check=True))
+    def rsync(target: Path, server: int | None) -> tuple[float, float]:
+        return cpu_timed(lambda: subprocess.run(["rsync", "-a", f"{src}/", f"{target}/"],
+                                                check=True), server)
 
     overlayfs = shutil.which("fuse-overlayfs")
     runs: dict[str, list[float]] = {"native": [], "dsfs_patched": [], "dsfs_stock": []}
@@ -145,30 +191,39 @@ def bench_rsync(args: argparse.Namespace, base: Path, env: dict[str, str],
         runs["fuse_overlayfs"] = []
     else:
         print("fuse-overlayfs is not installed: that baseline is skipped", file=sys.stderr)
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
     with contextlib.ExitStack() as stack:
-        mnts = {}
+        mnts: dict[str, Path] = {}
+        pids: dict[str, int | None] = {"native": None}
         for kind, extra in (("dsfs_patched", {}), ("dsfs_stock", stock_env(args.stock))):
-            mnt = base / f"mnt-{kind}"
-            mnts[kind] = stack.enter_context(mounted(
+            mnt = mnts[kind] = base / f"mnt-{kind}"
+            pids[kind] = stack.enter_context(serving(
                 [DSFS, "mount", "--foreground", "--writable", "--overlay",
                  str(base / f"upper-{kind}"), "bench/rsync", str(mnt)], mnt,
                 {**env, **extra}))
         if overlayfs:
-            mnt = base / "mnt-ofs"
-            mnts["fuse_overlayfs"] = stack.enter_context(mounted(
+            mnt = mnts["fuse_overlayfs"] = base / "mnt-ofs"
+            pids["fuse_overlayfs"] = stack.enter_context(serving(
                 [overlayfs, "-f", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}",
                  str(mnt)], mnt))
         for r in range(args.rounds):
             for kind in runs:
                 target = (base / f"native-{r}") if kind == "native" else mnts[kind] / f"in{r}"
-                runs[kind].append(rsync(target))
+                wall, used = rsync(target, pids[kind])
+                runs[kind].append(wall)
+                cpu[kind].append(used)
     med = {k: statistics.median(v) for k, v in runs.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
     results["rsync_files"] = args.rsync_files
     results["rsync_s_runs"] = runs
     results["rsync_s"] = med
+    # CPU seconds of rsync and the file system's server (none for native)
+    results["rsync_cpu_s_runs"] = cpu
+    results["rsync_cpu_s"] = cpu_med
     for kind in runs:
         if kind != "native":
             results[f"rsync_{kind}_over_native_speed"] = med["native"] / med[kind]
+            results[f"rsync_{kind}_over_native_cpu"] = cpu_med["native"] / cpu_med[kind]
 
 
 # -- warm walk of a read-only mount ----------------------------------------------------

@@ -12,6 +12,8 @@
   --copy``, ``verify`` of the store and of the folder.  Baselines measured
   in the same run: a bare stat walk (``find DIR -printf '%s %T@\\n'``) and a
   ``tar -c | tar -x`` copy of the tree.
+* ``sync``: only the ``sync`` rows of ``real`` (first, --rounds unchanged
+  interleaved with the stat walk, 10 changed).
 * ``synthetic``: versions of 1M and 10M entries written directly as
   manifests (no files; contents shared with a few seed files, as
   ``bench_mount.py``'s million), plus a child of each that changes 10
@@ -47,7 +49,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_mount import (  # noqa: E402
@@ -86,7 +87,10 @@ def run(command: list[str], env: dict[str, str], results: dict, label: str,
 def _run(command: list[str], env: dict[str, str], results: dict, label: str,
          check: bool) -> str:
     start = time.perf_counter()
-    proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=subprocess.PIPE,
+    # bytecode cached, as an installed dsfs runs: a harness's
+    # PYTHONDONTWRITEBYTECODE would add ~0.15 s of compiling to every command
+    environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    proc = subprocess.Popen(command, env={**environ, **env}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     # a reader thread per pipe would do; the outputs here are small or go to
     # files, so read stdout to EOF first, then reap with wait4 for the rusage
@@ -132,7 +136,10 @@ def scratch(use_tmpfs: bool, where: str | None = None) -> Iterator[Path]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def bench_real(args: argparse.Namespace, base: Path, env: dict[str, str], results: dict) -> None:
+def bench_sync(args: argparse.Namespace, base: Path, env: dict[str, str], results: dict
+               ) -> Path:
+    """The tree, the first sync, --rounds unchanged syncs interleaved with the
+    stat walk, a sync of 10 changes; the tree's path."""
     src = base / "src"
     start = time.perf_counter()
     make_tree(src, args.files, args.per_dir)
@@ -145,26 +152,33 @@ def bench_real(args: argparse.Namespace, base: Path, env: dict[str, str], result
              f"tar -C {base}/tarcopy -xf -"], {}, results, "baseline_tar_copy")
         shutil.rmtree(base / "tarcopy")
     run([DSFS, "sync", str(src), "-p", "bench", "-n", "real"], env, results, "sync_first")
-    # unchanged sync against the stat walk, interleaved, three rounds each
+    # unchanged sync against the stat walk, interleaved, --rounds rounds each
     walks, syncs = [], []
-    for r in range(3):
+    rounds, mid = args.rounds, args.rounds // 2
+    for r in range(rounds):
         run(["sh", "-c", f"find {src} -printf '%s %T@\\n' > /dev/null"], {}, results,
             f"baseline_stat_walk_{r}")
         run([DSFS, "sync", str(src), "-p", "bench", "-n", "real"], env, results,
             f"sync_unchanged_{r}")
         walks.append(results[f"baseline_stat_walk_{r}_s"])
         syncs.append(results[f"sync_unchanged_{r}_s"])
-    results["sync_unchanged_s"] = sorted(syncs)[1]
+    results["sync_unchanged_s"] = sorted(syncs)[mid]
     results["sync_unchanged_rss_mib"] = results["sync_unchanged_0_rss_mib"]
-    results["stat_walk_median_s"] = sorted(walks)[1]
+    results["stat_walk_median_s"] = sorted(walks)[mid]
     results["ratio_sync_unchanged_over_stat_walk_median"] = round(
-        sorted(syncs)[1] / sorted(walks)[1], 2)
+        sorted(syncs)[mid] / sorted(walks)[mid], 2)
     results["ratio_sync_unchanged_over_stat_walk_cpu"] = round(
-        sum(results[f"sync_unchanged_{r}_cpu_s"] for r in range(3))
-        / sum(results[f"baseline_stat_walk_{r}_cpu_s"] for r in range(3)), 2)
+        sum(results[f"sync_unchanged_{r}_cpu_s"] for r in range(rounds))
+        / sum(results[f"baseline_stat_walk_{r}_cpu_s"] for r in range(rounds)), 2)
     for i in range(10):
         (src / "d00000" / f"f{i:07d}.txt").write_bytes(b"changed %d\n" % i)
     run([DSFS, "sync", str(src), "-p", "bench", "-n", "real"], env, results, "sync_10_changed")
+    return src
+
+
+def bench_real(args: argparse.Namespace, base: Path, env: dict[str, str], results: dict) -> None:
+    src = bench_sync(args, base, env, results)
+    copies = "copies" not in args.skip
     # add + close of the same tree as a child (every file read: add records no content)
     draft = run([DSFS, "create", "-p", "bench", "-n", "real", "--parents", "bench/real"],
                 env, results, "create").strip().splitlines()[-1]
@@ -191,14 +205,22 @@ def bench_real(args: argparse.Namespace, base: Path, env: dict[str, str], result
         results["ratio_get_copy_speed_over_tar"] = round(tar / results["get_copy_s"], 3)
 
 
-def bench_synthetic(args: argparse.Namespace, base: Path, env: dict[str, str],
-                    results: dict) -> None:
-    def dsfs(*a: str) -> None:
-        subprocess.run([DSFS, *a], env={**os.environ, **env}, check=True, capture_output=True)
-
-    seed_entries(dsfs, base, env)
+def bench_synthetic(args: argparse.Namespace, base: Path, results: dict) -> None:
+    versions, envs = {}, {}
     for count in args.synthetic:
         label = f"n{count}"
+        # a store and cache per size: gc and search of one size see its versions only
+        home = base / label
+        home.mkdir()
+        env = envs[label] = {"DSFS_STORE": str(home / "store"),
+                             "DSFS_DATA_DIR": str(home / "data"),
+                             "DSFS_CACHE_DIR": str(home / "cache")}
+
+        def dsfs(*a: str, env: dict[str, str] = env) -> None:
+            subprocess.run([DSFS, *a], env={**os.environ, **env}, check=True,
+                           capture_output=True)
+
+        seed_entries(dsfs, home, env)
         start = time.perf_counter()
         # Published by a child process: this one stays small, because a
         # command's ru_maxrss (from wait4) includes the RSS of the process that
@@ -207,33 +229,46 @@ def bench_synthetic(args: argparse.Namespace, base: Path, env: dict[str, str],
             ids = subprocess.run([sys.executable, __file__, "--publish-synthetic", str(count)],
                                  env={**os.environ, **env}, check=True, capture_output=True,
                                  text=True).stdout.split()
-        header, child = SimpleNamespace(id=ids[0]), SimpleNamespace(id=ids[1])
-        merge = SimpleNamespace(id=ids[2])
         results[f"{label}_publish_s"] = round(time.perf_counter() - start, 3)
+        versions[label] = ids
+        print(f"{label}: published in {results[f'{label}_publish_s']} s", file=sys.stderr)
         # first, while the version is not indexed yet (list would index it)
         mnt = base / f"mnt-{label}"
-        with bench_lock(), fuse_process([DSFS, "mount", "--foreground", header.id, str(mnt)],
+        with bench_lock(), fuse_process([DSFS, "mount", "--foreground", ids[0], str(mnt)],
                                         mnt, env) as (ready, _proc):
             results[f"{label}_first_mount_index_s"] = round(ready, 3)
-        run([DSFS, "list", header.id], env, results, f"{label}_list")
-        run([DSFS, "diff", header.id, child.id], env, results, f"{label}_diff")
-        run([DSFS, "verify", header.id], env, results, f"{label}_verify_store")
-        run([DSFS, "search"], env, results, f"{label}_search")
-        run([DSFS, "lineage", child.id], env, results, f"{label}_lineage")
-        run([DSFS, "lineage", merge.id], env, results, f"{label}_lineage_two_parents")
-        run([DSFS, "list", merge.id, "--modified"], env, results,
-            f"{label}_list_modified_two_parents")
-        run([DSFS, "squash", child.id, "-p", "bench", "-n", f"{label}-squashed"], env, results,
-            f"{label}_squash")
-        run([DSFS, "squash", header.id, child.id, "-p", "bench", "-n", f"{label}-squashed2"],
-            env, results, f"{label}_squash_two")
-        run([DSFS, "prefetch", header.id, "--dry-run"], env, results,
-            f"{label}_prefetch_dry_run", check=False)
-        run([DSFS, "gc", "--dry-run"], env, results, f"{label}_gc_dry_run")
+        print(f"{label}: first mount (indexing) {ready:.1f} s", file=sys.stderr)
+
+    def commands(label: str, version: str, child: str, merge: str) -> dict[str, list[str]]:
+        return {
+            "list": ["list", version],
+            "diff": ["diff", version, child],
+            "verify_store": ["verify", version],
+            "search": ["search"],
+            "squash": ["squash", child, "-p", "bench", "-n", f"{label}-squashed"],
+            "squash_two": ["squash", version, child, "-p", "bench", "-n",
+                           f"{label}-squashed2"],
+            "prefetch_dry_run": ["prefetch", version, "--dry-run"],
+            "gc_dry_run": ["gc", "--dry-run"],
+            "lineage": ["lineage", child],
+            "lineage_two_parents": ["lineage", merge],
+            "list_modified_two_parents": ["list", merge, "--modified"],
+        }
+
+    # Interleaved: each command at every size before the next command, so that
+    # a run cut short still has same-run pairs.
+    for name in commands("", "", "", ""):
+        if name in args.skip_commands:
+            continue
+        for label, ids in versions.items():
+            run([DSFS, *commands(label, *ids)[name]], envs[label], results,
+                f"{label}_{name}", check=name != "prefetch_dry_run")
     if len(args.synthetic) >= 2:
         small, big = (f"n{c}" for c in args.synthetic[:2])
         for command in ("list", "diff", "verify_store", "squash", "squash_two", "gc_dry_run",
                         "search", "prefetch_dry_run", "lineage_two_parents"):
+            if f"{big}_{command}_rss_mib" not in results:
+                continue
             results[f"rss_ratio_{command}_{big}_over_{small}"] = round(
                 results[f"{big}_{command}_rss_mib"] / results[f"{small}_{command}_rss_mib"], 2)
 
@@ -361,13 +396,21 @@ def main() -> None:
     parser.add_argument("--tmpfs", action="store_true",
                         help="tree, store and cache on one tmpfs (takes the disk out)")
     parser.add_argument("--only", default="real,synthetic",
-                        help="comma-separated sections: real, synthetic, dirchurn")
+                        help="comma-separated sections: real, synthetic, dirchurn; sync (the "
+                             "first rows of real alone)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="unchanged syncs interleaved with stat walks (median of them)")
     parser.add_argument("--dir-entries", type=int, default=100_000,
                         help="entries of dirchurn's directory changed in 30 versions")
     parser.add_argument("--skip", default="",
                         help="'copies': leave out tar, get and get --copy (real section)")
     parser.add_argument("--base", default=None,
                         help="directory for the scratch space (default: the system's temp)")
+    parser.add_argument("--skip-commands", default="",
+                        help="synthetic section: comma-separated commands to leave out "
+                             "(list, diff, verify_store, search, squash, squash_two, "
+                             "prefetch_dry_run, gc_dry_run, lineage, lineage_two_parents, "
+                             "list_modified_two_parents)")
     parser.add_argument("--lock", default=None,
                         help="hold this lock file (flock) while each command runs")
     args = parser.parse_args()
@@ -377,14 +420,17 @@ def main() -> None:
     sections = set(args.only.split(","))
     results: dict = {"tmpfs": args.tmpfs}
     args.skip = set(args.skip.split(","))
+    args.skip_commands = set(args.skip_commands.split(","))
     with scratch(args.tmpfs, args.base) as base:
         env = {"DSFS_STORE": str(base / "store"), "DSFS_DATA_DIR": str(base / "data"),
                "DSFS_CACHE_DIR": str(base / "cache")}
         try:
             if "real" in sections:
                 bench_real(args, base, env, results)
+            elif "sync" in sections:
+                bench_sync(args, base, env, results)
             if "synthetic" in sections:
-                bench_synthetic(args, base, env, results)
+                bench_synthetic(args, base, results)
             if "dirchurn" in sections:
                 bench_dirchurn(args, base, results)
         finally:

@@ -22,6 +22,8 @@ Two more modes measure what bounds any reader that fetches whole packs:
 the same workers) through the proxy, ``packs-direct`` the same straight from
 moto.  Each mode also reports the CPU seconds that moto, the proxy (this
 process), the mount and the workers spent: the machine has few cores, shared.
+``--profile DIR`` records them with py-spy (``DIR/<round>-<mode>-<role>.txt``,
+collapsed stacks; it slows every mode down, so take no ratios from it).
 Mind that moto reads a whole object to serve any range.
 """
 
@@ -32,7 +34,9 @@ import multiprocessing
 import os
 import random
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -124,6 +128,17 @@ def mount_pid(mountpoint: Path) -> int | None:
     return None
 
 
+def spy(out: Path, name: str, roles: dict[str, list[int]]) -> list[subprocess.Popen]:
+    """py-spy recording each role's processes until interrupted."""
+    out.mkdir(parents=True, exist_ok=True)
+    tool = str(Path(sys.executable).with_name("py-spy"))
+    return [subprocess.Popen([tool, "record", "-p", str(pid), "-r", "40", "--nonblocking",
+                              "--threads", "-f", "raw", "-o", str(out / f"{name}-{role}{i}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for role, pids in roles.items() if role != "workers"
+            for i, pid in enumerate(pids)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=10_000)
@@ -132,6 +147,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--modes", default="mount,fsspec,packs")
+    parser.add_argument("--profile", type=Path, default=None)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dsfs-bench-training-"))
     try:
@@ -178,6 +194,8 @@ def bench(work: Path, s3: S3Bench, args: argparse.Namespace) -> None:
                 roles = {"moto": [moto], "proxy": [os.getpid()], "workers": workers,
                          "mount": [mounted] if mounted else []}
                 before_cpu = {r: sum(cpu_seconds(p) for p in pids) for r, pids in roles.items()}
+                spies = [] if args.profile is None else spy(args.profile, f"{round_}-{mode}",
+                                                            roles)
                 before = s3.traffic()
                 started = time.perf_counter()
                 try:
@@ -197,6 +215,9 @@ def bench(work: Path, s3: S3Bench, args: argparse.Namespace) -> None:
                     cpu[mode].append({r: sum(cpu_seconds(p) for p in pids) - before_cpu[r]
                                       for r, pids in roles.items()})
                 finally:
+                    for proc in spies:
+                        proc.send_signal(signal.SIGINT)
+                        proc.wait()
                     if mode == "mount":
                         run(renv, "umount", str(mnt))
                 if mode.startswith("packs"):
