@@ -94,8 +94,8 @@ def test_worker_copies_are_exact(tmp_path_factory: pytest.TempPathFactory,
     header = versions.sync(repo, str(src), "p", "n").header
     monkeypatch.setattr(copywriter, "PARALLEL_MIN_FILES", 1)  # always fork workers
     monkeypatch.setattr(copywriter, "BIG_FILE", 20_000)  # and take the big-file path
-    monkeypatch.setattr(materialize, "BATCH_BYTES", 20_000)
-    monkeypatch.setattr(materialize, "BATCH_FILES", 3)
+    monkeypatch.setattr(copywriter, "BATCH_BYTES", 20_000)
+    monkeypatch.setattr(copywriter, "BATCH_FILES", 3)
     copy = materialize.mutable_copy(repo, header, str(base / "copy"))
     assert _snapshot(copy) == _snapshot(src)
     ro = materialize.local_copy(repo, header)

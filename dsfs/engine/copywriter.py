@@ -36,9 +36,10 @@ import os
 import pickle
 import signal
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from dsfs.engine.packranges import RawRef, plan_raw, read_raw
 from dsfs.errors import DsfsError, IntegrityError
@@ -52,6 +53,10 @@ _WRITE_BITS = 0o222
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 #: A file bigger than this is a batch of its own, read a few chunks at a time.
 BIG_FILE = 16 * 1024 * 1024
+#: Files are written in batches of consecutive paths: at most this many files...
+BATCH_FILES = 1024
+#: ... and this many bytes (a bigger file is a batch of its own, read in steps).
+BATCH_BYTES = BIG_FILE
 #: Worker processes (or threads, for stores that cannot be forked).
 WORKERS = max(2, min(4, os.cpu_count() or 2))
 #: Trees with fewer files are written by the calling thread (a pool costs more).
@@ -59,6 +64,7 @@ PARALLEL_MIN_FILES = 2048
 
 #: A batch: (path, encoded entry) per file.
 Job = tuple[bytes, bytes]
+T = TypeVar("T")
 
 
 @dataclass
@@ -70,6 +76,9 @@ class Settings:
     chunk_dir: bytes  # <cache>/chunks, for chunks the parent says are cached
     umask: int
     stop: Stop
+    #: Directories known to exist below the target (``dsfs.engine.streamcopy``
+    #: makes them as it goes; each forked worker has its own copy).
+    dirs: set[bytes] = field(default_factory=set)
 
 
 _settings: Settings | None = None  # a worker process's copy
@@ -93,7 +102,9 @@ class Stop:
 _FIRST = _HEAD.size + _FILE.size
 
 
-def _file_refs(encoded: bytes) -> list[RawRef]:
+def file_refs(encoded: bytes) -> list[RawRef]:
+    """The chunks of an encoded file entry, as raw refs (an external file's
+    carry its URL where the pack id would be)."""
     count = _FILE.unpack_from(encoded, _HEAD.size)[1]
     end = _FIRST + count * _CHUNK.size
     if len(encoded) > end:  # an external file: its chunks lie in the object at its URL
@@ -107,7 +118,7 @@ def _file_refs(encoded: bytes) -> list[RawRef]:
 
 def chunk_ids(encoded: bytes) -> list[bytes]:
     """The raw chunk ids of an encoded file entry."""
-    return [ref[0] for ref in _file_refs(encoded)]
+    return [ref[0] for ref in file_refs(encoded)]
 
 
 def file_size(encoded: bytes) -> int:
@@ -180,21 +191,36 @@ def write_batch(settings: Settings, jobs: list[Job], cached: frozenset[bytes]
     if len(jobs) == 1 and file_size(jobs[0][1]) > BIG_FILE:
         _big_file(settings, *jobs[0], cached, bad)
         return bad
-    files = [(path, _HEAD.unpack_from(encoded), _file_refs(encoded)) for path, encoded in jobs]
-    chunks = _chunks(settings, [ref for _p, _h, refs in files for ref in refs], cached, bad)
+    files = []
+    for path, encoded in jobs:
+        _kind, mode, mtime, _size = _HEAD.unpack_from(encoded)
+        files.append((path, mode & 0o7777, mtime, file_refs(encoded)))
+    write_files(settings, files, cached, bad)
+    return bad
+
+
+#: A file to write: (path, mode without the type bits, mtime ns, its chunks).
+FileJob = tuple[bytes, int, int, list[RawRef]]
+
+
+def write_files(settings: Settings, files: list[FileJob], cached: frozenset[bytes],
+                bad: list[bytes]) -> None:
+    """Write files (none bigger than a batch) once all their chunks are read
+    and verified; corrupt cached chunks are added to ``bad``."""
+    chunks = _chunks(settings, [ref for file in files for ref in file[3]], cached, bad)
     stop = settings.stop
-    for path, (_kind, mode, mtime, _size), refs in files:
+    for path, mode, mtime, refs in files:
         if stop.is_set():
             break
-        write_file(settings, path, mode & 0o7777, mtime, [chunks[ref[0]] for ref in refs])
-    return bad
+        write_file(settings, path, mode, mtime,
+                   [chunks[refs[0][0]]] if len(refs) == 1 else [chunks[r[0]] for r in refs])
 
 
 def _big_file(settings: Settings, path: bytes, encoded: bytes, cached: frozenset[bytes],
               bad: list[bytes]) -> None:
     """A file larger than a batch: its chunks are read a few at a time and
     appended; the mode and mtime are set last."""
-    refs = _file_refs(encoded)
+    refs = file_refs(encoded)
     step = max(1, BIG_FILE // CHUNK_SIZE)
     fd = os.open(path, _OPEN_FLAGS, 0o600)  # owner-writable while it is filled
     try:
@@ -223,10 +249,10 @@ def _init_worker(settings: Settings) -> None:
     _settings = settings
 
 
-def _worker_batch(jobs: list[Job], cached: frozenset[bytes]) -> list[bytes]:
+def _in_worker(task: Callable[..., T], *args: Any) -> T:
     assert _settings is not None
     try:
-        return write_batch(_settings, jobs, cached)
+        return task(_settings, *args)
     except BaseException as exc:
         # the exception travels back pickled: make sure it can
         try:
@@ -240,7 +266,8 @@ def _worker_batch(jobs: list[Job], cached: frozenset[bytes]) -> list[bytes]:
 
 
 class Pool:
-    """Runs ``write_batch`` for one copy: in the caller, threads or processes."""
+    """Runs the tasks of one copy (``write_batch``, or any module-level
+    function taking the settings first): in the caller, threads or processes."""
 
     def __init__(self, settings: Settings, files: int) -> None:
         self.settings = settings
@@ -255,14 +282,15 @@ class Pool:
             else:
                 self.executor = ThreadPoolExecutor(WORKERS, thread_name_prefix="dsfs-get")
 
-    def submit(self, jobs: list[Job], cached: frozenset[bytes]) -> Future[list[bytes]]:
+    def submit(self, task: Callable[..., T], *args: Any) -> Future[T]:
+        """Run ``task(settings, *args)``; in the caller (at once) for a small copy."""
         if self.executor is None:
-            done: Future[list[bytes]] = Future()
-            done.set_result(write_batch(self.settings, jobs, cached))
+            done: Future[T] = Future()
+            done.set_result(task(self.settings, *args))
             return done
         if self.processes:
-            return self.executor.submit(_worker_batch, jobs, cached)
-        return self.executor.submit(write_batch, self.settings, jobs, cached)
+            return self.executor.submit(_in_worker, task, *args)
+        return self.executor.submit(task, self.settings, *args)
 
     @property
     def depth(self) -> int:
@@ -284,5 +312,6 @@ def new_settings(store: Store, read_only: bool, chunk_dir: str) -> Settings:
     return Settings(store, read_only, os.fsencode(chunk_dir), umask, Stop())
 
 
-__all__ = ["BIG_FILE", "Job", "Pool", "Settings", "chunk_ids", "file_key", "file_size",
-           "new_settings", "write_batch", "write_file"]
+__all__ = ["BATCH_BYTES", "BATCH_FILES", "BIG_FILE", "FileJob", "Job", "Pool", "Settings",
+           "chunk_ids", "file_key", "file_refs", "file_size", "new_settings", "write_batch",
+           "write_file", "write_files"]

@@ -23,6 +23,12 @@ the chunks it reads on demand, so a chunk file per small file would only
 double the disk used and cost one more file creation per file.
 ``prefetch`` fills the chunk cache.
 
+A version whose tree is one manifest (a first version, a snapshot) is
+written straight from that manifest instead (``dsfs.engine.streamcopy``:
+the writers decode it block by block, no tree index is built) when no
+earlier copy could lend files, no share is asked for and the cache holds no
+chunks; an odd manifest falls back to the path above.
+
 Writes never leave the target: manifest paths are checked when decoded, every
 entry's parent is a directory created here, files are opened with
 ``O_EXCL | O_NOFOLLOW``, and symlinks are created last.
@@ -42,7 +48,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
-from dsfs.engine import copywriter, parts, treewalk
+from dsfs.engine import copywriter, parts, streamcopy, treewalk
 from dsfs.engine.copywriter import Job
 from dsfs.engine.treedirs import LmdbTreeSource
 from dsfs.engine.treeindex import KIND_DIR, KIND_FILE, KIND_SYMLINK
@@ -54,10 +60,6 @@ from dsfs.repository import Repository
 
 _HEAD = struct.Struct("<BIqQ")  # kind, mode, mtime ns, size (treeindex's entry head)
 _HEAD_SIZE = _HEAD.size
-#: Files are written in batches of consecutive paths: at most this many files...
-BATCH_FILES = 1024
-#: ... and this many bytes (a bigger file is a batch of its own, read in steps).
-BATCH_BYTES = copywriter.BIG_FILE
 
 
 def copies_dir(repo: Repository) -> Path:
@@ -104,13 +106,11 @@ def local_copy(repo: Repository, header: Header, reporter: Reporter | None = Non
             os.utime(marker)  # its last use, for `cache prune`'s LRU order
         return final
     root.mkdir(parents=True, exist_ok=True)
-    source = treewalk.open_tree(repo, header)
     building = root / f".building-{name}-{secrets.token_hex(4)}"
     try:
         try:
-            count = write_tree(repo, source, building, reporter, read_only=True,
-                               reuse=_earlier_copy(repo, source),
-                               keep=part_bounds(source, part))
+            count = _write_version(repo, header, building, reporter, read_only=True,
+                                   part=part, reuse=True)
         except OSError as exc:
             raise local_os_error(exc, root, "the cache") from None
         if final.exists():
@@ -154,13 +154,36 @@ def complete_copies(root: Path) -> dict[str, float]:
     return found
 
 
-def _earlier_copy(repo: Repository, source: LmdbTreeSource
+def _write_version(repo: Repository, header: Header, root: Path, reporter: Reporter,
+                   read_only: bool, part: tuple[int, int] | None, reuse: bool) -> int:
+    """Write the version's tree (or share ``part`` of it) below ``root``; with
+    ``reuse``, hard-link what an earlier read-only copy holds.  Straight from
+    the manifest when the tree is one manifest and nothing can be reused
+    (``dsfs.engine.streamcopy``), else from the tree index (``write_tree``)."""
+    earlier = _other_copies(repo, header.id) if reuse else {}
+    if part is None and not earlier and streamcopy.can_stream(repo, header):
+        try:
+            return streamcopy.write_version(repo, header, root, reporter, read_only)
+        except streamcopy.NotStreamable:
+            if _remove_contents(root):
+                raise DsfsError(f"could not remove a partial copy in {root}") from None
+    source = treewalk.open_tree(repo, header)
+    return write_tree(repo, source, root, reporter, read_only,
+                      reuse=_earlier_copy(repo, source, earlier) if earlier else None,
+                      keep=part_bounds(source, part))
+
+
+def _other_copies(repo: Repository, vid: str) -> dict[str, float]:
+    """Whole complete copies of versions other than ``vid``: version id -> last use."""
+    return {other: used for other, used in complete_copies(copies_dir(repo)).items()
+            if len(other) == 32 and other != vid}
+
+
+def _earlier_copy(repo: Repository, source: LmdbTreeSource, copies: dict[str, float]
                   ) -> tuple[LmdbTreeSource, bytes] | None:
-    """A complete copy to hard-link unchanged files from: the nearest ancestor
-    of the version that has one, else the copy used last; (its tree, its
-    path prefix), or None."""
-    copies = {vid: used for vid, used in complete_copies(copies_dir(repo)).items()
-              if len(vid) == 32 and vid != source.vid.hex()}  # whole copies only
+    """A complete copy (of ``copies``) to hard-link unchanged files from: the
+    nearest ancestor of the version that has one, else the copy used last;
+    (its tree, its path prefix), or None."""
     if not copies:
         return None
     chosen = None
@@ -205,11 +228,9 @@ def mutable_copy(repo: Repository, header: Header, target: str,
         elif any(path.iterdir()):
             raise InputError(f"{path} is not empty: give a new or empty directory "
                              "(or overwrite it)")
-    source = treewalk.open_tree(repo, header)
-    keep = part_bounds(source, part)
     created = _first_missing(path)
     try:
-        write_tree(repo, source, path, reporter, read_only=False, keep=keep)
+        _write_version(repo, header, path, reporter, read_only=False, part=part, reuse=False)
     except OSError as exc:
         _undo_copy(path, created, reporter)
         raise _target_error(exc, path) from None
@@ -260,16 +281,21 @@ def _undo_copy(path: Path, created: Path | None, reporter: Reporter) -> None:
         remove_copy(created)
         leftover = created.exists()
     else:
-        for child in list(path.iterdir()) if path.is_dir() else []:
-            if child.is_dir() and not child.is_symlink():
-                remove_copy(child)
-            else:
-                with contextlib.suppress(OSError):
-                    child.unlink()
-        leftover = path.is_dir() and any(path.iterdir())
+        leftover = _remove_contents(path)
     if leftover:
         reporter.warn(f"could not remove the partial copy in {path}: delete it before "
                       "running the command again")
+
+
+def _remove_contents(path: Path) -> bool:
+    """Empty directory ``path`` (kept itself); True if something stayed."""
+    for child in list(path.iterdir()) if path.is_dir() else []:
+        if child.is_dir() and not child.is_symlink():
+            remove_copy(child)
+        else:
+            with contextlib.suppress(OSError):
+                child.unlink()
+    return path.is_dir() and any(path.iterdir())
 
 
 def remove_copy(path: Path) -> None:
@@ -329,7 +355,7 @@ def write_tree(repo: Repository, source: LmdbTreeSource, root: Path, reporter: R
         if use_cache:
             cached = frozenset(index.cached_chunks(
                 {cid for _path, encoded in batch for cid in copywriter.chunk_ids(encoded)}))
-        pending.append((pool.submit(batch, cached), len(batch)))
+        pending.append((pool.submit(copywriter.write_batch, batch, cached), len(batch)))
 
     try:
         with reporter.progress("writing files", 0) as progress:
@@ -349,8 +375,8 @@ def write_tree(repo: Repository, source: LmdbTreeSource, root: Path, reporter: R
                             linked += 1
                             continue
                         file_size = copywriter.file_size(encoded)
-                        if batch and (len(batch) >= BATCH_FILES
-                                      or size + file_size > BATCH_BYTES):
+                        if batch and (len(batch) >= copywriter.BATCH_FILES
+                                      or size + file_size > copywriter.BATCH_BYTES):
                             submit(batch)
                             batch, size = [], 0
                             while len(pending) > pool.depth:

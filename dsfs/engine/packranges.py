@@ -102,7 +102,7 @@ def read_raw(store: Store, ranges: Iterable[RawRange], out: dict[bytes, memoryvi
     outside: list[RawRange] = []
     total = 0
     for pack, group in ranges:
-        if b"://" in pack:  # an external file's URL (``copywriter._file_refs``)
+        if b"://" in pack:  # an external file's URL (``copywriter.file_refs``)
             outside.append((pack, group))
         else:
             total += _read_one(store, pack.hex(), group, out)

@@ -1,17 +1,17 @@
-"""A fast reader of manifest entries, for the tree indexer.
+"""A fast reader of manifest entries, for the tree indexer and ``get``.
 
 ``mf.iter_entries`` builds one ``Entry`` (with a ``ChunkRef`` per chunk) per
 line through ``json.loads``: about 25 µs an entry, so tens of seconds for a
-manifest of a million files.  ``iter_raw_entries`` decodes the same JSON Lines
-in batches of a few thousand lines with one ``msgspec`` call each (typed
-structs, no dicts), from a file or from bytes, never holding the whole
-decompressed text, and hands out ``RawEntry`` structs whose fields are the
-manifest's keys.  It checks what ``entry_from_json`` checks (path safety, kind,
-integer fields, chunk ids, pack ids, lengths adding up to the size) and
-raises ``IntegrityError`` for the same manifests; ``check_raw`` returns the
-checked path and, for a file, the raw digests, so the indexer converts every
-hex string once.
-"""
+manifest of a million files.  ``iter_raw_batches`` decodes the same JSON Lines
+in blocks of a few thousand lines with one ``msgspec`` call each (typed
+structs, no dicts), never holding the whole decompressed text, and hands out
+``RawEntry`` structs whose fields are the manifest's keys
+(``iter_line_blocks`` and ``decode_lines`` are its two halves, for a reader
+that decodes the blocks elsewhere: ``get``'s writer processes).  The helpers
+check what ``entry_from_json`` checks (path safety, kind, integer fields,
+chunk ids, pack ids, lengths adding up to the size) and raise
+``IntegrityError`` for the same manifests; ``file_digests`` returns the raw
+digests, so every hex string is converted once."""
 
 from __future__ import annotations
 
@@ -45,7 +45,6 @@ class RawEntry(msgspec.Struct, gc=False):
     u: dict[str, str] | None = None  # an external file (format 2)
 
 
-_BATCH = msgspec.json.Decoder(list[RawEntry])
 CHUNK_ID = re.compile(r"xxh3_128:[0-9a-f]{32}\Z")
 PACK_ID = re.compile(r"[0-9a-f]{32}\Z")
 BAD_PART = re.compile(r"(?:^|/)(?:\.\.?)?(?:/|$)")
@@ -67,6 +66,7 @@ def check_path(path: str) -> str:
 
 
 def entry_path(e: RawEntry) -> str:
+    """The entry's path, checked (``p``, or ``pb`` base64-decoded)."""
     if e.p is not None:
         return check_path(e.p)
     if e.pb is None:
@@ -76,6 +76,17 @@ def entry_path(e: RawEntry) -> str:
     except ValueError as exc:
         raise _bad(e, str(exc)) from None
     return check_path(raw.decode("utf-8", "surrogateescape"))
+
+
+def quick_path(e: RawEntry) -> str:
+    """``entry_path`` with plain string tests for the common case (a path
+    with no component starting with a dot, no ``pb``); anything odd is
+    checked fully."""
+    path = e.p
+    if (path is None or not path or path[0] in "/." or "/." in path or "//" in path
+            or path[-1] == "/" or "\x00" in path or len(path) > 4096):
+        return entry_path(e)
+    return path
 
 
 def file_digests(e: RawEntry) -> tuple[bytes, list[tuple[bytes, bytes, int, int]]]:
@@ -141,16 +152,17 @@ def check_attrs(e: RawEntry) -> None:
         raise _bad(e, "no mode or mtime")
 
 
-def _blocks(source: BinaryIO, first: bytes) -> Iterator[bytes]:
-    """Decompressed bytes of a gzip stream (several members allowed)."""
+def _blocks(source: BinaryIO, first: bytes, size: int = BLOCK) -> Iterator[bytes]:
+    """Decompressed bytes of a gzip stream (several members allowed), at most
+    ``size`` bytes at a time."""
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)
     pending = first
     while True:
         if not pending:
-            pending = source.read(BLOCK // 4)
+            pending = source.read(max(size // 4, 1024))
             if not pending:
                 break
-        out = d.decompress(pending, BLOCK)
+        out = d.decompress(pending, size)
         pending = d.unconsumed_tail
         if out:
             yield out
@@ -159,17 +171,18 @@ def _blocks(source: BinaryIO, first: bytes) -> Iterator[bytes]:
             d = zlib.decompressobj(16 + zlib.MAX_WBITS)
             pending = rest
             if not pending:
-                pending = source.read(BLOCK // 4)
+                pending = source.read(max(size // 4, 1024))
                 if not pending:
                     return
     if not d.eof:
         raise IntegrityError("manifest entries are corrupt: the gzip stream is truncated")
 
 
-def iter_raw_batches(source: BinaryIO) -> Iterator[list[RawEntry]]:
-    """Entries of the manifest object readable from ``source`` (positioned at
-    its start), a batch at a time.  Checks the prefix; fields are checked by
-    the helpers above."""
+def iter_line_blocks(source: BinaryIO, size: int = BLOCK) -> Iterator[bytes]:
+    """The entry lines of the manifest object readable from ``source``
+    (positioned at its start), decompressed, whole lines about ``size`` bytes
+    at a time (``decode_lines`` turns a block into entries).  Checks the
+    prefix only."""
     head = source.read(64 * 1024)
     _start, end = _split(head)
     while len(head) < end:
@@ -179,24 +192,39 @@ def iter_raw_batches(source: BinaryIO) -> Iterator[list[RawEntry]]:
         head += more
     rest = b""
     try:
-        for block in _blocks(source, head[end:]):
-            text = rest + block
+        for block in _blocks(source, head[end:], size):
+            text = rest + block if rest else block
             cut = text.rfind(b"\n") + 1
             rest = text[cut:]
             if cut:
-                yield _decode(text[:cut])
+                yield text[:cut]
         if rest.strip():
-            yield _decode(rest)
+            yield rest
     except zlib.error as exc:
         raise IntegrityError(f"manifest entries are corrupt: {exc}") from None
 
 
+def iter_raw_batches(source: BinaryIO) -> Iterator[list[RawEntry]]:
+    """Entries of the manifest object readable from ``source`` (positioned at
+    its start), a batch at a time.  Checks the prefix; fields are checked by
+    the helpers above."""
+    for lines in iter_line_blocks(source):
+        yield _decode(lines)
+
+
+_LINES = msgspec.json.Decoder(RawEntry)
+
+
 def _decode(lines: bytes) -> list[RawEntry]:
-    parts = [line for line in lines.split(b"\n") if line.strip()]
+    """The entries of whole manifest lines (blank lines skipped); one JSON
+    object per line, anything else is corrupt."""
     try:
-        return _BATCH.decode(b"[" + b",".join(parts) + b"]")
+        return _LINES.decode_lines(lines)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise IntegrityError(f"manifest entries are corrupt: {exc}") from None
+
+
+decode_lines = _decode
 
 
 def check_entry(e: RawEntry) -> None:

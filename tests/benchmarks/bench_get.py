@@ -2,7 +2,12 @@
 interleaved in one run (issue 11; the disk and the machine's load swing).
 
     python tests/benchmarks/bench_get.py [--files 200000] [--per-dir 1000]
-        [--tmpfs] [--rounds 2] [--old PYTHONPATH]
+        [--tmpfs | --both] [--rounds 2] [--old PYTHONPATH]
+
+``--tmpfs`` puts the tree, the store, the caches and the copies on one
+tmpfs (the disk's file-creation speed swings several-fold from minute to
+minute); without it they are on the disk (the system's temporary directory);
+``--both`` runs the tmpfs benchmark, then the disk one, and reports both.
 
 Publishes the tree once, then per round: a tar copy, ``get`` with an empty
 cache (a fresh cache directory: the tree index is built too), ``get --copy``
@@ -36,12 +41,28 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=200_000)
     parser.add_argument("--per-dir", type=int, default=1000)
     parser.add_argument("--tmpfs", action="store_true")
+    parser.add_argument("--both", action="store_true", help="tmpfs, then disk")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--old", default="", help="PYTHONPATH of older dsfs code to compare")
     args = parser.parse_args()
-    results: dict = {"tmpfs": args.tmpfs, "files": args.files,
-                     "loadavg_before": os.getloadavg()}
-    with scratch(args.tmpfs) as base:
+    if not args.both:
+        print(json.dumps(bench(args, args.tmpfs), indent=2))
+        return
+    both = {}
+    try:
+        for where, tmpfs in (("tmpfs", True), ("disk", False)):
+            both[where] = bench(args, tmpfs)
+    finally:
+        print(json.dumps(both, indent=2))
+        for where, results in both.items():  # the summary: medians per side
+            print(where, {k: v for k, v in results.items() if k.startswith("median")},
+                  file=sys.stderr)
+
+
+def bench(args: argparse.Namespace, tmpfs: bool) -> dict:
+    """One benchmark (on a tmpfs or on the disk); returns its figures."""
+    results: dict = {"tmpfs": tmpfs, "files": args.files, "loadavg_before": os.getloadavg()}
+    with scratch(tmpfs) as base:
         src = base / "src"
         make_tree(src, args.files, args.per_dir)
         env = {"DSFS_STORE": str(base / "store"), "DSFS_DATA_DIR": str(base / "data"),
@@ -75,7 +96,7 @@ def main() -> None:
                             results[f"r{r}_{name}_{label}_{kind}"] for r in range(args.rounds))
         finally:
             results["loadavg"] = os.getloadavg()
-            print(json.dumps(results, indent=2))
+    return results
 
 
 def tar_copy(src: Path, base: Path, results: dict, label: str) -> None:

@@ -1,0 +1,234 @@
+"""``get`` and ``get --copy`` straight from a manifest (``dsfs.engine.streamcopy``).
+
+Random hand-made manifests — paths listed twice, removals, entries below
+files and below symlinks pointing out of the target, unsafe paths — are
+copied twice, streamed and from the tree index: both must give the same
+tree, or both the same error with nothing left, and nothing may appear
+outside the target.  Writers are forked and blocks are tiny, so the entries
+of one manifest land in different processes.  Then: a plain version is
+really streamed (no tree index is built), and a streamed copy interrupted by
+a store error leaves nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import uuid
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dsfs.engine import copywriter, materialize, streamcopy, treewalk, versions
+from dsfs.errors import DsfsError, StoreError
+from dsfs.format import manifest as mf
+from dsfs.format.manifest import DIR, FILE, REMOVED, SYMLINK, Entry, Header
+from dsfs.repository import Repository
+from dsfs.store import open_store
+from dsfs.store.faulty import FaultyStore, parse_rules
+
+NAMES = ["a", "b", "a.b"]
+paths = st.lists(st.sampled_from(NAMES), min_size=1, max_size=3).map("/".join)
+ops = st.lists(st.tuples(st.sampled_from([FILE, FILE, FILE, DIR, SYMLINK, REMOVED]), paths,
+                         st.integers(0, 3), st.sampled_from([0o644, 0o755, 0o600, 0o700]),
+                         st.integers(0, 2**40)),
+               min_size=1, max_size=10)
+
+
+#: What a hand-made manifest may add to a plain tree: a path listed twice, a
+#: removal, an entry below a file or symlink (or a file where a directory
+#: is), a path leading out of the target.
+ODDITIES = ["twice", "removal", "below", "unsafe"]
+
+
+def _plain(ops: list) -> list:
+    """The ops that form a plain tree, as ``close`` writes one: each path
+    once, nothing below a file or a symlink, no removal."""
+    kinds: dict[str, str] = {}
+    kept = []
+    for op in ops:
+        kind, path = op[0], op[1]
+        parts = path.split("/")
+        above = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        if (kind == REMOVED or path in kinds or any(kinds.get(a, DIR) != DIR for a in above)
+                or (kind != DIR and any(k.startswith(path + "/") for k in kinds))):
+            continue
+        kinds[path] = kind
+        kept.append(op)
+    return kept
+
+
+def _add_oddity(ops: list, odd: str, i: int, where: int) -> None:
+    kind, path, n, mode, mtime = ops[i % len(ops)]
+    if odd == "twice":
+        new = (kind, path, (n + 1) % 4, mode ^ 0o100, mtime + 1)
+    elif odd == "removal":
+        new = (REMOVED, path, 0, 0, 0)
+    elif odd == "below":
+        new = (FILE, path + "/x", n, mode, mtime) if kind != DIR else (FILE, path, n, mode, 0)
+    else:
+        new = (FILE, ["../up", "a/../../up"][n % 2], n, mode, mtime)
+    ops.insert(where % (len(ops) + 1), new)
+
+
+def _snapshot(root: Path) -> dict[str, tuple]:
+    out: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = os.path.join(dirpath, name)
+            st_ = os.lstat(path)
+            rel = os.path.relpath(path, root)
+            if stat.S_ISLNK(st_.st_mode):
+                out[rel] = ("link", os.readlink(path))
+            elif stat.S_ISDIR(st_.st_mode):
+                out[rel] = ("dir", stat.S_IMODE(st_.st_mode), st_.st_mtime_ns)
+            else:
+                with open(path, "rb") as f:
+                    out[rel] = ("file", f.read(), stat.S_IMODE(st_.st_mode), st_.st_mtime_ns)
+    return out
+
+
+def _templates(repo: Repository, base: Path) -> list[Entry]:
+    """Four files with real chunks in the store, for hand-made entries to point at."""
+    src = base / "content"
+    src.mkdir()
+    for i in range(4):
+        (src / f"t{i}").write_bytes(bytes([65 + i]) * (i * 700 + 1))
+    header = versions.sync(repo, str(src), "content", "c").header
+    return list(treewalk.iter_files(treewalk.open_tree(repo, header)))
+
+
+def _entry(kind: str, path: str, n: int, mode: int, mtime: int, templates: list[Entry],
+           outside: Path) -> Entry:
+    if kind == FILE:
+        t = templates[n]
+        return Entry(path, FILE, t.size, 0o100000 | mode, mtime, t.digest, t.chunks)
+    if kind == DIR:
+        return Entry(path, DIR, 0, 0o40000 | mode, mtime)
+    if kind == SYMLINK:
+        target = str(outside) if n % 2 else f"t{n}"
+        return Entry(path, SYMLINK, len(target), 0o120777, mtime, target=target)
+    return Entry(path, REMOVED)
+
+
+def _publish(repo: Repository, entries: list[Entry]) -> Header:
+    header = Header(id=uuid.uuid4().hex, project="p", name="n", version="1",
+                    stats={"files": len(entries), "size": 0})
+    repo.store.put(mf.manifest_key(header.id), mf.encode(header, entries))
+    return header
+
+
+def _copy(repo: Repository, header: Header, target: Path) -> tuple:
+    try:
+        materialize.mutable_copy(repo, header, str(target))
+    except DsfsError as exc:
+        assert not target.exists(), "a failed copy left files behind"
+        return ("error", type(exc).__name__)
+    return ("ok", _snapshot(target))
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(ops=ops, odd=st.one_of(st.none(), st.tuples(st.sampled_from(ODDITIES), st.integers(0, 20),
+                                                  st.integers(0, 20))))
+def test_streamed_copy_is_the_indexed_copy(tmp_path_factory: pytest.TempPathFactory,
+                                           monkeypatch: pytest.MonkeyPatch, ops: list,
+                                           odd: tuple[str, int, int] | None) -> None:
+    base = tmp_path_factory.mktemp("stream")
+    repo = Repository(open_store(str(base / "store")), base / "cache")
+    templates = _templates(repo, base)
+    outside = base / "outside"
+    outside.mkdir()
+    work = base / "work"  # targets live here; "../up" from a target is work/up
+    work.mkdir()
+    ops = _plain(ops)
+    if odd is not None:
+        _add_oddity(ops, *odd)
+    header = _publish(repo, [_entry(*op, templates, outside) for op in ops])
+    with monkeypatch.context() as patch:
+        patch.setattr(copywriter, "PARALLEL_MIN_FILES", 1)  # fork writers
+        patch.setattr(copywriter, "BATCH_FILES", 2)
+        patch.setattr(streamcopy, "BLOCK_BYTES", 16)  # one entry a block
+        assert streamcopy.can_stream(repo, header)
+        streamed = _copy(repo, header, work / "streamed")
+        patch.setattr(streamcopy, "can_stream", lambda _repo, _header: False)
+        indexed = _copy(repo, header, work / "indexed")
+    assert streamed == indexed
+    assert list(outside.iterdir()) == []
+    assert sorted(p.name for p in work.iterdir()) == (
+        ["indexed", "streamed"] if streamed[0] == "ok" else [])
+
+
+#: Oddities spelled out (the random test finds them too, but not every run).
+CASES = [[(FILE, "a"), (DIR, "a")], [(DIR, "a"), (FILE, "a")],
+         [(SYMLINK, "a"), (FILE, "a/x")], [(FILE, "a/x"), (SYMLINK, "a")],
+         [(FILE, "a"), (FILE, "a/x")], [(FILE, "a"), (FILE, "a")], [(DIR, "a"), (DIR, "a")],
+         [(SYMLINK, "a"), (SYMLINK, "a")], [(FILE, "a"), (REMOVED, "a")],
+         [(DIR, "a"), (SYMLINK, "a")]]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: "-".join(k for k, _p in case))
+def test_odd_manifests_are_copied_as_the_index_copies_them(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           case: list) -> None:
+    repo = Repository(open_store(str(tmp_path / "store")), tmp_path / "cache")
+    templates = _templates(repo, tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    ops = [(kind, path, i % 4, 0o640 + i, i) for i, (kind, path) in enumerate(case)]
+    header = _publish(repo, [_entry(*op, templates, outside) for op in ops])
+    # one entry a block, written in order by this process: each entry is on
+    # disk before the next one is looked at
+    monkeypatch.setattr(streamcopy, "BLOCK_BYTES", 16)
+    streamed = _copy(repo, header, tmp_path / "streamed")
+    monkeypatch.setattr(streamcopy, "can_stream", lambda _repo, _header: False)
+    assert streamed == _copy(repo, header, tmp_path / "indexed")
+    assert list(outside.iterdir()) == []
+
+
+def _plain_tree(root: Path) -> None:
+    for i in range(copywriter.PARALLEL_MIN_FILES + 300):
+        path = root / f"d{i // 700}" / f"f{i:05d}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"%d\n" % i)
+    os.symlink("d0/f00000", root / "link")
+    (root / "empty").mkdir()
+    os.chmod(root / "d1", 0o750)
+
+
+def test_a_first_version_is_streamed_without_a_tree_index(tmp_path: Path) -> None:
+    repo = Repository(open_store(str(tmp_path / "store")), tmp_path / "cache")
+    _plain_tree(tmp_path / "src")
+    header = versions.sync(repo, str(tmp_path / "src"), "p", "n").header
+    repo = Repository(open_store(str(tmp_path / "store")), tmp_path / "fresh-cache")
+    copy = materialize.mutable_copy(repo, header, str(tmp_path / "copy"))
+    ro = materialize.local_copy(repo, header)
+    assert repo.cache.index.tree_version(bytes.fromhex(header.id)) is None  # not indexed
+    want = _snapshot(tmp_path / "src")
+    assert _snapshot(copy) == want
+    got = _snapshot(ro)
+    assert got.keys() == want.keys()
+    for rel, (kind, *rest) in want.items():
+        if kind == "file":
+            assert got[rel] == ("file", rest[0], rest[1] & ~0o222, rest[2])
+        else:
+            assert got[rel] == (kind, *rest)
+
+
+def test_a_store_error_while_streaming_leaves_nothing(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(str(tmp_path / "store"))
+    _plain_tree(tmp_path / "src")
+    header = versions.sync(Repository(store, tmp_path / "cache"), str(tmp_path / "src"),
+                           "p", "n").header
+    faulty = FaultyStore(store, parse_rules("get_range:packs/:error:1:2"))  # a third read
+    repo = Repository(faulty, tmp_path / "fresh-cache")
+    monkeypatch.setattr(streamcopy, "BLOCK_BYTES", 4096)  # many blocks, several writers
+    with pytest.raises(StoreError):
+        materialize.mutable_copy(repo, header, str(tmp_path / "new" / "copy"))
+    assert not (tmp_path / "new").exists()
+    with pytest.raises(StoreError):
+        materialize.local_copy(repo, header)
+    assert list(materialize.copies_dir(repo).iterdir()) == []
