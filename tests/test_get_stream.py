@@ -144,7 +144,7 @@ def test_streamed_copy_is_the_indexed_copy(tmp_path_factory: pytest.TempPathFact
     work = base / "work"  # targets live here; "../up" from a target is work/up
     work.mkdir()
     ops = _plain(ops)
-    if odd is not None:
+    if odd is not None and ops:  # an oddity needs an entry to be odd about
         _add_oddity(ops, *odd)
     header = _publish(repo, [_entry(*op, templates, outside) for op in ops])
     with monkeypatch.context() as patch:
@@ -204,8 +204,8 @@ def test_a_first_version_is_streamed_without_a_tree_index(tmp_path: Path) -> Non
     header = versions.sync(repo, str(tmp_path / "src"), "p", "n").header
     repo = Repository(open_store(str(tmp_path / "store")), tmp_path / "fresh-cache")
     copy = materialize.mutable_copy(repo, header, str(tmp_path / "copy"))
-    ro = materialize.local_copy(repo, header)
     assert repo.cache.index.tree_version(bytes.fromhex(header.id)) is None  # not indexed
+    ro = materialize.local_copy(repo, header)  # read-only copies go through the index
     want = _snapshot(tmp_path / "src")
     assert _snapshot(copy) == want
     got = _snapshot(ro)
@@ -229,6 +229,9 @@ def test_a_store_error_while_streaming_leaves_nothing(tmp_path: Path,
     with pytest.raises(StoreError):
         materialize.mutable_copy(repo, header, str(tmp_path / "new" / "copy"))
     assert not (tmp_path / "new").exists()
+    # a read-only copy (through the tree index) fails as cleanly
+    repo = Repository(FaultyStore(store, parse_rules("get_range:packs/:error:*")),
+                      tmp_path / "fresh-cache")
     with pytest.raises(StoreError):
         materialize.local_copy(repo, header)
     assert list(materialize.copies_dir(repo).iterdir()) == []
