@@ -50,7 +50,6 @@ from dsfs.format.digest import digest_hex
 from dsfs.fsutil import write_atomic
 from dsfs.refs import (  # noqa: F401  (re-exported: the catalog's callers name them here)
     Ref,
-    _enc,
     check_word,
     claim_key,
     claim_prefix,

@@ -383,16 +383,19 @@ class LmdbTreeSource(WalkReads):
                     if flags & CUT or old is None:
                         merged[name_raw] = IMPLIED_DIR
                     elif not is_dir(old):
-                        raise IntegrityError(
-                            f"version {vid.hex()} puts entries below "
-                            f"{path}/{name_raw.decode('utf-8', 'surrogateescape')}, "
-                            "which is a file or symlink")
+                        raise _entries_below_a_file(vid, path, name_raw)
                 elif flags & CUT:
                     merged.pop(name_raw, None)
             self.index.put_tree_dir(vid, key, record.encode(), sorted(merged.items()))
             return record
         self.index.put_tree_dir(vid, key, record.encode())
         return record
+
+
+def _entries_below_a_file(vid: bytes, path: str, name_raw: bytes) -> IntegrityError:
+    return IntegrityError(f"version {vid.hex()} puts entries below "
+                          f"{path}/{name_raw.decode('utf-8', 'surrogateescape')}, "
+                          "which is a file or symlink")
 
 
 def _overlay_changes(source: LmdbTreeSource, vid: bytes, path: str, key: bytes,
@@ -410,10 +413,7 @@ def _overlay_changes(source: LmdbTreeSource, vid: bytes, path: str, key: bytes,
             if old is None:
                 changes.append((name_raw, IMPLIED_DIR))
             elif not is_dir(old):
-                raise IntegrityError(
-                    f"version {vid.hex()} puts entries below "
-                    f"{path}/{name_raw.decode('utf-8', 'surrogateescape')}, "
-                    "which is a file or symlink")
+                raise _entries_below_a_file(vid, path, name_raw)
         elif flags & CUT:
             changes.append((name_raw, b""))
     return changes
