@@ -9,7 +9,9 @@ given rate or by script, answers with a fault instead:
                     connection is reset: the client never learns it succeeded;
 ``cut``             the reply is forwarded with its full Content-Length but
                     only half of its body, then the connection is closed;
-``delay``           the request is forwarded after ``delay`` seconds.
+``delay``           the request is forwarded after ``delay`` seconds;
+``flip``            (scripted only) the reply is forwarded whole, with one byte
+                    in the middle of its body changed: corruption in transit.
 
 It is bounded (``max_faults``) and self-stopping (``lifetime`` seconds), so a
 test that forgets it cannot hang the run.  It also counts requests, methods,
@@ -240,7 +242,8 @@ class _Handler(BaseHTTPRequestHandler):
         if cut:
             self._cut()
 
-    def _stream(self, reply: http.client.HTTPResponse, length: int, cut: bool) -> None:
+    def _stream(self, reply: http.client.HTTPResponse, length: int, cut: bool,
+                flip: bool = False) -> None:
         """Forward ``length`` body bytes of ``reply`` as they arrive (half of
         them if ``cut``), through one reused buffer, never the whole body at
         once: a big object then costs the proxy no latency and no copies but
@@ -249,6 +252,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_head(reply.status, reply.getheaders(), length)
         self._count_down(0, first=True)
         left = length // 2 if cut else length
+        flip_at = length // 2 if flip else -1  # the body offset of the byte changed
+        sent = 0
         if self._buffer is None:
             self._buffer = memoryview(bytearray(STREAM_BLOCK))
         view = self._buffer
@@ -256,9 +261,12 @@ class _Handler(BaseHTTPRequestHandler):
             got = reply.readinto(view[:min(left, len(view))])
             if not got:
                 break  # upstream broke off: the client sees a short body
+            if sent <= flip_at < sent + got:
+                view[flip_at - sent] ^= 0xFF
             self._count_down(got, first=False)
             self.connection.sendall(view[:got])
             left -= got
+            sent += got
         if cut or left:
             self._cut()
 
@@ -299,7 +307,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault == "drop_reply" or (fault == "cut" and not length):
                 self._reset()
             elif length is not None:
-                self._stream(reply, length, cut=fault == "cut")
+                self._stream(reply, length, cut=fault == "cut", flip=fault == "flip")
             else:  # HEAD, or an upstream reply of unknown length: held whole
                 self._send(reply.status, reply.getheaders(), reply.read(), cut=fault == "cut")
         finally:
