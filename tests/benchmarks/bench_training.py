@@ -175,6 +175,9 @@ def bench(work: Path, s3: S3Bench, args: argparse.Namespace) -> None:
     data = len(files) * args.size_kib * 1024
     moto = next(pid for pid in children(os.getpid()) if b"s3_support" in
                 Path(f"/proc/{pid}/cmdline").read_bytes())
+    # The workers are forked from here with boto3 imported (s3bench): import
+    # dsfs's fsspec filesystem here too, so neither side's rounds pay imports.
+    from dsfs.fsspec import DsfsFileSystem  # noqa: F401
     pool = multiprocessing.get_context("fork").Pool(args.workers)
     workers = [p.pid for p in pool._pool]  # type: ignore[attr-defined]
     try:
