@@ -23,6 +23,11 @@ not store (``Meta``): owner ``uid``/``gid`` (None: the mounting user),
 ``atime_ns`` and ``ctime_ns`` (None: the mtime).  They are written only when
 set, as ``"uid"``, ``"gid"``, ``"atime"``, ``"ctime"``.
 
+Records are values: nothing changes one after it is made.  They are not
+frozen dataclasses only because a frozen one's ``__init__`` costs about four
+times as much, and a mount makes one for every change it journals (``Meta``,
+a default value, stays frozen).
+
 On disk each record is one JSON object (an item of ``state.json``'s
 ``records``; in the journal, a line, see below)::
 
@@ -76,12 +81,12 @@ class Meta:
 NO_META = Meta()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Removed:
     path: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Directory:
     path: str
     lower: str | None
@@ -90,7 +95,7 @@ class Directory:
     meta: Meta = NO_META
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DirAttrs:
     path: str
     mode: int
@@ -98,7 +103,7 @@ class DirAttrs:
     meta: Meta = NO_META
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class File:
     path: str
     lower: str | None
@@ -111,7 +116,7 @@ class File:
     meta: Meta = NO_META
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Symlink:
     path: str
     target: str
@@ -119,7 +124,7 @@ class Symlink:
     meta: Meta = NO_META
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Special:
     path: str
     mode: int  # with the type bits (S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK)
