@@ -16,7 +16,9 @@ import pytest
 
 try:
     from s3_support import (  # noqa: F401 - fixtures
+        moto_bucket,
         moto_endpoint,
+        moto_proxy,
         s3_available,
         s3_endpoint,
         s3_store_url,

@@ -9,13 +9,19 @@ given rate or by script, answers with a fault instead:
                     connection is reset: the client never learns it succeeded;
 ``cut``             the reply is forwarded with its full Content-Length but
                     only half of its body, then the connection is closed;
-``delay``           the request is forwarded after ``delay`` seconds.
+``delay``           the request is forwarded after ``delay`` seconds;
+``flip``            (scripted only) the reply is forwarded whole, with one byte
+                    in the middle of its body changed: corruption in transit.
 
 It is bounded (``max_faults``) and self-stopping (``lifetime`` seconds), so a
 test that forgets it cannot hang the run.  It also counts requests, methods,
 bytes, faults and pack GETs, which the tests and benchmarks read from ``stats``.
 ``strip_headers`` removes request headers before forwarding (e.g.
 ``If-None-Match``, to play an endpoint that ignores conditional writes).
+
+Replies are streamed: the proxy sends a body on as it reads it, a block at a
+time, so a big object costs it neither the time to hold it whole nor the
+copies (the benchmarks read 32 MiB packs through it).
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from urllib.parse import urlsplit
 RANDOM_KINDS = ("500", "503", "reset", "drop_reply", "cut", "delay")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te",
                "trailer", "upgrade"}
+#: Bytes of a streamed reply read from upstream and sent on at a time.
+STREAM_BLOCK = 1 << 20
 _ERRORS = {
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
     "503": (503, "SlowDown", "Please reduce your request rate."),
@@ -169,6 +177,11 @@ class FaultProxy:
 class _Handler(BaseHTTPRequestHandler):
     owner: FaultProxy
     protocol_version = "HTTP/1.1"  # keep-alive, as botocore expects
+    #: A streamed body goes out a block at a time: Nagle's algorithm would hold
+    #: each block's last partial segment until the client's delayed ACK.
+    disable_nagle_algorithm = True
+    #: A connection's buffer for streamed replies, made at its first one.
+    _buffer: memoryview | None = None
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
         pass
@@ -192,32 +205,73 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.connection.close()
 
-    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes,
-              cut: bool = False) -> None:
+    def _send_head(self, status: int, headers: list[tuple[str, str]], length: int) -> None:
+        """The status line and headers; ``length`` is the body's (a HEAD reply
+        keeps the object's Content-Length from ``headers`` and has no body)."""
         self.send_response_only(status)
         head = self.command == "HEAD"
         for name, value in headers:
-            # A HEAD reply keeps the object's Content-Length and carries no body.
             if name.lower() not in _HOP_BY_HOP and (head or name.lower() != "content-length"):
                 self.send_header(name, value)
         if not head:
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(length))
         elif not any(n.lower() == "content-length" for n, _ in headers):
             self.send_header("Content-Length", "0")
         self.end_headers()
+        self.wfile.flush()
+
+    def _count_down(self, sent: int, first: bool) -> None:
+        with self.owner._lock:
+            self.owner.stats.bytes_down += sent
+            if self.command == "GET" and "/packs/" in self.path:
+                self.owner.stats.pack_gets += first
+                self.owner.stats.pack_bytes_down += sent
+
+    def _cut(self) -> None:
+        self.close_connection = True
+        self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _send(self, status: int, headers: list[tuple[str, str]], body: bytes,
+              cut: bool = False) -> None:
+        """A reply held whole (the proxy's own errors, chunked upstream replies)."""
+        self._send_head(status, headers, len(body))
         payload = body[: len(body) // 2] if cut else body
+        self._count_down(len(payload), first=True)
         self.wfile.write(payload)
         self.wfile.flush()
-        with self.owner._lock:
-            self.owner.stats.bytes_down += len(payload)
-            if self.command == "GET" and "/packs/" in self.path:
-                self.owner.stats.pack_gets += 1
-                self.owner.stats.pack_bytes_down += len(payload)
         if cut:
-            self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)
+            self._cut()
 
-    def _forward(self, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    def _stream(self, reply: http.client.HTTPResponse, length: int, cut: bool,
+                flip: bool = False) -> None:
+        """Forward ``length`` body bytes of ``reply`` as they arrive (half of
+        them if ``cut``), through one reused buffer, never the whole body at
+        once: a big object then costs the proxy no latency and no copies but
+        the socket reads and writes.  Each block is counted before it is sent,
+        so a client that has a whole reply sees it counted."""
+        self._send_head(reply.status, reply.getheaders(), length)
+        self._count_down(0, first=True)
+        left = length // 2 if cut else length
+        flip_at = length // 2 if flip else -1  # the body offset of the byte changed
+        sent = 0
+        if self._buffer is None:
+            self._buffer = memoryview(bytearray(STREAM_BLOCK))
+        view = self._buffer
+        while left:
+            got = reply.readinto(view[:min(left, len(view))])
+            if not got:
+                break  # upstream broke off: the client sees a short body
+            if sent <= flip_at < sent + got:
+                view[flip_at - sent] ^= 0xFF
+            self._count_down(got, first=False)
+            self.connection.sendall(view[:got])
+            left -= got
+            sent += got
+        if cut or left:
+            self._cut()
+
+    def _forward(self, body: bytes) -> tuple[http.client.HTTPConnection,
+                                              http.client.HTTPResponse]:
         headers = {k: v for k, v in self.headers.items()
                    if k.lower() not in _HOP_BY_HOP and k.lower() not in self.owner.strip_headers}
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -225,10 +279,10 @@ class _Handler(BaseHTTPRequestHandler):
         conn = http.client.HTTPConnection(*self.owner.upstream, timeout=120)
         try:
             conn.request(self.command, self.path, body=body, headers=headers)
-            reply = conn.getresponse()
-            return reply.status, reply.getheaders(), reply.read()
-        finally:
+            return conn, conn.getresponse()
+        except BaseException:
             conn.close()
+            raise
 
     def _handle(self) -> None:
         body = self._read_body()
@@ -247,11 +301,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if fault == "delay":
             time.sleep(self.owner.delay)
-        status, headers, reply = self._forward(body)
-        if fault == "drop_reply" or (fault == "cut" and not reply):
-            self._reset()
-            return
-        self._send(status, headers, reply, cut=fault == "cut")
+        conn, reply = self._forward(body)
+        try:
+            length = None if self.command == "HEAD" else reply.length
+            if fault == "drop_reply" or (fault == "cut" and not length):
+                self._reset()
+            elif length is not None:
+                self._stream(reply, length, cut=fault == "cut", flip=fault == "flip")
+            else:  # HEAD, or an upstream reply of unknown length: held whole
+                self._send(reply.status, reply.getheaders(), reply.read(), cut=fault == "cut")
+        finally:
+            conn.close()
 
     def do_GET(self) -> None:  # noqa: N802 - BaseHTTPRequestHandler's naming
         self._handle()

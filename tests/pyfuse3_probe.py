@@ -7,13 +7,18 @@ round-trip benchmark.  Run as a script:
         [--asyncio]
 
 The tree: ``/a`` (a small writable file), ``/slow`` (a read waits until
-``/go`` is looked up), ``/dir`` (three files), ``/go``, ``/stats``.  Reading
+``/go`` is looked up), ``/dir`` (three files), ``/go``, ``/stats``.  Looking up
+``late`` sleeps, then answers ENOENT; ``boom`` and ``lateboom`` (the same
+after a sleep) raise an error that is not a FUSEError, which ends the loop.  Reading
 ``/stats`` returns JSON: the requests answered so far by kind (those about
 ``/stats`` itself not counted), the inode or handle each read and write
 received, the ``plus`` flag of each listing, and how often a trio task that
 sleeps 1 ms ran (``ticks``) — it must keep running however busy the loop is.
-With ``--null`` the kernel may not cache the root's attributes, so each
-``stat`` of the mount point is a GETATTR round trip (bench_fuseloop.py).
+With ``--null`` it serves ``NullFS`` instead: the Python twin of the C
+``tests/benchmarks/nullfs_ll.c`` (an empty root whose attributes the kernel
+may not cache, so each ``stat`` of the mount point is a GETATTR round trip;
+bench_fuseloop.py), doing the same work per request: fresh attributes, the
+uid and gid asked of the kernel, no counting.
 With ``--asyncio`` it runs on asyncio (``pyfuse3.asyncio``) instead of trio.
 """
 
@@ -63,8 +68,6 @@ class Probe(pyfuse3.Operations):
         out = pyfuse3.EntryAttributes()
         out.st_ino = ino
         out.entry_timeout = out.attr_timeout = 3600
-        if ino == ROOT and self.args.null:
-            out.attr_timeout = 0
         if ino in (ROOT, DIR):
             out.st_mode = stat.S_IFDIR | 0o755
             out.st_nlink = 2
@@ -77,6 +80,10 @@ class Probe(pyfuse3.Operations):
 
     async def lookup(self, parent: int, name: bytes, ctx: Any = None
                      ) -> pyfuse3.EntryAttributes:
+        if name in (b"late", b"lateboom"):
+            await (asyncio.sleep(0.01) if self.args.asyncio else trio.sleep(0.01))
+        if name in (b"boom", b"lateboom"):
+            raise RuntimeError(f"the probe's {name!r} handler failed")
         ino = (NAMES if parent == ROOT else DIR_NAMES if parent == DIR else {}).get(name)
         self.count("lookup", ino or 0)
         if ino == GO:
@@ -158,6 +165,35 @@ class Probe(pyfuse3.Operations):
         return pyfuse3.StatvfsData()
 
 
+class NullFS(pyfuse3.Operations):
+    """The round-trip benchmark's file system: what ``nullfs_ll.c`` does, in
+    Python (so that the benchmark compares the request loops, not handlers
+    of unequal work)."""
+
+    async def getattr(self, ino: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+        if ino != ROOT:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        out = pyfuse3.EntryAttributes()
+        out.st_ino = ino
+        out.st_mode = stat.S_IFDIR | 0o755
+        out.st_nlink = 2
+        out.st_uid = os.getuid()
+        out.st_gid = os.getgid()
+        out.attr_timeout = 0
+        return out
+
+    async def lookup(self, parent: int, name: bytes, ctx: Any = None
+                     ) -> pyfuse3.EntryAttributes:
+        raise pyfuse3.FUSEError(errno.ENOENT)
+
+
+async def serve_null(yield_every: int) -> None:
+    if PATCHED:
+        await pyfuse3.main(min_tasks=2, max_tasks=16, yield_every=yield_every)
+    else:
+        await pyfuse3.main(min_tasks=2, max_tasks=16)
+
+
 async def ticker(probe: Probe) -> None:
     while True:
         await (asyncio.sleep(0.001) if probe.args.asyncio else trio.sleep(0.001))
@@ -174,8 +210,7 @@ async def serve_asyncio(probe: Probe) -> None:
 
 async def serve(probe: Probe) -> None:
     async with trio.open_nursery() as nursery:
-        if not probe.args.null:  # a quiet loop for the round-trip benchmark
-            nursery.start_soon(ticker, probe)
+        nursery.start_soon(ticker, probe)
         if PATCHED:
             await pyfuse3.main(min_tasks=2, max_tasks=16, yield_every=probe.args.yield_every)
         else:
@@ -191,12 +226,19 @@ def main() -> None:
     parser.add_argument("--cache-readdir", action="store_true")
     parser.add_argument("--no-atomic-trunc", action="store_true")
     parser.add_argument("--readdirplus", default="on", choices=["on", "off", "auto"])
-    parser.add_argument("--yield-every", type=int, default=32)
+    parser.add_argument("--yield-every", type=int, default=128)
     parser.add_argument("--null", action="store_true")
     parser.add_argument("--asyncio", action="store_true")
     args = parser.parse_args()
-    probe = Probe(args)
     options = {"fsname=probe", "subtype=probe"}
+    if args.null:
+        pyfuse3.init(NullFS(), args.mountpoint, options)
+        try:
+            trio.run(serve_null, args.yield_every)
+        finally:
+            pyfuse3.close(unmount=True)
+        return
+    probe = Probe(args)
     pyfuse3.init(probe, args.mountpoint, options)
     try:
         if args.asyncio:

@@ -155,6 +155,26 @@ def new_bucket(client: Any) -> str:
     return name
 
 
+@pytest.fixture(name="bucket")
+def moto_bucket(moto_endpoint: str) -> str:
+    """A new, empty bucket on the local moto server (its name)."""
+    client = make_client(moto_endpoint)
+    name = new_bucket(client)
+    client.close()
+    return name
+
+
+@pytest.fixture(name="proxy")
+def moto_proxy(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A fault-free ``fault_proxy.FaultProxy`` in front of moto; stores opened
+    in the test go through it (tests set its faults)."""
+    from fault_proxy import FaultProxy
+
+    with FaultProxy(moto_endpoint, lifetime=120) as p:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", p.url)
+        yield p
+
+
 def _clean_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:60].strip("-") or "t"
 

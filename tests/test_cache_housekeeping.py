@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from dsfs.repository import Repository
@@ -117,3 +118,23 @@ def test_prune_drops_manifests_and_trees_of_deleted_versions(store_url: str, tmp
     stray.write_text("mine")
     run_dsfs("cache", "clear", check=True)
     assert not stats_files[keep].exists() and stray.read_text() == "mine"
+
+
+def test_prune_drops_pack_runs_older_than_the_span_window(
+        store_url: str, tmp_path: Path, run_dsfs, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The span policy's tables (a row per pack and per version ever read)
+    shrink on prune: runs that began longer ago than DSFS_SPAN_SECONDS go,
+    younger ones stay and keep counting."""
+    _sync(run_dsfs, _folder(tmp_path / "a", 3, "a"), "a")  # makes the cache
+
+    def miss(pack: bytes) -> tuple[int, int]:
+        return Repository.open().cache.index.note_pack_miss(pack, 600, b"scope", evidence=True)
+
+    assert miss(b"p" * 16) == (1, 1) and miss(b"q" * 16) == (1, 2)
+    run_dsfs("cache", "prune", "--size", "1T", check=True)  # young runs: kept
+    assert miss(b"p" * 16) == (2, 2)
+    time.sleep(1.1)  # the table keeps whole seconds
+    monkeypatch.setenv("DSFS_SPAN_SECONDS", "0")
+    run_dsfs("cache", "prune", "--size", "1T", check=True)
+    # both packs and the scope start again: their rows were removed
+    assert miss(b"p" * 16) == (1, 1) and miss(b"q" * 16) == (1, 2)

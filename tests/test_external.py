@@ -211,6 +211,29 @@ def test_https_objects_are_referenced_and_read_lazily(web, local_store: str, tmp
     assert entries["local.txt"].url is None
 
 
+def test_the_web_ui_names_an_external_file_by_its_url(web, local_store: str) -> None:
+    """``dsfs ui``'s file page shows where an external file lives, escaped,
+    without the query string (it may hold a signature); a stored file has
+    no such row."""
+    from test_ui import Client
+
+    from dsfs.ui.app import App
+
+    root, url = web
+    (root / "a<b>.bin").write_bytes(b"remote bytes")
+    (root / "plain.bin").write_bytes(b"more")
+    ds = Dataset.create(dataset_project="web", dataset_name="ui")
+    ds.add_external_files([f"{url}/a<b>.bin?sig=TOPSECRET", f"{url}/plain.bin"])
+    ds.upload()
+    ds.finalize()
+    client = Client(App(Repository.open(local_store)))
+    page = client.get(f"/v/{ds.id}/file", "path=a%3Cb%3E.bin")
+    assert page.status == 200, page.text
+    assert f"<code>{url}/a&lt;b&gt;.bin</code>" in page.text
+    assert "TOPSECRET" not in page.text and "<b>" not in page.text
+    assert "external object" in client.get(f"/v/{ds.id}/file", "path=plain.bin").text
+
+
 def test_s3_prefix_with_wildcards_and_recursion(foreign, store_url: str, tmp_path: Path
                                                  ) -> None:
     client, bucket = foreign

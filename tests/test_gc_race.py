@@ -10,11 +10,18 @@ in the store and holds its chunks.  Without the store locks of
 that it exists and its claim, and versions come out referencing a missing
 pack.
 
+The same race with deletes (``test_deletes_beside_closes_lose_no_parent``):
+while the writers run, a thread keeps deleting the newest version of one of
+their names (plainly, or hidden with ``force`` when it has children), so syncs build
+children on parents that vanish.  Each writer either publishes a
+version whose whole chain resolves and verifies, or fails with exit 5 saying
+its parent was deleted, and publishes nothing.
+
 Other tests here: a crashed writer's lock blocks gc only until it is stale;
 gc fails with exit code 5 while a writer holds a lock; a writer whose lock
 expired publishes nothing; a claimed version is never collected.
 
-Run as a script this module is a child: ``gc-loop STOPFILE`` (the gc loop)
+Run as a script this module is a child: ``gc-loop STOPFILE`` (the gc loop),
 or ``cli STEPS`` (a writer: dsfs commands given as a JSON list of argument
 lists, run one after another in one interpreter).
 """
@@ -26,6 +33,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -76,18 +84,24 @@ def _writer_command(mode: str, folder: Path, name: str) -> list[str]:
     return [sys.executable, os.path.abspath(__file__), "cli", json.dumps(steps)]
 
 
-def race(store: str, work: Path, rounds: int, seed: int = 0) -> dict:
-    """Run the race; return what happened (asserts nothing about verify)."""
+def _child(role: str, stop: Path, env: dict[str, str], *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, os.path.abspath(__file__), role, str(stop), *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def race(store: str, work: Path, rounds: int, seed: int = 0, deleter: bool = False) -> dict:
+    """Run the race; return what happened (asserts nothing about verify).
+
+    With ``deleter`` a thread deletes writers' newest versions while they run."""
+    from dsfs.catalog import Catalog
     from dsfs.engine import versions
     from dsfs.repository import Repository
 
     rng = random.Random(seed)
     donor_repo = Repository.open(store, str(work / "donor-cache"))
     stop = work / "stop-gc"
-    gc_proc = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "gc-loop", str(stop)],
-        env=_machine(work / "gc", store), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+    gc_proc = _child("gc-loop", stop, _machine(work / "gc", store))
+    deletes: dict = {"deleted": [], "hidden": [], "refused": 0}
     outcomes: list[tuple[str, int, str, str]] = []
     try:
         for rnd in range(rounds):
@@ -101,28 +115,84 @@ def race(store: str, work: Path, rounds: int, seed: int = 0) -> dict:
                     for what, folder in (("donor", donor), ("junk", junk))}
             # Junk: deleted at once, so gc has something to collect every round.
             versions.delete(donor_repo, made["junk"])
+            # What the deleter may take: versions from before this round of
+            # the names whose writers sync, so take the newest as parent.
+            syncing = {f"w{i}" for i in range(0, WRITERS, 2)}
+            earlier = ({h.id: h.name for h in Catalog(donor_repo).visible_headers()
+                        if h.name in syncing} if deleter else {})
             procs = []
             for i in range(WRITERS):
                 folder = work / f"w{i}-r{rnd}"
                 _write_files(folder, {**donor_files,
                                       f"own/w{i}-r{rnd}.bin": rng.randbytes(10_000)})
                 mode = "sync" if i % 2 == 0 else "close"
-                env = _machine(work / f"m{i}", store)
+                # With deletes, writers upload slowly, so that deletes land
+                # while a writer builds on the version they take.
+                env = _machine(work / f"m{i}", store,
+                               **({"DSFS_FAULTS": "put_if_absent:packs/:slow:*"}
+                                  if deleter else {}))
                 procs.append((mode, subprocess.Popen(
                     _writer_command(mode, folder, f"w{i}"), env=env,
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
             # The donor goes while the writers are busy reusing its chunks.
             time.sleep(rng.uniform(0.3, 1.2))
             versions.delete(donor_repo, made["donor"])
+            writers_done = threading.Event()
+            deleting = threading.Thread(target=_delete_newest, args=(
+                store, work / "deleter-cache", random.Random(rng.random()), earlier, deletes,
+                writers_done))
+            if deleter:
+                deleting.start()
             for mode, proc in procs:
                 out, err = proc.communicate(timeout=600)
                 outcomes.append((mode, proc.returncode, out, err))
+            writers_done.set()
+            if deleter:
+                deleting.join()
     finally:
         stop.write_text("stop")
         gc_out, gc_err = gc_proc.communicate(timeout=600)
         donor_repo.store.close()
     assert gc_proc.returncode == 0, gc_err
-    return {"writers": outcomes, "gc": json.loads(gc_out.strip().splitlines()[-1])}
+    result = {"writers": outcomes, "gc": json.loads(gc_out.strip().splitlines()[-1])}
+    if deleter:
+        result["deleter"] = deletes
+    return result
+
+
+def _delete_newest(store: str, cache: Path, rng: random.Random, earlier: dict[str, str],
+                   deletes: dict, writers_done: threading.Event) -> None:
+    """Until the writers are done, delete the newest version of a random
+    writer's name every tenth of a second or so if it is one of ``earlier``,
+    forcing half the time (a version with children is then hidden, its
+    manifest kept)."""
+    from dsfs.catalog import Catalog, Ref
+    from dsfs.engine import versions
+    from dsfs.errors import ConflictError, NotFoundError
+    from dsfs.repository import Repository
+
+    repo = Repository.open(store, str(cache))
+    names = sorted(set(earlier.values()))
+    try:
+        while names and not writers_done.wait(rng.uniform(0.02, 0.2)):
+            # Deletes before a writer holds its lock (and chose its parent)
+            # would only leave it without a parent.
+            if not any(i.key.startswith("locks/shared") for i in repo.store.list("locks/")):
+                continue
+            try:
+                header = Catalog(repo).resolve(Ref(project="race", name=rng.choice(names)))
+                if header.id not in earlier:
+                    continue
+                said = versions.delete(repo, header, force=rng.random() < 0.5,
+                                       wait_seconds=60)
+            except NotFoundError:
+                continue
+            except ConflictError:
+                deletes["refused"] += 1  # it has children and force was not drawn
+                continue
+            deletes["hidden" if said.startswith("hid ") else "deleted"].append(header.id)
+    finally:
+        repo.store.close()
 
 
 def check_published(store: str, work: Path) -> tuple[int, list[str]]:
@@ -182,6 +252,50 @@ def test_gc_beside_closes_loses_no_pack(kind: str, request: pytest.FixtureReques
 def test_gc_beside_closes_loses_no_pack_slow(kind: str, request: pytest.FixtureRequest,
                                              tmp_path: Path, dsfs_env: dict[str, str]) -> None:
     _race_and_verify(_store(kind, request, tmp_path), tmp_path, SLOW_ROUNDS)
+
+
+def _race_with_deletes_and_verify(store: str, work: Path, rounds: int, seed: int) -> None:
+    from dsfs.catalog import Catalog
+    from dsfs.repository import Repository
+
+    result = race(store, work, rounds, seed=seed, deleter=True)
+    deleter = result["deleter"]
+    removed = set(deleter["deleted"]) | set(deleter["hidden"])
+    published, refused = [], []
+    for mode, rc, out, err in result["writers"]:
+        if rc == 0:
+            published.append(out.split()[-1])
+        else:
+            # The only failure allowed: a sync whose parent went meanwhile.
+            assert rc == 5 and "was deleted meanwhile" in err, (mode, rc, err)
+            refused.append(err)
+    repo = Repository.open(store, str(work / "check-cache"))
+    visible = {h.id for h in Catalog(repo).visible_headers()}
+    repo.store.close()
+    # Every acknowledged version is listed unless the deleter took it.
+    lost = [v for v in published if v not in visible and v not in removed]
+    assert not lost, lost
+    _count, problems = check_published(store, work)
+    assert not problems, problems
+    # The race did happen: versions were deleted (or refused) while writers built.
+    assert deleter["deleted"] or deleter["hidden"] or deleter["refused"], deleter
+    print(f"deleter {len(deleter['deleted'])} deleted, {len(deleter['hidden'])} hidden, "
+          f"{deleter['refused']} refused; writers {len(published)} published, "
+          f"{len(refused)} refused")
+
+
+@pytest.mark.parametrize("seed", [1])
+def test_deletes_beside_closes_lose_no_parent(seed: int, tmp_path: Path,
+                                              dsfs_env: dict[str, str]) -> None:
+    _race_with_deletes_and_verify(str(tmp_path / "store"), tmp_path, 4, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", STORE_KINDS)
+def test_deletes_beside_closes_lose_no_parent_slow(kind: str, request: pytest.FixtureRequest,
+                                                   tmp_path: Path,
+                                                   dsfs_env: dict[str, str]) -> None:
+    _race_with_deletes_and_verify(_store(kind, request, tmp_path), tmp_path, SLOW_ROUNDS, 7)
 
 
 # -- the pieces of the protocol, one at a time -------------------------------------

@@ -93,6 +93,64 @@ def test_a_suspended_handler_does_not_stall_the_others(tmp_path: Path, loop: str
         assert result == [b"done"]
 
 
+@pytest.mark.parametrize("loop", ["trio", "asyncio"])
+def test_an_error_after_a_suspension_reaches_the_caller(tmp_path: Path, loop: str) -> None:
+    """A handler that returns at once is answered from its FUSE callback; one
+    that suspends first is finished by the loop, FUSEError included."""
+    with probe(tmp_path, *(["--asyncio"] if loop == "asyncio" else [])) as p:
+        errors: list[BaseException] = []
+
+        def stat_late() -> None:
+            for _ in range(3):
+                try:
+                    os.stat(p.root / "late")
+                except OSError as e:
+                    errors.append(e)
+
+        caller = threading.Thread(target=stat_late, daemon=True)
+        caller.start()
+        caller.join(timeout=20)  # an unanswered request would hang it
+        assert [type(e) for e in errors] == [FileNotFoundError] * 3, errors
+        assert (p.root / "dir" / "f1").read_bytes() == b"one"
+        assert p.calls()["lookup"] >= 5  # late three times, dir and f1 once
+
+
+@pytest.mark.parametrize("name", ["boom", "lateboom"])
+def test_an_exception_that_is_no_fuse_error_ends_main(tmp_path: Path, name: str) -> None:
+    """As with stock pyfuse3: the exception comes out of main() (the probe
+    prints it and exits 1) whether the handler raised it at once or after a
+    suspension; the caller gets an error, not a hang."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    proc = subprocess.Popen([sys.executable, PROBE, str(mnt)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while not is_mounted(mnt):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        assert (mnt / "dir" / "f3").read_bytes() == b"three"
+        failed: list[BaseException] = []
+
+        def stat() -> None:
+            try:
+                os.stat(mnt / name)
+            except OSError as e:
+                failed.append(e)
+
+        caller = threading.Thread(target=stat, daemon=True)
+        caller.start()
+        caller.join(timeout=20)
+        assert failed, "the stat did not fail (or hangs: the request was never answered)"
+        assert proc.wait(timeout=20) == 1
+        out = proc.stdout.read().decode() if proc.stdout else ""
+        assert f"RuntimeError: the probe's b'{name}' handler failed" in out, out
+    finally:
+        force_unmount(mnt, proc.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+
+
 def test_other_tasks_run_under_a_flood_of_requests(tmp_path: Path) -> None:
     """Lookups of missing names are not cached, so each is a request; eight
     threads keep the device busy; the trio task that sleeps 1 ms still runs

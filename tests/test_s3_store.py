@@ -10,11 +10,10 @@ tests need moto and are skipped against a real S3 (``DSFS_TEST_S3_URL``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from fault_proxy import FaultProxy
-from s3_support import DUMMY_KEY_ID, DUMMY_SECRET, make_client, new_bucket, s3_available
+from s3_support import DUMMY_KEY_ID, DUMMY_SECRET, make_client, s3_available
 
 from dsfs.errors import (
     NotFoundError,
@@ -28,22 +27,6 @@ from dsfs.store import open_store
 pytestmark = pytest.mark.skipif(not s3_available(), reason="no S3 endpoint (moto not installed)")
 
 s3 = pytest.importorskip("dsfs.store.s3")
-
-
-@pytest.fixture
-def bucket(moto_endpoint: str) -> str:
-    client = make_client(moto_endpoint)
-    name = new_bucket(client)
-    client.close()
-    return name
-
-
-@pytest.fixture
-def proxy(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
-    """A fault-free proxy in front of moto; stores opened in the test go through it."""
-    with FaultProxy(moto_endpoint, lifetime=120) as p:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", p.url)
-        yield p
 
 
 # -- URLs ----------------------------------------------------------------------------

@@ -9,12 +9,11 @@ Faults come from ``fault_proxy.FaultProxy`` between the store and moto.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fault_proxy import FaultProxy
-from s3_support import make_client, new_bucket, s3_available
+from s3_support import s3_available
 
 from dsfs.errors import StoreError
 from dsfs.store import open_store
@@ -26,20 +25,9 @@ s3 = pytest.importorskip("dsfs.store.s3")
 MIB = 1024 * 1024
 
 
-@pytest.fixture
-def bucket(moto_endpoint: str) -> str:
-    client = make_client(moto_endpoint)
-    name = new_bucket(client)
-    client.close()
-    return name
-
-
-@pytest.fixture
-def proxy(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultProxy]:
-    with FaultProxy(moto_endpoint, lifetime=120) as p:
-        monkeypatch.setenv("AWS_ENDPOINT_URL", p.url)
-        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
-        yield p
+@pytest.fixture(autouse=True)
+def few_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
 
 
 @pytest.fixture

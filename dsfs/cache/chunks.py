@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from dsfs.cache.buffers import BufferPool
 from dsfs.cache.index import CacheIndex, index_dir
 from dsfs.errors import DiskFullError, IntegrityError, local_os_error
 from dsfs.format.digest import chunk_id, id_to_bytes
@@ -42,6 +43,9 @@ COALESCE_GAP = 256 * 1024
 #: A single ranged read never grows past this.
 MAX_RANGE = 32 * 1024 * 1024
 FETCH_THREADS = 8
+#: Pack buffers kept for reuse (``dsfs.cache.buffers``): one per whole-pack
+#: fetch a reader runs at once (``dsfs.content.loader.SPAN_FETCHES``).
+PACK_BUFFERS = 8
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
@@ -84,6 +88,8 @@ class ChunkCache:
         #: What this process fetched and read, not yet added to the index.
         self._counts: dict[str, int] = defaultdict(int)
         self._counts_lock = threading.Lock()
+        #: Buffers that whole-pack fetches read into, reused.
+        self.buffers = BufferPool(PACK_BUFFERS)
         fresh = not (index_dir(root) / "data.mdb").exists()
         self.index = CacheIndex(index_dir(root))
         if fresh and any(self.chunk_dir.iterdir()):
@@ -283,13 +289,14 @@ class ChunkCache:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if self.has(wanted.chunk_id):
                 return 0
-            blob = store.get(pack_key(wanted.pack_id))
-            self.count(gets=1, fetched_bytes=len(blob), span_fetches=1)
-            view = memoryview(blob)
+            # into a reused buffer, without the transport's checksum: every
+            # chunk is checked against its digest below
+            view = store.get_buffered(pack_key(wanted.pack_id), self.buffers.take())
+            self.count(gets=1, fetched_bytes=len(view), span_fetches=1)
             staged: list[tuple[str, int, Path, Path]] = []
             sound = False
             try:
-                for entry in read_index(blob):
+                for entry in read_index(view):
                     if self.has(entry.chunk_id):
                         continue
                     data = view[entry.offset:entry.offset + entry.length]  # no copy
@@ -306,9 +313,11 @@ class ChunkCache:
             except BaseException:
                 self._discard_staged(staged)
                 raise
+            finally:
+                self.buffers.give(view.obj)
             if cached is not None:
                 cached.extend(cid for cid, _size, _tmp, _final in staged)
-            return len(blob)
+            return len(view)
         finally:
             os.close(fd)  # releases the lock
 

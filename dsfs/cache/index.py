@@ -40,14 +40,15 @@ Tables (all integers little-endian):
     value: misses u32 | first miss of the current run, seconds since the epoch u64
     Cold reads of lone chunks that landed in a pack, over every process, for
     the pack span policy (``dsfs.content.spans``); a run older than the
-    policy's window starts again at one, a pack fetched whole is removed.
+    policy's window starts again at one, a pack fetched whole is removed, and
+    runs older than the window are removed whenever the cache is pruned.
 
 ``span_scopes``
     key: a scope (the id of the version being read, ASCII)
     value: packs u32 | first pack of the current run, seconds since the epoch u64
     Packs of that version in which a run of cold lone reads began (a shuffled
     reader touches many), over every process; a run older than the policy's
-    window starts again.
+    window starts again (and is removed when the cache is pruned).
 
 Tables ``tree_versions``, ``tree_deltas``, ``tree_dirs``, ``tree_listings`` and
 ``tree_heads`` hold version trees, one directory at a time;
@@ -200,6 +201,23 @@ class CacheIndex(TreeTables):
                     packs += 1
                     txn.put(scope, _MISSES.pack(packs, began), db=self._span_scopes)
         return count + 1, packs
+
+    def expire_pack_runs(self, window: float) -> int:
+        """Remove the ``pack_misses`` and ``span_scopes`` rows whose run began
+        more than ``window`` seconds ago: they would start again anyway, and
+        without this both tables keep a row per pack and version ever read.
+        Returns the rows removed."""
+        cutoff = int(time.time()) - window
+        removed = 0
+        with self._write() as txn:
+            for db in (self._pack_misses, self._span_scopes):
+                cursor = txn.cursor(db=db)
+                stale = [bytes(key) for key, value in cursor
+                         if _MISSES.unpack(value)[1] < cutoff]
+                for key in stale:
+                    txn.delete(key, db=db)
+                removed += len(stale)
+        return removed
 
     def forget_pack_misses(self, pack_id: bytes) -> None:
         with self._write(self._pack_misses) as txn:

@@ -169,6 +169,7 @@ class ChunkReader:
                 while True:
                     await trio.sleep(TICK)
                     ticks += 1
+                    self.cache.buffers.trim()  # pack buffers unused for a while
                     if (ticks % 6 == 0 or self._unpruned or self._read_bytes) and _due(
                             touching, ticks):
                         try:

@@ -99,7 +99,7 @@ class PackBuilder:
         return digest_hex(data), data, list(self._entries)
 
 
-def index_span(tail: bytes, pack_size: int) -> tuple[int, int]:
+def index_span(tail: bytes | memoryview, pack_size: int) -> tuple[int, int]:
     """From the last bytes of a pack, the (offset, length) of its index."""
     if len(tail) < TRAILER_SIZE:
         raise IntegrityError("pack is too short to hold a trailer")
@@ -114,7 +114,7 @@ def index_span(tail: bytes, pack_size: int) -> tuple[int, int]:
     return offset, length
 
 
-def parse_index(index_and_trailer: bytes, pack_size: int) -> list[PackEntry]:
+def parse_index(index_and_trailer: bytes | memoryview, pack_size: int) -> list[PackEntry]:
     """Decode and check the index, given the bytes from the index start to the end."""
     count, digest, _version, _magic = _TRAILER.unpack(index_and_trailer[-TRAILER_SIZE:])
     index = index_and_trailer[: count * INDEX_ENTRY_SIZE]
@@ -129,7 +129,7 @@ def parse_index(index_and_trailer: bytes, pack_size: int) -> list[PackEntry]:
     return entries
 
 
-def read_index(pack: bytes) -> list[PackEntry]:
+def read_index(pack: bytes | memoryview) -> list[PackEntry]:
     """Index of a pack held whole in memory, with the header checked too."""
     if len(pack) < HEADER_SIZE + TRAILER_SIZE:
         raise IntegrityError("pack is too short")

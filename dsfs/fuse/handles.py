@@ -110,10 +110,13 @@ class Handles:
         excess = len(self._open) - INODE_HANDLES
         if excess <= 0:
             return
-        for fh in list(self._open):
-            if excess <= 0:
-                break
-            if fh in self._busy:
-                continue
+        # the oldest first, and only as far as needed: this runs at every new
+        # file once the table is full (no copy of the whole table each time)
+        victims = []
+        for fh in self._open:
+            if fh not in self._busy:
+                victims.append(fh)
+                if len(victims) == excess:
+                    break
+        for fh in victims:
             self.blocks.close(self._open.pop(fh))
-            excess -= 1

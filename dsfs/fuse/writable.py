@@ -334,9 +334,9 @@ class WritableOperations(BaseOperations):
                 await self.blocks.copy_up(node, keep=size)
             uid = attr.st_uid if fields.update_uid else None
             gid = attr.st_gid if fields.update_gid else None
-            if uid is not None or gid is not None:
-                self._may_chown(self.fs.attr(node), uid, gid, ctx)
-            self.fs.setattr(
+            if (uid is not None or gid is not None) and getattr(ctx, "uid", None):
+                self._may_chown(self.fs.attr(node), uid, gid, ctx)  # root may
+            node = self.fs.setattr(
                 inode,
                 mode=attr.st_mode if fields.update_mode else None,
                 size=size,
@@ -345,7 +345,7 @@ class WritableOperations(BaseOperations):
                 gid=gid,
                 atime_ns=attr.st_atime_ns if fields.update_atime else None,
             )
-            return attributes(self.fs.getattr(inode))
+            return attributes(self.fs.attr(node))
 
     @staticmethod
     def _may_chown(now: Attr, uid: int | None, gid: int | None, ctx: Any) -> None:

@@ -33,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dsfs import config
 from dsfs.cache.chunks import ChunkCache
 from dsfs.cache.index import index_dir
 from dsfs.engine.materialize import complete_copies, remove_copy
@@ -209,6 +210,7 @@ def prune(cache: ChunkCache, limit: int, protect: Iterable[str] = (),
 
     Returns (chunks and copies removed, bytes freed)."""
     remove_stale_temporaries(cache)
+    cache.index.expire_pack_runs(config.span_settings()[2])
     if copies:
         remove_stale_builds(cache)
     keep = set(protect)

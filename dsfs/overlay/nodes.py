@@ -210,6 +210,18 @@ class Inodes:
             node = node.parent
         return node is self.root
 
+    def attached_path(self, node: Node) -> str | None:
+        """``path(node)`` if the node is in the tree, else None (one walk up
+        for both questions: every journaled change asks them)."""
+        parts = []
+        while node.parent is not None:
+            parts.append(node.name)
+            node = node.parent
+        if node is not self.root:
+            return None
+        parts.reverse()
+        return "/".join(parts)
+
     # -- the kernel's references ------------------------------------------------------
 
     def references(self, ino: int) -> int:

@@ -71,11 +71,11 @@ class Records(Inodes):
         """Record ``node``'s new value (nothing for an unlinked node)."""
         self._mark(node)
         node.digest = None
-        if self.attached(node):
-            records: list[Record] = []
-            for path in self.names(node):  # every name of a hard-linked node
-                self._records_of(node, path, records, deep=False)
-            self.upper.append(records)
+        path = self.attached_path(node)
+        if path is not None:
+            # every name of a hard-linked node
+            paths = self.names(node) if node.aliases else (path,)
+            self.upper.append([self._record(node, name) for name in paths])
 
 
     # -- records ------------------------------------------------------------------------
@@ -95,10 +95,10 @@ class Records(Inodes):
         return File(path, node.lower.path if node.lower else None, node.data, node.mode,
                     node.mtime_ns, node.size, meta=meta)
 
-    def _records_of(self, node: Node, path: str, out: list[Record], deep: bool = True) -> None:
-        """``node``'s record, then (directories, ``deep``) those of what changed below."""
+    def _records_of(self, node: Node, path: str, out: list[Record]) -> None:
+        """``node``'s record, then (directories) those of what changed below."""
         out.append(self._record(node, path))
-        if deep and node.kind == DIR:
+        if node.kind == DIR:
             self._walk(node, path, out)
 
     def _clean_at(self, node: Node, lower_path: str | None) -> bool:

@@ -335,8 +335,8 @@ class Upper:
         except IndexError:
             spare = self._make_data()
             self._names_made += 1  # the next sync makes its name durable
-        if len(self._spares) < SPARES // 2:
-            self._want_spares.set()
+        if len(self._spares) < SPARES // 2 and not self._want_spares.is_set():
+            self._want_spares.set()  # (set() takes a lock: not at every file)
         return spare
 
     def _make_data(self) -> tuple[str, int]:

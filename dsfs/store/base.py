@@ -13,6 +13,8 @@ immutable byte objects.  The engine relies on exactly these promises, and
   (a manifest of millions of entries is never held in memory), and
   ``get_into`` the whole-object read written into a file: both with the
   same atomicity (a failed upload publishes nothing) and error mapping.
+  ``get_buffered`` is ``get`` into a reusable buffer, for callers that check
+  the bytes themselves (packs).
 * ``get`` of a missing key raises ``ObjectNotFoundError``; ``get_range``
   returns exactly the bytes asked for or raises (``StoreCorruptError`` when
   the object is shorter than the range).
@@ -132,6 +134,15 @@ class Store(ABC):
         data = self.get(key)
         target.write(data)
         return len(data)
+
+    def get_buffered(self, key: str, buffer: bytearray | None = None) -> memoryview:
+        """The whole object, for a caller that checks its bytes itself (a pack:
+        every chunk against its digest), so the transport's own checksum may
+        be skipped.  Read into ``buffer`` when it is large enough (a caller
+        that reads many big objects reuses one: no fresh memory to fault in
+        for each), else into new memory; ``view.obj`` is what holds the bytes.
+        This default is ``get``."""
+        return memoryview(self.get(key))
 
     def remove_stale_uploads(self, older_than: float) -> int:
         """Remove partial uploads (temporary files, unfinished multipart uploads)

@@ -22,7 +22,9 @@ ACTION
     operation, then raise ``StoreUnavailableError`` as if the reply were
     lost), ``error`` (raise ``StoreUnavailableError`` instead), ``deny``
     (``StoreAccessError``), ``missing`` (``ObjectNotFoundError``),
-    ``corrupt`` (a read returns its bytes with the first one flipped).
+    ``corrupt`` (a read returns its bytes with the first one flipped),
+    ``slow`` (sleep ``SLOW_SECONDS`` first: a slow store, which widens the
+    windows races need).
 COUNT, SKIP
     the rule fires on COUNT matching calls (default 1; ``*`` for all) after
     letting SKIP matching calls through (default 0).  Counts are per process.
@@ -37,6 +39,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
@@ -55,7 +58,10 @@ FAULTS_ENV = "DSFS_FAULTS"
 OPERATIONS = frozenset({"get", "get_range", "get_head", "put", "put_if_absent", "delete",
                         "list", "stat", "flush", "*"})
 ACTIONS = frozenset({"kill", "kill-after", "lose-reply", "error", "deny", "missing",
-                     "corrupt"})
+                     "corrupt", "slow"})
+
+#: How long the ``slow`` action waits before the operation.
+SLOW_SECONDS = 1.0
 
 T = TypeVar("T")
 
@@ -128,6 +134,9 @@ class FaultyStore(Store):
         action = self._action(operation, key)
         where = f"{operation} {key} in {self.url} ({FAULTS_ENV})"
         if action is None:
+            return call()
+        if action == "slow":
+            time.sleep(SLOW_SECONDS)
             return call()
         if action == "kill":
             os.kill(os.getpid(), signal.SIGKILL)

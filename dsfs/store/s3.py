@@ -84,6 +84,8 @@ _WRITE_TOKEN = "dsfs-write-token"
 # process, so every store object opened on them does not probe again.
 _checked_endpoints: dict[tuple[str, str], bool] = {}
 _checked_lock = threading.Lock()
+#: Guards the first making of a store's client for ``get_buffered``.
+_bulk_lock = threading.Lock()
 
 # Errors while reading a response body: the request itself succeeded, so
 # botocore does not retry them.
@@ -118,7 +120,13 @@ class S3Store(Store):
         try:
             core = botocore.session.get_session()
             session = session or boto3.session.Session(botocore_session=core)
-            self._client = client or session.client("s3", config=self._client_config(core))
+            config = self._client_config(core)
+            self._client = client or session.client("s3", config=config)
+            # made at the first ``get_buffered`` (most commands never read a pack)
+            self._bulk: Callable[[], Any] = functools.cache(
+                (lambda: client) if client is not None else functools.partial(
+                    session.client, "s3", config=config.merge(
+                        Config(response_checksum_validation="when_required"))))
             self._remember_secrets(session)
         except bexc.BotoCoreError as exc:
             raise StoreError(
@@ -231,26 +239,41 @@ class S3Store(Store):
     def get_into(self, key: str, target: BinaryIO) -> int:
         """Streamed a block at a time; a body that breaks off is re-requested
         from where it stopped, pinned to the same object (``IfMatch``)."""
+        return self._resumable_get(key, _FileSink(target), self._client).written
+
+    def get_buffered(self, key: str, buffer: bytearray | None = None) -> memoryview:
+        """Read straight into ``buffer`` (or new memory when it is too small) a
+        block at a time, resumed like ``get_into``; without S3's response
+        checksum, which would pass over every byte once more (the caller
+        checks the contents against their digests)."""
+        with _bulk_lock:
+            client = self._bulk()
+        sink = self._resumable_get(key, _BufferSink(buffer), client)
+        return memoryview(sink.buffer)[:sink.written]
+
+    def _resumable_get(self, key: str, sink: _SinkT, client: Any) -> _SinkT:
+        """GET ``key`` into ``sink``; a body that breaks off is re-requested from
+        where it stopped, pinned to the same object (``IfMatch``)."""
         full = self._key(key)
-        written, etag, size = 0, None, None
+        etag, size = None, None
         for attempt in range(STREAM_ATTEMPTS):
             ask: dict[str, Any] = {}
             if etag is not None:
-                ask = {"IfMatch": etag, "Range": f"bytes={written}-"}
-            if size == written and written:
-                return written  # whole already; nothing left to ask for
+                ask = {"IfMatch": etag, "Range": f"bytes={sink.written}-"}
+            if size == sink.written and sink.written:
+                return sink  # whole already; nothing left to ask for
             reply: dict[str, Any] = self._call("read", key, functools.partial(
-                self._client.get_object, Bucket=self.bucket, Key=full, **ask))
+                client.get_object, Bucket=self.bucket, Key=full, **ask))
             if etag is None:
                 etag, size = reply.get("ETag"), reply.get("ContentLength")
+                sink.begin(size)
             try:
                 with contextlib.closing(reply["Body"]) as body:
-                    while block := body.read(READ_BLOCK):
-                        target.write(block)
-                        written += len(block)
-                if size is not None and written != size:
-                    raise bexc.IncompleteReadError(actual_bytes=written, expected_bytes=size)
-                return written
+                    sink.fill(body)
+                if size is not None and sink.written != size:
+                    raise bexc.IncompleteReadError(actual_bytes=sink.written,
+                                                   expected_bytes=size)
+                return sink
             except _STREAM_ERRORS as exc:
                 if attempt + 1 >= STREAM_ATTEMPTS or etag is None:
                     raise self._error(exc, "read", key) from None
@@ -425,6 +448,8 @@ class S3Store(Store):
     def close(self) -> None:
         with contextlib.suppress(AttributeError, bexc.BotoCoreError):
             self._client.close()
+            if self._bulk.cache_info().currsize:  # type: ignore[attr-defined]
+                self._bulk().close()
 
     # -- conditional-write enforcement ----------------------------------------------
 
@@ -492,3 +517,51 @@ def _retried(reply: dict[str, Any]) -> bool:
 
 
 __all__ = ["S3Store", "parse_url"]
+
+
+class _FileSink:
+    """Writes a body to a file-like target, a block at a time."""
+
+    def __init__(self, target: BinaryIO) -> None:
+        self.target = target
+        self.written = 0
+
+    def begin(self, size: int | None) -> None:
+        pass
+
+    def fill(self, body: Any) -> None:
+        while block := body.read(READ_BLOCK):
+            self.target.write(block)
+            self.written += len(block)
+
+
+class _BufferSink:
+    """Reads a body into one buffer (the caller's when it is big enough), a
+    block at a time, each block where it belongs: nothing is joined or copied
+    again, and a reused buffer has no fresh pages to fault in."""
+
+    def __init__(self, buffer: bytearray | None) -> None:
+        self.buffer = buffer if buffer is not None else bytearray()
+        self.written = 0
+        self.size: int | None = None
+
+    def begin(self, size: int | None) -> None:
+        self.size = size
+        if size is not None and size > len(self.buffer):
+            self.buffer = bytearray(size)
+
+    def fill(self, body: Any) -> None:
+        if self.size is None:  # no length given (not S3's way): read it whole
+            self.buffer = bytearray(body.read())
+            self.written = len(self.buffer)
+            return
+        view = memoryview(self.buffer)
+        while self.written < self.size:
+            end = min(self.size, self.written + READ_BLOCK)
+            got = body.readinto(view[self.written:end])
+            if not got:
+                return  # broke off: the caller sees a short count
+            self.written += got
+
+
+_SinkT = TypeVar("_SinkT", _FileSink, _BufferSink)

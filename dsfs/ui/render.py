@@ -13,6 +13,7 @@ from typing import Any
 
 import jinja2
 
+from dsfs.store import external
 from dsfs.ui.svg import human_size
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -42,7 +43,10 @@ _env = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_env.filters.update(size=human_size, show=_show, mtime=_mtime, created=_created)
+# ``shown_url``: an external file's URL without its query string, which may
+# hold a signature (as in every message of dsfs)
+_env.filters.update(size=human_size, show=_show, mtime=_mtime, created=_created,
+                    shown_url=external.shown)
 
 
 def render(template: str, **context: Any) -> str:

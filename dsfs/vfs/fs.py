@@ -68,9 +68,11 @@ class ReadOnly(VfsError):
     """Any change to a read-only version."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Attr:
-    """The stat of one node."""
+    """The stat of one node: a value, never changed once made (not a frozen
+    dataclass: that costs four times as much to make, and a mount makes one
+    for nearly every request)."""
 
     ino: int
     mode: int

@@ -2,7 +2,8 @@
 baselines measured in the same run, in interleaved rounds (medians).
 
     python tests/benchmarks/bench_fuseloop.py [--only null,rsync,walk,read]
-        [--stats 20000] [--rsync-files 10000] [--walk-files 100000]
+        [--stats 5000] [--null-rounds 15] [--pin-cpu 0] [--compare NAME=DIR]
+        [--rsync-files 10000] [--walk-files 100000]
         [--read-files 2000] [--rounds 3] [--stock DIR] [--tmpfs-gib 6]
 
 "patched" is this venv's pyfuse3 (dsfs's patch), "stock" the released
@@ -12,9 +13,16 @@ VENV --stock DIR``; default ``<venv>/pyfuse3-stock``): today's figure.
 * ``null``: a stat(2) of the mount point of a file system that lets the
   kernel cache nothing (a GETATTR round trip each), in µs: a C libfuse
   low-level null file system compiled here (``nullfs_ll.c``, single-threaded
-  loop), and ``tests/pyfuse3_probe.py --null`` on patched and on stock
-  pyfuse3.  Aim: patched <= 1.3x C.  Also the best
-  round and the CPU time of client and server per round trip.
+  loop), and its Python twin ``tests/pyfuse3_probe.py --null`` (``NullFS``,
+  the same work per request) on patched and on stock pyfuse3 (and any
+  ``--compare NAME=DIR`` build).  --null-rounds rounds of --stats stats, a
+  new server process per round, the order rotated; each round measured in
+  two modes: ``spread`` (the scheduler places client and server: the aim's
+  figure) and ``pinned`` (both on --pin-cpu: no idle core to wake, so the
+  figure is the two sides' CPU work and context switches).  Aim: patched
+  <= 1.3x C (``null_patched_over_c``: spread, ratio of medians).  Also the
+  median of per-round ratios, the best rounds, and the CPU time of server
+  and client per round trip from the scheduler's account.
 * ``rsync``: ``rsync -a`` of --rsync-files files of 512 bytes into a native
   directory, into dsfs's writable overlay (patched and stock) and into
   fuse-overlayfs, all on one tmpfs (store, cache, overlay, upper layers,
@@ -118,46 +126,111 @@ def flavour(env: dict[str, str]) -> str:
 
 # -- null round trip ------------------------------------------------------------------
 
+def server_cpu_ns(pid: int) -> int:
+    """CPU nanoseconds all threads of a process have run so far, from the
+    scheduler's own account (exact, unlike the tick-sampled /proc/PID/stat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total
+
+
+def set_affinity(pid: int, cpus: set[int]) -> None:
+    """Move every thread of ``pid`` onto ``cpus``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task.name), cpus)
+
+
+def null_round(mnt: Path, pid: int, n: int) -> tuple[float, float, float]:
+    """``n`` stats of ``mnt``: µs per round trip of (wall, server CPU, client CPU)."""
+    for _ in range(200):  # both sides awake and in their loops
+        os.stat(mnt)
+    server = server_cpu_ns(pid)
+    client = time.thread_time_ns()
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        os.stat(mnt)
+    wall = time.perf_counter_ns() - start
+    client = time.thread_time_ns() - client
+    server = server_cpu_ns(pid) - server
+    return wall / n / 1e3, server / n / 1e3, client / n / 1e3
+
+
 def bench_null(args: argparse.Namespace, base: Path, results: dict) -> None:
+    """Interleaved rounds of ``--stats`` stats on each server, in two modes:
+    ``spread`` (the scheduler places client and server: the aim's figure, and
+    what a user sees; on an idle machine mostly the cost of waking an idle
+    core) and ``pinned`` (client and server on one CPU: no idle core to wake,
+    so the round trip is the CPU work of both sides plus two context
+    switches).  Same client, same rounds, same order rotation for every
+    server; per-round ratios (patched ÷ C in the same round) as well as
+    ratios of medians."""
     exe = base / "nullfs_ll"
     cflags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], check=True,
                             capture_output=True, text=True).stdout.split()
     subprocess.run(["cc", "-O2", str(HERE / "nullfs_ll.c"), *cflags, "-o", str(exe)],
                    check=True)
-    kinds = {
+    python = [sys.executable, str(PROBE), "--null"]
+    kinds: dict[str, tuple[list[str], dict[str, str]]] = {
         "c_libfuse": ([str(exe)], {}),
-        "pyfuse3_patched": ([sys.executable, str(PROBE), "--null"], {}),
-        "pyfuse3_stock": ([sys.executable, str(PROBE), "--null"], stock_env(args.stock)),
+        "pyfuse3_patched": (python, {}),
+        "pyfuse3_stock": (python, stock_env(args.stock)),
     }
-    runs: dict[str, list[float]] = {k: [] for k in kinds}
-    cpu: dict[str, list[float]] = {k: [] for k in kinds}
+    for name, path in (c.split("=", 1) for c in args.compare):
+        kinds[f"pyfuse3_{name}"] = (python, stock_env(Path(path)))
+    modes = {"spread": None, "pinned": {args.pin_cpu}}
+    everywhere = os.sched_getaffinity(0)
     n = args.stats
-
-    def stats(mnt: Path) -> None:
-        for _ in range(n):
-            os.stat(mnt)
-
-    for _ in range(args.rounds):
-        for kind, (cmd, env) in kinds.items():
-            mnt = base / f"null-{kind}"
-            with serving([*cmd, str(mnt)], mnt, env) as pid:
-                for _ in range(200):  # warm up
-                    os.stat(mnt)
-                wall, used = cpu_timed(lambda mnt=mnt: stats(mnt), pid)
-                runs[kind].append(wall / n * 1e6)
-                cpu[kind].append(used / n * 1e6)
-    med = {k: statistics.median(v) for k, v in runs.items()}
-    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
-    results["null_us_runs"] = runs
-    results["null_us"] = med
-    results["null_us_best"] = {k: min(v) for k, v in runs.items()}
-    # CPU of the client and the server per round trip (both sides' work, not waiting)
-    results["null_cpu_us"] = cpu_med
-    results["null_patched_over_c"] = med["pyfuse3_patched"] / med["c_libfuse"]
-    results["null_patched_over_c_best"] = (min(runs["pyfuse3_patched"])
-                                           / min(runs["c_libfuse"]))
-    results["null_patched_over_c_cpu"] = cpu_med["pyfuse3_patched"] / cpu_med["c_libfuse"]
-    results["null_stock_over_c"] = med["pyfuse3_stock"] / med["c_libfuse"]
+    out: dict[str, dict] = {}
+    names = list(kinds)
+    rows: dict[str, dict[str, list[tuple[float, float, float]]]] = {
+        m: {k: [] for k in names} for m in modes}
+    try:
+        for r in range(args.null_rounds):
+            # a new server process each round: one process's luck (its memory
+            # layout) moves its figure by up to 10 %, so rounds sample many
+            for kind in names[r % len(names):] + names[:r % len(names)]:
+                cmd, env = kinds[kind]
+                mnt = base / f"null-{kind}"
+                with serving([*cmd, str(mnt)], mnt, env) as pid:
+                    for mode, cpus in modes.items():
+                        target = cpus or everywhere
+                        set_affinity(pid, target)
+                        os.sched_setaffinity(0, target)
+                        rows[mode][kind].append(null_round(mnt, pid, n))
+                        set_affinity(pid, everywhere)
+                        os.sched_setaffinity(0, everywhere)
+    finally:
+        os.sched_setaffinity(0, everywhere)
+    for mode, by_kind in rows.items():
+        res: dict[str, object] = {}
+        for i, what in enumerate(("wall", "server_cpu", "client_cpu")):
+            res[f"{what}_us"] = {k: statistics.median(r[i] for r in v)
+                                 for k, v in by_kind.items()}
+        res["wall_us_best"] = {k: min(r[0] for r in v) for k, v in by_kind.items()}
+        res["wall_us_runs"] = {k: [round(r[0], 2) for r in v] for k, v in by_kind.items()}
+        c = by_kind["c_libfuse"]
+        for kind in names[1:]:
+            py = by_kind[kind]
+            short = kind.removeprefix("pyfuse3_")
+            res[f"{short}_over_c"] = {
+                "wall_median": res["wall_us"][kind] / res["wall_us"]["c_libfuse"],
+                "wall_median_of_round_ratios": statistics.median(
+                    p[0] / q[0] for p, q in zip(py, c, strict=True)),
+                "wall_best": res["wall_us_best"][kind] / res["wall_us_best"]["c_libfuse"],
+                "cpu_both_sides": ((res["server_cpu_us"][kind] + res["client_cpu_us"][kind])
+                                   / (res["server_cpu_us"]["c_libfuse"]
+                                      + res["client_cpu_us"]["c_libfuse"])),
+                "cpu_server": res["server_cpu_us"][kind] / res["server_cpu_us"]["c_libfuse"],
+            }
+        out[mode] = res
+    results["null_stats_per_round"] = n
+    results["null_rounds"] = args.null_rounds
+    results["null"] = out
+    # the aim: the wall round trip as the scheduler places things, patched ÷ C
+    results["null_patched_over_c"] = out["spread"]["patched_over_c"]["wall_median"]
 
 
 # -- rsync into the writable overlay ------------------------------------------------------
@@ -308,7 +381,13 @@ def bench_read(args: argparse.Namespace, base: Path, env: dict[str, str],
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="null,rsync,walk,read")
-    parser.add_argument("--stats", type=int, default=20_000)
+    parser.add_argument("--stats", type=int, default=5_000,
+                        help="stats per null round")
+    parser.add_argument("--null-rounds", type=int, default=15)
+    parser.add_argument("--pin-cpu", type=int, default=0,
+                        help="the CPU of the null section's pinned mode")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
+                        help="null section: also the pyfuse3 in DIR (first on PYTHONPATH)")
     parser.add_argument("--rsync-files", type=int, default=10_000)
     parser.add_argument("--walk-files", type=int, default=100_000)
     parser.add_argument("--read-files", type=int, default=2_000)

@@ -22,7 +22,8 @@ Two more modes measure what bounds any reader that fetches whole packs:
 the same workers) through the proxy, ``packs-direct`` the same straight from
 moto.  Each mode also reports the CPU seconds that moto, the proxy (this
 process), the mount and the workers spent: the machine has few cores, shared.
-``--profile DIR`` records them with py-spy (``DIR/<round>-<mode>-<role>.txt``,
+``--profile DIR`` records them with py-spy (``DIR/<round>-<mode>-<role>.txt``;
+the workers too in the fsspec mode, where they do the fetching;
 collapsed stacks; it slows every mode down, so take no ratios from it).
 Mind that moto reads a whole object to serve any range.
 """
@@ -135,7 +136,7 @@ def spy(out: Path, name: str, roles: dict[str, list[int]]) -> list[subprocess.Po
     return [subprocess.Popen([tool, "record", "-p", str(pid), "-r", "40", "--nonblocking",
                               "--threads", "-f", "raw", "-o", str(out / f"{name}-{role}{i}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for role, pids in roles.items() if role != "workers"
+            for role, pids in roles.items() if role != "workers" or name.endswith("fsspec")
             for i, pid in enumerate(pids)]
 
 
@@ -175,6 +176,9 @@ def bench(work: Path, s3: S3Bench, args: argparse.Namespace) -> None:
     data = len(files) * args.size_kib * 1024
     moto = next(pid for pid in children(os.getpid()) if b"s3_support" in
                 Path(f"/proc/{pid}/cmdline").read_bytes())
+    # The workers are forked from here with boto3 imported (s3bench): import
+    # dsfs's fsspec filesystem here too, so neither side's rounds pay imports.
+    from dsfs.fsspec import DsfsFileSystem  # noqa: F401
     pool = multiprocessing.get_context("fork").Pool(args.workers)
     workers = [p.pid for p in pool._pool]  # type: ignore[attr-defined]
     try:
