@@ -16,7 +16,8 @@ VENV --stock DIR``; default ``<venv>/pyfuse3-stock``): today's figure.
   loop), and its Python twin ``tests/pyfuse3_probe.py --null`` (``NullFS``,
   the same work per request) on patched and on stock pyfuse3 (and any
   ``--compare NAME=DIR`` build).  --null-rounds rounds of --stats stats, a
-  new server process per round, the order rotated; each round measured in
+  new server process per round (idle for --null-settle seconds first), the
+  order rotated; each round measured in
   two modes: ``spread`` (the scheduler places client and server: the aim's
   figure) and ``pinned`` (both on --pin-cpu: no idle core to wake, so the
   figure is the two sides' CPU work and context switches).  Aim: patched
@@ -195,6 +196,10 @@ def bench_null(args: argparse.Namespace, base: Path, results: dict) -> None:
                 cmd, env = kinds[kind]
                 mnt = base / f"null-{kind}"
                 with serving([*cmd, str(mnt)], mnt, env) as pid:
+                    # right after mounting, a Python server's round trips in
+                    # the spread mode took 80 µs for a while (seen at load 2,
+                    # cause not found): measure servers settled, C's as well
+                    time.sleep(args.null_settle)
                     for mode, cpus in modes.items():
                         target = cpus or everywhere
                         set_affinity(pid, target)
@@ -384,6 +389,8 @@ def main() -> None:
     parser.add_argument("--stats", type=int, default=5_000,
                         help="stats per null round")
     parser.add_argument("--null-rounds", type=int, default=15)
+    parser.add_argument("--null-settle", type=float, default=1.0,
+                        help="seconds each null server idles after mounting")
     parser.add_argument("--pin-cpu", type=int, default=0,
                         help="the CPU of the null section's pinned mode")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
