@@ -158,16 +158,10 @@ def _write_version(repo: Repository, header: Header, root: Path, reporter: Repor
                    read_only: bool, part: tuple[int, int] | None, reuse: bool) -> int:
     """Write the version's tree (or share ``part`` of it) below ``root``; with
     ``reuse``, hard-link what an earlier read-only copy holds.  Straight from
-    the manifest when the tree is one manifest, nothing can be reused and the
-    copy is writable (``dsfs.engine.streamcopy``), else from the tree index
-    (``write_tree``)."""
+    the manifest when the tree is one manifest and nothing can be reused
+    (``dsfs.engine.streamcopy``), else from the tree index (``write_tree``)."""
     earlier = _other_copies(repo, header.id) if reuse else {}
-    # Only for a writable copy: a read-only copy (plain `get`) streamed ran 5-8x
-    # slower than through the tree index on ext4 (39-58 s against 5-7 s for
-    # 200,000 files, most of it kernel time, cause not found), while on tmpfs
-    # it was 1.6x faster; the disk is what users have.
-    if (part is None and not earlier and not read_only
-            and streamcopy.can_stream(repo, header)):
+    if part is None and not earlier and streamcopy.can_stream(repo, header):
         try:
             return streamcopy.write_version(repo, header, root, reporter, read_only)
         except streamcopy.NotStreamable:

@@ -13,6 +13,22 @@ files need, and writes the files in batches of consecutive paths
 before anything is written).  Symlinks, and the modes and times of
 directories, are set by the command at the end, as ``write_tree`` does.
 
+The directories the manifest lists are made first, by the command, before
+any file (``_make_listed_dirs``: one more pass over the decompressed
+manifest, decoding only the lines of directories), as ``write_tree`` makes
+a directory's subdirectories before its files.  Where a directory is made
+decides where its files' inodes go.  On ext4, a directory made when its
+first file comes lands at the allocation front; after a big tree was
+deleted (a copy replaced, a cache pruned) that front runs through the
+inodes just freed, and ext4 without a journal scans past every inode freed
+in the last seconds (minutes while its inode-table block is unwritten) for
+each new file.  Made that way, a read-only copy of 200,000 files right
+after another was deleted took 39-58 s, mostly kernel time, against 5-7 s
+through the tree index (20,000 files: 5-7 s against 1.3-2 s; the kernel
+profile was ext4's ``recently_deleted``); with its directories made first
+it is as fast as through the index.  Directories the manifest does not list
+(implied by a path) are still made by the writers.
+
 Only a manifest in the plain form that ``close`` writes is streamed: each
 path once, no removals, nothing below a file or a symlink.  Anything else
 (a path listed twice — the last one wins —, a removal, an entry below a
@@ -99,9 +115,11 @@ def write_version(repo: Repository, header: Header, root: Path, reporter: Report
     root.mkdir(parents=True, exist_ok=True)
     prefix = os.fsencode(root) + b"/"
     settings = copywriter.new_settings(repo.store, read_only, str(repo.cache.chunk_dir))
+    made: list[bytes] = []
+    # before the pool: forked writers inherit the directories known to exist
+    _make_listed_dirs(repo, header, settings, prefix, made)
     pool = copywriter.Pool(settings, int(header.stats.get("files", 0)))
     pending: deque[Future[BlockDone]] = deque()
-    made: list[bytes] = []
     dir_attrs: dict[bytes, tuple[int, int]] = {}
     links: dict[bytes, tuple[bytes, int]] = {}
     count = 0
@@ -142,6 +160,48 @@ def write_version(repo: Repository, header: Header, root: Path, reporter: Report
         os.chmod(prefix + path, (mode & 0o7777) | 0o700)
         os.utime(prefix + path, ns=(mtime, mtime))
     return count
+
+
+#: A directory line's kind as ``close`` writes it (``json.dumps`` with
+#: compact separators; quotes in a name are escaped, so only the key matches).
+#: A directory written otherwise is made by a writer, as an unlisted one is.
+_DIR_KIND = b'"t":"d"'
+
+
+def _make_listed_dirs(repo: Repository, header: Header, settings: Settings, prefix: bytes,
+                      made: list[bytes]) -> None:
+    """Make every directory the manifest lists, and those above it, in
+    manifest order, before any file is written (see the module docstring);
+    each is added to ``settings.dirs`` and ``made``."""
+    with repo.open_manifest(header.id) as source:
+        for block in raw.iter_line_blocks(source):
+            lines = _dir_lines(block)
+            if not lines:
+                continue
+            try:
+                for e in raw.decode_lines(lines):
+                    if e.t != "d":
+                        continue
+                    path = raw.quick_path(e).encode("utf-8", "surrogateescape")
+                    if len(path.rpartition(b"/")[2]) > MAX_NAME_BYTES:
+                        raise NotStreamable("a name is too long for the tree index")
+                    _make_dirs(settings, prefix, path, made)
+            except (IntegrityError, UnicodeEncodeError) as exc:
+                raise NotStreamable(str(exc)) from None
+
+
+def _dir_lines(block: bytes) -> bytes:
+    """The lines of ``block`` (whole manifest lines) that hold a directory."""
+    found = []
+    find, rfind = block.find, block.rfind
+    at = find(_DIR_KIND)
+    while at >= 0:
+        end = find(b"\n", at)
+        if end < 0:
+            end = len(block)
+        found.append(block[rfind(b"\n", 0, at) + 1:end])
+        at = find(_DIR_KIND, end)
+    return b"\n".join(found)
 
 
 # -- in the writers ------------------------------------------------------------------
