@@ -22,6 +22,7 @@ import ctypes
 import json
 import os
 import secrets
+import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -42,6 +43,22 @@ def syncfs(path: Path) -> None:
             os.sync()
     finally:
         os.close(fd)
+
+
+_statfs = getattr(_libc, "statfs", None)
+#: ``f_type`` of file systems kept in memory (tmpfs, ramfs; linux/magic.h).
+_IN_MEMORY = {0x01021994, 0x858458F6}
+
+
+def in_memory(path: Path) -> bool:
+    """Whether ``path`` (which exists) lies on a file system kept in memory,
+    where how files are laid out costs nothing; False when unknown."""
+    if _statfs is None or not sys.platform.startswith("linux"):
+        return False
+    buf = ctypes.create_string_buffer(256)  # struct statfs; f_type comes first
+    if _statfs(os.fsencode(path), buf) != 0:
+        return False
+    return ctypes.c_long.from_buffer(buf).value in _IN_MEMORY
 
 
 _sync_file_range = getattr(_libc, "sync_file_range", None)

@@ -23,6 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dsfs import fsutil
 from dsfs.engine import copywriter, materialize, streamcopy, treewalk, versions
 from dsfs.errors import DsfsError, StoreError
 from dsfs.format import manifest as mf
@@ -273,6 +274,7 @@ def test_listed_directories_are_made_before_any_file(tmp_path: Path,
     dirs = sorted(os.path.relpath(d, tmp_path / "src")
                   for d, _subdirs, _files in os.walk(tmp_path / "src"))[1:]
     repo = Repository(open_store(str(tmp_path / "store")), tmp_path / "fresh-cache")
+    monkeypatch.setattr(fsutil, "in_memory", lambda _path: False)  # a tmp_path on tmpfs
     monkeypatch.setattr(copywriter, "PARALLEL_MIN_FILES", 10**9)  # write in this process
     monkeypatch.setattr(streamcopy, "BLOCK_BYTES", 4096)  # many blocks
     seen: list[list[str]] = []
@@ -290,3 +292,18 @@ def test_listed_directories_are_made_before_any_file(tmp_path: Path,
     assert len(seen) > 3
     assert seen == [[]] * len(seen), "a listed directory was made after a file"
     assert _snapshot(copy).keys() == _snapshot(tmp_path / "src").keys()
+
+
+def test_in_memory_tells_a_tmpfs_from_other_file_systems(tmp_path: Path) -> None:
+    """The pass above is skipped on tmpfs only: ``in_memory`` must know one."""
+    mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+    kinds = {fields[1]: fields[2] for fields in mounts if len(fields) > 2}
+    tmpfs = [point for point in ("/dev/shm", "/run", "/tmp") if kinds.get(point) == "tmpfs"]
+    disk = [point for point in ("/", "/tmp", "/home")
+            if kinds.get(point) in ("ext4", "ext3", "xfs", "btrfs")]
+    if not tmpfs or not disk:
+        pytest.skip("needs a tmpfs and a disk file system mounted")
+    assert fsutil.in_memory(Path(tmpfs[0]))
+    assert not fsutil.in_memory(Path(disk[0]))
+    assert not fsutil.in_memory(Path("/proc"))
+    assert not fsutil.in_memory(tmp_path / "missing")  # unknown: not in memory

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -178,3 +179,19 @@ def test_local_store_default_path(tmp_path: Path) -> None:
     assert cache.fetch_pack(store, ChunkRef(entry.chunk_id, pid, entry.offset,
                                             entry.length)) == len(blob)
     assert cache.read(entry.chunk_id) == data
+
+
+def test_forked_child_starts_with_an_empty_pool() -> None:
+    """A lock held by a parent's thread at the fork must not hang the child."""
+    from dsfs.cache.buffers import BufferPool
+
+    pool = BufferPool(keep=2)
+    pool.give(bytearray(1024))
+    with pool._lock:  # as if a fetch thread were inside the pool at the fork
+        pid = os.fork()
+        if pid == 0:  # the child: must neither hang nor see the parent's buffers
+            signal.alarm(10)  # a child stuck on the inherited lock dies of it
+            os._exit(0 if pool.take() is None else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert pool.held == 1024

@@ -7,13 +7,28 @@ as much CPU as receiving the bytes.  So the buffers of finished fetches are
 kept and handed to the next ones: at most ``keep`` of them (one per fetch
 that may run at once), and none once no fetch has used the pool for
 ``idle`` seconds, so a reader that has finished its shuffled epoch does not
-go on holding them.  Pure memory bookkeeping: no I/O.
+go on holding them.  Pure memory bookkeeping: no I/O.  A forked child
+starts with empty pools and fresh locks (a parent's thread may have held
+one at the fork).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
+
+_pools: weakref.WeakSet[BufferPool] = weakref.WeakSet()
+
+
+def _reset_in_child() -> None:
+    for pool in list(_pools):
+        pool._lock = threading.Lock()
+        pool._free = []
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
 
 
 class BufferPool:
@@ -25,6 +40,7 @@ class BufferPool:
         self._free: list[bytearray] = []
         self._used = time.monotonic()
         self._lock = threading.Lock()
+        _pools.add(self)
 
     def take(self) -> bytearray | None:
         """A free buffer (the largest), or None: the reader allocates one."""
