@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tree_snapshot import snapshot
 
 from dsfs.engine import copywriter, materialize, versions
 from dsfs.errors import StoreError
@@ -32,24 +32,6 @@ def _many(root: Path, size: int = 64) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(i.to_bytes(4, "little") * (size // 4))
     return root
-
-
-def _snapshot(root: Path) -> dict[bytes, tuple]:
-    out: dict[bytes, tuple] = {}
-    base = os.fsencode(root)
-    for dirpath, dirnames, filenames in os.walk(base):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            st_ = os.lstat(path)
-            rel = os.path.relpath(path, base)
-            if stat.S_ISLNK(st_.st_mode):
-                out[rel] = ("link", os.readlink(path))
-            elif stat.S_ISDIR(st_.st_mode):
-                out[rel] = ("dir",)
-            else:
-                with open(path, "rb") as f:
-                    out[rel] = ("file", f.read(), stat.S_IMODE(st_.st_mode), st_.st_mtime_ns)
-    return out
 
 
 _name = st.one_of(st.sampled_from([b"a", b"b", b"c.txt", b"d d"]),
@@ -97,10 +79,10 @@ def test_worker_copies_are_exact(tmp_path_factory: pytest.TempPathFactory,
     monkeypatch.setattr(copywriter, "BATCH_BYTES", 20_000)
     monkeypatch.setattr(copywriter, "BATCH_FILES", 3)
     copy = materialize.mutable_copy(repo, header, str(base / "copy"))
-    assert _snapshot(copy) == _snapshot(src)
+    assert snapshot(copy, dir_attributes=False) == snapshot(src, dir_attributes=False)
     ro = materialize.local_copy(repo, header)
-    got = _snapshot(ro)
-    for rel, want in _snapshot(src).items():
+    got = snapshot(ro, dir_attributes=False)
+    for rel, want in snapshot(src, dir_attributes=False).items():
         if want[0] == "file":
             data, mode, mtime = want[1:]
             assert got[rel] == ("file", data, mode & ~0o222, mtime)
@@ -166,7 +148,8 @@ def test_ctrl_c_stops_the_workers_and_removes_the_copy(tmp_path: Path, dsfs_env:
     _out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0, err
     assert "Traceback" not in err.decode()
-    if target.exists() and _snapshot(target) == _snapshot(tmp_path / "src"):
+    if target.exists() and (snapshot(target, dir_attributes=False)
+                            == snapshot(tmp_path / "src", dir_attributes=False)):
         # the signal came after the last file was written (the poll above walks
         # a growing tree, so on a fast run the copy can end meanwhile): a whole
         # copy is allowed to stay; a partial one never is

@@ -15,13 +15,13 @@ first file.
 from __future__ import annotations
 
 import os
-import stat
 import uuid
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tree_snapshot import snapshot
 
 from dsfs import fsutil
 from dsfs.engine import copywriter, materialize, streamcopy, treewalk, versions
@@ -76,23 +76,6 @@ def _add_oddity(ops: list, odd: str, i: int, where: int) -> None:
     ops.insert(where % (len(ops) + 1), new)
 
 
-def _snapshot(root: Path) -> dict[str, tuple]:
-    out: dict[str, tuple] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            st_ = os.lstat(path)
-            rel = os.path.relpath(path, root)
-            if stat.S_ISLNK(st_.st_mode):
-                out[rel] = ("link", os.readlink(path))
-            elif stat.S_ISDIR(st_.st_mode):
-                out[rel] = ("dir", stat.S_IMODE(st_.st_mode), st_.st_mtime_ns)
-            else:
-                with open(path, "rb") as f:
-                    out[rel] = ("file", f.read(), stat.S_IMODE(st_.st_mode), st_.st_mtime_ns)
-    return out
-
-
 def _templates(repo: Repository, base: Path) -> list[Entry]:
     """Four files with real chunks in the store, for hand-made entries to point at."""
     src = base / "content"
@@ -135,13 +118,13 @@ def _copy(repo: Repository, header: Header, target: Path, read_only: bool = Fals
             assert not copies.exists() or list(copies.iterdir()) == [], (
                 "a failed copy left files behind")
             return ("error", type(exc).__name__)
-        return ("ok", _snapshot(copy))
+        return ("ok", snapshot(copy))
     try:
         materialize.mutable_copy(repo, header, str(target))
     except DsfsError as exc:
         assert not target.exists(), "a failed copy left files behind"
         return ("error", type(exc).__name__)
-    return ("ok", _snapshot(target))
+    return ("ok", snapshot(target))
 
 
 @settings(max_examples=25, deadline=None,
@@ -225,9 +208,9 @@ def test_a_first_version_is_streamed_without_a_tree_index(tmp_path: Path) -> Non
     copy = materialize.mutable_copy(repo, header, str(tmp_path / "copy"))
     ro = materialize.local_copy(repo, header)
     assert repo.cache.index.tree_version(bytes.fromhex(header.id)) is None  # not indexed
-    want = _snapshot(tmp_path / "src")
-    assert _snapshot(copy) == want
-    got = _snapshot(ro)
+    want = snapshot(tmp_path / "src")
+    assert snapshot(copy) == want
+    got = snapshot(ro)
     assert got.keys() == want.keys()
     for rel, (kind, *rest) in want.items():
         if kind == "file":
@@ -291,7 +274,7 @@ def test_listed_directories_are_made_before_any_file(tmp_path: Path,
     assert repo.cache.index.tree_version(bytes.fromhex(header.id)) is None  # it streamed
     assert len(seen) > 3
     assert seen == [[]] * len(seen), "a listed directory was made after a file"
-    assert _snapshot(copy).keys() == _snapshot(tmp_path / "src").keys()
+    assert snapshot(copy).keys() == snapshot(tmp_path / "src").keys()
 
 
 def test_in_memory_tells_a_tmpfs_from_other_file_systems(tmp_path: Path) -> None:
