@@ -59,6 +59,7 @@ from dsfs.errors import (
 )
 from dsfs.store.base import ObjectInfo, Store
 from dsfs.store.s3common import backoff, parse_url, reply_error, scrub
+from dsfs.store.s3sinks import BufferSink, FileSink, SinkT
 from dsfs.store.s3upload import Payload, multipart, same_bytes
 
 T = TypeVar("T")
@@ -73,8 +74,6 @@ MULTIPART_THREADS = 4
 DEFAULT_MAX_ATTEMPTS = 8
 #: Attempts of a read whose body breaks off mid-stream (botocore gives up at once).
 STREAM_ATTEMPTS = 6
-#: Bytes of a response body read at a time by ``get_into``.
-READ_BLOCK = 1024 * 1024
 
 #: Key of the probe objects that check conditional writes are enforced.
 PROBE_PREFIX = ".dsfs-probe/"
@@ -239,7 +238,7 @@ class S3Store(Store):
     def get_into(self, key: str, target: BinaryIO) -> int:
         """Streamed a block at a time; a body that breaks off is re-requested
         from where it stopped, pinned to the same object (``IfMatch``)."""
-        return self._resumable_get(key, _FileSink(target), self._client).written
+        return self._resumable_get(key, FileSink(target), self._client).written
 
     def get_buffered(self, key: str, buffer: bytearray | None = None) -> memoryview:
         """Read straight into ``buffer`` (or new memory when it is too small) a
@@ -248,10 +247,10 @@ class S3Store(Store):
         checks the contents against their digests)."""
         with _bulk_lock:
             client = self._bulk()
-        sink = self._resumable_get(key, _BufferSink(buffer), client)
+        sink = self._resumable_get(key, BufferSink(buffer), client)
         return memoryview(sink.buffer)[:sink.written]
 
-    def _resumable_get(self, key: str, sink: _SinkT, client: Any) -> _SinkT:
+    def _resumable_get(self, key: str, sink: SinkT, client: Any) -> SinkT:
         """GET ``key`` into ``sink``; a body that breaks off is re-requested from
         where it stopped, pinned to the same object (``IfMatch``)."""
         full = self._key(key)
@@ -517,51 +516,3 @@ def _retried(reply: dict[str, Any]) -> bool:
 
 
 __all__ = ["S3Store", "parse_url"]
-
-
-class _FileSink:
-    """Writes a body to a file-like target, a block at a time."""
-
-    def __init__(self, target: BinaryIO) -> None:
-        self.target = target
-        self.written = 0
-
-    def begin(self, size: int | None) -> None:
-        pass
-
-    def fill(self, body: Any) -> None:
-        while block := body.read(READ_BLOCK):
-            self.target.write(block)
-            self.written += len(block)
-
-
-class _BufferSink:
-    """Reads a body into one buffer (the caller's when it is big enough), a
-    block at a time, each block where it belongs: nothing is joined or copied
-    again, and a reused buffer has no fresh pages to fault in."""
-
-    def __init__(self, buffer: bytearray | None) -> None:
-        self.buffer = buffer if buffer is not None else bytearray()
-        self.written = 0
-        self.size: int | None = None
-
-    def begin(self, size: int | None) -> None:
-        self.size = size
-        if size is not None and size > len(self.buffer):
-            self.buffer = bytearray(size)
-
-    def fill(self, body: Any) -> None:
-        if self.size is None:  # no length given (not S3's way): read it whole
-            self.buffer = bytearray(body.read())
-            self.written = len(self.buffer)
-            return
-        view = memoryview(self.buffer)
-        while self.written < self.size:
-            end = min(self.size, self.written + READ_BLOCK)
-            got = body.readinto(view[self.written:end])
-            if not got:
-                return  # broke off: the caller sees a short count
-            self.written += got
-
-
-_SinkT = TypeVar("_SinkT", _FileSink, _BufferSink)
