@@ -127,22 +127,31 @@ def race(store: str, work: Path, rounds: int, seed: int = 0, deleter: bool = Fal
                                       f"own/w{i}-r{rnd}.bin": rng.randbytes(10_000)})
                 mode = "sync" if i % 2 == 0 else "close"
                 # With deletes, writers upload slowly, so that deletes land
-                # while a writer builds on the version they take.
+                # while a writer builds on the version they take, and write
+                # their manifest slowly: the shared lock is then held for a
+                # second or more, long enough for the deleter to see it.
                 env = _machine(work / f"m{i}", store,
-                               **({"DSFS_FAULTS": "put_if_absent:packs/:slow:*"}
+                               **({"DSFS_FAULTS": "put_if_absent:packs/:slow:*;"
+                                                  "put_if_absent:versions/:slow:*"}
                                   if deleter else {}))
                 procs.append((mode, subprocess.Popen(
                     _writer_command(mode, folder, f"w{i}"), env=env,
                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)))
-            # The donor goes while the writers are busy reusing its chunks.
-            time.sleep(rng.uniform(0.3, 1.2))
-            versions.delete(donor_repo, made["donor"])
+            # The deleter starts with the writers: once a delete (the donor's
+            # or its own) waits for the exclusive lock, writers that hold a
+            # shared one finish and publish before any delete goes through,
+            # so a deleter started after the donor's delete can find nothing
+            # left to race (on a fast machine every writer holds its lock by
+            # then).
             writers_done = threading.Event()
             deleting = threading.Thread(target=_delete_newest, args=(
                 store, work / "deleter-cache", random.Random(rng.random()), earlier, deletes,
                 writers_done))
             if deleter:
                 deleting.start()
+            # The donor goes while the writers are busy reusing its chunks.
+            time.sleep(rng.uniform(0.3, 1.2))
+            versions.delete(donor_repo, made["donor"])
             for mode, proc in procs:
                 out, err = proc.communicate(timeout=600)
                 outcomes.append((mode, proc.returncode, out, err))
