@@ -1,12 +1,32 @@
-"""``dsfs.flight.SingleFlight``: one computation per key, shared by its callers."""
+"""``dsfs.flight.SingleFlight``: one computation per key, shared by its callers.
+
+The tests order their tasks with sleeps, so they run on trio's virtual clock
+(``run`` below): time moves only when every task waits, straight to the next
+deadline, so a task that sleeps 0.01 s always wakes before one that sleeps
+0.05 s.  On the real clock a busy machine that stalls this process for 50 ms
+wakes both in one batch, in either order (trio shuffles a batch), and a test
+could see a flight already over where it expects it in the air.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import pytest
 
 trio = pytest.importorskip("trio", reason="trio is not installed")
 
+from trio.testing import MockClock  # noqa: E402
+
 from dsfs.flight import SingleFlight  # noqa: E402
+
+T = TypeVar("T")
+
+
+def run(main: Callable[[], Awaitable[T]]) -> T:
+    """``trio.run`` on a virtual clock that jumps to the next deadline at once."""
+    return trio.run(main, clock=MockClock(autojump_threshold=0))
 
 
 class Boom(Exception):
@@ -33,7 +53,7 @@ def test_overlapping_callers_share_one_run() -> None:
         assert "k" not in flights and len(flights) == 0
         results.append(await flights.run("k", compute))  # a later caller runs it again
 
-    trio.run(main)
+    run(main)
     assert calls == [1, 1]
     assert results == ["value"] * 6
 
@@ -60,7 +80,7 @@ def test_different_keys_run_concurrently() -> None:
             assert sorted(flights) == [1, 2]  # both in flight at once
         return sorted(out)
 
-    assert trio.run(main) == [10, 20]
+    assert run(main) == [10, 20]
     assert sorted(started) == [1, 2]
 
 
@@ -86,7 +106,7 @@ def test_an_exception_is_shared_by_the_waiters() -> None:
                 nursery.start_soon(caller)
         assert "k" not in flights
 
-    trio.run(main)
+    run(main)
     assert calls == [1]
     assert len(errors) == 4 and all(str(e) == "store down" for e in errors)
 
@@ -121,7 +141,7 @@ def test_join_raises_the_leaders_failure_and_lead_covers_several_keys() -> None:
             nursery.start_soon(waiter, "b")
         assert len(flights) == 0
 
-    trio.run(main)
+    run(main)
     assert sorted(seen) == ["a", "b"]
 
 
@@ -155,7 +175,7 @@ def test_a_cancelled_leader_does_not_cancel_its_waiters() -> None:
             leader_scope.cancel()
         assert len(flights) == 0
 
-    trio.run(main)
+    run(main)
     assert calls == ["leader", "waiter"]
     assert results == ["waiter"]
 
@@ -181,6 +201,6 @@ def test_join_after_a_cancelled_leader_says_try_again() -> None:
             await trio.sleep(0.01)
             scope.cancel()
 
-    trio.run(main)
+    run(main)
     assert answers == [True]
     assert "k" not in flights
