@@ -128,10 +128,12 @@ def test_real_tools_then_commit(dataset: dict, tmp_path: Path) -> None:
     with mounted(dataset["env"], dataset["id"], mnt, "--writable", "--overlay", "tools"):
         start = time.monotonic()
         script(mnt, commands)
-        script(expected, commands)
         editor_save(mnt / "keep" / "edited.txt", "saved\n")
+        on_mount = time.monotonic() - start
+        start = time.monotonic()
+        script(expected, commands)
         editor_save(expected / "keep" / "edited.txt", "saved\n")
-        elapsed = time.monotonic() - start
+        natively = time.monotonic() - start
         status = json.loads(dsfs(dataset, "status", "--json", str(mnt)).stdout)
         added = {e["path"] for e in status["added"]}
         removed = {e["path"] for e in status["removed"]}
@@ -148,7 +150,9 @@ def test_real_tools_then_commit(dataset: dict, tmp_path: Path) -> None:
         fsck = subprocess.run(["git", "-C", str(mnt / "repo"), "fsck", "--no-progress"],
                               capture_output=True, text=True)
         assert fsck.returncode == 0, fsck.stderr
-    assert elapsed < 60
+    # nothing on the mount waits for a timeout: the same tools natively, timed
+    # beside it under the same load, bound it (a fixed bound fails on a busy machine)
+    assert on_mount < 30 + 20 * natively, (on_mount, natively)
     check_child(dataset, child, expected, "tools", "index")
     paths = {p for p, _k in delta_paths(dataset, child)}
     assert not any(p.startswith(("keep/same", "large.bin", "link")) for p in paths)
@@ -313,7 +317,14 @@ def test_a_commit_waiting_for_gc_leaves_the_mount_writable(dataset: dict) -> Non
                                       env={**os.environ, **dataset["env"]},
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                       text=True)
-            time.sleep(2)  # the commit has asked the mount and waits for the lock
+            # the commit has asked the mount, which waits for the lock and says so
+            # (a fixed sleep could end before a busy machine got that far)
+            log = mnt.parent / f"{mnt.name}.stderr"
+            deadline = time.monotonic() + 120
+            while "waiting for an exclusive lock held by test gc" not in log.read_text():
+                assert commit.poll() is None, commit.communicate()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.05)
             assert commit.poll() is None, commit.communicate()
             write = [sys.executable, "-c",
                      f"open({str(mnt / 'during.txt')!r}, 'w').write('during')"]
