@@ -112,7 +112,7 @@ def test_umount_busy_then_lazy(dataset: dict, tmp_path: Path) -> None:
             run(env, "umount", "--lazy", str(mp), check=True)
             assert not is_mounted(mp)
             assert held.read() == (dataset["src"] / "exec.sh").read_bytes()
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
             time.sleep(0.05)
         assert not os.path.exists(f"/proc/{pid}")
@@ -129,7 +129,7 @@ def test_killed_mount_is_cleaned_by_umount(dataset: dict, tmp_path: Path) -> Non
     try:
         pid = mount_row(env, mp)["pid"]
         os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
             time.sleep(0.05)
         with pytest.raises(OSError) as info:
@@ -156,5 +156,5 @@ def test_umount_of_something_else(dataset: dict, tmp_path: Path) -> None:
 def test_sigterm_unmounts_cleanly(dataset: dict, tmp_path: Path) -> None:
     with mounted(dataset["env"], dataset["id"], tmp_path / "m") as proc:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        assert proc.wait(timeout=60) == 0
         assert not is_mounted(tmp_path / "m")

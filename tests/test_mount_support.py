@@ -85,7 +85,7 @@ def assert_clean_log(text: str) -> None:
 
 @contextlib.contextmanager
 def mounted(env: dict[str, str], ref: str, mountpoint: Path, *extra: str,
-            timeout: float = 30, check_log: bool = True) -> Iterator[subprocess.Popen]:
+            timeout: float = 120, check_log: bool = True) -> Iterator[subprocess.Popen]:
     mountpoint.mkdir(parents=True, exist_ok=True)
     log_file = mountpoint.parent / f"{mountpoint.name}.stderr"
     with open(log_file, "wb") as err:
@@ -104,7 +104,7 @@ def mounted(env: dict[str, str], ref: str, mountpoint: Path, *extra: str,
     finally:
         force_unmount(mountpoint)
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.terminate()
             try:

@@ -332,7 +332,7 @@ def test_a_commit_waiting_for_gc_leaves_the_mount_writable(dataset: dict) -> Non
             # in the daemon) until the lock goes: wait for it, then let gc end
             writer = subprocess.Popen(write)
             with contextlib.suppress(subprocess.TimeoutExpired):
-                writer.wait(timeout=20)
+                writer.wait(timeout=120)  # blocked at the gate it never returns
             wrote_at_once = writer.returncode == 0
             commit_still_waiting = commit.poll() is None
         writer.wait(timeout=120)

@@ -59,7 +59,7 @@ class Traced:
         self.proc = subprocess.Popen(
             ["strace", "-f", "-qq", "-y", "-o", str(log), "-e", "trace=fsync,fdatasync,syncfs",
              "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         # strace writes nothing until a call: wait until it has attached
         while not self._attached(pid):
             assert time.monotonic() < deadline, "strace did not attach"

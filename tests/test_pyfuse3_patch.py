@@ -66,7 +66,7 @@ def probe(tmp_path: Path, *options: str) -> Iterator[Probe]:
         proc = subprocess.Popen([sys.executable, PROBE, str(mnt), *options],
                                 stdout=out, stderr=out)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while not is_mounted(mnt):
             assert proc.poll() is None, err.read_text()
             assert time.monotonic() < deadline, "the probe did not mount"
@@ -135,7 +135,7 @@ def test_an_exception_that_is_no_fuse_error_ends_main(tmp_path: Path, name: str)
     proc = subprocess.Popen([sys.executable, PROBE, str(mnt)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while not is_mounted(mnt):
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.02)
