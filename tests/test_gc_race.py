@@ -350,7 +350,11 @@ def test_a_crashed_writer_blocks_gc_only_until_its_lock_is_stale(
     _seed_version(store, tmp_path)
     big = tmp_path / "big"
     _write_files(big, {"f.bin": os.urandom(100_000)})
-    writer_env = _machine(tmp_path / "w", store, DSFS_LOCK_STALE_SECONDS="3")
+    # Stale after 6 s: the check "blocked while fresh" below has 4 s at least
+    # (less one refresh interval, 1 s, and the store's mtime granularity, 1 s)
+    # between the kill and gc's look, which a busy machine needs (it had 1.5 s
+    # with 3 s); how long staleness takes is waited for, not slept.
+    writer_env = _machine(tmp_path / "w", store, DSFS_LOCK_STALE_SECONDS="6")
     # A writer that stalls while it holds its lock (in the packer's last upload),
     # then dies there with SIGKILL: nothing of it can clean up.
     stall = ("import sys, time; from dsfs.engine import packer; "
@@ -361,25 +365,35 @@ def test_a_crashed_writer_blocks_gc_only_until_its_lock_is_stale(
              "main()")
     writer = subprocess.Popen([sys.executable, "-c", stall], env=writer_env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    from dsfs.engine import gc
+    from dsfs.errors import ConflictError
+    from dsfs.repository import Repository
     from dsfs.store import open_store
 
     seen = open_store(store)
+    repo = Repository.open(store, str(tmp_path / "gc-cache"))
     deadline = time.monotonic() + 60
     while not list(seen.list("locks/")):  # it holds its shared lock: kill it there
         assert writer.poll() is None and time.monotonic() < deadline
         time.sleep(0.02)
     writer.kill()
     writer.wait()
+    killed = time.monotonic()
     assert [i.key for i in seen.list("locks/")], "the killed writer left its lock"
-    from dsfs.engine import gc
-    from dsfs.errors import ConflictError
-    from dsfs.repository import Repository
-
-    repo = Repository.open(store, str(tmp_path / "gc-cache"))
     with pytest.raises(ConflictError, match="in use"):  # at once: the lock is fresh
         gc.collect(repo, grace_seconds=0, wait_seconds=0)
+    # the lock is stale 6 s (its own timeout) after its last refresh: gc gets
+    # through then, not before
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            gc.collect(repo, grace_seconds=0, wait_seconds=0)
+            break
+        except ConflictError:
+            assert time.monotonic() < deadline, "the dead writer's lock never went stale"
+            time.sleep(0.2)
+    assert time.monotonic() - killed >= 3
     repo.store.close()
-    time.sleep(4.5)  # the lock is stale 3 s (its own timeout) after its last refresh
     env = _machine(tmp_path / "gc", store)
     done = _run(["gc", "--grace", "0", "--wait", "0"], env)
     assert done.returncode == 0, done.stderr
