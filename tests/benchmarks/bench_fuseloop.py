@@ -40,7 +40,9 @@ VENV --stock DIR``; default ``<venv>/pyfuse3-stock``): today's figure.
   tree.  Aim: >= 0.8x native.
 * ``read``: every one of --read-files 64 KiB files read with Python's
   ``open().read()`` on a fresh read-only mount (a new mount each round: the
-  kernel's caches are cold, dsfs's chunk cache warm), patched against stock.
+  kernel's caches are cold, dsfs's chunk cache warm), patched against stock,
+  spread (the aim's figure) and pinned (reader and server on --pin-cpu:
+  ``read_pinned_...``), with the CPU seconds of reader and server.
   Aim: >= 1.5x stock.
 
 Run as root (tmpfs, mounts).  Prints one JSON object with the load average
@@ -387,24 +389,47 @@ def bench_read(args: argparse.Namespace, base: Path, env: dict[str, str],
                    check=True, capture_output=True)
     subprocess.run([DSFS, "prefetch", "bench/read"], env=env, check=True,
                    capture_output=True)
-    runs: dict[str, list[float]] = {"dsfs_patched": [], "dsfs_stock": []}
+    kinds = {"dsfs_patched": {}, "dsfs_stock": stock_env(args.stock)}
+    everywhere = os.sched_getaffinity(0)
+    modes = {"spread": everywhere, "pinned": {args.pin_cpu}}
+    runs = {m: {k: [] for k in kinds} for m in modes}
+    cpu = {m: {k: [] for k in kinds} for m in modes}
     total = args.read_files * 64 * 1024
     for r in range(args.rounds):
-        for kind, extra in (("dsfs_patched", {}), ("dsfs_stock", stock_env(args.stock))):
+        for kind, extra in kinds.items():
             mnt = base / f"read-{kind}-{r}"
             with mounted([DSFS, "mount", "--foreground", "bench/read", str(mnt)], mnt,
                          {**env, **extra}):
                 read_all(mnt)  # the first pass verifies the chunks once per process
-            with mounted([DSFS, "mount", "--foreground", "bench/read", str(mnt)], mnt,
-                         {**env, **extra}):
-                seconds = timed(lambda mnt=mnt: read_all(mnt))
-            runs[kind].append(seconds)
-    med = {k: statistics.median(v) for k, v in runs.items()}
+            for mode, cpus in modes.items():
+                # a new mount each time: the kernel's caches are cold
+                with serving([DSFS, "mount", "--foreground", "bench/read", str(mnt)], mnt,
+                             {**env, **extra}) as pid:
+                    set_affinity(pid, cpus)
+                    os.sched_setaffinity(0, cpus)
+                    try:
+                        server, client = server_cpu_ns(pid), time.thread_time()
+                        seconds = timed(lambda mnt=mnt: read_all(mnt))
+                        used = (server_cpu_ns(pid) - server) / 1e9 + time.thread_time() - client
+                    finally:
+                        os.sched_setaffinity(0, everywhere)
+                runs[mode][kind].append(seconds)
+                cpu[mode][kind].append(used)
     results["read_files"] = args.read_files
-    results["read_s_runs"] = runs
-    results["read_s"] = med
-    results["read_mib_s"] = {k: total / v / 2**20 for k, v in med.items()}
-    results["read_patched_over_stock_speed"] = med["dsfs_stock"] / med["dsfs_patched"]
+    for mode in modes:
+        # spread: the aim's figure; pinned: reader and server on --pin-cpu (CPU work,
+        # no idle vCPU to wake per request)
+        key = "read" if mode == "spread" else f"read_{mode}"
+        med = {k: statistics.median(v) for k, v in runs[mode].items()}
+        cpu_med = {k: statistics.median(v) for k, v in cpu[mode].items()}
+        results[f"{key}_s_runs"] = runs[mode]
+        results[f"{key}_s"] = med
+        results[f"{key}_mib_s"] = {k: total / v / 2**20 for k, v in med.items()}
+        # CPU seconds of the reading thread and the server
+        results[f"{key}_cpu_s_runs"] = cpu[mode]
+        results[f"{key}_cpu_s"] = cpu_med
+        results[f"{key}_patched_over_stock_speed"] = med["dsfs_stock"] / med["dsfs_patched"]
+        results[f"{key}_patched_over_stock_cpu"] = cpu_med["dsfs_stock"] / cpu_med["dsfs_patched"]
 
 
 def main() -> None:
@@ -416,7 +441,7 @@ def main() -> None:
     parser.add_argument("--null-settle", type=float, default=1.0,
                         help="seconds each null server idles after mounting")
     parser.add_argument("--pin-cpu", type=int, default=0,
-                        help="the CPU of the null and rsync sections' pinned mode")
+                        help="the CPU of the pinned modes (null, rsync, read)")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
                         help="null section: also the pyfuse3 in DIR (first on PYTHONPATH)")
     parser.add_argument("--rsync-files", type=int, default=10_000)
