@@ -239,6 +239,9 @@ def bench(work: Path, s3: S3Bench, args: argparse.Namespace) -> None:
                       + (f" (+{extra:.1f} s to mount)" if mode == "mount" else "")
                       + (f" (of which {extra:.1f} s median set-up per worker: resolve, index)"
                          if mode == "fsspec" else ""), flush=True)
+                if mode in ("mount", "fsspec"):
+                    print("      GETs by kind: " + ", ".join(
+                        f"{kind} {n}" for kind, n in t.kinds.most_common()), flush=True)
     finally:
         pool.terminate()
 
