@@ -140,12 +140,15 @@ def mount_pid(mountpoint: Path) -> int | None:
     return None
 
 
-def spy(out: Path, name: str, roles: dict[str, list[int]]) -> list[subprocess.Popen]:
-    """py-spy recording each role's processes until interrupted."""
+def spy(out: Path, name: str, roles: dict[str, list[int]], gil: bool = False
+        ) -> list[subprocess.Popen]:
+    """py-spy recording each role's processes until interrupted (``gil``: only
+    the samples of the thread holding the GIL)."""
     out.mkdir(parents=True, exist_ok=True)
     tool = str(Path(sys.executable).with_name("py-spy"))
     return [subprocess.Popen([tool, "record", "-p", str(pid), "-r", "40", "--nonblocking",
-                              "--threads", "-f", "raw", "-o", str(out / f"{name}-{role}{i}.txt")],
+                              "--threads", *(["--gil"] if gil else []), "-f", "raw",
+                              "-o", str(out / f"{name}-{role}{i}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for role, pids in roles.items() if role != "workers" or "fsspec" in name
             for i, pid in enumerate(pids)]
@@ -160,6 +163,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--modes", default="mount,fsspec,fsspec-each,packs")
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="with --profile: only samples that hold the GIL")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dsfs-bench-training-"))
     try:
@@ -218,7 +223,7 @@ def bench(work: Path, s3: S3Bench, args: argparse.Namespace) -> None:
                          "mount": [mounted] if mounted else []}
                 before_cpu = {r: sum(cpu_seconds(p) for p in pids) for r, pids in roles.items()}
                 spies = [] if args.profile is None else spy(args.profile, f"{round_}-{mode}",
-                                                            roles)
+                                                            roles, args.profile_gil)
                 before = s3.traffic()
                 started = time.perf_counter()
                 try:
