@@ -74,6 +74,9 @@ class ProxyStats:
     bytes_down: int = 0  # reply bodies sent to clients
     pack_gets: int = 0  # GETs of pack objects (the data reads of a mount)
     pack_bytes_down: int = 0  # reply bodies of those GETs
+    #: GETs by what they asked for: the path's first segment under the store
+    #: (``packs``, ``versions`` ...), ``list`` for a listing, ``other``.
+    gets_by_kind: Counter[str] = field(default_factory=Counter)
 
 
 class FaultProxy:
@@ -174,6 +177,22 @@ class FaultProxy:
         self.stop()
 
 
+def get_kind(path: str) -> str:
+    """What a GET of ``path`` (``/BUCKET/KEY?QUERY``) asked for: ``list`` for a
+    listing, else the segment of the key before its last two (``packs`` for
+    ``PREFIX/packs/ab/abcd...``, ``versions`` for ``PREFIX/versions/ID``: the
+    key's last segment is the object's name, and a 2-hex-digit fan-out folder
+    before it is skipped)."""
+    key, _, query = path.partition("?")
+    parts = [p for p in key.split("/") if p][1:]  # the bucket dropped
+    if not parts or "list-type" in query or "prefix=" in query:
+        return "list"
+    folders = parts[:-1]
+    if folders and len(folders[-1]) == 2 and len(folders) > 1:
+        folders = folders[:-1]  # a fan-out folder
+    return folders[-1] if folders else "other"
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: FaultProxy
     protocol_version = "HTTP/1.1"  # keep-alive, as botocore expects
@@ -223,6 +242,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _count_down(self, sent: int, first: bool) -> None:
         with self.owner._lock:
             self.owner.stats.bytes_down += sent
+            if self.command == "GET" and first:
+                self.owner.stats.gets_by_kind[get_kind(self.path)] += 1
             if self.command == "GET" and "/packs/" in self.path:
                 self.owner.stats.pack_gets += first
                 self.owner.stats.pack_bytes_down += sent

@@ -115,6 +115,42 @@ def test_a_version_by_id_and_the_latest(version: dict[str, bytes]) -> None:
     assert fs.cat("vision/cats/labels.csv") == version["labels.csv"]
 
 
+def test_forked_workers_read_the_version_their_parent_named(version: dict[str, bytes],
+                                                           tmp_path: Path) -> None:
+    """A data loader's workers (forked) keep the versions their main process
+    resolved: a "latest" REF names the same version in every worker, even
+    once a newer one is published, and is not resolved against the store
+    again; a new filesystem of the parent's own process does resolve it."""
+    fs = DsfsFileSystem(skip_instance_cache=True)
+    named = fs.info("vision/cats")["version_id"]
+    src = tmp_path / "newer"
+    src.mkdir()
+    (src / "labels.csv").write_bytes(b"newer\n")
+    newer = Dataset.create("vision", "cats", dataset_version="1.0.2")
+    newer.add_files(str(src))
+    newer.finalize()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            worker = DsfsFileSystem(skip_instance_cache=True)  # a worker's own
+            seen = worker.info("vision/cats")["version_id"]
+            same = worker.cat("vision/cats/labels.csv") == version["labels.csv"]
+            os.write(write, f"{seen} {same}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    answer = os.read(read, 200).decode()
+    os.close(read)
+    assert answer == f"{named} True"
+    again = DsfsFileSystem(skip_instance_cache=True)
+    assert again.info("vision/cats")["version_id"] != named
+    assert again.cat("vision/cats/labels.csv") == b"newer\n"
+    fs.close()
+    again.close()
+
+
 def test_writes_and_missing_paths_are_refused_clearly(version: dict[str, bytes]) -> None:
     fs = fsspec.filesystem("dsfs")
     attempts = [

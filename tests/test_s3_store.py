@@ -9,6 +9,7 @@ tests need moto and are skipped against a real S3 (``DSFS_TEST_S3_URL``).
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -82,6 +83,42 @@ def test_prefixes_do_not_see_each_other(bucket: str) -> None:
     client = make_client()
     keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket)["Contents"])
     assert keys == ["a/x", "ab/x"]
+
+
+def test_stores_share_the_parsed_service_model_but_not_their_settings(
+        moto_endpoint: str, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One botocore data loader per process: S3's model is parsed once, not
+    per store (nor per client), and a forked child keeps its parent's; each
+    store still resolves its own endpoint, credentials and settings."""
+    first = open_store(f"s3://{bucket}/a")
+    first.put("x", b"1")
+    loader = first._client._loader
+    assert first._bulk()._loader is loader  # the pack-reading client too
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIADSFSOTHERKEY0002")
+    other = s3.S3Store(bucket, "a")
+    assert other._client._loader is loader
+    assert other._endpoint == "http://127.0.0.1:9" and first._endpoint == moto_endpoint
+    assert "AKIADSFSOTHERKEY0002" in other._secrets and DUMMY_KEY_ID in first._secrets
+    # boto3 adds its data folder to the loader of every session it makes: once
+    paths = loader.search_paths
+    assert len(paths) == len(set(paths))
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+            mine = s3.S3Store(bucket, "a")
+            ok = mine._client._loader is loader and mine.get("x") == b"1"
+            os.write(write, b"ok" if ok else b"no")
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    assert os.read(read, 2) == b"ok"
+    os.close(read)
+    first.close()
+    other.close()
 
 
 # -- conditional writes --------------------------------------------------------------

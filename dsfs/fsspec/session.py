@@ -8,6 +8,11 @@ so a "latest" REF keeps naming the version it named first.
 
 A forked child (a data loader's worker) must not use its parent's LMDB
 environment or store connections: ``Sessions.get`` makes each process its own.
+It does keep what its parent resolved: a REF its parent (or the parent's
+parent) had resolved names the same version in the child, without asking the
+store again (``_resolved``).  So the workers of a loader read the version
+their main process named, even if a newer one is published meanwhile, and
+start without three GETs each (store config, claim, tags).
 """
 
 from __future__ import annotations
@@ -34,6 +39,13 @@ from dsfs.store.base import Store
 from dsfs.vfs import ROOT_INO, Attr, NoEntry, OpenFile, VersionFS, open_tree_source
 
 _ID_TEXT = re.compile(r"^[0-9a-fA-F]{6,32}$")
+
+#: The versions the sessions of this process resolved, and those of the
+#: processes it was forked from: {store URL: {REF as written: (pid, header)}}.
+#: Only entries of another pid (an ancestor's) are taken without resolving: in
+#: one process each session resolves its REFs itself.  Plain data, no lock, so
+#: a fork copies it safely.
+_resolved: dict[str, dict[str, tuple[int, Header]]] = {}
 
 
 def split_path(path: str) -> tuple[str, Ref, str]:
@@ -84,7 +96,8 @@ class Version:
 class Session:
     """The repository, versions and reader of one process."""
 
-    def __init__(self, store: str | None, cache_dir: str | None) -> None:
+    def __init__(self, store: str, cache_dir: str | None) -> None:
+        self.store_url = store
         self.repo = Repository.open(store, cache_dir)
         self.catalog = Catalog(self.repo)
         self.limit = cachectl.default_limit()
@@ -111,7 +124,13 @@ class Session:
             found = self._versions.get(ref_text)
             if found is not None:
                 return found
-        header = self.catalog.resolve(ref)
+        known = _resolved.setdefault(self.store_url, {})
+        inherited = known.get(ref_text)
+        if inherited is not None and inherited[0] != os.getpid():
+            header = inherited[1]  # as the parent process resolved it
+        else:
+            header = self.catalog.resolve(ref)
+            known[ref_text] = (os.getpid(), header)
         vfs = VersionFS(open_tree_source(self.repo, header))
         with self._lock:
             found = self._versions.setdefault(ref_text, Version(ref_text, header, vfs))

@@ -30,7 +30,12 @@ Every error leaving this module is one of the typed store errors of
 matching message text), whose message names the operation and key and has
 known credentials removed.
 One boto3 client is shared by all threads (clients are thread-safe; the
-session is used only in the constructor).
+session is used only in the constructor).  Every store has a session of its
+own (credentials, region, endpoint and retry settings are resolved per
+store), but the sessions of a process share one botocore data loader
+(``shared_loader``): parsing S3's service model and endpoint rules costs more
+CPU than anything else in making a client (about 50 ms a store here), and a
+forked child (a data loader's worker) inherits its parent's parsed models.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from typing import Any, BinaryIO, TypeVar
 
 import boto3
 import botocore.exceptions as bexc
+import botocore.loaders
 import botocore.session
 from botocore.config import Config
 
@@ -85,6 +91,9 @@ _checked_endpoints: dict[tuple[str, str], bool] = {}
 _checked_lock = threading.Lock()
 #: Guards the first making of a store's client for ``get_buffered``.
 _bulk_lock = threading.Lock()
+#: botocore data loaders by data path (``AWS_DATA_PATH``; None: the default),
+#: shared by the sessions of this process (``shared_loader``).
+_loaders: dict[str | None, Any] = {}
 
 # Errors while reading a response body: the request itself succeeded, so
 # botocore does not retry them.
@@ -118,7 +127,9 @@ class S3Store(Store):
         self._secrets: list[str] = []
         try:
             core = botocore.session.get_session()
-            session = session or boto3.session.Session(botocore_session=core)
+            if session is None:
+                session = boto3.session.Session(botocore_session=shared_loader(core))
+                _dedupe_search_paths(core)
             config = self._client_config(core)
             self._client = client or session.client("s3", config=config)
             # made at the first ``get_buffered`` (most commands never read a pack)
@@ -493,6 +504,30 @@ class S3Store(Store):
                     "Ceph RGW, R2)"
                 )
             _checked_endpoints[ident] = True
+
+
+def shared_loader(core: botocore.session.Session) -> botocore.session.Session:
+    """``core`` with the process's data loader for its data path in place of a
+    new one of its own.  A loader holds parsed JSON only (service models,
+    endpoint rules; no credentials, connections or locks), each file parsed
+    once and never changed, so sessions and threads may share it and a forked
+    child may go on using its parent's.  A race makes two loaders and keeps
+    one (no lock: none can be held across a fork)."""
+    path = core.get_config_variable("data_path")
+    loader = _loaders.get(path)
+    if loader is None:
+        loader = _loaders.setdefault(path, botocore.loaders.create_loader(path))
+    core.register_component("data_loader", loader)
+    return core
+
+
+def _dedupe_search_paths(core: botocore.session.Session) -> None:
+    """boto3 appends its own data folder to the loader's search path for
+    every session it makes; with one loader per process that would grow
+    without end."""
+    paths = core.get_component("data_loader").search_paths
+    if len(paths) != len(set(paths)):
+        paths[:] = list(dict.fromkeys(paths))
 
 
 class _PreconditionFailed(Exception):

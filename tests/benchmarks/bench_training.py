@@ -4,7 +4,8 @@ processes, through a mount and through ``dsfs://``, against boto3.
 Run by hand (not part of the test command):
 
     .venv/bin/python tests/benchmarks/bench_training.py [--files 10000] [--size-kib 64]
-        [--workers 8] [--repeat 1] [--seed 1] [--modes mount,fsspec,packs,packs-direct]
+        [--workers 8] [--repeat 1] [--seed 1]
+        [--modes mount,fsspec,fsspec-each,packs,packs-direct]
 
 A version of ``--files`` files of ``--size-kib`` (in 100 directories) is
 stored in S3 on moto; the same files are also stored as one object each.
@@ -13,7 +14,17 @@ alike): boto3 reads every object (one GET a file), then each mode reads with
 an empty cache.  The order is one seeded shuffle of all the files, dealt
 round-robin to ``--workers`` processes, each reading its files one after
 another.  All traffic goes through the counting proxy (tests/fault_proxy.py
-with no faults), which reports GETs and bytes.
+with no faults), which reports GETs (by kind) and bytes.
+
+``mount`` reads through a mount made before the round (its time to mount is
+reported, not counted).  ``fsspec`` is a data loader's pattern: the main
+process opens the version through ``dsfs://`` (resolves it, indexes its
+tree: reported, not counted, like the mount), then forks the workers, which
+read through ``dsfs://`` filesystems of their own.  ``fsspec-each`` has
+every worker open the version on its own, forked before (counted: each
+resolves the version, three GETs, and waits for the tree index).  The boto3
+workers are forked from a process that made a boto3 client, as a loader's
+would be; the ``fsspec`` ones from one that opened dsfs's S3 store.
 Aims: >= 3x boto3's speed, GETs <= files / 20, bytes fetched <= 1.2x the
 data.
 
@@ -129,14 +140,17 @@ def mount_pid(mountpoint: Path) -> int | None:
     return None
 
 
-def spy(out: Path, name: str, roles: dict[str, list[int]]) -> list[subprocess.Popen]:
-    """py-spy recording each role's processes until interrupted."""
+def spy(out: Path, name: str, roles: dict[str, list[int]], gil: bool = False
+        ) -> list[subprocess.Popen]:
+    """py-spy recording each role's processes until interrupted (``gil``: only
+    the samples of the thread holding the GIL)."""
     out.mkdir(parents=True, exist_ok=True)
     tool = str(Path(sys.executable).with_name("py-spy"))
     return [subprocess.Popen([tool, "record", "-p", str(pid), "-r", "40", "--nonblocking",
-                              "--threads", "-f", "raw", "-o", str(out / f"{name}-{role}{i}.txt")],
+                              "--threads", *(["--gil"] if gil else []), "-f", "raw",
+                              "-o", str(out / f"{name}-{role}{i}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for role, pids in roles.items() if role != "workers" or name.endswith("fsspec")
+            for role, pids in roles.items() if role != "workers" or "fsspec" in name
             for i, pid in enumerate(pids)]
 
 
@@ -147,8 +161,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--modes", default="mount,fsspec,packs")
+    parser.add_argument("--modes", default="mount,fsspec,fsspec-each,packs")
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("--profile-gil", action="store_true",
+                        help="with --profile: only samples that hold the GIL")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dsfs-bench-training-"))
     try:
@@ -178,9 +194,8 @@ def bench(work: Path, s3: S3Bench, args: argparse.Namespace) -> None:
                 Path(f"/proc/{pid}/cmdline").read_bytes())
     # The workers are forked from here with boto3 imported (s3bench): import
     # dsfs's fsspec filesystem here too, so neither side's rounds pay imports.
-    from dsfs.fsspec import DsfsFileSystem  # noqa: F401
+    from dsfs.fsspec import DsfsFileSystem
     pool = multiprocessing.get_context("fork").Pool(args.workers)
-    workers = [p.pid for p in pool._pool]  # type: ignore[attr-defined]
     try:
         for round_ in range(args.repeat):
             for mode in modes:
@@ -189,17 +204,26 @@ def bench(work: Path, s3: S3Bench, args: argparse.Namespace) -> None:
                 extra = 0.0
                 mnt = work / f"mnt-{round_}"
                 mounted = None
+                opened, readers = None, pool
+                if mode == "fsspec":  # the main process opens the version, then forks
+                    started = time.perf_counter()
+                    opened = DsfsFileSystem(skip_instance_cache=True, store=renv["DSFS_STORE"],
+                                            cache_dir=renv["DSFS_CACHE_DIR"])
+                    opened.info(version)
+                    extra = time.perf_counter() - started
+                    readers = multiprocessing.get_context("fork").Pool(args.workers)
                 if mode == "mount":
                     mnt.mkdir()
                     started = time.perf_counter()
                     run(renv, "mount", version, str(mnt))
                     extra = time.perf_counter() - started
                     mounted = mount_pid(mnt)
-                roles = {"moto": [moto], "proxy": [os.getpid()], "workers": workers,
+                roles = {"moto": [moto], "proxy": [os.getpid()],
+                         "workers": [p.pid for p in readers._pool],  # type: ignore[attr-defined]
                          "mount": [mounted] if mounted else []}
                 before_cpu = {r: sum(cpu_seconds(p) for p in pids) for r, pids in roles.items()}
                 spies = [] if args.profile is None else spy(args.profile, f"{round_}-{mode}",
-                                                            roles)
+                                                            roles, args.profile_gil)
                 before = s3.traffic()
                 started = time.perf_counter()
                 try:
@@ -207,9 +231,14 @@ def bench(work: Path, s3: S3Bench, args: argparse.Namespace) -> None:
                         total = sum(pool.map(read_objects, [(s3.proxy.url, s) for s in plain]))
                     elif mode == "mount":
                         total = sum(pool.map(read_mounted, [(str(mnt), s) for s in shares]))
-                    elif mode == "fsspec":
-                        total = sum(pool.map(read_fsspec, [(renv, version, s) for s in shares]))
-                        extra = statistics.median(SETUP.get() for _ in shares)
+                    elif mode in ("fsspec", "fsspec-each"):
+                        total = sum(readers.map(read_fsspec,
+                                                [(renv, version, s) for s in shares]))
+                        if mode == "fsspec-each":
+                            extra = statistics.median(SETUP.get() for _ in shares)
+                        else:
+                            for _ in shares:
+                                SETUP.get()
                     elif mode in ("packs", "packs-direct"):
                         url = s3.proxy.url if mode == "packs" else s3.endpoint
                         total = sum(pool.map(read_objects, [(url, s) for s in pack_shares]))
@@ -224,6 +253,9 @@ def bench(work: Path, s3: S3Bench, args: argparse.Namespace) -> None:
                         proc.wait()
                     if mode == "mount":
                         run(renv, "umount", str(mnt))
+                    if opened is not None:
+                        readers.terminate()
+                        opened.close()
                 if mode.startswith("packs"):
                     data_here = total  # the packs' bytes: data plus their indexes
                 else:
@@ -238,7 +270,12 @@ def bench(work: Path, s3: S3Bench, args: argparse.Namespace) -> None:
                       f"{data_here / took / 2**20:.0f} MiB/s; CPU s: {used}"
                       + (f" (+{extra:.1f} s to mount)" if mode == "mount" else "")
                       + (f" (of which {extra:.1f} s median set-up per worker: resolve, index)"
+                         if mode == "fsspec-each" else "")
+                      + (f" (+{extra:.1f} s to open the version in the main process)"
                          if mode == "fsspec" else ""), flush=True)
+                if mode in ("mount", "fsspec", "fsspec-each"):
+                    print("      GETs by kind: " + ", ".join(
+                        f"{kind} {n}" for kind, n in t.kinds.most_common()), flush=True)
     finally:
         pool.terminate()
 

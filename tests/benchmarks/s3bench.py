@@ -13,10 +13,11 @@ import os
 import random
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: helpers
@@ -63,10 +64,12 @@ class Traffic:
     gets: int
     bytes_down: int
     pack_gets: int
+    #: GETs by kind (``fault_proxy.get_kind``: packs, versions, list ...).
+    kinds: Counter[str] = field(default_factory=Counter)
 
     def __sub__(self, other: Traffic) -> Traffic:
         return Traffic(self.gets - other.gets, self.bytes_down - other.bytes_down,
-                       self.pack_gets - other.pack_gets)
+                       self.pack_gets - other.pack_gets, self.kinds - other.kinds)
 
 
 @dataclass
@@ -80,7 +83,8 @@ class S3Bench:
 
     def traffic(self) -> Traffic:
         stats = self.proxy.stats
-        return Traffic(stats.methods["GET"], stats.bytes_down, stats.pack_gets)
+        return Traffic(stats.methods["GET"], stats.bytes_down, stats.pack_gets,
+                       Counter(stats.gets_by_kind))
 
     def sync(self, src: Path, name: str, cache: Path) -> str:
         """Store ``src`` as a version (project ``bench``); its id."""
