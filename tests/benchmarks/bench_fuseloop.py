@@ -30,13 +30,19 @@ VENV --stock DIR``; default ``<venv>/pyfuse3-stock``): today's figure.
   sources), each round into a new directory.  Aims: dsfs >= 0.2x native and
   faster than fuse-overlayfs.  Also CPU seconds of rsync plus the server
   (``rsync_cpu_s``; ``..._over_native_cpu`` is native's over each's), which
-  a busy machine disturbs less than wall time.
+  a busy machine disturbs less than wall time.  Each round runs every kind
+  twice: spread (the aims' figures, ``rsync_...``) and pinned (rsync's
+  processes and the server on --pin-cpu, ``rsync_pinned_...``): on an idle
+  VM every request of a spread run may wake a halted vCPU, so the spread
+  figure swings with the machine's idleness, the pinned one is CPU work.
 * ``walk``: ``os.walk`` + ``lstat`` of --walk-files files (100 directories)
   on a read-only mount, warm (after one untimed walk), against the native
   tree.  Aim: >= 0.8x native.
 * ``read``: every one of --read-files 64 KiB files read with Python's
   ``open().read()`` on a fresh read-only mount (a new mount each round: the
-  kernel's caches are cold, dsfs's chunk cache warm), patched against stock.
+  kernel's caches are cold, dsfs's chunk cache warm), patched against stock,
+  spread (the aim's figure) and pinned (reader and server on --pin-cpu:
+  ``read_pinned_...``), with the CPU seconds of reader and server.
   Aim: >= 1.5x stock.
 
 Run as root (tmpfs, mounts).  Prints one JSON object with the load average
@@ -259,17 +265,29 @@ def bench_rsync(args: argparse.Namespace, base: Path, env: dict[str, str],
     for d in (lower, upper, work):
         d.mkdir()
 
-    def rsync(target: Path, server: int | None) -> tuple[float, float]:
-        return cpu_timed(lambda: subprocess.run(["rsync", "-a", f"{src}/", f"{target}/"],
-                                                check=True), server)
+    def rsync(target: Path, server: int | None, cpus: set[int]) -> tuple[float, float]:
+        # rsync's three processes inherit this process's CPUs, the server is moved
+        if server is not None:
+            set_affinity(server, cpus)
+        os.sched_setaffinity(0, cpus)
+        try:
+            return cpu_timed(lambda: subprocess.run(
+                ["rsync", "-a", f"{src}/", f"{target}/"], check=True), server)
+        finally:
+            os.sched_setaffinity(0, everywhere)
+            if server is not None:
+                set_affinity(server, everywhere)
 
     overlayfs = shutil.which("fuse-overlayfs")
-    runs: dict[str, list[float]] = {"native": [], "dsfs_patched": [], "dsfs_stock": []}
+    kinds = ["native", "dsfs_patched", "dsfs_stock"]
     if overlayfs:
-        runs["fuse_overlayfs"] = []
+        kinds.append("fuse_overlayfs")
     else:
         print("fuse-overlayfs is not installed: that baseline is skipped", file=sys.stderr)
-    cpu: dict[str, list[float]] = {k: [] for k in runs}
+    everywhere = os.sched_getaffinity(0)
+    modes = {"spread": everywhere, "pinned": {args.pin_cpu}}
+    runs = {m: {k: [] for k in kinds} for m in modes}
+    cpu = {m: {k: [] for k in kinds} for m in modes}
     with contextlib.ExitStack() as stack:
         mnts: dict[str, Path] = {}
         pids: dict[str, int | None] = {"native": None}
@@ -285,23 +303,31 @@ def bench_rsync(args: argparse.Namespace, base: Path, env: dict[str, str],
                 [overlayfs, "-f", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}",
                  str(mnt)], mnt))
         for r in range(args.rounds):
-            for kind in runs:
-                target = (base / f"native-{r}") if kind == "native" else mnts[kind] / f"in{r}"
-                wall, used = rsync(target, pids[kind])
-                runs[kind].append(wall)
-                cpu[kind].append(used)
-    med = {k: statistics.median(v) for k, v in runs.items()}
-    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+            for mode, cpus in modes.items():
+                for kind in kinds:
+                    name = f"{mode}-{r}"
+                    target = (base / f"native-{name}") if kind == "native" \
+                        else mnts[kind] / f"in-{name}"
+                    wall, used = rsync(target, pids[kind], cpus)
+                    runs[mode][kind].append(wall)
+                    cpu[mode][kind].append(used)
     results["rsync_files"] = args.rsync_files
-    results["rsync_s_runs"] = runs
-    results["rsync_s"] = med
-    # CPU seconds of rsync and the file system's server (none for native)
-    results["rsync_cpu_s_runs"] = cpu
-    results["rsync_cpu_s"] = cpu_med
-    for kind in runs:
-        if kind != "native":
-            results[f"rsync_{kind}_over_native_speed"] = med["native"] / med[kind]
-            results[f"rsync_{kind}_over_native_cpu"] = cpu_med["native"] / cpu_med[kind]
+    for mode in modes:
+        # "spread": the scheduler places rsync and the server (the aims' figure);
+        # "pinned": all of them on --pin-cpu, so no request waits for an idle
+        # CPU to wake up and the time is the CPU work of both sides
+        key = "rsync" if mode == "spread" else f"rsync_{mode}"
+        med = {k: statistics.median(v) for k, v in runs[mode].items()}
+        cpu_med = {k: statistics.median(v) for k, v in cpu[mode].items()}
+        results[f"{key}_s_runs"] = runs[mode]
+        results[f"{key}_s"] = med
+        # CPU seconds of rsync and the file system's server (none for native)
+        results[f"{key}_cpu_s_runs"] = cpu[mode]
+        results[f"{key}_cpu_s"] = cpu_med
+        for kind in kinds:
+            if kind != "native":
+                results[f"{key}_{kind}_over_native_speed"] = med["native"] / med[kind]
+                results[f"{key}_{kind}_over_native_cpu"] = cpu_med["native"] / cpu_med[kind]
 
 
 # -- warm walk of a read-only mount ----------------------------------------------------
@@ -363,24 +389,47 @@ def bench_read(args: argparse.Namespace, base: Path, env: dict[str, str],
                    check=True, capture_output=True)
     subprocess.run([DSFS, "prefetch", "bench/read"], env=env, check=True,
                    capture_output=True)
-    runs: dict[str, list[float]] = {"dsfs_patched": [], "dsfs_stock": []}
+    kinds = {"dsfs_patched": {}, "dsfs_stock": stock_env(args.stock)}
+    everywhere = os.sched_getaffinity(0)
+    modes = {"spread": everywhere, "pinned": {args.pin_cpu}}
+    runs = {m: {k: [] for k in kinds} for m in modes}
+    cpu = {m: {k: [] for k in kinds} for m in modes}
     total = args.read_files * 64 * 1024
     for r in range(args.rounds):
-        for kind, extra in (("dsfs_patched", {}), ("dsfs_stock", stock_env(args.stock))):
+        for kind, extra in kinds.items():
             mnt = base / f"read-{kind}-{r}"
             with mounted([DSFS, "mount", "--foreground", "bench/read", str(mnt)], mnt,
                          {**env, **extra}):
                 read_all(mnt)  # the first pass verifies the chunks once per process
-            with mounted([DSFS, "mount", "--foreground", "bench/read", str(mnt)], mnt,
-                         {**env, **extra}):
-                seconds = timed(lambda mnt=mnt: read_all(mnt))
-            runs[kind].append(seconds)
-    med = {k: statistics.median(v) for k, v in runs.items()}
+            for mode, cpus in modes.items():
+                # a new mount each time: the kernel's caches are cold
+                with serving([DSFS, "mount", "--foreground", "bench/read", str(mnt)], mnt,
+                             {**env, **extra}) as pid:
+                    set_affinity(pid, cpus)
+                    os.sched_setaffinity(0, cpus)
+                    try:
+                        server, client = server_cpu_ns(pid), time.thread_time()
+                        seconds = timed(lambda mnt=mnt: read_all(mnt))
+                        used = (server_cpu_ns(pid) - server) / 1e9 + time.thread_time() - client
+                    finally:
+                        os.sched_setaffinity(0, everywhere)
+                runs[mode][kind].append(seconds)
+                cpu[mode][kind].append(used)
     results["read_files"] = args.read_files
-    results["read_s_runs"] = runs
-    results["read_s"] = med
-    results["read_mib_s"] = {k: total / v / 2**20 for k, v in med.items()}
-    results["read_patched_over_stock_speed"] = med["dsfs_stock"] / med["dsfs_patched"]
+    for mode in modes:
+        # spread: the aim's figure; pinned: reader and server on --pin-cpu (CPU work,
+        # no idle vCPU to wake per request)
+        key = "read" if mode == "spread" else f"read_{mode}"
+        med = {k: statistics.median(v) for k, v in runs[mode].items()}
+        cpu_med = {k: statistics.median(v) for k, v in cpu[mode].items()}
+        results[f"{key}_s_runs"] = runs[mode]
+        results[f"{key}_s"] = med
+        results[f"{key}_mib_s"] = {k: total / v / 2**20 for k, v in med.items()}
+        # CPU seconds of the reading thread and the server
+        results[f"{key}_cpu_s_runs"] = cpu[mode]
+        results[f"{key}_cpu_s"] = cpu_med
+        results[f"{key}_patched_over_stock_speed"] = med["dsfs_stock"] / med["dsfs_patched"]
+        results[f"{key}_patched_over_stock_cpu"] = cpu_med["dsfs_stock"] / cpu_med["dsfs_patched"]
 
 
 def main() -> None:
@@ -392,7 +441,7 @@ def main() -> None:
     parser.add_argument("--null-settle", type=float, default=1.0,
                         help="seconds each null server idles after mounting")
     parser.add_argument("--pin-cpu", type=int, default=0,
-                        help="the CPU of the null section's pinned mode")
+                        help="the CPU of the pinned modes (null, rsync, read)")
     parser.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
                         help="null section: also the pyfuse3 in DIR (first on PYTHONPATH)")
     parser.add_argument("--rsync-files", type=int, default=10_000)
