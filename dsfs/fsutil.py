@@ -13,16 +13,22 @@ so a reader sees the old file or the new one, never part of one.  Its
   fsync; a crash may lose the file, which is fetched or derived again.
 
 On failure the temporary file is removed and the ``OSError`` re-raised.
+
+``taking_turns`` lets processes that would all do the same work at once (a
+loader's workers starting together) take turns on a lock file, so the first
+does it and the others find it done.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import secrets
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -164,3 +170,21 @@ def write_json_atomic(path: Path, value: Any, *, durable: bool = True) -> None:
     signature of the overlay's former helper of the same name)."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     write_atomic(path, text, durable=durable)
+
+
+@contextlib.contextmanager
+def taking_turns(locks: Path, name: str) -> Iterator[None]:
+    """An exclusive lock on ``locks/name`` across processes (and threads) for
+    the duration; if the lock file cannot be made, no lock: nothing worse than
+    doing the work twice."""
+    try:
+        locks.mkdir(parents=True, exist_ok=True)
+        fd = os.open(locks / name, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -24,7 +24,7 @@ from dsfs.format import manifest as mf
 from dsfs.format.digest import digest_hex
 from dsfs.format.pack import TRAILER_SIZE, index_span, pack_id_from_key, pack_key, parse_index
 from dsfs.format.version import BASE_FORMAT
-from dsfs.fsutil import write_atomic
+from dsfs.fsutil import taking_turns, write_atomic
 from dsfs.store import Store, open_store
 from dsfs.store.base import CONFIG_KEY
 
@@ -213,17 +213,30 @@ class Repository:
                 except FileNotFoundError:
                     continue
             else:
-                key = mf.manifest_key(version_id)
-                data = self.store.get_head(key, mf.HEADER_PROBE_SIZE)
-                needed = mf.header_length(data)
-                if len(data) < needed:
-                    data = self.store.get_head(key, needed)
-                header = mf.decode_header(data)
+                # processes that start on a version together (a loader's
+                # workers) take turns: the first fetches, the others read its
+                # copy (256 lock files at most, however many versions are listed)
+                with taking_turns(self.cache_root / "locks", f"head-{version_id[:2]}"):
+                    header = self.cached_header(version_id)
+                    if header is None:
+                        header = self._fetch_header(version_id, head_path)
                 _check_id(header, version_id)
-                self._cache_write(head_path, data[:needed])
                 return header
         header = mf.decode_header(data)
         _check_id(header, version_id)
+        return header
+
+    def _fetch_header(self, version_id: str, head_path: Path) -> mf.Header:
+        """Read a header from the store (the manifest's head only) and keep a
+        local copy of it."""
+        key = mf.manifest_key(version_id)
+        data = self.store.get_head(key, mf.HEADER_PROBE_SIZE)
+        needed = mf.header_length(data)
+        if len(data) < needed:
+            data = self.store.get_head(key, needed)
+        header = mf.decode_header(data)
+        _check_id(header, version_id)
+        self._cache_write(head_path, data[:needed])
         return header
 
     def forget_manifest(self, version_id: str) -> None:
