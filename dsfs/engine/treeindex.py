@@ -13,9 +13,6 @@ from these records is ``dsfs.engine.treedirs``'s job.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import struct
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -28,6 +25,7 @@ from dsfs.format import rawentries as raw
 from dsfs.format.digest import PREFIX as CHUNK_PREFIX
 from dsfs.format.digest import digest_bytes
 from dsfs.format.manifest import DIR, FILE, SYMLINK, ChunkRef, Entry, Header
+from dsfs.fsutil import taking_turns
 from dsfs.repository import Repository
 
 # -- encoded entries (layout documented with the tables in dsfs.cache.index) ---------
@@ -318,24 +316,6 @@ _CUT_RECORD = bytes([CUT])
 _TOUCHED_RECORD = bytes([TOUCHED])
 
 
-@contextlib.contextmanager
-def _indexing(repo: Repository, hex_id: str) -> Iterator[None]:
-    """An exclusive lock on indexing one version, across processes
-    (``<cache>/locks/tree-<id>``); without it, nothing worse than double work."""
-    try:
-        locks = repo.cache_root / "locks"
-        locks.mkdir(parents=True, exist_ok=True)
-        fd = os.open(locks / f"tree-{hex_id}", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError:
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def load_graph(repo: Repository, header: Header) -> dict[bytes, VersionInfo]:
     """Every version whose delta ``header``'s tree depends on, indexed first if new."""
     index = repo.cache.index
@@ -350,7 +330,7 @@ def load_graph(repo: Repository, header: Header) -> dict[bytes, VersionInfo]:
         if summary is None:
             # Processes that start on a new version together (a loader's workers)
             # take turns: one indexes it, the others find it indexed.
-            with _indexing(repo, hex_id):
+            with taking_turns(repo.cache_root / "locks", f"tree-{hex_id}"):
                 summary = index.tree_version(vid)
                 if summary is None:
                     info = index_version(
