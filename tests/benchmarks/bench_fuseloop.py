@@ -315,19 +315,28 @@ def bench_rsync(args: argparse.Namespace, base: Path, env: dict[str, str],
     for mode in modes:
         # "spread": the scheduler places rsync and the server (the aims' figure);
         # "pinned": all of them on --pin-cpu, so no request waits for an idle
-        # CPU to wake up and the time is the CPU work of both sides
-        key = "rsync" if mode == "spread" else f"rsync_{mode}"
-        med = {k: statistics.median(v) for k, v in runs[mode].items()}
-        cpu_med = {k: statistics.median(v) for k, v in cpu[mode].items()}
-        results[f"{key}_s_runs"] = runs[mode]
-        results[f"{key}_s"] = med
-        # CPU seconds of rsync and the file system's server (none for native)
-        results[f"{key}_cpu_s_runs"] = cpu[mode]
-        results[f"{key}_cpu_s"] = cpu_med
+        # CPU to wake up and the time is the CPU work of both sides.  CPU
+        # seconds: rsync's and the file system's server's (none for native).
+        key, med, cpu_med = _medians(results, "rsync", mode, runs[mode], cpu[mode])
         for kind in kinds:
             if kind != "native":
                 results[f"{key}_{kind}_over_native_speed"] = med["native"] / med[kind]
                 results[f"{key}_{kind}_over_native_cpu"] = cpu_med["native"] / cpu_med[kind]
+
+
+def _medians(results: dict, name: str, mode: str, runs: dict[str, list[float]],
+             cpu: dict[str, list[float]]) -> tuple[str, dict[str, float], dict[str, float]]:
+    """Record one mode's rounds and their medians (wall and CPU seconds) under
+    ``name`` ("spread", the aims' figure) or ``name_mode``; return the key
+    and the two medians by kind."""
+    key = name if mode == "spread" else f"{name}_{mode}"
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu.items()}
+    results[f"{key}_s_runs"] = runs
+    results[f"{key}_s"] = med
+    results[f"{key}_cpu_s_runs"] = cpu
+    results[f"{key}_cpu_s"] = cpu_med
+    return key, med, cpu_med
 
 
 # -- warm walk of a read-only mount ----------------------------------------------------
@@ -418,16 +427,10 @@ def bench_read(args: argparse.Namespace, base: Path, env: dict[str, str],
     results["read_files"] = args.read_files
     for mode in modes:
         # spread: the aim's figure; pinned: reader and server on --pin-cpu (CPU work,
-        # no idle vCPU to wake per request)
-        key = "read" if mode == "spread" else f"read_{mode}"
-        med = {k: statistics.median(v) for k, v in runs[mode].items()}
-        cpu_med = {k: statistics.median(v) for k, v in cpu[mode].items()}
-        results[f"{key}_s_runs"] = runs[mode]
-        results[f"{key}_s"] = med
+        # no idle vCPU to wake per request).  CPU seconds: the reading thread's
+        # and the server's.
+        key, med, cpu_med = _medians(results, "read", mode, runs[mode], cpu[mode])
         results[f"{key}_mib_s"] = {k: total / v / 2**20 for k, v in med.items()}
-        # CPU seconds of the reading thread and the server
-        results[f"{key}_cpu_s_runs"] = cpu[mode]
-        results[f"{key}_cpu_s"] = cpu_med
         results[f"{key}_patched_over_stock_speed"] = med["dsfs_stock"] / med["dsfs_patched"]
         results[f"{key}_patched_over_stock_cpu"] = cpu_med["dsfs_stock"] / cpu_med["dsfs_patched"]
 
