@@ -72,22 +72,26 @@ class Records(Inodes):
         self._mark(node)
         node.digest = None
         path = self.attached_path(node)
-        if path is not None:
-            # every name of a hard-linked node
-            paths = self.names(node) if node.aliases else (path,)
-            self.upper.append([self._record(node, name) for name in paths])
+        if path is None:
+            return
+        if node.aliases:  # every name of a hard-linked node
+            self.upper.append([self._record(node, name) for name in self.names(node)])
+        else:
+            self.upper.append([self._record(node, path)])
 
 
     # -- records ------------------------------------------------------------------------
 
     def _record(self, node: Node, path: str) -> Record:
         meta = self._meta(node)
-        if node.kind == DIR:
-            return Directory(path, node.lower_dir, node.mode, node.mtime_ns, meta)
-        if node.kind == SYMLINK:
-            return Symlink(path, node.target or "", node.mtime_ns, meta)
-        if node.kind == SPECIAL:
-            return Special(path, node.ftype | node.mode, node.rdev, node.mtime_ns, meta)
+        kind = node.kind
+        if kind != FILE:  # (one test for nearly every record: most are files')
+            if kind == DIR:
+                return Directory(path, node.lower_dir, node.mode, node.mtime_ns, meta)
+            if kind == SYMLINK:
+                return Symlink(path, node.target or "", node.mtime_ns, meta)
+            if kind == SPECIAL:
+                return Special(path, node.ftype | node.mode, node.rdev, node.mtime_ns, meta)
         if node.missing and node.data is not None:
             return File(path, node.lower.path if node.lower else None, node.data, node.mode,
                         node.mtime_ns, node.size, tuple(sorted(node.missing)), node.lower_end,
