@@ -52,7 +52,9 @@ class OverlayFS(Contents):
     # -- changing the tree ---------------------------------------------------------------
 
     def _check_name(self, name: str) -> None:
-        if len(os.fsencode(name)) > NAME_MAX:
+        # a character is at most 4 bytes (surrogateescape: 1), so only a name
+        # of more than NAME_MAX // 4 characters needs encoding to be measured
+        if len(name) > NAME_MAX // 4 and len(os.fsencode(name)) > NAME_MAX:
             raise NameTooLong(name[:40] + "…")
         if not name or name in (".", "..") or "/" in name:
             raise InvalidArgument(name)
@@ -205,7 +207,7 @@ class OverlayFS(Contents):
         target = self.children(new_parent).get(new_name)
         if target is node:
             return
-        up: Node | None = new_parent
+        up: Node | None = new_parent if node.kind == DIR else None
         while up is not None:  # no directory may move below itself
             if up is node:
                 raise InvalidArgument(f"cannot move {self.path(node)} below itself")
@@ -219,7 +221,8 @@ class OverlayFS(Contents):
                 raise IsADirectory(self.path(target))
             if target.kind == DIR and self.children(target):
                 raise NotEmpty(self.path(target))
-        old_path = join(self.path(old_parent), old_name)
+        old_dir = self.path(old_parent)
+        old_path = join(old_dir, old_name)
         self.upper.reserve()
         del self.children(old_parent)[old_name]
         self._unname(node, old_parent, old_name)
@@ -240,7 +243,8 @@ class OverlayFS(Contents):
         node.dirty = True
         self._mark_path(node if node.kind == DIR else new_parent)
         records: list[Record] = [Removed(old_path)]
-        self._records_of(node, join(self.path(new_parent), new_name), records)
+        new_dir = old_dir if new_parent is old_parent else self.path(new_parent)
+        self._records_of(node, join(new_dir, new_name), records)
         self.upper.append(records)
 
     def setattr(self, ino: int, mode: int | None = None, size: int | None = None,
