@@ -7,10 +7,10 @@ through ``OverlayFS``).  They and the mount lifecycle (``dsfs.mount``) are the
 users of pyfuse3, and this module is its only importer: the others take the
 names they need from here (``FUSEError``, ``EntryAttributes``, ...; the mount
 starts and ends the session with ``start_session``/``serve_requests``/
-``end_session``).  Each handler converts its arguments (names arrive
-as bytes: ``os.fsdecode`` in the adapters and nowhere else), calls down one
-layer (file contents come from the ``FileReader`` of ``dsfs.content`` that owns
-store I/O), and converts the answer.
+``end_session``).  Each handler converts its arguments (names arrive as
+bytes: ``os.fsdecode``, or its codec, in the adapters and nowhere else),
+calls down one layer (file contents come from the ``FileReader`` of
+``dsfs.content`` that owns store I/O), and converts the answer.
 
 pyfuse3 comes in two builds: the release, and the one ``packaging/pyfuse3``
 makes with dsfs's patch (``EXTENSIONS`` names what it adds; docs/design.md,
@@ -216,12 +216,21 @@ def entry_attributes(attr: Attr) -> pyfuse3.EntryAttributes:
     return out
 
 
-def negative_entry() -> pyfuse3.EntryAttributes:
-    """A lookup answer meaning "no such name", which the kernel may cache."""
+def _negative() -> pyfuse3.EntryAttributes:
     out = pyfuse3.EntryAttributes()
     out.st_ino = 0
     out.entry_timeout = TIMEOUT
     return out
+
+
+_NEGATIVE = _negative()
+
+
+def negative_entry() -> pyfuse3.EntryAttributes:
+    """A lookup answer meaning "no such name", which the kernel may cache: one
+    object for all (pyfuse3 only reads a reply; rsync makes three such lookups
+    a file)."""
+    return _NEGATIVE
 
 
 def statvfs(stats: FsStats, free: int = 0, avail: int = 0, ffree: int = 0
