@@ -27,10 +27,13 @@ VENV --stock DIR``; default ``<venv>/pyfuse3-stock``): today's figure.
 * ``rsync``: ``rsync -a`` of --rsync-files files of 512 bytes into a native
   directory, into dsfs's writable overlay (patched and stock) and into
   fuse-overlayfs, all on one tmpfs (store, cache, overlay, upper layers,
-  sources), each round into a new directory.  Aims: dsfs >= 0.2x native and
-  faster than fuse-overlayfs.  Also CPU seconds of rsync plus the server
-  (``rsync_cpu_s``; ``..._over_native_cpu`` is native's over each's), which
-  a busy machine disturbs less than wall time.  Each round runs every kind
+  sources), each round into a new directory; and into ``floorfs.py``, the
+  least a Python server on the same pyfuse3 loop can do (an in-memory tree,
+  nothing durable: ``python_floor``), which bounds what any Python handlers
+  can reach.  Aims: dsfs >= 0.2x native and faster than fuse-overlayfs.
+  Also CPU seconds of rsync plus the server (``rsync_cpu_s``;
+  ``..._over_native_cpu`` is native's over each's), which a busy machine
+  disturbs less than wall time.  Each round runs every kind
   twice: spread (the aims' figures, ``rsync_...``) and pinned (rsync's
   processes and the server on --pin-cpu, ``rsync_pinned_...``): on an idle
   VM every request of a spread run may wake a halted vCPU, so the spread
@@ -279,7 +282,7 @@ def bench_rsync(args: argparse.Namespace, base: Path, env: dict[str, str],
                 set_affinity(server, everywhere)
 
     overlayfs = shutil.which("fuse-overlayfs")
-    kinds = ["native", "dsfs_patched", "dsfs_stock"]
+    kinds = ["native", "dsfs_patched", "dsfs_stock", "python_floor"]
     if overlayfs:
         kinds.append("fuse_overlayfs")
     else:
@@ -297,6 +300,9 @@ def bench_rsync(args: argparse.Namespace, base: Path, env: dict[str, str],
                 [DSFS, "mount", "--foreground", "--writable", "--overlay",
                  str(base / f"upper-{kind}"), "bench/rsync", str(mnt)], mnt,
                 {**env, **extra}))
+        mnt = mnts["python_floor"] = base / "mnt-floor"
+        pids["python_floor"] = stack.enter_context(serving(
+            [sys.executable, str(HERE / "floorfs.py"), str(mnt)], mnt))
         if overlayfs:
             mnt = mnts["fuse_overlayfs"] = base / "mnt-ofs"
             pids["fuse_overlayfs"] = stack.enter_context(serving(
