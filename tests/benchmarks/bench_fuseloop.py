@@ -30,7 +30,9 @@ VENV --stock DIR``; default ``<venv>/pyfuse3-stock``): today's figure.
   sources), each round into a new directory; and into ``floorfs.py``, the
   least a Python server on the same pyfuse3 loop can do (an in-memory tree,
   nothing durable: ``python_floor``), which bounds what any Python handlers
-  can reach.  Aims: dsfs >= 0.2x native and faster than fuse-overlayfs.
+  can reach, and the same with the system calls of dsfs's crash-proof
+  change path done plainly (a data file per new file, a journal line per
+  change: ``python_floor_durable``).  Aims: dsfs >= 0.2x native and faster than fuse-overlayfs.
   Also CPU seconds of rsync plus the server (``rsync_cpu_s``;
   ``..._over_native_cpu`` is native's over each's), which a busy machine
   disturbs less than wall time.  Each round runs every kind
@@ -282,7 +284,7 @@ def bench_rsync(args: argparse.Namespace, base: Path, env: dict[str, str],
                 set_affinity(server, everywhere)
 
     overlayfs = shutil.which("fuse-overlayfs")
-    kinds = ["native", "dsfs_patched", "dsfs_stock", "python_floor"]
+    kinds = ["native", "dsfs_patched", "dsfs_stock", "python_floor", "python_floor_durable"]
     if overlayfs:
         kinds.append("fuse_overlayfs")
     else:
@@ -303,6 +305,10 @@ def bench_rsync(args: argparse.Namespace, base: Path, env: dict[str, str],
         mnt = mnts["python_floor"] = base / "mnt-floor"
         pids["python_floor"] = stack.enter_context(serving(
             [sys.executable, str(HERE / "floorfs.py"), str(mnt)], mnt))
+        mnt = mnts["python_floor_durable"] = base / "mnt-floor-durable"
+        pids["python_floor_durable"] = stack.enter_context(serving(
+            [sys.executable, str(HERE / "floorfs.py"), str(mnt),
+             "--durable", str(base / "floor-durable")], mnt))
         if overlayfs:
             mnt = mnts["fuse_overlayfs"] = base / "mnt-ofs"
             pids["fuse_overlayfs"] = stack.enter_context(serving(

@@ -16,10 +16,11 @@ and handlers cost at all.  Not a file system to use: a measuring stick.
 
 from __future__ import annotations
 
+import argparse
 import errno
+import json
 import os
 import stat
-import sys
 import time
 
 import pyfuse3
@@ -32,7 +33,7 @@ TIMEOUT = 86400.0
 
 class Node:
     __slots__ = ("ino", "mode", "size", "mtime_ns", "atime_ns", "ctime_ns", "uid", "gid",
-                 "data", "children", "lookups")
+                 "data", "children", "lookups", "fd")
 
     def __init__(self, ino: int, mode: int, uid: int, gid: int) -> None:
         now = time.time_ns()
@@ -42,14 +43,42 @@ class Node:
         self.data = b""
         self.children: dict[bytes, Node] | None = {} if stat.S_ISDIR(mode) else None
         self.lookups = 0
+        self.fd = -1  # --durable: the data file
+
+
+class Durable:
+    """--durable: data files and an append-only journal in one directory."""
+
+    def __init__(self, root: str) -> None:
+        os.makedirs(os.path.join(root, "data"), exist_ok=True)
+        self.data = os.path.join(root, "data", "")
+        self.journal = os.open(os.path.join(root, "journal"),
+                               os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.at = 0
+
+    def line(self, op: str, ino: int, node: Node, name: bytes = b"") -> None:
+        text = (f'{{"op":"{op}","ino":{ino},"name":{json.dumps(os.fsdecode(name))},'
+                f'"mode":{node.mode},"mtime":{node.mtime_ns},"size":{node.size}}}\n')
+        self.at += os.pwrite(self.journal, text.encode(), self.at)
+
+    def new_file(self, node: Node) -> None:
+        node.fd = os.open(f"{self.data}{node.ino}", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.utime(node.fd, ns=(node.mtime_ns, node.mtime_ns))
+
+    def fd(self, node: Node) -> int:
+        """The data file, open (a rename closes it: rsync's last request a file)."""
+        if node.fd < 0:
+            node.fd = os.open(f"{self.data}{node.ino}", os.O_RDWR)
+        return node.fd
 
 
 class FloorFS(pyfuse3.Operations):
     supports_dot_lookup = False
     enable_writeback_cache = False
 
-    def __init__(self) -> None:
+    def __init__(self, durable: Durable | None = None) -> None:
         super().__init__()
+        self.durable = durable
         self.no_open_inode = PATCHED
         self.atomic_o_trunc = not PATCHED
         self.nodes = {ROOT: Node(ROOT, stat.S_IFDIR | 0o755, os.getuid(), os.getgid())}
@@ -108,6 +137,7 @@ class FloorFS(pyfuse3.Operations):
                       fields: pyfuse3.SetattrFields, fh: int | None,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         node = self.nodes[inode]
+        unchanged = node.mode  # a chmod to the same mode needs no journal line (dsfs's rule)
         if fields.update_mode:
             node.mode = stat.S_IFMT(node.mode) | stat.S_IMODE(attr.st_mode)
         if fields.update_size:
@@ -122,16 +152,31 @@ class FloorFS(pyfuse3.Operations):
         if fields.update_gid:
             node.gid = attr.st_gid
         node.ctime_ns = time.time_ns()
+        if self.durable is not None:
+            if stat.S_ISREG(node.mode) and (fields.update_mtime or fields.update_atime):
+                os.utime(self.durable.fd(node), ns=(node.atime_ns, node.mtime_ns))
+            if stat.S_ISREG(node.mode) and fields.update_size:
+                os.ftruncate(self.durable.fd(node), node.size)
+            only_mode = not (fields.update_size or fields.update_mtime or fields.update_atime
+                             or fields.update_uid or fields.update_gid)
+            if not (only_mode and node.mode == unchanged):
+                self.durable.line("attr", inode, node)
         return self.entry(node)
 
     async def mkdir(self, parent_inode: int, name: bytes, mode: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        return self.entry(self.new(parent_inode, name, stat.S_IFDIR | mode, ctx))
+        node = self.new(parent_inode, name, stat.S_IFDIR | mode, ctx)
+        if self.durable is not None:
+            self.durable.line("dir", parent_inode, node, name)
+        return self.entry(node)
 
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext
                      ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
         node = self.new(parent_inode, name, stat.S_IFREG | stat.S_IMODE(mode), ctx)
+        if self.durable is not None:
+            self.durable.new_file(node)
+            self.durable.line("file", parent_inode, node, name)
         return pyfuse3.FileInfo(fh=node.ino), self.entry(node)
 
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext
@@ -152,6 +197,10 @@ class FloorFS(pyfuse3.Operations):
             node.data = data[:off].ljust(off, b"\0") + buf + data[off + len(buf):]
         node.size = len(node.data)
         node.mtime_ns = node.ctime_ns = time.time_ns()
+        if self.durable is not None:  # the bytes go to the data file, no journal line
+            fd = self.durable.fd(node)
+            os.pwrite(fd, buf, off)
+            node.mtime_ns = os.fstat(fd).st_mtime_ns
         return len(buf)
 
     async def release(self, fh: int) -> None:
@@ -169,7 +218,12 @@ class FloorFS(pyfuse3.Operations):
         new_kids = self.nodes[parent_inode_new].children
         if old_kids is None or new_kids is None or name_old not in old_kids:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        new_kids[name_new] = old_kids.pop(name_old)
+        node = new_kids[name_new] = old_kids.pop(name_old)
+        if self.durable is not None:
+            self.durable.line("rename", parent_inode_new, node, name_new)
+            if node.fd >= 0:
+                os.close(node.fd)
+                node.fd = -1
 
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
                      ) -> None:
@@ -206,10 +260,15 @@ class FloorFS(pyfuse3.Operations):
 
 
 def main() -> None:
-    mountpoint = sys.argv[1]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mountpoint")
+    parser.add_argument("--durable", metavar="DIR",
+                        help="data files and a journal line per change in DIR")
+    args = parser.parse_args()
     options = set(pyfuse3.default_options) - {"default_permissions"}
     options |= {"nodev", "nosuid", "fsname=floorfs"}
-    pyfuse3.init(FloorFS(), mountpoint, options)
+    durable = Durable(args.durable) if args.durable else None
+    pyfuse3.init(FloorFS(durable), args.mountpoint, options)
     try:
         trio.run(pyfuse3.main)
     finally:
